@@ -1,0 +1,295 @@
+"""A local consortium on one machine: N node processes on 127.0.0.1 (the embedded default).
+
+``DIR/cluster.json`` lists the nodes and their homes (``DIR/nodeI``); each home gets its own
+``node.log`` and ``node.pid``. ``up`` returns when every node is ready, ``down`` stops exactly
+the processes whose pids it recorded (checking that the pid still runs ``mdtp`` on that home
+before signalling it) and waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node import pki
+from node.errors import ClusterError
+from node.genesis import ConsensusParams
+from node.home import build_genesis, init_ca, init_home, write_genesis
+
+MANIFEST = "cluster.json"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    id: str
+    home: Path
+    p2p: str
+    api: str
+    metrics: str
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "node.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "node.log"
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """Ports the kernel hands out now; all sockets are held until all are chosen."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def init_cluster(
+    cluster_dir: Path,
+    nodes: int = 4,
+    *,
+    chain_id: str | None = None,
+    params: ConsensusParams | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> list[ClusterNode]:
+    if nodes < 1 or nodes > 64:
+        raise ClusterError(f"--nodes must be between 1 and 64, got {nodes}")
+    if (cluster_dir / MANIFEST).exists():
+        raise ClusterError(f"{cluster_dir}: a cluster already exists here (remove it first)")
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    ca = init_ca(cluster_dir / "ca", "mdtp local consortium")
+    ports = free_ports(3 * nodes)
+    members = []
+    result = []
+    for i in range(nodes):
+        node_id = f"node{i}"
+        p2p, api, metrics = (f"{HOST}:{ports[3 * i + k]}" for k in range(3))
+        home = cluster_dir / node_id
+        members.append(
+            init_home(
+                home,
+                node_id=node_id,
+                name=f"Member {i}",
+                ca=ca,
+                p2p=p2p,
+                api=api,
+                metrics=metrics,
+                extra_config=extra_config,
+            )
+        )
+        result.append(ClusterNode(node_id, home, p2p, api, metrics))
+    genesis = build_genesis(chain_id or f"mdtp-local-{secrets.token_hex(4)}", members, params)
+    write_genesis(genesis, cluster_dir / "genesis.json")
+    for node in result:
+        write_genesis(genesis, node.home / "genesis.json")
+    manifest = {
+        "chain_id": genesis.chain_id,
+        "nodes": [
+            {"id": n.id, "home": n.home.name, "p2p": n.p2p, "api": n.api, "metrics": n.metrics}
+            for n in result
+        ],
+    }
+    (cluster_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return result
+
+
+def load_cluster(cluster_dir: Path) -> list[ClusterNode]:
+    path = cluster_dir / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+        return [
+            ClusterNode(n["id"], cluster_dir / n["home"], n["p2p"], n["api"], n["metrics"])
+            for n in doc["nodes"]
+        ]
+    except FileNotFoundError:
+        raise ClusterError(
+            f"{cluster_dir}: no cluster here (create one with: mdtp cluster init --dir "
+            f"{cluster_dir})"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ClusterError(f"{path}: unreadable cluster manifest ({e})") from None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running_pid(node: ClusterNode) -> int | None:
+    """The recorded pid if that process is still this node's mdtp process."""
+    try:
+        pid = int(node.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    cmd = _cmdline(pid)
+    if str(node.home) in cmd and "start" in cmd:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+    return None
+
+
+def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start one node process in the background, logging to its home."""
+    if running_pid(node) is not None:
+        raise ClusterError(f"{node.id} is already running (pid {running_pid(node)})")
+    log = open(node.log_file, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "start", "--home", str(node.home)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        log.close()
+    node.pid_file.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _get_json(url: str, ctx: ssl.SSLContext | None, timeout: float) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read())
+        except ValueError:
+            return e.code, None
+
+
+def is_ready(node: ClusterNode, timeout: float = 2.0) -> bool:
+    try:
+        status, _ = _get_json(f"http://{node.metrics}/readyz", None, timeout)
+    except (OSError, ValueError):
+        return False
+    return status == 200
+
+
+def log_tail(node: ClusterNode, lines: int = 12) -> str:
+    try:
+        text = node.log_file.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def up(cluster_dir: Path, timeout_s: float = 60.0, env: dict[str, str] | None = None) -> None:
+    nodes = load_cluster(cluster_dir)
+    procs: dict[str, subprocess.Popen[bytes] | None] = {}
+    for node in nodes:
+        procs[node.id] = None if running_pid(node) else start_node(node, env)
+    deadline = time.monotonic() + timeout_s
+    pending = {n.id: n for n in nodes}
+    while pending:
+        for node_id, node in list(pending.items()):
+            proc = procs[node_id]
+            if proc is not None and proc.poll() is not None:
+                down(cluster_dir)
+                raise ClusterError(
+                    f"{node_id} exited with code {proc.returncode} while starting; "
+                    f"last lines of {node.log_file}:\n{log_tail(node)}"
+                )
+            if is_ready(node):
+                del pending[node_id]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            down(cluster_dir)
+            details = "\n".join(
+                f"--- {n.id} ({n.log_file}):\n{log_tail(n)}" for n in pending.values()
+            )
+            raise ClusterError(
+                f"not ready after {timeout_s:.0f} s: {', '.join(pending)}\n{details}"
+            )
+        time.sleep(0.2)
+
+
+def status(cluster_dir: Path) -> list[dict[str, Any]]:
+    nodes = load_cluster(cluster_dir)
+    ctx = pki.api_client_context(cluster_dir / "ca" / "ca.pem")
+    rows = []
+    for node in nodes:
+        row: dict[str, Any] = {
+            "id": node.id,
+            "pid": running_pid(node),
+            "api": node.api,
+            "p2p": node.p2p,
+            "metrics": node.metrics,
+            "peers": 0,
+            "height": None,
+            "ready": False,
+        }
+        if row["pid"] is not None:
+            try:
+                code, doc = _get_json(f"https://{node.api}/v1/status", ctx, 3.0)
+                if code == 200 and isinstance(doc, dict):
+                    row.update(
+                        peers=doc.get("peers", 0),
+                        height=doc.get("height"),
+                        view=doc.get("view"),
+                        ready=bool(doc.get("ready")),
+                    )
+            except (OSError, ValueError) as e:
+                row["error"] = str(e)
+        rows.append(row)
+    return rows
+
+
+def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
+    """Stop every node process this cluster started; returns the ids that were stopped."""
+    nodes = load_cluster(cluster_dir)
+    pids = {n.id: p for n in nodes if (p := running_pid(n)) is not None}
+    for pid in pids.values():
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for node_id, pid in pids.items():
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        node = next(n for n in nodes if n.id == node_id)
+        node.pid_file.unlink(missing_ok=True)
+    return list(pids)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; reaps it if it is our child and has exited."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return state not in ("Z", "X")

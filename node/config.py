@@ -1,0 +1,198 @@
+"""Node configuration: one TOML file per node home, every key overridable by ``MDTP_*``.
+
+The schema below is the single source of truth: it renders the documented ``config.toml``
+that ``mdtp init`` writes, validates the file on load and maps environment variables
+(``MDTP_<SECTION>_<KEY>``, upper case, e.g. ``MDTP_P2P_LISTEN``). Relative paths are
+relative to the node home.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str
+    name: str
+    type: type
+    default: Any
+    doc: str
+    minimum: int | None = None
+
+    @property
+    def env(self) -> str:
+        return f"MDTP_{self.section}_{self.name}".upper()
+
+
+MiB = 1024 * 1024
+
+SCHEMA: tuple[Key, ...] = (
+    Key("node", "id", str, "", "This node's member id; must be a member in the genesis file."),
+    Key("node", "genesis", str, "genesis.json", "Path of the genesis file."),
+    Key("node", "node_key", str, "node_key.json", "Ed25519 node key file (mode 0600)."),
+    Key("node", "data_dir", str, "data", "Directory of the LevelDB store and chunk store."),
+    Key("tls", "ca", str, "ca.pem", "Consortium CA certificate (PEM)."),
+    Key("tls", "cert", str, "node.pem", "This node's TLS certificate, issued by the CA."),
+    Key("tls", "key", str, "node.key.pem", "This node's TLS private key (mode 0600)."),
+    Key("p2p", "listen", str, "127.0.0.1:26600", "host:port of the mutual-TLS peer port."),
+    Key("p2p", "max_frame_bytes", int, 16 * MiB, "Largest peer frame accepted or sent.", 1024),
+    Key("p2p", "send_queue_max_frames", int, 8192, "Per-peer outbound queue bound.", 1),
+    Key(
+        "p2p",
+        "max_bad_frames",
+        int,
+        16,
+        "Undecodable/oversized frames from one connection before it is closed.",
+        1,
+    ),
+    Key("p2p", "handshake_timeout_ms", int, 5000, "TLS + identity handshake deadline.", 1),
+    Key("p2p", "reconnect_backoff_ms_min", int, 100, "First reconnect delay.", 1),
+    Key("p2p", "reconnect_backoff_ms_max", int, 5000, "Reconnect delay cap (with jitter).", 1),
+    Key("p2p", "idle_timeout_ms", int, 15000, "A link with no frame for this long is dropped.", 1),
+    Key("api", "listen", str, "127.0.0.1:26601", "host:port of the HTTPS API."),
+    Key("api", "max_body_bytes", int, 4 * MiB, "Largest API request body.", 1024),
+    Key("metrics", "listen", str, "127.0.0.1:26602", "host:port of /metrics, /healthz, /readyz."),
+    Key("log", "level", str, "info", "debug, info, warning or error."),
+    Key("log", "json", bool, False, "One JSON object per log line instead of text."),
+)
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _parse_address(value: str, where: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}: expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    home: Path
+    source: str
+    values: dict[str, Any]
+
+    def get(self, section: str, name: str) -> Any:
+        return self.values[f"{section}.{name}"]
+
+    def path(self, section: str, name: str) -> Path:
+        p = Path(self.get(section, name))
+        return p if p.is_absolute() else self.home / p
+
+    def address(self, section: str) -> tuple[str, int]:
+        return _parse_address(self.get(section, "listen"), f"{self.source}: [{section}] listen")
+
+    @property
+    def node_id(self) -> str:
+        value: str = self.get("node", "id")
+        return value
+
+
+def render_config(overrides: dict[str, Any]) -> str:
+    """A documented config.toml: every key with its doc line; defaults commented out."""
+    lines = [
+        "# mdtp node configuration. Every key can be overridden by an environment variable",
+        "# MDTP_<SECTION>_<KEY> (e.g. MDTP_P2P_LISTEN). Relative paths are relative to the",
+        "# node home. Keys left commented out take the default shown.",
+    ]
+    section = ""
+    for key in SCHEMA:
+        if key.section != section:
+            section = key.section
+            lines += ["", f"[{section}]"]
+        lines.append(f"# {key.doc} (env {key.env})")
+        full = f"{key.section}.{key.name}"
+        value = overrides.get(full, key.default)
+        rendered = _toml_value(value)
+        if full in overrides:
+            lines.append(f"{key.name} = {rendered}")
+        else:
+            lines.append(f"# {key.name} = {rendered}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _coerce(key: Key, value: Any, where: str) -> Any:
+    if key.type is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    if key.type is int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: must be an integer, got {value!r}")
+        if key.minimum is not None and value < key.minimum:
+            raise ConfigError(f"{where}: must be at least {key.minimum}, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def load_config(home: Path, env: dict[str, str] | None = None) -> NodeConfig:
+    """Load ``home/config.toml``, apply ``MDTP_*`` overrides, validate every key."""
+    env = dict(os.environ) if env is None else env
+    path = home / "config.toml"
+    if not home.is_dir():
+        raise ConfigError(f"{home}: node home not found (create one with: mdtp init --home {home})")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (run: mdtp init --home {home})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    known = {key.section: set() for key in SCHEMA}  # type: dict[str, set[str]]
+    for key in SCHEMA:
+        known[key.section].add(key.name)
+    for section, body in raw.items():
+        if section not in known:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for name in body:
+            if name not in known[section]:
+                raise ConfigError(f"{path}: unknown key '{name}' in [{section}]")
+    values: dict[str, Any] = {}
+    for key in SCHEMA:
+        full = f"{key.section}.{key.name}"
+        if key.env in env:
+            values[full] = _coerce(key, env[key.env], f"environment variable {key.env}")
+        else:
+            value = raw.get(key.section, {}).get(key.name, key.default)
+            values[full] = _coerce(key, value, f"{path}: [{key.section}] {key.name}")
+    if not values["node.id"]:
+        raise ConfigError(f"{path}: [node] id is required")
+    if values["log.level"] not in _LOG_LEVELS:
+        raise ConfigError(f"{path}: [log] level must be one of {', '.join(_LOG_LEVELS)}")
+    if values["p2p.reconnect_backoff_ms_max"] < values["p2p.reconnect_backoff_ms_min"]:
+        raise ConfigError(f"{path}: [p2p] reconnect_backoff_ms_max is below the minimum")
+    cfg = NodeConfig(home=home, source=str(path), values=values)
+    for section in ("p2p", "api", "metrics"):
+        cfg.address(section)
+    return cfg

@@ -1,0 +1,238 @@
+"""The node daemon: loads a node home, runs the peer links and the HTTP ports until told to
+stop, then shuts everything down in order (ports closed, links closed, stores flushed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import ssl
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from prometheus_client import CollectorRegistry, Gauge
+
+from node import pki
+from node.api import api_app
+from node.config import NodeConfig
+from node.errors import ConfigError, KeyFileError, MdtpError
+from node.genesis import Genesis, load_genesis
+from node.health import LoopLagProbe, health_app, liveness_checks
+from node.keys import SigningKey, load_key
+from node.p2p.metrics import P2PMetrics
+from node.p2p.transport import Transport, TransportLimits
+
+log = logging.getLogger("mdtp.node")
+
+
+def _load_cert_der(path: Path) -> bytes:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: TLS certificate not found", reason="key_missing") from None
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"{path}: not a PEM certificate ({e})") from None
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+class Node:
+    """One member's node, built from its home; :meth:`run` serves until ``stop`` is set."""
+
+    def __init__(self, cfg: NodeConfig, passphrase: bytes | None = None) -> None:
+        self.cfg = cfg
+        self.genesis: Genesis = load_genesis(cfg.path("node", "genesis"))
+        self.node_id = cfg.node_id
+        member = self.genesis.member(self.node_id)
+        if member is None:
+            raise ConfigError(
+                f"{cfg.source}: [node] id {self.node_id!r} is not a member in "
+                f"{cfg.path('node', 'genesis')} (members: {', '.join(self.genesis.member_ids)})"
+            )
+        self.node_key: SigningKey = load_key(cfg.path("node", "node_key"), passphrase=passphrase)
+        if self.node_key.public_key.hex() != member.node_public_key:
+            raise KeyFileError(
+                f"{cfg.path('node', 'node_key')}: this node key is not the one genesis lists "
+                f"for {self.node_id!r}",
+                reason="key_mismatch",
+            )
+        ca, cert, key = cfg.path("tls", "ca"), cfg.path("tls", "cert"), cfg.path("tls", "key")
+        self.cert_der = _load_cert_der(cert)
+        if pki.fingerprint_der(self.cert_der) != member.tls_fingerprint:
+            raise KeyFileError(
+                f"{cert}: TLS certificate fingerprint differs from the one genesis pins for "
+                f"{self.node_id!r}",
+                reason="key_mismatch",
+            )
+        self.server_ctx = pki.p2p_server_context(ca, cert, key)
+        self.client_ctx = pki.p2p_client_context(ca, cert, key)
+        self.api_ctx = pki.api_server_context(ca, cert, key)
+        self.data_dir = cfg.path("node", "data_dir")
+        self.registry = CollectorRegistry()
+        self.p2p_metrics = P2PMetrics(self.registry)
+        self.lag = LoopLagProbe(self.registry)
+        self.height = 0
+        self.view = 0
+        self.started = False
+        self._height_gauge = Gauge(
+            "mdtp_consensus_height", "Height of the last committed block", registry=self.registry
+        )
+        self._lock_file: IO[bytes] | None = None
+        limits = TransportLimits(
+            max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
+            send_queue_max_frames=cfg.get("p2p", "send_queue_max_frames"),
+            max_bad_frames=cfg.get("p2p", "max_bad_frames"),
+            handshake_timeout_s=cfg.get("p2p", "handshake_timeout_ms") / 1000,
+            backoff_s_min=cfg.get("p2p", "reconnect_backoff_ms_min") / 1000,
+            backoff_s_max=cfg.get("p2p", "reconnect_backoff_ms_max") / 1000,
+            idle_timeout_s=cfg.get("p2p", "idle_timeout_ms") / 1000,
+        )
+        self.transport = Transport(
+            genesis=self.genesis,
+            node_id=self.node_id,
+            node_key=self.node_key,
+            server_ctx=self.server_ctx,
+            client_ctx=self.client_ctx,
+            own_cert_der=self.cert_der,
+            listen=cfg.address("p2p"),
+            metrics=self.p2p_metrics,
+            limits=limits,
+            handler=self._on_frame,
+        )
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _on_frame(self, peer_id: str, kind: str, body: Any) -> None:
+        self.p2p_metrics.frames_dropped.labels("unknown_kind").inc()
+        log.debug("unhandled %s frame from %s", kind, peer_id)
+
+    def readiness(self) -> dict[str, Any]:
+        peers = len(self.transport.outbound_connected)
+        reasons = []
+        if not self.started:
+            reasons.append("starting")
+        if peers + 1 < self.genesis.quorum:
+            reasons.append(f"connected to {peers} peers, a quorum needs {self.genesis.quorum - 1}")
+        return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
+
+    def status(self) -> dict[str, Any]:
+        ready = self.readiness()
+        return {
+            "id": self.node_id,
+            "chain_id": self.genesis.chain_id,
+            "pid": os.getpid(),
+            "height": self.height,
+            "view": self.view,
+            "peers": ready["peers"],
+            "outbound": self.transport.outbound_connected,
+            "inbound": self.transport.inbound_connected,
+            "ready": ready["ready"],
+            "p2p": self.cfg.get("p2p", "listen"),
+            "api": self.cfg.get("api", "listen"),
+            "metrics": self.cfg.get("metrics", "listen"),
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _lock_home(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "node.lock"
+        f = open(path, "wb")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise ConfigError(
+                f"{path}: another mdtp process is already running on this node home",
+                reason="home_locked",
+            ) from None
+        self._lock_file = f
+
+    async def _serve_http(
+        self, app: web.Application, section: str, ctx: ssl.SSLContext | None
+    ) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = self.cfg.address(section)
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=ctx).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise _bind_error(self.cfg, section, e) from None
+        return runner
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._lock_home()
+        runners: list[web.AppRunner] = []
+        lag_task = asyncio.create_task(self.lag.run(), name="loop-lag")
+        try:
+            runners.append(
+                await self._serve_http(
+                    health_app(
+                        self.registry,
+                        lambda: liveness_checks(self.data_dir, self.lag),
+                        self.readiness,
+                    ),
+                    "metrics",
+                    None,
+                )
+            )
+            try:
+                await self.transport.start()
+            except OSError as e:
+                raise _bind_error(self.cfg, "p2p", e) from None
+            runners.append(
+                await self._serve_http(
+                    api_app(self.status, self.cfg.get("api", "max_body_bytes")), "api", self.api_ctx
+                )
+            )
+            self.started = True
+            log.info(
+                "node %s up: p2p %s, api %s, metrics %s",
+                self.node_id,
+                self.cfg.get("p2p", "listen"),
+                self.cfg.get("api", "listen"),
+                self.cfg.get("metrics", "listen"),
+            )
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            self.started = False
+            for runner in reversed(runners):
+                await runner.cleanup()
+            await self.transport.close()
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+            if self._lock_file is not None:
+                self._lock_file.close()
+            log.info("stopped")
+
+
+def _bind_error(cfg: NodeConfig, section: str, e: OSError) -> MdtpError:
+    addr = cfg.get(section, "listen")
+    if e.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"{addr} ([{section}] listen in {cfg.source}) is already in use by another process",
+            reason="port_in_use",
+        )
+    return ConfigError(f"cannot listen on {addr} ([{section}] listen): {e.strerror}")
+
+
+async def serve(cfg: NodeConfig, passphrase: bytes | None) -> None:
+    """Run a node until SIGTERM or SIGINT."""
+    node = Node(cfg, passphrase)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    await node.run(stop)
+    log.debug("ran for %.1f s", time.monotonic() - started)

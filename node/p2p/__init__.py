@@ -1,0 +1,1 @@
+"""Mutual-TLS peer links: framing, the identity handshake, and the link manager."""

@@ -1,0 +1,445 @@
+"""The peer link manager: one outbound mutual-TLS link to every other member.
+
+Each node dials every other member and keeps that link up (capped exponential backoff with
+jitter), so n nodes have n*(n-1) directed links. A node *sends* only on its outbound links
+and *receives* only on inbound ones; replies travel on the replier's own outbound link. This
+keeps every link one-way, so a slow reader never blocks a writer it also depends on.
+
+Accepting is done in two steps, plain TCP then ``start_tls``, so that every refusal — no
+client certificate, a certificate from another CA, a non-member, a fingerprint that genesis
+does not pin, a node key that cannot answer the challenge — is classified and counted
+instead of vanishing inside the TLS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from node.errors import FrameError, HandshakeRefused
+from node.genesis import Genesis
+from node.keys import SigningKey, verify_signature
+from node.p2p.frames import encode_frame, read_frame
+from node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
+from node.p2p.metrics import P2PMetrics
+from node.pki import fingerprint_der, node_id_of_der
+
+log = logging.getLogger("mdtp.p2p")
+
+FrameHandler = Callable[[str, str, Any], None]
+"""Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer."""
+
+_CONTROL_KINDS = frozenset({"hello", "auth", "ready", "ping"})
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    max_frame_bytes: int = 16 * 1024 * 1024
+    send_queue_max_frames: int = 8192
+    max_bad_frames: int = 16
+    handshake_timeout_s: float = 5.0
+    backoff_s_min: float = 0.1
+    backoff_s_max: float = 5.0
+    idle_timeout_s: float = 15.0
+    write_batch_max_bytes: int = 1024 * 1024
+
+
+def classify_tls_error(exc: BaseException) -> str:
+    """Map a TLS handshake failure to a stable refusal reason."""
+    if isinstance(exc, TimeoutError):
+        return "handshake_timeout"
+    reason = getattr(exc, "reason", None) or ""
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "no_client_certificate"
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE" in reason:
+        return "bad_certificate"
+    if "VERSION" in reason or "PROTOCOL" in reason:
+        return "tls_version"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_error"
+    return "connection_error"
+
+
+class _OutboundLink:
+    def __init__(self, peer_id: str, limits: TransportLimits) -> None:
+        self.peer_id = peer_id
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=limits.send_queue_max_frames)
+        self.connected = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class Transport:
+    def __init__(
+        self,
+        *,
+        genesis: Genesis,
+        node_id: str,
+        node_key: SigningKey,
+        server_ctx: ssl.SSLContext,
+        client_ctx: ssl.SSLContext,
+        own_cert_der: bytes,
+        listen: tuple[str, int],
+        metrics: P2PMetrics,
+        limits: TransportLimits,
+        handler: FrameHandler,
+    ) -> None:
+        assert genesis.member(node_id) is not None, "node must be a member"
+        self.genesis = genesis
+        self.node_id = node_id
+        self.node_key = node_key
+        self.server_ctx = server_ctx
+        self.client_ctx = client_ctx
+        self.own_fingerprint = fingerprint_der(own_cert_der)
+        self.listen = listen
+        self.metrics = metrics
+        self.limits = limits
+        self.handler = handler
+        self.peers = [m.id for m in genesis.members if m.id != node_id]
+        self._outbound = {p: _OutboundLink(p, limits) for p in self.peers}
+        self._inbound: dict[str, asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = self.listen
+        self._server = await asyncio.start_server(self._accept, host, port, limit=2**16)
+        for link in self._outbound.values():
+            link.task = asyncio.create_task(self._dial_forever(link), name=f"dial-{link.peer_id}")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        tasks = [link.task for link in self._outbound.values() if link.task] + list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for writer in list(self._inbound.values()):
+            writer.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    def send(self, peer_id: str, kind: str, body: Any) -> bool:
+        """Queue a frame for ``peer_id``; False (and counted) if its queue is full."""
+        return self._enqueue(peer_id, kind, encode_frame(kind, body, self.limits.max_frame_bytes))
+
+    def broadcast(self, kind: str, body: Any) -> None:
+        frame = encode_frame(kind, body, self.limits.max_frame_bytes)
+        for peer_id in self.peers:
+            self._enqueue(peer_id, kind, frame)
+
+    @property
+    def outbound_connected(self) -> list[str]:
+        return [p for p, link in self._outbound.items() if link.connected]
+
+    @property
+    def inbound_connected(self) -> list[str]:
+        return sorted(self._inbound)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _enqueue(self, peer_id: str, kind: str, frame: bytes) -> bool:
+        link = self._outbound.get(peer_id)
+        if link is None:
+            raise ValueError(f"{peer_id!r} is not a peer")
+        try:
+            link.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.metrics.frames_dropped.labels("queue_full").inc()
+            return False
+        self.metrics.frames_sent.labels(kind).inc()
+        return True
+
+    async def _dial_forever(self, link: _OutboundLink) -> None:
+        member = self.genesis.member(link.peer_id)
+        assert member is not None
+        host, _, port = member.p2p.rpartition(":")
+        backoff = self.limits.backoff_s_min
+        while not self._closing:
+            self.metrics.reconnects.inc()
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, conn = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port), ssl=self.client_ctx),
+                    self.limits.handshake_timeout_s,
+                )
+                writer = conn
+                await asyncio.wait_for(
+                    self._client_handshake(link.peer_id, reader, conn),
+                    self.limits.handshake_timeout_s,
+                )
+                link.connected = True
+                self.metrics.peers_connected.labels("outbound").inc()
+                log.info("outbound link to %s up", link.peer_id)
+                backoff = self.limits.backoff_s_min
+                try:
+                    await self._pump(link, reader, conn)
+                finally:
+                    link.connected = False
+                    self.metrics.peers_connected.labels("outbound").dec()
+                    log.info("outbound link to %s down", link.peer_id)
+            except asyncio.CancelledError:
+                if writer is not None:
+                    writer.close()
+                raise
+            except HandshakeRefused as e:
+                self.metrics.connections_refused.labels(e.reason).inc()
+                log.warning("refused outbound link to %s: %s", link.peer_id, e)
+            except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as e:
+                if isinstance(e, ssl.SSLError | TimeoutError):
+                    self.metrics.connections_refused.labels(classify_tls_error(e)).inc()
+                log.debug("dial %s failed: %s", link.peer_id, e)
+            except FrameError as e:
+                self.metrics.frames_dropped.labels(e.reason).inc()
+            if writer is not None:
+                writer.close()
+            delay = random.uniform(backoff / 2, backoff)
+            backoff = min(backoff * 2, self.limits.backoff_s_max)
+            await asyncio.sleep(delay)
+
+    async def _pump(
+        self, link: _OutboundLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Write queued frames in batches; a keepalive when idle; return when the link dies."""
+        eof = asyncio.create_task(reader.read(1))  # the receiver never writes after READY
+        ping = encode_frame("ping", None, self.limits.max_frame_bytes)
+        try:
+            while True:
+                get = asyncio.create_task(link.queue.get())
+                done, _ = await asyncio.wait(
+                    {get, eof},
+                    timeout=self.limits.idle_timeout_s / 3,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if eof in done:
+                    get.cancel()
+                    if get.done() and not get.cancelled():
+                        self._requeue_front(link, get.result())
+                    return
+                if get not in done:
+                    get.cancel()
+                    batch = [ping]
+                else:
+                    batch = [get.result()]
+                    size = len(batch[0])
+                    while size < self.limits.write_batch_max_bytes and not link.queue.empty():
+                        frame = link.queue.get_nowait()
+                        batch.append(frame)
+                        size += len(frame)
+                writer.write(b"".join(batch))
+                self.metrics.bytes_sent.inc(sum(len(b) for b in batch))
+                await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+        finally:
+            eof.cancel()
+            writer.close()
+
+    def _requeue_front(self, link: _OutboundLink, frame: bytes) -> None:
+        # A frame taken just as the link died goes back; order across a reconnect is not
+        # promised to the layers above (consensus tolerates loss and reordering).
+        with contextlib.suppress(asyncio.QueueFull):
+            link.queue.put_nowait(frame)
+
+    # -- handshakes -------------------------------------------------------------------------
+
+    def _check_peer_certificate(self, writer: asyncio.StreamWriter, expected: str | None) -> str:
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if not der:
+            raise HandshakeRefused("peer presented no certificate", reason="no_client_certificate")
+        peer_id = node_id_of_der(der)
+        if peer_id is None:
+            raise HandshakeRefused("certificate names no mdtp node", reason="not_member")
+        member = self.genesis.member(peer_id)
+        if member is None or peer_id == self.node_id:
+            raise HandshakeRefused(f"{peer_id!r} is not a current member", reason="not_member")
+        if expected is not None and peer_id != expected:
+            raise HandshakeRefused(
+                f"dialled {expected!r} but certificate names {peer_id!r}", reason="wrong_peer"
+            )
+        if fingerprint_der(der) != member.tls_fingerprint:
+            raise HandshakeRefused(
+                f"certificate of {peer_id!r} is not the one pinned in genesis",
+                reason="fingerprint_mismatch",
+            )
+        return peer_id
+
+    def _verify_auth(self, peer_id: str, role: str, challenge: bytes, signature: bytes) -> None:
+        member = self.genesis.member(peer_id)
+        assert member is not None
+        signed = auth_bytes(
+            chain_id=self.genesis.chain_id,
+            role=role,
+            signer_id=peer_id,
+            verifier_id=self.node_id,
+            verifier_challenge=challenge,
+            signer_fingerprint=member.tls_fingerprint,
+            verifier_fingerprint=self.own_fingerprint,
+        )
+        if not verify_signature(bytes.fromhex(member.node_public_key), signed, signature):
+            raise HandshakeRefused(
+                f"{peer_id!r} did not prove possession of its node key", reason="bad_node_key"
+            )
+
+    def _sign_auth(self, peer_id: str, role: str, challenge: bytes) -> bytes:
+        member = self.genesis.member(peer_id)
+        assert member is not None
+        return self.node_key.sign(
+            auth_bytes(
+                chain_id=self.genesis.chain_id,
+                role=role,
+                signer_id=self.node_id,
+                verifier_id=peer_id,
+                verifier_challenge=challenge,
+                signer_fingerprint=self.own_fingerprint,
+                verifier_fingerprint=member.tls_fingerprint,
+            )
+        )
+
+    async def _expect(self, reader: asyncio.StreamReader, kind: str) -> Any:
+        got, body, _ = await read_frame(reader, 4096)
+        if got != kind:
+            raise HandshakeRefused(f"expected {kind.upper()}, got {got!r}", reason="bad_hello")
+        return body
+
+    def _write(self, writer: asyncio.StreamWriter, kind: str, body: Any) -> None:
+        writer.write(encode_frame(kind, body, 4096))
+
+    async def _client_handshake(
+        self, peer_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._check_peer_certificate(writer, peer_id)
+        challenge = os.urandom(CHALLENGE_BYTES)
+        self._write(
+            writer, "hello", Hello(self.genesis.chain_id, self.node_id, challenge).to_body()
+        )
+        server_hello = Hello.from_body(await self._expect(reader, "hello"))
+        if server_hello.chain_id != self.genesis.chain_id or server_hello.node_id != peer_id:
+            raise HandshakeRefused("peer HELLO names another chain or node", reason="bad_hello")
+        if server_hello.signature is None:
+            raise HandshakeRefused("server HELLO is not signed", reason="bad_hello")
+        self._verify_auth(peer_id, "server", challenge, server_hello.signature)
+        self._write(
+            writer,
+            "auth",
+            {"signature": self._sign_auth(peer_id, "client", server_hello.challenge)},
+        )
+        await self._expect(reader, "ready")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer_id: str | None = None
+        try:
+            try:
+                await writer.start_tls(
+                    self.server_ctx, ssl_handshake_timeout=self.limits.handshake_timeout_s
+                )
+            except (ssl.SSLError, TimeoutError, OSError) as e:
+                reason = classify_tls_error(e)
+                self.metrics.connections_refused.labels(reason).inc()
+                log.warning(
+                    "refused inbound connection from %s: %s (%s)",
+                    writer.get_extra_info("peername"),
+                    reason,
+                    e,
+                )
+                return
+            try:
+                peer_id = await asyncio.wait_for(
+                    self._server_handshake(reader, writer), self.limits.handshake_timeout_s
+                )
+            except HandshakeRefused as e:
+                self.metrics.connections_refused.labels(e.reason).inc()
+                log.warning("refused inbound connection: %s", e)
+                return
+            except TimeoutError:
+                self.metrics.connections_refused.labels("handshake_timeout").inc()
+                return
+            except FrameError as e:
+                self.metrics.connections_refused.labels("bad_hello").inc()
+                log.warning("refused inbound connection: %s", e)
+                return
+            old = self._inbound.pop(peer_id, None)
+            if old is not None:
+                old.close()  # a reconnecting peer replaces its stale link
+            self._inbound[peer_id] = writer
+            self.metrics.peers_connected.labels("inbound").inc()
+            try:
+                await self._receive(peer_id, reader)
+            finally:
+                self.metrics.peers_connected.labels("inbound").dec()
+                if self._inbound.get(peer_id) is writer:
+                    del self._inbound[peer_id]
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            # Shutdown. Not re-raised: asyncio's stream server calls task.exception() on
+            # this task, which would log a spurious traceback for a cancelled one.
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _server_handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> str:
+        peer_id = self._check_peer_certificate(writer, None)
+        hello = Hello.from_body(await self._expect(reader, "hello"))
+        if hello.chain_id != self.genesis.chain_id:
+            raise HandshakeRefused(f"peer is on chain {hello.chain_id!r}", reason="wrong_chain")
+        if hello.node_id != peer_id:
+            raise HandshakeRefused("HELLO node id differs from the certificate", reason="bad_hello")
+        challenge = os.urandom(CHALLENGE_BYTES)
+        signature = self._sign_auth(peer_id, "server", hello.challenge)
+        self._write(
+            writer,
+            "hello",
+            Hello(self.genesis.chain_id, self.node_id, challenge, signature).to_body(),
+        )
+        auth = await self._expect(reader, "auth")
+        sig = auth.get("signature") if isinstance(auth, dict) else None
+        if not isinstance(sig, bytes):
+            raise HandshakeRefused("AUTH carries no signature", reason="bad_hello")
+        self._verify_auth(peer_id, "client", challenge, sig)
+        self._write(writer, "ready", None)
+        await writer.drain()
+        return peer_id
+
+    async def _receive(self, peer_id: str, reader: asyncio.StreamReader) -> None:
+        bad = 0
+        max_frame = self.limits.max_frame_bytes
+        while True:
+            try:
+                kind, body, size = await asyncio.wait_for(
+                    read_frame(reader, max_frame), self.limits.idle_timeout_s
+                )
+            except FrameError as e:
+                self.metrics.frames_dropped.labels(e.reason).inc()
+                bad += 1
+                if e.reason == "oversized_fatal" or bad >= self.limits.max_bad_frames:
+                    log.warning("closing link from %s after bad frames: %s", peer_id, e)
+                    return
+                continue
+            except TimeoutError:
+                log.info("link from %s idle, closing", peer_id)
+                return
+            self.metrics.bytes_received.inc(size)
+            if kind in _CONTROL_KINDS:
+                continue
+            self.metrics.frames_received.labels(kind).inc()
+            try:
+                self.handler(peer_id, kind, body)
+            except Exception:  # a handler bug must not kill the link; it is logged loudly
+                log.exception("frame handler failed on %s frame from %s", kind, peer_id)

@@ -1,0 +1,53 @@
+"""Helpers for tests that run real ``mdtp`` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node import cluster, pki
+from node.cluster import ClusterNode
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` until truthy; generous deadlines, never a timing assertion."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing may not be up yet
+            last_error = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} ({last_error})")
+
+
+def api_status(cluster_dir: Path, node: ClusterNode) -> dict[str, Any]:
+    ctx = pki.api_client_context(cluster_dir / "ca" / "ca.pem")
+    with urllib.request.urlopen(f"https://{node.api}/v1/status", timeout=5, context=ctx) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+        return doc
+
+
+def metric_value(node: ClusterNode, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of ``/metrics`` (0.0 when the labelled series does not exist yet)."""
+    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    want = name
+    if labels:
+        want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def all_links_up(cluster_dir: Path) -> bool:
+    rows = cluster.status(cluster_dir)
+    return all(r["ready"] and r["peers"] == len(rows) - 1 for r in rows)
