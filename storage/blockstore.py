@@ -1,0 +1,238 @@
+"""The node's LevelDB store: blocks, commit certificates, tx index, ledger state, consensus.
+
+One LevelDB per node, key spaces separated by a one-byte prefix and a slash::
+
+    b/<height u64be>   block bytes (encoded by the consensus codec)
+    c/<height u64be>   commit certificate bytes
+    h/<height u64be>   block record: hash, state root after executing it, time, tx count
+    t/<tx id>          tx index: height, index, ok, reason
+    s/<key>            ledger state (the keys of node/ledger)
+    m/chain            chain id and genesis hash this store belongs to
+    m/tip              height and state root of the last executed block
+    m/consensus        the consensus core's persisted state
+
+Committing a block writes its block, certificate, record, tx index entries, state writes
+and the new tip in **one** write batch with ``sync=True``: after a kill -9 the store holds
+either all of block h or none of it. Heights 1..tip are contiguous; :meth:`check` verifies
+that and the tip's neighbourhood on open, and names the key space and height of anything
+missing, so a damaged store stops the node instead of being guessed around.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import plyvel
+
+from storage.errors import InconsistentStore, StorageError, WrongChain
+
+_U64 = struct.Struct(">Q")
+BLOCK, CERT, RECORD, TXINDEX, STATE, META = b"b/", b"c/", b"h/", b"t/", b"s/", b"m/"
+_KEY_SPACE_NAMES = {BLOCK: "blocks", CERT: "commit certificates", RECORD: "block records"}
+
+
+def _h(height: int) -> bytes:
+    return _U64.pack(height)
+
+
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except Exception as e:
+        raise InconsistentStore(f"{what} is not decodable ({type(e).__name__})") from None
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    height: int
+    hash: bytes
+    state_root: bytes
+    timestamp_ms: int
+    tx_count: int
+
+
+@dataclass(frozen=True)
+class TxLocation:
+    height: int
+    index: int
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class CommittedBlock:
+    """Everything one block commit writes (the driver fills it, the store persists it)."""
+
+    height: int
+    block_bytes: bytes
+    certificate_bytes: bytes
+    block_hash: bytes
+    state_root: bytes
+    timestamp_ms: int
+    tx_results: tuple[tuple[bytes, int, bool, str], ...]  # (tx id, index, ok, reason)
+    state_writes: dict[bytes, bytes | None]
+
+
+class StateReader:
+    """Read access to committed ledger state (``node.ledger.state.ReadableKV``)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(STATE + key)
+        return value
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        n = len(STATE)
+        for k, v in self._db.iterator(prefix=STATE + prefix):
+            yield k[n:], v
+
+
+class BlockStore:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.IOError as e:
+            raise StorageError(
+                f"{path}: cannot open the store: {e}", reason="store_locked"
+            ) from None
+        except plyvel.CorruptionError as e:
+            raise InconsistentStore(f"{path}: LevelDB reports corruption: {e}") from None
+        self.path = path
+        self.state = StateReader(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def bind_chain(self, chain_id: str, genesis_hash: bytes, genesis_root: bytes) -> None:
+        """On first open record which chain this store is; later, refuse any other chain."""
+        raw = self._db.get(META + b"chain")
+        if raw is None:
+            if self._db.get(META + b"tip") is not None:
+                raise InconsistentStore(f"{self.path}: key space 'meta' has a tip but no chain")
+            with self._db.write_batch(sync=True) as wb:
+                wb.put(META + b"chain", _pack([chain_id, genesis_hash]))
+                wb.put(META + b"tip", _pack([0, genesis_root]))
+            return
+        stored_chain, stored_hash = _unpack(raw, "meta 'chain'")
+        if stored_chain != chain_id or stored_hash != genesis_hash:
+            raise WrongChain(
+                f"{self.path}: this store belongs to chain {stored_chain!r} with another "
+                f"genesis; refusing to start on chain {chain_id!r}"
+            )
+
+    def apply_genesis_state(self, writes: dict[bytes, bytes]) -> None:
+        """Initial ledger state, written once, before any block."""
+        if self.tip()[0] != 0 or next(self._db.iterator(prefix=STATE), None) is not None:
+            return
+        with self._db.write_batch(sync=True) as wb:
+            for k, v in writes.items():
+                wb.put(STATE + k, v)
+
+    # -- blocks -----------------------------------------------------------------------------
+
+    def tip(self) -> tuple[int, bytes]:
+        raw = self._db.get(META + b"tip")
+        if raw is None:
+            raise InconsistentStore(f"{self.path}: key space 'meta' has no tip")
+        height, root = _unpack(raw, "meta 'tip'")
+        return int(height), bytes(root)
+
+    def commit_block(self, blk: CommittedBlock) -> None:
+        tip, _ = self.tip()
+        assert blk.height == tip + 1, f"commit of height {blk.height} on tip {tip}"
+        h = _h(blk.height)
+        with self._db.write_batch(sync=True) as wb:
+            wb.put(BLOCK + h, blk.block_bytes)
+            wb.put(CERT + h, blk.certificate_bytes)
+            wb.put(
+                RECORD + h,
+                _pack([blk.block_hash, blk.state_root, blk.timestamp_ms, len(blk.tx_results)]),
+            )
+            for tx_id, index, ok, reason in blk.tx_results:
+                wb.put(TXINDEX + tx_id, _pack([blk.height, index, ok, reason]))
+            for k, v in blk.state_writes.items():
+                if v is None:
+                    wb.delete(STATE + k)
+                else:
+                    wb.put(STATE + k, v)
+            wb.put(META + b"tip", _pack([blk.height, blk.state_root]))
+
+    def block_bytes(self, height: int) -> bytes | None:
+        value: bytes | None = self._db.get(BLOCK + _h(height))
+        return value
+
+    def certificate_bytes(self, height: int) -> bytes | None:
+        value: bytes | None = self._db.get(CERT + _h(height))
+        return value
+
+    def record(self, height: int) -> BlockRecord | None:
+        raw = self._db.get(RECORD + _h(height))
+        if raw is None:
+            return None
+        block_hash, root, ts, n = _unpack(raw, f"block record {height}")
+        return BlockRecord(height, block_hash, root, ts, n)
+
+    def tx_location(self, tx_id: bytes) -> TxLocation | None:
+        raw = self._db.get(TXINDEX + tx_id)
+        if raw is None:
+            return None
+        height, index, ok, reason = _unpack(raw, "tx index entry")
+        return TxLocation(height, index, ok, reason)
+
+    def blocks(self, start: int, end: int) -> Iterable[tuple[int, bytes, bytes]]:
+        """(height, block bytes, certificate bytes) for start..end inclusive, as stored."""
+        for height in range(start, end + 1):
+            block, cert = self.block_bytes(height), self.certificate_bytes(height)
+            if block is None or cert is None:
+                return
+            yield height, block, cert
+
+    # -- consensus state --------------------------------------------------------------------
+
+    def save_consensus_state(self, data: bytes) -> None:
+        self._db.put(META + b"consensus", data, sync=True)
+
+    def load_consensus_state(self) -> bytes | None:
+        value: bytes | None = self._db.get(META + b"consensus")
+        return value
+
+    # -- consistency ------------------------------------------------------------------------
+
+    def check(self, deep: bool = False) -> int:
+        """Verify the store against its tip; returns the tip height.
+
+        Always: every key space holds the tip's height and nothing above it. With ``deep``:
+        every height 1..tip is present in every key space (O(chain) reads).
+        """
+        tip, _ = self.tip()
+        heights = range(1, tip + 1) if deep else range(max(1, tip - 1), tip + 1)
+        for height in heights:
+            for space, name in _KEY_SPACE_NAMES.items():
+                if self._db.get(space + _h(height)) is None:
+                    raise InconsistentStore(
+                        f"{self.path}: key space '{name}' has no entry at height {height} "
+                        f"but the tip is {tip}"
+                    )
+        for space, name in _KEY_SPACE_NAMES.items():
+            last = next(self._db.iterator(prefix=space, reverse=True, include_value=False), None)
+            if last is not None and _U64.unpack(last[len(space) :])[0] > tip:
+                raise InconsistentStore(
+                    f"{self.path}: key space '{name}' has height "
+                    f"{_U64.unpack(last[len(space) :])[0]} above the tip {tip}"
+                )
+        return tip
