@@ -1,0 +1,134 @@
+"""The state layout of the trading rules: every key prefix, and how values are encoded.
+
+Values are canonical msgpack maps (``node.tx.canonical``). Ids never contain ``/`` (the
+body schema forbids it), so ``<prefix><id>/`` scans exactly one subject. Numbers inside keys
+are fixed-width hex so that byte order is numeric order.
+
+================================  ==============================================
+``acct/<account id>``              account record (genesis admins, nodes, users)
+``acctkey/<public key hex>``       account id a signing key is or was bound to
+``member/<member id>``             member record with its node account id
+``ds/<dataset id>``                dataset record (current metadata + status)
+``dsidx/tag/<tag>/<dataset id>``   tag index (empty value)
+``dsidx/sup/<account>/<ds id>``    supplier index (empty value)
+``ct/<contract id>``               contract record (status, parties, counters)
+``ctv/<contract id>/<ver:08x>``    one version: terms, hash, signatures, review
+``ctg/<contract id>/<n:08x>``      access grants of a contract
+``ctr/<contract id>/<n:08x>``      receipt ids of a contract, in order
+``ctidx/acct/<account>/<ct id>``   contracts of an account (empty value)
+``ctidx/ds/<ds id>/<ct id>``       contracts of a dataset (empty value)
+``rcpt/<receipt id hex>``          delivery receipt (id = id of its transaction)
+``due/<deadline:016x>/<ct id>``    disposal deadline of every contract that became active
+``audit/<kind>/<id>/<seq:08x>``    audit entry ``seq`` of a subject
+``auditn/<kind>/<id>``             number of audit entries of a subject
+================================  ==============================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from node.ledger.state import ReadableKV
+
+ACCOUNT = b"acct/"
+ACCOUNT_KEY = b"acctkey/"
+MEMBER = b"member/"
+DATASET = b"ds/"
+DATASET_TAG = b"dsidx/tag/"
+DATASET_SUPPLIER = b"dsidx/sup/"
+CONTRACT = b"ct/"
+CONTRACT_VERSION = b"ctv/"
+CONTRACT_GRANT = b"ctg/"
+CONTRACT_RECEIPT = b"ctr/"
+CONTRACT_BY_ACCOUNT = b"ctidx/acct/"
+CONTRACT_BY_DATASET = b"ctidx/ds/"
+RECEIPT = b"rcpt/"
+DISPOSAL_DUE = b"due/"
+AUDIT = b"audit/"
+AUDIT_COUNT = b"auditn/"
+
+EMPTY = b""
+
+
+def account_key(account_id: str) -> bytes:
+    return ACCOUNT + account_id.encode()
+
+
+def account_key_index(public_key: bytes) -> bytes:
+    return ACCOUNT_KEY + public_key.hex().encode()
+
+
+def member_key(member_id: str) -> bytes:
+    return MEMBER + member_id.encode()
+
+
+def dataset_key(dataset_id: str) -> bytes:
+    return DATASET + dataset_id.encode()
+
+
+def dataset_tag_key(tag: str, dataset_id: str) -> bytes:
+    return DATASET_TAG + tag.encode() + b"/" + dataset_id.encode()
+
+
+def dataset_supplier_key(account_id: str, dataset_id: str) -> bytes:
+    return DATASET_SUPPLIER + account_id.encode() + b"/" + dataset_id.encode()
+
+
+def contract_key(contract_id: str) -> bytes:
+    return CONTRACT + contract_id.encode()
+
+
+def version_key(contract_id: str, version: int) -> bytes:
+    return CONTRACT_VERSION + contract_id.encode() + b"/" + f"{version:08x}".encode()
+
+
+def grant_key(contract_id: str, n: int) -> bytes:
+    return CONTRACT_GRANT + contract_id.encode() + b"/" + f"{n:08x}".encode()
+
+
+def contract_receipt_key(contract_id: str, n: int) -> bytes:
+    return CONTRACT_RECEIPT + contract_id.encode() + b"/" + f"{n:08x}".encode()
+
+
+def contract_by_account_key(account_id: str, contract_id: str) -> bytes:
+    return CONTRACT_BY_ACCOUNT + account_id.encode() + b"/" + contract_id.encode()
+
+
+def contract_by_dataset_key(dataset_id: str, contract_id: str) -> bytes:
+    return CONTRACT_BY_DATASET + dataset_id.encode() + b"/" + contract_id.encode()
+
+
+def receipt_key(receipt_id: bytes) -> bytes:
+    return RECEIPT + receipt_id.hex().encode()
+
+
+def disposal_due_key(deadline_ms: int, contract_id: str) -> bytes:
+    return DISPOSAL_DUE + f"{deadline_ms:016x}".encode() + b"/" + contract_id.encode()
+
+
+def audit_key(kind: str, subject: str, seq: int) -> bytes:
+    return AUDIT + kind.encode() + b"/" + subject.encode() + b"/" + f"{seq:08x}".encode()
+
+
+def audit_prefix(kind: str, subject: str) -> bytes:
+    return AUDIT + kind.encode() + b"/" + subject.encode() + b"/"
+
+
+def audit_count_key(kind: str, subject: str) -> bytes:
+    return AUDIT_COUNT + kind.encode() + b"/" + subject.encode()
+
+
+def decode(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def read(kv: ReadableKV, key: bytes) -> Any:
+    """The decoded value at ``key``, or None; works on an overlay and on a committed store."""
+    raw = kv.get(key)
+    return None if raw is None else decode(raw)
+
+
+def last_segment(key: bytes) -> str:
+    return key.rsplit(b"/", 1)[1].decode()

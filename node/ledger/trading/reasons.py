@@ -1,0 +1,92 @@
+"""Every reason code a trading transaction can fail with, in one place.
+
+The API returns these codes, the CLI prints them and the metrics label by them, so they are
+stable: a code is never renamed or reused for a different meaning. :func:`refuse` is the only
+way the trading rules raise a :class:`Refusal`, and it asserts the code is listed here, so a
+typo in a handler is a crash in the tests instead of an undocumented code in production.
+
+``MACHINE_REASONS`` are the codes of the common checks in ``node.ledger.machine`` (and of
+``node.tx`` decoding) that apply to every transaction before any trading rule runs.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from node.ledger.machine import Refusal
+
+MACHINE_REASONS: dict[str, str] = {
+    "malformed": "the transaction does not decode",
+    "non_canonical": "the transaction is not canonically encoded",
+    "wrong_chain": "the transaction is for another chain",
+    "expired": "the block time is past the transaction's expires_at_ms",
+    "unknown_sender": "the sender is not a registered account",
+    "wrong_key": "signed by a key that is not the sender's current key",
+    "revoked": "the sender's account is revoked",
+    "bad_nonce": "the nonce is not the sender's last nonce + 1",
+    "unknown_type": "no such transaction type",
+}
+
+TRADING_REASONS: dict[str, str] = {
+    # body validation
+    "bad_body": "a body field is missing, unknown, of the wrong type or out of range",
+    "bad_period": "a period ends before it starts, or has already ended",
+    # accounts
+    "not_admin": "the sender is not an admin of the account's member",
+    "account_id_mismatch": "the account id is not derived from the public key",
+    "account_exists": "an account with this id is already registered",
+    "key_in_use": "the public key is (or was) bound to an account",
+    "bad_proof": "the rotation proof is not a signature by the new key",
+    "unknown_account": "no such account",
+    "account_revoked": "the account named in the body is revoked",
+    "node_account": "node accounts change only with the membership",
+    "unknown_member": "no such consortium member",
+    # catalog
+    "not_supplier": "the sender does not have the supplier role",
+    "wrong_supplier_node": "supplier_node is not the supplier's own member",
+    "dataset_exists": "a dataset with this id is already published",
+    "unknown_dataset": "no such dataset",
+    "dataset_withdrawn": "the dataset is withdrawn",
+    "not_owner": "the sender is not the dataset's supplier",
+    "dataset_changed": "the dataset's content changed since this contract version",
+    # contracts
+    "contract_exists": "a contract with this id already exists",
+    "unknown_contract": "no such contract",
+    "not_a_party": "the sender is not a party of the contract",
+    "not_consumer": "the consumer does not have the consumer role",
+    "same_party": "the supplier and the consumer are the same account",
+    "not_reviewer": "the account is not the contract's reviewer or lacks the reviewer role",
+    "reviewer_is_party": "a party cannot review its own contract",
+    "superseded_version": "the version is not the contract's current version any more",
+    "unknown_version": "the contract has no such version yet",
+    "terms_hash_mismatch": "the terms hash is not the hash of that version's terms",
+    "already_signed": "the sender (or every party) already signed this version",
+    "not_offerer": "only the author of the current version may delete it",
+    "contract_signed": "the contract carries signatures on its current version",
+    "contract_active": "an active contract cannot be renegotiated",
+    "not_pending_review": "the contract is not waiting for a review",
+    "already_terminated": "the contract is already terminated",
+    "contract_deleted": "the contract was deleted",
+    "contract_expired": "the contract's use period has ended",
+    "too_many_versions": "the contract reached its maximum number of versions",
+    # fulfilment
+    "not_active": "the contract is not active",
+    "not_supplier_node": "the sender is not the node account of the dataset's supplier node",
+    "not_contract_consumer": "the sender is not the contract's consumer",
+    "dataset_mismatch": "the dataset is not the contract's dataset",
+    "bad_chunk_range": "the chunk range is outside the dataset",
+    "outside_use_period": "the block time is before the contract's use period",
+    "quota_exhausted": "every download the terms allow has been delivered",
+    "limit_reached": "the contract reached its maximum number of access grants",
+    "unknown_receipt": "no such delivery receipt",
+    "already_confirmed": "the receipt is already confirmed",
+    "already_disposed": "a disposal is already attested for this contract",
+    "future_timestamp": "the attested time is later than the block time",
+}
+
+REASON_CODES: tuple[str, ...] = tuple(MACHINE_REASONS) + tuple(TRADING_REASONS)
+
+
+def refuse(reason: str, detail: str = "") -> NoReturn:
+    assert reason in TRADING_REASONS, f"undocumented reason code {reason!r}"
+    raise Refusal(reason, detail)
