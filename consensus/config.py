@@ -1,0 +1,93 @@
+"""Static configuration of one replica; every time is in integer milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus.errors import ConfigError
+
+NODE_ID_LEN_MAX = 64
+CHAIN_ID_LEN_MAX = 64
+MEMBERS_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    """What every replica of a chain must agree on, plus this replica's own id.
+
+    ``members`` is the ordered membership: the primary of view ``v`` is
+    ``members[v % n]``.  Heights ``h`` are accepted only inside the watermark window
+    ``(stable_checkpoint, stable_checkpoint + window_size]``.  A block at height ``h``
+    commits to the state root after executing ``h - pipeline_depth`` (the genesis root
+    while ``h <= pipeline_depth``).
+    """
+
+    chain_id: str
+    members: tuple[str, ...]
+    my_id: str
+    genesis_state_root: bytes = b"\x00" * 32
+    checkpoint_interval: int = 16
+    window_size: int = 64
+    pipeline_depth: int = 2
+    timeout_ms_base: int = 2_000
+    timeout_ms_cap: int = 60_000
+    retransmit_interval_ms: int = 1_000
+    state_transfer_timeout_ms: int = 5_000
+    clock_skew_ms_max: int = 5_000
+    block_txs_max: int = 10_000
+    block_bytes_max: int = 4 * 1024 * 1024
+    message_bytes_max: int = 64 * 1024 * 1024
+    future_messages_per_sender_max: int = 256
+    checkpoints_per_sender_max: int = 4
+    evidence_max: int = 1_024
+    state_transfer_blocks_max: int = 64
+
+    def __post_init__(self) -> None:
+        n = len(self.members)
+        if not 1 <= len(self.chain_id) <= CHAIN_ID_LEN_MAX:
+            raise ConfigError("bad_chain_id", repr(self.chain_id))
+        if not 1 <= n <= MEMBERS_MAX or len(set(self.members)) != n:
+            raise ConfigError("bad_members", "members must be 1..256 distinct ids")
+        if any(not 1 <= len(m) <= NODE_ID_LEN_MAX for m in self.members):
+            raise ConfigError("bad_members", "node ids are 1..64 characters")
+        if self.my_id not in self.members:
+            raise ConfigError("not_a_member", self.my_id)
+        if len(self.genesis_state_root) != 32:
+            raise ConfigError("bad_genesis_root", "32 bytes expected")
+        if self.checkpoint_interval < 1 or self.pipeline_depth < 1:
+            raise ConfigError("bad_interval", "checkpoint interval and depth must be >= 1")
+        # The window must hold two checkpoint intervals so proposing continues while the
+        # newest checkpoint is still collecting signatures, and must exceed the pipeline.
+        if self.window_size < 2 * self.checkpoint_interval:
+            raise ConfigError("bad_window", "window_size must be >= 2 * checkpoint_interval")
+        if self.window_size <= self.pipeline_depth:
+            raise ConfigError("bad_window", "window_size must exceed pipeline_depth")
+        if not 0 < self.timeout_ms_base <= self.timeout_ms_cap:
+            raise ConfigError("bad_timeout", "0 < timeout_ms_base <= timeout_ms_cap")
+        if self.retransmit_interval_ms <= 0 or self.state_transfer_timeout_ms <= 0:
+            raise ConfigError("bad_timeout", "intervals must be positive")
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    @property
+    def f(self) -> int:
+        """Byzantine replicas tolerated: n = 3f + 1 (extra members add no tolerance)."""
+        return (len(self.members) - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        """2f+1 when n = 3f+1; for other n the smallest size whose pairwise overlap
+        still contains an honest replica: floor((n + f) / 2) + 1."""
+        return quorum_size(len(self.members))
+
+    def primary(self, view: int) -> str:
+        return self.members[view % len(self.members)]
+
+
+def quorum_size(n: int) -> int:
+    """2f+1 when n = 3f+1; for other n the smallest size whose pairwise overlap still
+    contains an honest replica: floor((n + f) / 2) + 1."""
+    f = (n - 1) // 3
+    return (n + f) // 2 + 1

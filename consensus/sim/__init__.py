@@ -1,0 +1,1 @@
+"""Deterministic simulator of the consensus core: ``python -m consensus.sim --help``."""

@@ -1,0 +1,65 @@
+"""Invariant checker: fed by the simulated drivers, judged at the end of a run.
+
+- agreement: no two honest replicas commit different blocks at one height;
+- certificates: every delivered block carries 2f+1 valid, distinct commit signatures;
+- contiguity: each replica's chain grows by exactly one linked block at a time;
+- persistence: no vote leaves a replica before the state that protects it is persisted;
+- liveness: after faults heal, every honest replica progresses within a bounded time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consensus.block import Block
+from consensus.certificates import verify_commit_certificate
+from consensus.config import ConsensusConfig
+from consensus.errors import InvalidCertificate
+from consensus.messages import CommitCertificate, Verifier
+
+VIOLATIONS_MAX = 20
+
+
+@dataclass
+class Checker:
+    config: ConsensusConfig
+    verify: Verifier
+    honest: frozenset[str]
+    committed: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    def violation(self, text: str) -> None:
+        if len(self.violations) < VIOLATIONS_MAX:
+            self.violations.append(text)
+
+    def on_append(
+        self,
+        node: str,
+        instance: str,
+        chain_tip: tuple[int, bytes],
+        block: Block,
+        cert: CommitCertificate,
+    ) -> None:
+        height, tip_hash = chain_tip
+        if block.height != height + 1 or block.header.prev_hash != tip_hash:
+            self.violation(f"{instance}: non-contiguous commit at height {block.height}")
+        try:
+            verify_commit_certificate(self.config, self.config.chain_id, block, cert, self.verify)
+        except InvalidCertificate as exc:
+            self.violation(f"{instance}: invalid commit certificate at {block.height}: {exc}")
+        if node not in self.honest:
+            return
+        first = self.committed.setdefault(block.height, (block.hash(), instance))
+        if first[0] != block.hash():
+            self.violation(
+                f"agreement: {first[1]} and {instance} committed different blocks "
+                f"at height {block.height}"
+            )
+
+    def check_liveness(self, heights: dict[str, int], target: int, bound_ms: int) -> None:
+        for instance, height in sorted(heights.items()):
+            if height < target:
+                self.violation(
+                    f"liveness: {instance} at height {height} < {target} "
+                    f"{bound_ms} ms after faults healed"
+                )

@@ -1,0 +1,93 @@
+"""State transfer helpers for the driver: building requests, serving them from the
+block store, and verifying responses before anything is executed.
+
+The core only decides *that* it must catch up (``RequestStateTransfer``) and learns
+*where* the driver got to (``StateTransferDone``); fetching, serving and applying
+blocks belong to the driver, which owns the block store.  Serving is bounded by count
+and bytes; verification checks every commit certificate and the hash chain, so a
+Byzantine peer can waste a round trip but never make us execute a wrong block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from consensus.block import Block
+from consensus.certificates import verify_commit_certificate
+from consensus.config import ConsensusConfig
+from consensus.errors import InvalidCertificate, InvalidStateTransfer
+from consensus.messages import (
+    CommitCertificate,
+    Signer,
+    StateTransferRequest,
+    StateTransferResponse,
+    Verifier,
+    sign_message,
+    verify_message,
+)
+
+BlockSource = Callable[[int], tuple[Block, CommitCertificate] | None]
+
+
+def build_request(
+    config: ConsensusConfig, sign: Signer, from_height: int, to_height: int
+) -> StateTransferRequest:
+    to_height = min(to_height, from_height + config.state_transfer_blocks_max - 1)
+    request = StateTransferRequest(from_height, to_height, config.my_id)
+    return sign_message(request, config.chain_id, sign)
+
+
+def serve_request(
+    config: ConsensusConfig,
+    sign: Signer,
+    verify: Verifier,
+    request: StateTransferRequest,
+    source: BlockSource,
+    bytes_max: int | None = None,
+) -> StateTransferResponse | None:
+    """Answer a verified member's request with the longest available prefix of the
+    range that fits the count and byte bounds; None if the request is not acceptable."""
+    if request.sender not in config.members or request.sender == config.my_id:
+        return None
+    if not verify_message(request, config.chain_id, verify):
+        return None
+    budget = config.block_bytes_max * 2 if bytes_max is None else bytes_max
+    entries: list[tuple[Block, CommitCertificate]] = []
+    used = 0
+    last = min(request.to_height, request.from_height + config.state_transfer_blocks_max - 1)
+    for height in range(request.from_height, last + 1):
+        entry = source(height)
+        if entry is None:
+            break
+        size = sum(len(tx) for tx in entry[0].payload) + 512
+        if entries and used + size > budget:
+            break
+        entries.append(entry)
+        used += size
+    response = StateTransferResponse(tuple(entries), config.my_id)
+    return sign_message(response, config.chain_id, sign)
+
+
+def verify_response(
+    config: ConsensusConfig,
+    verify: Verifier,
+    response: StateTransferResponse,
+    from_height: int,
+    prev_hash: bytes,
+) -> list[tuple[Block, CommitCertificate]]:
+    """The certified blocks of ``response`` that extend our chain at ``from_height``
+    (whose predecessor hashes to ``prev_hash``), in order.  Raises
+    ``InvalidStateTransfer`` on the first block that does not verify."""
+    out: list[tuple[Block, CommitCertificate]] = []
+    expected_height = from_height
+    for block, cert in response.entries:
+        if block.height != expected_height or block.header.prev_hash != prev_hash:
+            raise InvalidStateTransfer("bad_chain", f"at height {block.height}")
+        try:
+            verify_commit_certificate(config, config.chain_id, block, cert, verify)
+        except InvalidCertificate as exc:
+            raise InvalidStateTransfer(exc.reason, f"at height {block.height}") from None
+        out.append((block, cert))
+        prev_hash = block.hash()
+        expected_height += 1
+    return out
