@@ -11,6 +11,7 @@ from node.keys import SigningKey
 from node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
 from node.ledger.state import MemoryKV, Overlay
 from node.ledger.trading import genesis_writes, install
+from node.ledger.trading.contracts import load_contract, terms_hash
 from node.tx import decode_tx, sign_tx
 
 CHAIN_ID = "mdtp-test"
@@ -193,3 +194,55 @@ def terms(**overrides: Any) -> dict[str, Any]:
         "terms_document_hash": digest("terms document"),
         **overrides,
     }
+
+
+class Market:
+    """A chain with a supplier (m1) that published ``ds1``, a consumer and a reviewer (m2)."""
+
+    def __init__(self) -> None:
+        self.chain = chain = Chain()
+        self.supplier = chain.user("supplier", name="Acme Machining")
+        self.consumer = chain.user("consumer", member="m2", name="Beta Analytics")
+        self.reviewer = chain.user("reviewer", member="m2", name="Compliance")
+        self.node = chain.node_keys["m1"]
+        chain.ok(self.supplier, "dataset.publish", dataset_body("ds1"))
+
+    def offer_body(self, contract_id: str = "c1", **overrides: Any) -> dict[str, Any]:
+        return {
+            "contract_id": contract_id,
+            "dataset_id": "ds1",
+            "consumer": self.consumer.account_id,
+            "terms": terms(**overrides),
+        }
+
+    def offer(
+        self, contract_id: str = "c1", by: SigningKey | None = None, **overrides: Any
+    ) -> None:
+        self.chain.ok(
+            by or self.supplier, "contract.offer", self.offer_body(contract_id, **overrides)
+        )
+
+    def sign_body(
+        self, contract_id: str = "c1", version: int = 1, **overrides: Any
+    ) -> dict[str, Any]:
+        return {
+            "contract_id": contract_id,
+            "version": version,
+            "terms_hash": terms_hash(terms(**overrides)),
+        }
+
+    def sign(
+        self, who: SigningKey, contract_id: str = "c1", version: int = 1, **overrides: Any
+    ) -> None:
+        self.chain.ok(who, "contract.sign", self.sign_body(contract_id, version, **overrides))
+
+    def activate(self, contract_id: str = "c1", **overrides: Any) -> None:
+        """Offer and have both parties sign version 1 (no reviewer unless overridden)."""
+        self.offer(contract_id, **overrides)
+        self.sign(self.supplier, contract_id, **overrides)
+        self.sign(self.consumer, contract_id, **overrides)
+
+    def contract(self, contract_id: str = "c1") -> dict[str, Any]:
+        record = load_contract(self.chain.kv, contract_id)
+        assert record is not None
+        return record

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from node.genesis import Genesis
 from node.ledger.machine import Ledger
-from node.ledger.trading import accounts, catalog
+from node.ledger.trading import accounts, catalog, contracts
 from node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
@@ -21,6 +21,7 @@ def install(ledger: Ledger, genesis: Genesis) -> None:
     assert ledger.chain_id == genesis.chain_id, (ledger.chain_id, genesis.chain_id)
     accounts.register(ledger)
     catalog.register(ledger)
+    contracts.register(ledger)
     ledger.key_resolver = accounts.resolve_key
 
 
