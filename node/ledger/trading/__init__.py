@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from node.genesis import Genesis
 from node.ledger.machine import Ledger
-from node.ledger.trading import accounts, catalog, contracts
+from node.ledger.trading import accounts, catalog, contracts, fulfilment
 from node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
@@ -22,6 +22,7 @@ def install(ledger: Ledger, genesis: Genesis) -> None:
     accounts.register(ledger)
     catalog.register(ledger)
     contracts.register(ledger)
+    fulfilment.register(ledger)
     ledger.key_resolver = accounts.resolve_key
 
 
