@@ -61,6 +61,7 @@ class Chain:
         self.time_ms = T0
         self.pending: dict[str, int] = {}
         self.write_log: list[dict[bytes, bytes | None]] = []
+        self.blocks: list[tuple[int, tuple[bytes, ...]]] = []
 
     # ---- transactions and blocks -----------------------------------------------------
 
@@ -92,6 +93,7 @@ class Chain:
         ctx = BlockContext(CHAIN_ID, self.height, self.time_ms, "m1")
         state = Overlay(self.kv)
         results = self.ledger.execute_block(ctx, state, txs)
+        self.blocks.append((self.time_ms, txs))
         self.kv.apply(state.writes)
         self.write_log.append(dict(state.writes))
         self.pending.clear()
