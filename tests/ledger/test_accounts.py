@@ -1,5 +1,6 @@
 from node.encoding import account_id_from_public_key
 from node.keys import SigningKey
+from node.ledger import notes
 from node.ledger.trading import layout
 from node.ledger.trading.accounts import rotation_proof
 from tests.ledger.helpers import CHAIN_ID, Chain, register_body
@@ -32,10 +33,35 @@ def test_admin_registers_an_account_that_then_signs_with_its_own_key():
     chain.refused("unknown_dataset", user, "dataset.withdraw", {"dataset_id": "x", "reason": ""})
 
 
-def test_unregistered_key_cannot_send_anything():
+def test_an_unregistered_key_cannot_trade():
     chain = Chain()
+    stranger = SigningKey.generate(with_encryption=True)
+    for type_, body in [
+        ("dataset.withdraw", {"dataset_id": "x", "reason": ""}),
+        ("account.register", register_body(stranger, ["consumer"])),
+    ]:
+        result = chain.refused("not_registered", stranger, type_, body)
+        assert stranger.account_id in result.detail
+
+
+def test_other_applications_stay_open_to_self_certifying_accounts():
+    chain = Chain()
+    notes.register(chain.ledger)
     stranger = SigningKey.generate()
-    result = chain.submit(stranger, "dataset.withdraw", {"dataset_id": "x", "reason": ""})
+    chain.ok(stranger, "note.set", {"key": "k", "value": b"v"})
+    assert chain.kv.get(notes.note_key(stranger.account_id, "k")) == b"v"
+    # ... but a registered account that rotated away from its first key stays rotated.
+    user = chain.user("consumer")
+    new = SigningKey.generate()
+    chain.ok(user, "account.rotate_key", rotate_body(new, user.account_id))
+    result = chain.submit(user, "note.set", {"key": "k", "value": b"v"})
+    assert (result.ok, result.reason) == (False, "wrong_key")
+
+
+def test_a_malformed_sender_id_is_unknown():
+    chain = Chain()
+    raw = chain.tx(SigningKey.generate(), "note.set", {"key": "k", "value": b""}, sender="bob")
+    result = chain.run(raw)[0]
     assert (result.ok, result.reason) == (False, "unknown_sender")
 
 

@@ -18,12 +18,13 @@ holds the new key, so nobody can squat a key someone else is about to register.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from node.encoding import account_id_from_public_key
 from node.genesis import Genesis
 from node.keys import verify_signature
-from node.ledger.machine import BlockContext, Ledger
+from node.ledger.machine import BlockContext, Handler, Ledger, self_certifying_key
 from node.ledger.state import Overlay, ReadableKV
 from node.ledger.trading import audit, layout
 from node.ledger.trading.reasons import refuse
@@ -65,11 +66,30 @@ def node_account_of(state: ReadableKV, member_id: str) -> str | None:
 
 
 def resolve_key(state: Overlay, account_id: str) -> tuple[bytes | None, str]:
-    """Key resolver for :class:`Ledger`: only accounts in the state may send transactions."""
+    """Key resolver for :class:`Ledger`: the state's key for a known account (rotated or
+    revoked), else the key the did:key id itself names, with status ``unregistered``.
+
+    The fallback keeps the other applications on the same ledger (``note.set`` and its load
+    generator) open to any self-certifying account; every trading handler is wrapped in
+    :func:`registered_only`, so trading still needs an account registered by an admin.
+    """
     record = load_account(state, account_id)
     if record is None:
-        return None, "unknown"
+        key, status = self_certifying_key(state, account_id)
+        return key, "unregistered" if key is not None else status
     return bytes(record["public_key"]), str(record["status"])
+
+
+def registered_only(handler: Handler) -> Handler:
+    """``handler`` behind a check that the sender is a registered account."""
+
+    @functools.wraps(handler)
+    def guarded(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
+        if load_account(state, tx.sender) is None:
+            refuse("not_registered", f"{tx.sender} is not registered by a member admin")
+        handler(ctx, state, tx)
+
+    return guarded
 
 
 def rotation_proof_message(chain_id: str, account_id: str, new_public_key: bytes) -> bytes:
@@ -281,6 +301,6 @@ def account_revoke(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
 
 
 def register(ledger: Ledger) -> None:
-    ledger.register("account.register", account_register)
-    ledger.register("account.rotate_key", account_rotate_key)
-    ledger.register("account.revoke", account_revoke)
+    ledger.register("account.register", registered_only(account_register))
+    ledger.register("account.rotate_key", registered_only(account_rotate_key))
+    ledger.register("account.revoke", registered_only(account_revoke))

@@ -18,7 +18,7 @@ from typing import Any
 from node.ledger.machine import BlockContext, Ledger
 from node.ledger.state import Overlay, ReadableKV
 from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import has_role, load_account
+from node.ledger.trading.accounts import has_role, load_account, registered_only
 from node.ledger.trading.reasons import refuse
 from node.ledger.trading.schema import HASH_LEN, TAG_RE, Fields, bad
 from node.tx import Tx
@@ -160,7 +160,7 @@ def dataset_update(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     if not changes:
         bad("body", f"name at least one of {', '.join(MUTABLE_FIELDS)}")
     record = _owned(state, tx, dataset_id)
-    for tag in set(record["tags"]) - set(changes.get("tags", record["tags"])):
+    for tag in sorted(set(record["tags"]) - set(changes.get("tags", record["tags"]))):
         state.delete(layout.dataset_tag_key(tag, dataset_id))
     for tag in changes.get("tags", ()):
         state.put(layout.dataset_tag_key(tag, dataset_id), layout.EMPTY)
@@ -196,6 +196,6 @@ def dataset_withdraw(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
 
 
 def register(ledger: Ledger) -> None:
-    ledger.register("dataset.publish", dataset_publish)
-    ledger.register("dataset.update", dataset_update)
-    ledger.register("dataset.withdraw", dataset_withdraw)
+    ledger.register("dataset.publish", registered_only(dataset_publish))
+    ledger.register("dataset.update", registered_only(dataset_update))
+    ledger.register("dataset.withdraw", registered_only(dataset_withdraw))

@@ -47,7 +47,7 @@ from typing import Any
 from node.ledger.machine import BlockContext, Ledger
 from node.ledger.state import Overlay, ReadableKV
 from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import has_role, require_active
+from node.ledger.trading.accounts import has_role, registered_only, require_active
 from node.ledger.trading.catalog import require_published
 from node.ledger.trading.reasons import refuse
 from node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
@@ -488,9 +488,9 @@ def contract_terminate(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
 
 
 def register(ledger: Ledger) -> None:
-    ledger.register("contract.offer", contract_offer)
-    ledger.register("contract.counter", contract_counter)
-    ledger.register("contract.sign", contract_sign)
-    ledger.register("contract.review", contract_review)
-    ledger.register("contract.delete", contract_delete)
-    ledger.register("contract.terminate", contract_terminate)
+    ledger.register("contract.offer", registered_only(contract_offer))
+    ledger.register("contract.counter", registered_only(contract_counter))
+    ledger.register("contract.sign", registered_only(contract_sign))
+    ledger.register("contract.review", registered_only(contract_review))
+    ledger.register("contract.delete", registered_only(contract_delete))
+    ledger.register("contract.terminate", registered_only(contract_terminate))

@@ -26,7 +26,7 @@ from typing import Any
 from node.ledger.machine import BlockContext, Ledger
 from node.ledger.state import Overlay
 from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import node_account_of, require_active
+from node.ledger.trading.accounts import node_account_of, registered_only, require_active
 from node.ledger.trading.catalog import load_dataset
 from node.ledger.trading.contracts import (
     DISPOSAL_METHOD_MAX_LEN,
@@ -206,7 +206,7 @@ def disposal_attest(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
 
 
 def register(ledger: Ledger) -> None:
-    ledger.register("access.grant", access_grant)
-    ledger.register("delivery.receipt", delivery_receipt)
-    ledger.register("delivery.confirm", delivery_confirm)
-    ledger.register("disposal.attest", disposal_attest)
+    ledger.register("access.grant", registered_only(access_grant))
+    ledger.register("delivery.receipt", registered_only(delivery_receipt))
+    ledger.register("delivery.confirm", registered_only(delivery_confirm))
+    ledger.register("disposal.attest", registered_only(disposal_attest))

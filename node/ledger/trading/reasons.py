@@ -32,6 +32,7 @@ TRADING_REASONS: dict[str, str] = {
     "bad_body": "a body field is missing, unknown, of the wrong type or out of range",
     "bad_period": "a period ends before it starts, or has already ended",
     # accounts
+    "not_registered": "the sender is not a registered account; trading needs one",
     "not_admin": "the sender is not an admin of the account's member",
     "account_id_mismatch": "the account id is not derived from the public key",
     "account_exists": "an account with this id is already registered",
