@@ -1,17 +1,158 @@
-"""The HTTPS JSON API (TLS 1.3; member clients may present a consortium certificate)."""
+"""The HTTPS JSON API (TLS 1.3; member clients may present a consortium certificate).
+
+State changes only as signed transactions (``POST /v1/tx``); everything else reads committed
+state. Errors are JSON ``{"error": <reason code>, "message": <text>}`` with a 4xx status, or
+503 with ``Retry-After`` when the node is saturated.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+import binascii
+import json
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from node.errors import MdtpError
+from node.mempool import MempoolFull
+from node.sigverify import VerifierBusy
+from node.tx import TxError
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+CHAIN_PAGE_MAX = 1000
+WAIT_S_MAX = 60.0
 
 
-def api_app(status: Callable[[], dict[str, Any]], max_body_bytes: int) -> web.Application:
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "mdtp_api_requests_total",
+            "API requests by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+
+
+def error(
+    status: int, reason: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
+
+
+def _hex32(text: str, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_request", "message": f"{what} must be hex"}),
+            content_type="application/json",
+        ) from None
+    if len(value) != 32:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_request", "message": f"{what} must be 32 bytes"}),
+            content_type="application/json",
+        )
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_request", "message": f"{name} must be an integer"}),
+            content_type="application/json",
+        ) from None
+
+
+def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Application:
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        route = (
+            request.match_info.route.resource.canonical
+            if request.match_info.route.resource
+            else "unmatched"
+        )
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as e:
+            metrics.requests.labels(route, str(e.status)).inc()
+            raise
+        metrics.requests.labels(route, str(response.status)).inc()
+        return response
+
     async def get_status(_: web.Request) -> web.Response:
-        return web.json_response(status())
+        return web.json_response(node.status())
 
-    app = web.Application(client_max_size=max_body_bytes)
+    async def post_tx(request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "oversized", f"request body above {max_body_bytes} bytes")
+        if request.content_type == "application/json":
+            try:
+                raw = bytes.fromhex(json.loads(body)["tx"])
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                return error(
+                    400, "bad_request", 'expected {"tx": "<hex of the signed transaction>"}'
+                )
+        else:
+            raw = body
+        driver = node.driver
+        if driver is None:
+            return error(503, "not_ready", "node is starting", {"Retry-After": "1"})
+        try:
+            tx = await driver.submit(raw)
+        except (MempoolFull, VerifierBusy) as e:
+            return error(503, e.reason, str(e), {"Retry-After": "1"})
+        except (TxError, MdtpError) as e:
+            return error(400, e.reason, str(e))
+        wait = request.query.get("wait") in ("1", "true", "commit")
+        doc: dict[str, Any] = {"id": tx.id.hex(), "status": "pending"}
+        if wait:
+            timeout = min(float(request.query.get("timeout", "30") or 30), WAIT_S_MAX)
+            try:
+                await asyncio.wait_for(driver.wait_committed(tx.id), timeout)
+            except TimeoutError:
+                return web.json_response(doc, status=202)
+            return web.json_response(node.tx_status(tx.id), status=200)
+        return web.json_response(doc, status=202)
+
+    async def get_tx(request: web.Request) -> web.Response:
+        tx_id = _hex32(request.match_info["tx_id"], "transaction id")
+        status = node.tx_status(tx_id)
+        return web.json_response(status, status=200 if status["status"] != "unknown" else 404)
+
+    async def get_block(request: web.Request) -> web.Response:
+        try:
+            height = int(request.match_info["height"])
+        except ValueError:
+            return error(400, "bad_request", "height must be an integer")
+        doc = node.block(height)
+        if doc is None:
+            return error(404, "not_found", f"no block at height {height}")
+        return web.json_response(doc)
+
+    async def get_chain(request: web.Request) -> web.Response:
+        start = max(1, _int_param(request, "from", 1))
+        end = min(_int_param(request, "to", start + CHAIN_PAGE_MAX - 1), start + CHAIN_PAGE_MAX - 1)
+        return web.json_response(node.chain(start, end))
+
+    async def get_evidence(_: web.Request) -> web.Response:
+        return web.json_response(list(node.driver.evidence) if node.driver else [])
+
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
     app.router.add_get("/v1/status", get_status)
+    app.router.add_post("/v1/tx", post_tx)
+    app.router.add_get("/v1/tx/{tx_id}", get_tx)
+    app.router.add_get("/v1/blocks/{height}", get_block)
+    app.router.add_get("/v1/chain", get_chain)
+    app.router.add_get("/v1/evidence", get_evidence)
     return app

@@ -13,6 +13,7 @@ from typing import Any
 
 from node import cluster
 from node.errors import MdtpError
+from storage.errors import StorageError
 
 log = logging.getLogger("mdtp.cli")
 
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.fn(args)
         return code
-    except MdtpError as e:
+    except (MdtpError, StorageError) as e:
         print(f"mdtp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

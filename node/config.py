@@ -56,6 +56,15 @@ SCHEMA: tuple[Key, ...] = (
     Key("p2p", "reconnect_backoff_ms_min", int, 100, "First reconnect delay.", 1),
     Key("p2p", "reconnect_backoff_ms_max", int, 5000, "Reconnect delay cap (with jitter).", 1),
     Key("p2p", "idle_timeout_ms", int, 15000, "A link with no frame for this long is dropped.", 1),
+    Key("consensus", "block_txs_max", int, 2000, "Most transactions a proposal carries.", 1),
+    Key("consensus", "block_bytes_max", int, 4 * MiB, "Most transaction bytes per proposal.", 1024),
+    Key("consensus", "proposal_wait_ms", int, 2, "How long a primary waits to fill a block.", 0),
+    Key("mempool", "max_txs", int, 50_000, "Mempool bound by count (then HTTP 503).", 1),
+    Key("mempool", "max_bytes", int, 64 * MiB, "Mempool bound by bytes (then HTTP 503).", 1024),
+    Key(
+        "mempool", "nonce_window", int, 1000, "How far ahead of its last nonce a sender may be.", 1
+    ),
+    Key("mempool", "max_tx_bytes", int, 64 * 1024, "Largest transaction accepted.", 256),
     Key("api", "listen", str, "127.0.0.1:26601", "host:port of the HTTPS API."),
     Key("api", "max_body_bytes", int, 4 * MiB, "Largest API request body.", 1024),
     Key("metrics", "listen", str, "127.0.0.1:26602", "host:port of /metrics, /healthz, /readyz."),

@@ -18,17 +18,26 @@ from typing import IO, Any
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from node import pki
-from node.api import api_app
+from node.api import ApiMetrics, api_app
 from node.config import NodeConfig
+from node.driver import Driver, DriverLimits, decode_block, decode_certificate
+from node.driver_metrics import DriverMetrics
 from node.errors import ConfigError, KeyFileError, MdtpError
 from node.genesis import Genesis, load_genesis
 from node.health import LoopLagProbe, health_app, liveness_checks
 from node.keys import SigningKey, load_key
+from node.ledger import notes, trading
+from node.ledger.machine import Ledger
+from node.ledger.state import genesis_state_root, next_state_root
+from node.mempool import Mempool, MempoolLimits, MempoolMetrics
 from node.p2p.metrics import P2PMetrics
 from node.p2p.transport import Transport, TransportLimits
+from node.sigverify import BatchVerifier
+from storage.blockstore import BlockStore
+from storage.errors import StorageError
 
 log = logging.getLogger("mdtp.node")
 
@@ -78,11 +87,18 @@ class Node:
         self.registry = CollectorRegistry()
         self.p2p_metrics = P2PMetrics(self.registry)
         self.lag = LoopLagProbe(self.registry)
-        self.height = 0
-        self.view = 0
         self.started = False
-        self._height_gauge = Gauge(
-            "mdtp_consensus_height", "Height of the last committed block", registry=self.registry
+        self.driver: Driver | None = None
+        self.store: BlockStore | None = None
+        self.driver_metrics = DriverMetrics(self.registry)
+        self.mempool_metrics = MempoolMetrics(self.registry)
+        self.api_metrics = ApiMetrics(self.registry)
+        self.ledger = Ledger(self.genesis.chain_id)
+        notes.register(self.ledger)
+        trading.install(self.ledger, self.genesis)
+        self.genesis_writes: dict[bytes, bytes] = trading.genesis_writes(self.genesis)
+        self.genesis_root = next_state_root(
+            genesis_state_root(self.genesis.hash()), dict(self.genesis_writes)
         )
         self._lock_file: IO[bytes] | None = None
         limits = TransportLimits(
@@ -110,8 +126,23 @@ class Node:
     # -- state ------------------------------------------------------------------------------
 
     def _on_frame(self, peer_id: str, kind: str, body: Any) -> None:
-        self.p2p_metrics.frames_dropped.labels("unknown_kind").inc()
-        log.debug("unhandled %s frame from %s", kind, peer_id)
+        driver = self.driver
+        if driver is None:
+            self.p2p_metrics.frames_dropped.labels("not_started").inc()
+        elif kind == "consensus":
+            driver.on_consensus_frame(peer_id, body)
+        elif kind == "txs":
+            driver.on_gossip_frame(peer_id, body)
+        else:
+            self.p2p_metrics.frames_dropped.labels("unknown_kind").inc()
+
+    @property
+    def height(self) -> int:
+        return self.driver.height if self.driver else 0
+
+    @property
+    def view(self) -> int:
+        return self.driver.replica.view if self.driver else 0
 
     def readiness(self) -> dict[str, Any]:
         peers = len(self.transport.outbound_connected)
@@ -120,7 +151,67 @@ class Node:
             reasons.append("starting")
         if peers + 1 < self.genesis.quorum:
             reasons.append(f"connected to {peers} peers, a quorum needs {self.genesis.quorum - 1}")
+        if self.driver is not None:
+            if self.driver.halted_reason:
+                reasons.append("halted: " + self.driver.halted_reason)
+            if self.driver.lagging:
+                reasons.append(
+                    f"catching up: at {self.driver.height}, chain at {self.driver.highest_seen}"
+                )
         return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
+
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
+        assert self.store is not None
+        loc = self.store.tx_location(tx_id)
+        if loc is not None:
+            return {
+                "id": tx_id.hex(),
+                "status": "committed" if loc.ok else "failed",
+                "height": loc.height,
+                "index": loc.index,
+                "reason": loc.reason or None,
+            }
+        if self.driver is not None and tx_id in self.driver.mempool:
+            return {"id": tx_id.hex(), "status": "pending"}
+        return {"id": tx_id.hex(), "status": "unknown"}
+
+    def block(self, height: int) -> dict[str, Any] | None:
+        assert self.store is not None and self.driver is not None
+        raw, raw_cert = self.store.block_bytes(height), self.store.certificate_bytes(height)
+        record = self.store.record(height)
+        if raw is None or raw_cert is None or record is None:
+            return None
+        limits = self.driver.wire_limits
+        block, cert = decode_block(raw, limits), decode_certificate(raw_cert, limits)
+        h = block.header
+        import hashlib
+
+        return {
+            "height": height,
+            "hash": record.hash.hex(),
+            "prev_hash": h.prev_hash.hex(),
+            "state_root_committed": h.state_root.hex(),
+            "state_root": record.state_root.hex(),
+            "timestamp_ms": h.timestamp_ms,
+            "proposer": h.proposer,
+            "transactions": [hashlib.sha256(tx).hexdigest() for tx in block.payload],
+            "certificate": {
+                "view": cert.view,
+                "signatures": [[signer, sig.hex()] for signer, sig in cert.signatures],
+            },
+            "block_bytes": raw.hex(),
+            "certificate_bytes": raw_cert.hex(),
+        }
+
+    def chain(self, start: int, end: int) -> list[list[Any]]:
+        assert self.store is not None
+        out: list[list[Any]] = []
+        for height in range(start, end + 1):
+            record = self.store.record(height)
+            if record is None:
+                break
+            out.append([height, record.hash.hex(), record.state_root.hex(), record.tx_count])
+        return out
 
     def status(self) -> dict[str, Any]:
         ready = self.readiness()
@@ -131,9 +222,13 @@ class Node:
             "height": self.height,
             "view": self.view,
             "peers": ready["peers"],
+            "lagging": bool(self.driver and self.driver.lagging),
+            "halted": self.driver.halted_reason if self.driver else None,
+            "mempool": len(self.driver.mempool) if self.driver else 0,
             "outbound": self.transport.outbound_connected,
             "inbound": self.transport.inbound_connected,
             "ready": ready["ready"],
+            "reasons": ready["reasons"],
             "p2p": self.cfg.get("p2p", "listen"),
             "api": self.cfg.get("api", "listen"),
             "metrics": self.cfg.get("metrics", "listen"),
@@ -168,11 +263,60 @@ class Node:
             raise _bind_error(self.cfg, section, e) from None
         return runner
 
+    def _open_store(self) -> BlockStore:
+        store = BlockStore(self.data_dir / "ledger")
+        try:
+            store.bind_chain(self.genesis.chain_id, self.genesis.hash(), self.genesis_root)
+            store.apply_genesis_state(self.genesis_writes)
+            store.check()
+        except StorageError:
+            store.close()
+            raise
+        return store
+
+    def _build_driver(self, store: BlockStore) -> Driver:
+        cfg = self.cfg
+        limits = DriverLimits(
+            block_txs_max=cfg.get("consensus", "block_txs_max"),
+            block_bytes_max=cfg.get("consensus", "block_bytes_max"),
+            proposal_wait_ms=cfg.get("consensus", "proposal_wait_ms"),
+        )
+        verifier = BatchVerifier(self.genesis.chain_id, cfg.get("mempool", "max_tx_bytes"))
+        holder: list[Driver] = []
+        mempool = Mempool(
+            MempoolLimits(
+                max_txs=cfg.get("mempool", "max_txs"),
+                max_bytes=cfg.get("mempool", "max_bytes"),
+                nonce_window=cfg.get("mempool", "nonce_window"),
+            ),
+            lambda account: holder[0].committed_nonce(account),
+            self.mempool_metrics,
+        )
+        driver = Driver(
+            genesis=self.genesis,
+            genesis_root=self.genesis_root,
+            node_id=self.node_id,
+            node_key=self.node_key,
+            store=store,
+            ledger=self.ledger,
+            mempool=mempool,
+            verifier=verifier,
+            send=self.transport.send,
+            broadcast=self.transport.broadcast,
+            metrics=self.driver_metrics,
+            limits=limits,
+        )
+        holder.append(driver)
+        return driver
+
     async def run(self, stop: asyncio.Event) -> None:
         self._lock_home()
         runners: list[web.AppRunner] = []
         lag_task = asyncio.create_task(self.lag.run(), name="loop-lag")
         try:
+            self.store = self._open_store()
+            self.driver = self._build_driver(self.store)
+            self.driver.verifier.start()
             runners.append(
                 await self._serve_http(
                     health_app(
@@ -188,9 +332,12 @@ class Node:
                 await self.transport.start()
             except OSError as e:
                 raise _bind_error(self.cfg, "p2p", e) from None
+            await self.driver.start()
             runners.append(
                 await self._serve_http(
-                    api_app(self.status, self.cfg.get("api", "max_body_bytes")), "api", self.api_ctx
+                    api_app(self, self.cfg.get("api", "max_body_bytes"), self.api_metrics),
+                    "api",
+                    self.api_ctx,
                 )
             )
             self.started = True
@@ -207,7 +354,12 @@ class Node:
             self.started = False
             for runner in reversed(runners):
                 await runner.cleanup()
+            if self.driver is not None:
+                await self.driver.close()
+                await self.driver.verifier.close()
             await self.transport.close()
+            if self.store is not None:
+                self.store.close()
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task

@@ -1,0 +1,229 @@
+"""The bounded mempool: validated transactions waiting to be proposed.
+
+Entry (``add``) checks, cheapest first: size (before decoding), form and chain id, duplicate
+by id, the nonce window against the committed state, then the bounds — by count and by
+bytes — and only then is the transaction kept. Signature verification happens before
+``add`` in batches off the event loop (see ``node.sigverify``). A full pool raises
+``MempoolFull``: the API turns that into HTTP 503 with Retry-After, gossip into a counted drop.
+
+Proposals take transactions in arrival order, at most one run of consecutive nonces per
+sender starting at the sender's next committed nonce, so a proposal never contains a
+nonce gap that would make the rest of the sender's transactions fail. Transactions handed to
+a proposal are marked in flight until their block commits (then evicted) or the view changes
+(then released).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from node.errors import MdtpError
+from node.tx import Tx
+
+
+class MempoolFull(MdtpError):
+    reason = "mempool_full"
+
+
+class MempoolReject(MdtpError):
+    reason = "rejected"
+
+
+@dataclass(frozen=True)
+class MempoolLimits:
+    max_txs: int = 50_000
+    max_bytes: int = 64 * 1024 * 1024
+    nonce_window: int = 1_000
+
+
+class MempoolMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.size = Gauge(
+            "mdtp_mempool_transactions", "Transactions in the mempool", registry=registry
+        )
+        self.bytes = Gauge(
+            "mdtp_mempool_bytes", "Bytes of transactions in the mempool", registry=registry
+        )
+        self.rejected = Counter(
+            "mdtp_mempool_rejected_total",
+            "Transactions refused on entry, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.added = Counter("mdtp_mempool_added_total", "Transactions accepted", registry=registry)
+
+
+class Mempool:
+    def __init__(
+        self,
+        limits: MempoolLimits,
+        committed_nonce: Callable[[str], int],
+        metrics: MempoolMetrics,
+    ) -> None:
+        self.limits = limits
+        self.committed_nonce = committed_nonce
+        self.metrics = metrics
+        self._txs: OrderedDict[bytes, Tx] = OrderedDict()
+        self._by_sender: dict[str, dict[int, bytes]] = {}
+        self._in_flight: set[bytes] = set()
+        self._bytes = 0
+        # bumped whenever the set of proposable transactions may have changed
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._txs
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def reject(self, reason: str, message: str) -> MempoolReject:
+        self.metrics.rejected.labels(reason).inc()
+        return MempoolReject(message, reason=reason)
+
+    def add(self, tx: Tx) -> bool:
+        """Keep ``tx``; False if already here. Raises MempoolReject / MempoolFull."""
+        tx_id = tx.id
+        if tx_id in self._txs:
+            return False
+        committed = self.committed_nonce(tx.sender)
+        if tx.nonce <= committed:
+            raise self.reject("stale_nonce", f"nonce {tx.nonce} already used (last {committed})")
+        if tx.nonce > committed + self.limits.nonce_window:
+            raise self.reject(
+                "future_nonce",
+                f"nonce {tx.nonce} is more than {self.limits.nonce_window} ahead of {committed}",
+            )
+        slots = self._by_sender.setdefault(tx.sender, {})
+        if tx.nonce in slots:
+            raise self.reject(
+                "nonce_taken", f"another transaction with nonce {tx.nonce} is pending"
+            )
+        size = len(tx.signed_bytes)
+        if len(self._txs) >= self.limits.max_txs or self._bytes + size > self.limits.max_bytes:
+            if not slots:
+                del self._by_sender[tx.sender]
+            self.metrics.rejected.labels("mempool_full").inc()
+            raise MempoolFull("mempool is full; retry later")
+        self._txs[tx_id] = tx
+        slots[tx.nonce] = tx_id
+        self._bytes += size
+        self.metrics.added.inc()
+        self._gauges()
+        return True
+
+    def _gauges(self) -> None:
+        self.generation += 1
+        self.metrics.size.set(len(self._txs))
+        self.metrics.bytes.set(self._bytes)
+
+    def _remove(self, tx_id: bytes) -> None:
+        tx = self._txs.pop(tx_id, None)
+        if tx is None:
+            return
+        self._bytes -= len(tx.signed_bytes)
+        self._in_flight.discard(tx_id)
+        slots = self._by_sender.get(tx.sender)
+        if slots is not None:
+            slots.pop(tx.nonce, None)
+            if not slots:
+                del self._by_sender[tx.sender]
+
+    def take(self, max_txs: int, max_bytes: int) -> list[Tx]:
+        """Transactions for a proposal, in arrival order, gap-free per sender, after the
+        ones in flight. Nothing is marked: see :meth:`mark_in_flight`."""
+        out: list[Tx] = []
+        size = 0
+        next_nonce: dict[str, int] = {}
+        for tx_id, tx in self._txs.items():
+            if len(out) >= max_txs:
+                break
+            if tx_id in self._in_flight:
+                nxt = next_nonce.get(tx.sender)
+                if nxt is None or tx.nonce >= nxt:
+                    next_nonce[tx.sender] = tx.nonce + 1
+                continue
+            want = next_nonce.get(tx.sender)
+            if want is None:
+                want = self.committed_nonce(tx.sender) + 1
+                # nonces already in flight come before this one
+                slots = self._by_sender.get(tx.sender, {})
+                while slots.get(want) in self._in_flight:
+                    want += 1
+            if tx.nonce != want:
+                continue
+            n = len(tx.signed_bytes)
+            if size + n > max_bytes:
+                break
+            out.append(tx)
+            size += n
+            next_nonce[tx.sender] = tx.nonce + 1
+        return out
+
+    def mark_in_flight(self, tx_ids: list[bytes]) -> None:
+        """These were proposed (seen in our own PRE-PREPARE): not offered again until their
+        block commits or the view changes."""
+        self._in_flight.update(i for i in tx_ids if i in self._txs)
+
+    def committed(self, results: list[tuple[bytes, bool, str]]) -> None:
+        """After a block: evict what it settled, keep what may still succeed.
+
+        ``results`` are (tx id, ok, reason). A transaction that failed only because its
+        nonce was not yet due (``bad_nonce`` with a nonce above the committed one) stays
+        and is offered again; everything else in the block, and every pending transaction
+        whose nonce the block consumed, leaves.
+        """
+        senders = set()
+        for tx_id, ok, reason in results:
+            tx = self._txs.get(tx_id)
+            if tx is None:
+                continue
+            senders.add(tx.sender)
+            if ok or reason != "bad_nonce":
+                self._remove(tx_id)
+            else:
+                self._in_flight.discard(tx_id)
+        for sender in senders:
+            nonce = self.committed_nonce(sender)
+            for n, tx_id in list(self._by_sender.get(sender, {}).items()):
+                if n <= nonce:
+                    self._remove(tx_id)
+        self._gauges()
+
+    def has_proposable(self) -> bool:
+        """True if some pending transaction is not in flight and is its sender's next."""
+        for sender, slots in self._by_sender.items():
+            want = self.committed_nonce(sender) + 1
+            while slots.get(want) in self._in_flight:
+                want += 1
+            if want in slots:
+                return True
+        return False
+
+    def sample(self, count: int) -> list[bytes]:
+        """Signed bytes of up to ``count`` pending transactions (oldest first)."""
+        out: list[bytes] = []
+        for tx in self._txs.values():
+            if len(out) >= count:
+                break
+            out.append(tx.signed_bytes)
+        return out
+
+    def release_in_flight(self) -> None:
+        """The proposals these were in did not commit (view change): offer them again."""
+        self._in_flight.clear()
+        self.generation += 1
+
+    def evict_expired(self, now_ms: int) -> int:
+        expired = [i for i, tx in self._txs.items() if tx.expires_at_ms < now_ms]
+        for tx_id in expired:
+            self._remove(tx_id)
+        self._gauges()
+        return len(expired)

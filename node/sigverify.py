@@ -1,0 +1,102 @@
+"""Batched transaction decoding and signature checks, off the event loop.
+
+Callers ``await verifier.check(raw)``; requests are queued (bounded) and a single worker task
+takes up to ``batch_max`` at a time and verifies them in a thread pool, split across the
+pool's threads (libsodium releases the GIL, so two threads use two cores). One executor hop
+per batch keeps the per-transaction overhead small and the event loop responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from node.tx import Tx, TxError, decode_tx
+
+
+class VerifierBusy(TxError):
+    reason = "verifier_busy"
+
+
+def _check_many(raws: Sequence[bytes], chain_id: str, max_bytes: int) -> list[Tx | TxError]:
+    out: list[Tx | TxError] = []
+    for raw in raws:
+        try:
+            out.append(decode_tx(raw, chain_id=chain_id, max_bytes=max_bytes))
+        except TxError as e:
+            out.append(e)
+    return out
+
+
+class BatchVerifier:
+    def __init__(
+        self,
+        chain_id: str,
+        max_tx_bytes: int,
+        *,
+        threads: int = 2,
+        batch_max: int = 512,
+        queue_max: int = 20_000,
+    ) -> None:
+        self.chain_id = chain_id
+        self.max_tx_bytes = max_tx_bytes
+        self.batch_max = batch_max
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sigverify")
+        self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[Tx]]] = asyncio.Queue(queue_max)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sigverify")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def check(self, raw: bytes) -> Tx:
+        """Decoded, signature-checked transaction, or :class:`TxError` with its reason."""
+        if len(raw) > self.max_tx_bytes:
+            raise TxError(
+                f"transaction is {len(raw)} bytes, above {self.max_tx_bytes}", reason="oversized"
+            )
+        fut: asyncio.Future[Tx] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((raw, fut))
+        except asyncio.QueueFull:
+            raise VerifierBusy("signature verification queue is full; retry later") from None
+        return await fut
+
+    async def check_many(self, raws: Sequence[bytes]) -> list[Tx | TxError]:
+        """Verify a whole batch directly (block validation): one executor hop per thread."""
+        loop = asyncio.get_running_loop()
+        if not raws:
+            return []
+        step = max(1, -(-len(raws) // self.threads))
+        parts = [raws[i : i + step] for i in range(0, len(raws), step)]
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, _check_many, p, self.chain_id, self.max_tx_bytes)
+                for p in parts
+            )
+        )
+        return [r for part in results for r in part]
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            results = await self.check_many([raw for raw, _ in batch])
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, TxError):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)

@@ -1,0 +1,128 @@
+"""A transaction workload against a real cluster, recording what was acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.client import ApiError, NodeClient
+from node.keys import SigningKey
+from node.tx import sign_tx
+
+
+def chain_id_of(cluster_dir: Path) -> str:
+    chain: str = json.loads((cluster_dir / "cluster.json").read_text())["chain_id"]
+    return chain
+
+
+def apis_of(cluster_dir: Path) -> list[str]:
+    return [n["api"] for n in json.loads((cluster_dir / "cluster.json").read_text())["nodes"]]
+
+
+@dataclass
+class Workload:
+    """Senders each submit note.set transactions with consecutive nonces to random nodes."""
+
+    cluster_dir: Path
+    senders: int = 8
+    acked: dict[str, str] = field(default_factory=dict)  # tx id -> sender
+    submitted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.chain_id = chain_id_of(self.cluster_dir)
+        self.keys = [SigningKey.generate() for _ in range(self.senders)]
+        self.nonces = [0] * self.senders
+
+    def make_tx(self, i: int) -> bytes:
+        self.nonces[i] += 1
+        key = self.keys[i]
+        return sign_tx(
+            key,
+            chain_id=self.chain_id,
+            type_="note.set",
+            sender=key.account_id,
+            nonce=self.nonces[i],
+            expires_at_ms=int(time.time() * 1000) + 3_600_000,
+            body={"key": f"k{self.nonces[i]}", "value": b"v"},
+        )
+
+    async def run_closed_loop(self, count_per_sender: int, alive: list[str] | None = None) -> None:
+        """Each sender submits and waits for commit before its next transaction; a node
+        that refuses or is down is retried elsewhere with the same signed bytes."""
+        ca = self.cluster_dir / "ca" / "ca.pem"
+
+        async def sender(i: int) -> None:
+            for _ in range(count_per_sender):
+                raw = self.make_tx(i)
+                for attempt in range(60):
+                    api = random.choice(alive or apis_of(self.cluster_dir))
+                    try:
+                        async with NodeClient(api, ca=ca, timeout_s=40) as c:
+                            doc = await c.submit(raw, wait=True, timeout_s=30)
+                        if doc["status"] == "committed":
+                            self.acked[doc["id"]] = self.keys[i].account_id
+                            break
+                        if doc["status"] == "failed":
+                            self.errors.append(f"{doc}")
+                            break
+                    except ApiError as e:
+                        if e.reason == "duplicate":  # committed through an earlier attempt
+                            import hashlib
+
+                            self.acked[hashlib.sha256(raw).hexdigest()] = self.keys[i].account_id
+                            break
+                        await asyncio.sleep(0.2)
+                    except (TimeoutError, OSError):
+                        await asyncio.sleep(0.2)
+                    if attempt == 59:
+                        self.errors.append("gave up on a transaction")
+
+        await asyncio.gather(*(sender(i) for i in range(self.senders)))
+
+    async def submit_open_loop(self, count_per_sender: int) -> list[str]:
+        """Submit without waiting (pipelined nonces per sender); returns the tx ids."""
+        ca = self.cluster_dir / "ca" / "ca.pem"
+        apis = apis_of(self.cluster_dir)
+        ids: list[str] = []
+
+        async def sender(i: int) -> None:
+            async with NodeClient(apis[i % len(apis)], ca=ca) as c:
+                for _ in range(count_per_sender):
+                    raw = self.make_tx(i)
+                    while True:
+                        try:
+                            ids.append((await c.submit(raw))["id"])
+                            break
+                        except ApiError as e:
+                            if e.status != 503:
+                                raise
+                            await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(sender(i) for i in range(self.senders)))
+        return ids
+
+
+async def chains(cluster_dir: Path, apis: list[str] | None = None) -> dict[str, list[list[Any]]]:
+    ca = cluster_dir / "ca" / "ca.pem"
+    out = {}
+    for api in apis or apis_of(cluster_dir):
+        async with NodeClient(api, ca=ca) as c:
+            height = (await c.status())["height"]
+            out[api] = await c.chain(1, height)
+    return out
+
+
+def assert_chains_agree(chains_by_node: dict[str, list[list[Any]]]) -> int:
+    """Identical (hash, state root) at every height every node has; returns the min height."""
+    lists = list(chains_by_node.values())
+    common = min(len(c) for c in lists)
+    for h in range(common):
+        entries = {(c[h][1], c[h][2]) for c in lists}
+        assert len(entries) == 1, f"nodes disagree at height {h + 1}: {entries}"
+    return common
