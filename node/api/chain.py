@@ -1,9 +1,4 @@
-"""The HTTPS JSON API (TLS 1.3; member clients may present a consortium certificate).
-
-State changes only as signed transactions (``POST /v1/tx``); everything else reads committed
-state. Errors are JSON ``{"error": <reason code>, "message": <text>}`` with a 4xx status, or
-503 with ``Retry-After`` when the node is saturated.
-"""
+"""API routes of the replicated ledger itself: status, transactions, blocks, evidence."""
 
 from __future__ import annotations
 
@@ -13,8 +8,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
 
+from node.api.common import error, hex32, int_param
 from node.errors import MdtpError
 from node.mempool import MempoolFull
 from node.sigverify import VerifierBusy
@@ -27,67 +22,7 @@ CHAIN_PAGE_MAX = 1000
 WAIT_S_MAX = 60.0
 
 
-class ApiMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "mdtp_api_requests_total",
-            "API requests by route and status",
-            ["route", "status"],
-            registry=registry,
-        )
-
-
-def error(
-    status: int, reason: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
-
-
-def _hex32(text: str, what: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": f"{what} must be hex"}),
-            content_type="application/json",
-        ) from None
-    if len(value) != 32:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": f"{what} must be 32 bytes"}),
-            content_type="application/json",
-        )
-    return value
-
-
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": f"{name} must be an integer"}),
-            content_type="application/json",
-        ) from None
-
-
-def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Application:
-    @web.middleware
-    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
-        route = (
-            request.match_info.route.resource.canonical
-            if request.match_info.route.resource
-            else "unmatched"
-        )
-        try:
-            response: web.StreamResponse = await handler(request)
-        except web.HTTPException as e:
-            metrics.requests.labels(route, str(e.status)).inc()
-            raise
-        metrics.requests.labels(route, str(response.status)).inc()
-        return response
-
+def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
     async def get_status(_: web.Request) -> web.Response:
         return web.json_response(node.status())
 
@@ -126,7 +61,7 @@ def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Applica
         return web.json_response(doc, status=202)
 
     async def get_tx(request: web.Request) -> web.Response:
-        tx_id = _hex32(request.match_info["tx_id"], "transaction id")
+        tx_id = hex32(request.match_info["tx_id"], "transaction id")
         status = node.tx_status(tx_id)
         return web.json_response(status, status=200 if status["status"] != "unknown" else 404)
 
@@ -141,18 +76,16 @@ def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Applica
         return web.json_response(doc)
 
     async def get_chain(request: web.Request) -> web.Response:
-        start = max(1, _int_param(request, "from", 1))
-        end = min(_int_param(request, "to", start + CHAIN_PAGE_MAX - 1), start + CHAIN_PAGE_MAX - 1)
+        start = max(1, int_param(request, "from", 1))
+        end = min(int_param(request, "to", start + CHAIN_PAGE_MAX - 1), start + CHAIN_PAGE_MAX - 1)
         return web.json_response(node.chain(start, end))
 
     async def get_evidence(_: web.Request) -> web.Response:
         return web.json_response(list(node.driver.evidence) if node.driver else [])
 
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/tx", post_tx)
     app.router.add_get("/v1/tx/{tx_id}", get_tx)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/chain", get_chain)
     app.router.add_get("/v1/evidence", get_evidence)
-    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -152,6 +153,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------
 
 
+def add_command(
+    parent: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    """Add one subcommand whose handler is ``fn(args) -> exit code``."""
+    sp: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+    sp.set_defaults(fn=fn)
+    return sp
+
+
+def add_group(sub: Any, name: str, help: str) -> Any:
+    """A command with subcommands (``mdtp NAME COMMAND ...``)."""
+    return sub.add_parser(name, help=help).add_subparsers(
+        dest=f"{name}_command", required=True, metavar="COMMAND"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mdtp", description="Manufacturing Data Trading Platform: consortium ledger node"
@@ -161,9 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str, parent: Any = sub
     ) -> argparse.ArgumentParser:
-        sp: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
-        sp.set_defaults(fn=fn)
-        return sp
+        return add_command(parent, name, fn, help)
 
     pass_help = "file whose first line is the key passphrase (else MDTP_KEY_PASSPHRASE)"
 
@@ -225,7 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default=".mdtp/demo", help="where the demo cluster lives")
     sp.add_argument("--nodes", type=int, default=4)
     sp.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
+
+
+# Each concern's client commands live beside it and register themselves here.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

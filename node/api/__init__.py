@@ -1,0 +1,47 @@
+"""The HTTPS JSON API (TLS 1.3; member clients may present a consortium certificate).
+
+State changes only as signed transactions (``POST /v1/tx``); everything else reads committed
+state. Errors are JSON ``{"error": <reason code>, "message": <text>}`` with a 4xx status, or
+503 with ``Retry-After`` when the node is saturated. Each concern adds its routes from its
+own module (``chain``: status, transactions, blocks; ...).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from node.api import chain
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "mdtp_api_requests_total",
+            "API requests by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+
+
+def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Application:
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource else "unmatched"
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as e:
+            metrics.requests.labels(route, str(e.status)).inc()
+            raise
+        metrics.requests.labels(route, str(response.status)).inc()
+        return response
+
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
+    chain.add_routes(app, node, max_body_bytes)
+    return app
