@@ -13,7 +13,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from aiohttp import web
 from cryptography import x509
@@ -34,12 +34,20 @@ from node.ledger.machine import Ledger
 from node.ledger.state import genesis_state_root, next_state_root
 from node.mempool import Mempool, MempoolLimits, MempoolMetrics
 from node.p2p.metrics import P2PMetrics
-from node.p2p.transport import Transport, TransportLimits
+from node.p2p.transport import FrameHandler, Transport, TransportLimits
 from node.sigverify import BatchVerifier
 from storage.blockstore import BlockStore
 from storage.errors import StorageError
 
 log = logging.getLogger("mdtp.node")
+
+
+class Service(Protocol):
+    """Something the node runs beside the ledger (started after the driver)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def _load_cert_der(path: Path) -> bytes:
@@ -88,6 +96,10 @@ class Node:
         self.p2p_metrics = P2PMetrics(self.registry)
         self.lag = LoopLagProbe(self.registry)
         self.started = False
+        # Services beside the ledger (e.g. the chunk service) register peer frame kinds
+        # here and are started after the driver, closed before it.
+        self.frame_handlers: dict[str, FrameHandler] = {}
+        self.services: list[Service] = []
         self.driver: Driver | None = None
         self.store: BlockStore | None = None
         self.driver_metrics = DriverMetrics(self.registry)
@@ -133,6 +145,8 @@ class Node:
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)
+        elif kind in self.frame_handlers:
+            self.frame_handlers[kind](peer_id, kind, body)
         else:
             self.p2p_metrics.frames_dropped.labels("unknown_kind").inc()
 
@@ -333,6 +347,8 @@ class Node:
             except OSError as e:
                 raise _bind_error(self.cfg, "p2p", e) from None
             await self.driver.start()
+            for service in self.services:
+                await service.start()
             runners.append(
                 await self._serve_http(
                     api_app(self, self.cfg.get("api", "max_body_bytes"), self.api_metrics),
@@ -354,6 +370,8 @@ class Node:
             self.started = False
             for runner in reversed(runners):
                 await runner.cleanup()
+            for service in reversed(self.services):
+                await service.close()
             if self.driver is not None:
                 await self.driver.close()
                 await self.driver.verifier.close()

@@ -82,7 +82,7 @@ from consensus.state import decode_state, encode_state
 from node.driver_metrics import DriverMetrics
 from node.genesis import Genesis
 from node.keys import SigningKey
-from node.ledger.machine import BlockContext, Ledger, account_nonce
+from node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
 from node.ledger.state import Overlay, next_state_root
 from node.mempool import Mempool
 from node.sigverify import BatchVerifier
@@ -209,6 +209,8 @@ class Driver:
         self._proposal_queued = False
         self._fruitless_at: tuple[int, int, int] | None = None
         self.evidence: deque[dict[str, Any]] = deque(maxlen=1000)
+        # called after each block is durably committed (e.g. the supplier node's grants)
+        self.commit_listeners: list[Callable[[Block, list[TxResult]], None]] = []
         self.halted_reason: str | None = None
         self.highest_seen = self.height
         self.replica = self._build_replica()
@@ -646,7 +648,7 @@ class Driver:
         for h in [h for h in self._first_seen if h < height]:
             del self._first_seen[h]
 
-    def _after_commit(self, block: Block, results: list[Any]) -> None:
+    def _after_commit(self, block: Block, results: list[TxResult]) -> None:
         ok = sum(1 for r in results if r.ok)
         self.metrics.txs_committed.labels("ok").inc(ok)
         self.metrics.txs_committed.labels("failed").inc(len(results) - ok)
@@ -657,6 +659,11 @@ class Driver:
             for fut in self._waiters.pop(r.tx_id, []):
                 if not fut.done():
                     fut.set_result(None)
+        for listener in self.commit_listeners:
+            try:
+                listener(block, results)
+            except Exception:  # a listener bug must not stop the ledger
+                log.exception("commit listener failed at height %d", block.height)
 
     def committed_nonce(self, account_id: str) -> int:
         return account_nonce(Overlay(self.store.state), account_id)
