@@ -1,0 +1,363 @@
+"""API routes of the trading ledger: accounts, catalog search, contracts, fulfilment records,
+audit trails with their proofs, and the reason codes.
+
+Every route reads committed state only, through :mod:`node.ledger.trading.queries`.
+Determinism: a body depends on nothing but the committed chain up to ``as_of_height`` (which
+every body carries); time-dependent answers (EXPIRED, overdue) use that block's timestamp,
+never the node's clock; bodies are JSON with sorted keys and no spaces. So every node at the
+same height returns byte-identical bodies, and a client can compare them. The one exception
+is an audit entry's commit certificate: each node keeps the 2f+1 COMMIT signatures *it*
+collected, so two nodes may hold different (equally valid) certificates for one block.
+
+Commits land in another thread; a query reads the tip before and after it runs and retries
+if a block committed in between, so one body never mixes two heights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from consensus.messages import WireLimits
+from node.api.common import error, hex32
+from node.driver import decode_certificate
+from node.ledger.machine import account_nonce
+from node.ledger.state import Overlay
+from node.ledger.trading import queries
+from node.ledger.trading.audit import KINDS
+from node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+    from storage.blockstore import BlockStore
+
+LIMIT_DEFAULT = 50
+AUDIT_LIMIT_DEFAULT = 100
+# An audit entry with proof carries its whole block; keep a page of them bounded.
+AUDIT_PROOF_LIMIT_MAX = 100
+CONSISTENT_READ_TRIES = 5
+NDJSON = "application/x-ndjson"
+
+# Search fields whose values are integers (the others are strings).
+_INT_FIELDS = frozenset(
+    {
+        "size_bytes",
+        "chunk_count",
+        "quality.sampling_rate_millihz",
+        "quality.collection_start_ms",
+        "quality.collection_end_ms",
+    }
+)
+_SEARCH_PARAMS = frozenset({"text", "tag", "supplier", "limit", "after", "include_withdrawn"})
+
+
+class BadParam(Exception):
+    """A query parameter the route cannot use; answered with 400 ``bad_param``."""
+
+
+def dumps(doc: Any) -> str:
+    """The canonical JSON of a response body (identical bytes on every node)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(doc), status=status, content_type="application/json")
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadParam(f"{name} must be in {lo}..{hi}")
+    return value
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise BadParam(f"{name} must be 1 or 0")
+
+
+def _only(request: web.Request, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise BadParam(f"unknown parameter {unknown[0]!r}; parameters: {known}")
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    def store() -> BlockStore:
+        if node.store is None:
+            raise web.HTTPServiceUnavailable(
+                text=dumps({"error": "not_ready", "message": "node is starting"}),
+                content_type="application/json",
+                headers={"Retry-After": "1"},
+            )
+        return node.store
+
+    def as_of(s: BlockStore) -> tuple[int, int]:
+        """(height, block time) of the last committed block; genesis time at height 0."""
+        height = s.tip()[0]
+        if height == 0:
+            return 0, node.genesis.genesis_time_ms
+        record = s.record(height)
+        assert record is not None, f"tip {height} has no block record"
+        return height, record.timestamp_ms
+
+    def consistent(read: Callable[[BlockStore, int, int], Any]) -> tuple[int, int, Any]:
+        s = store()
+        for _ in range(CONSISTENT_READ_TRIES):
+            height, at_ms = as_of(s)
+            result = read(s, height, at_ms)
+            if s.tip()[0] == height:
+                return height, at_ms, result
+        raise web.HTTPServiceUnavailable(
+            text=dumps({"error": "busy", "message": "blocks commit too fast to read; retry"}),
+            content_type="application/json",
+            headers={"Retry-After": "1"},
+        )
+
+    def route(
+        handler: Callable[[web.Request], web.StreamResponse],
+    ) -> Callable[[web.Request], Any]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return handler(request)
+            except BadParam as e:
+                return error(400, "bad_param", str(e))
+            except ValueError as e:  # the queries name the bad argument
+                return error(400, "bad_param", str(e))
+
+        return wrapped
+
+    def not_found(what: str) -> web.Response:
+        return error(404, "not_found", what)
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def get_account(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        account_id = request.match_info["account_id"]
+        height, _, account = consistent(lambda s, h, t: queries.get_account(s.state, account_id))
+        if account is None:
+            return not_found(f"no account {account_id}")
+        return _json({"as_of_height": height, "account": account})
+
+    def get_nonce(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        account_id = request.match_info["account_id"]
+        height, _, nonce = consistent(lambda s, h, t: account_nonce(Overlay(s.state), account_id))
+        return _json({"as_of_height": height, "account": account_id, "nonce": nonce})
+
+    # -- catalog ----------------------------------------------------------------------------
+
+    def search(request: web.Request) -> web.Response:
+        _only(request, _SEARCH_PARAMS | frozenset(queries.SEARCH_FIELDS))
+        q = request.query
+        fields: dict[str, Any] = {}
+        for name in queries.SEARCH_FIELDS:
+            if name in q and name != "supplier":
+                raw = q[name]
+                if name in _INT_FIELDS:
+                    try:
+                        fields[name] = int(raw)
+                    except ValueError:
+                        raise BadParam(f"{name} must be an integer") from None
+                else:
+                    fields[name] = raw
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+        include_withdrawn = _flag(request, "include_withdrawn", "status" in fields)
+        height, _, found = consistent(
+            lambda s, h, t: queries.search_datasets(
+                s.state,
+                text=q.get("text") or None,
+                tag=q.get("tag") or None,
+                supplier=q.get("supplier") or None,
+                fields=fields,
+                include_withdrawn=include_withdrawn,
+                after=q.get("after") or None,
+                limit=limit,
+            )
+        )
+        next_after = found[-1]["id"] if len(found) == limit else None
+        return _json({"as_of_height": height, "datasets": found, "next_after": next_after})
+
+    def get_dataset(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        dataset_id = request.match_info["dataset_id"]
+        height, _, dataset = consistent(lambda s, h, t: queries.get_dataset(s.state, dataset_id))
+        if dataset is None:
+            return not_found(f"no dataset {dataset_id}")
+        return _json({"as_of_height": height, "dataset": dataset})
+
+    # -- contracts --------------------------------------------------------------------------
+
+    def get_contract(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        contract_id = request.match_info["contract_id"]
+        height, at_ms, contract = consistent(
+            lambda s, h, t: queries.get_contract(s.state, contract_id, at_ms=t)
+        )
+        if contract is None:
+            return not_found(f"no contract {contract_id}")
+        return _json({"as_of_height": height, "as_of_time_ms": at_ms, "contract": contract})
+
+    def list_contracts(request: web.Request) -> web.Response:
+        _only(request, frozenset({"account", "dataset", "status", "after", "limit"}))
+        q = request.query
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+        height, at_ms, found = consistent(
+            lambda s, h, t: queries.list_contracts(
+                s.state,
+                at_ms=t,
+                account=q.get("account"),
+                dataset=q.get("dataset"),
+                status=q.get("status"),
+                after=q.get("after"),
+                limit=limit,
+            )
+        )
+        next_after = found[-1]["id"] if len(found) == limit else None
+        return _json(
+            {
+                "as_of_height": height,
+                "as_of_time_ms": at_ms,
+                "contracts": found,
+                "next_after": next_after,
+            }
+        )
+
+    def contract_receipts(request: web.Request) -> web.Response:
+        _only(request, frozenset({"after", "limit"}))
+        contract_id = request.match_info["contract_id"]
+        after = _int(request, "after", 0, 0, 2**32)
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            if queries.get_contract(s.state, contract_id, at_ms=t) is None:
+                return None
+            return queries.contract_receipts(s.state, contract_id, after=after, limit=limit)
+
+        height, _, found = consistent(read)
+        if found is None:
+            return not_found(f"no contract {contract_id}")
+        return _json({"as_of_height": height, "receipts": found})
+
+    def get_receipt(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        receipt_id = hex32(request.match_info["receipt_id"], "receipt id")
+        height, _, receipt = consistent(lambda s, h, t: queries.get_receipt(s.state, receipt_id))
+        if receipt is None:
+            return not_found(f"no receipt {receipt_id.hex()}")
+        return _json({"as_of_height": height, "receipt": receipt})
+
+    def overdue(request: web.Request) -> web.Response:
+        _only(request, frozenset({"limit"}))
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+        height, at_ms, found = consistent(
+            lambda s, h, t: queries.overdue_disposals(s.state, at_ms=t, limit=limit)
+        )
+        return _json({"as_of_height": height, "as_of_time_ms": at_ms, "overdue": found})
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def wire_limits() -> WireLimits:
+        assert node.driver is not None
+        return node.driver.wire_limits
+
+    def proof_of(s: BlockStore, entry: dict[str, Any]) -> dict[str, Any]:
+        """What an auditor needs to check ``entry`` offline: the tx's place in its block, the
+        block and its commit certificate."""
+        tx_id = bytes.fromhex(entry["tx_id"])
+        height = entry["height"]
+        location = s.tx_location(tx_id)
+        record = s.record(height)
+        raw_block, raw_cert = s.block_bytes(height), s.certificate_bytes(height)
+        assert location is not None and location.height == height and location.ok, entry
+        assert record is not None and raw_block is not None and raw_cert is not None, height
+        cert = decode_certificate(raw_cert, wire_limits())
+        return {
+            "index": location.index,
+            "block_hash": record.hash.hex(),
+            "certificate": {
+                "view": cert.view,
+                "signatures": [[signer, sig.hex()] for signer, sig in cert.signatures],
+            },
+            "block_bytes": raw_block.hex(),
+            "certificate_bytes": raw_cert.hex(),
+        }
+
+    def trail(request: web.Request, *, proofs: bool) -> tuple[int, str, str, list[Any]]:
+        kind, subject = request.match_info["kind"], request.match_info["subject_id"]
+        if kind not in KINDS:
+            raise BadParam(f"unknown audit kind {kind!r}; kinds: {', '.join(KINDS)}")
+        after = _int(request, "after", 0, 0, 2**32)
+        limit_max = AUDIT_PROOF_LIMIT_MAX if proofs else queries.LIMIT_MAX
+        limit = _int(request, "limit", min(AUDIT_LIMIT_DEFAULT, limit_max), 1, limit_max)
+
+        def read(s: BlockStore, h: int, t: int) -> list[Any]:
+            entries = queries.audit_trail(s.state, kind, subject, after=after, limit=limit)
+            if proofs:
+                entries = [{**e, **proof_of(s, e)} for e in entries]
+            else:
+                for e in entries:
+                    location = s.tx_location(bytes.fromhex(e["tx_id"]))
+                    assert location is not None, e
+                    e["index"] = location.index
+            return entries
+
+        height, _, entries = consistent(read)
+        for e in entries:
+            e["kind"], e["subject"] = kind, subject
+        return height, kind, subject, entries
+
+    def audit(request: web.Request) -> web.Response:
+        _only(request, frozenset({"after", "limit", "proof"}))
+        proofs = _flag(request, "proof", True)
+        height, _, _, entries = trail(request, proofs=proofs)
+        next_after = entries[-1]["seq"] if entries else None
+        return _json({"as_of_height": height, "entries": entries, "next_after": next_after})
+
+    def export(request: web.Request) -> web.Response:
+        _only(request, frozenset({"after", "limit"}))
+        height, _, _, entries = trail(request, proofs=True)
+        lines = "".join(dumps({**e, "as_of_height": height}) + "\n" for e in entries)
+        return web.Response(text=lines, content_type=NDJSON)
+
+    # -- reasons ----------------------------------------------------------------------------
+
+    def reasons(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        doc = [
+            {"code": code, "scope": scope, "description": description}
+            for scope, table in (("common", MACHINE_REASONS), ("trading", TRADING_REASONS))
+            for code, description in table.items()
+        ]
+        return _json({"reasons": doc})
+
+    r = app.router
+    r.add_get("/v1/accounts/{account_id}", route(get_account))
+    r.add_get("/v1/accounts/{account_id}/nonce", route(get_nonce))
+    r.add_get("/v1/datasets", route(search))
+    r.add_get("/v1/datasets/{dataset_id}", route(get_dataset))
+    r.add_get("/v1/contracts", route(list_contracts))
+    r.add_get("/v1/contracts/{contract_id}", route(get_contract))
+    r.add_get("/v1/contracts/{contract_id}/receipts", route(contract_receipts))
+    r.add_get("/v1/receipts/{receipt_id}", route(get_receipt))
+    r.add_get("/v1/disposals/overdue", route(overdue))
+    r.add_get("/v1/audit/{kind}/{subject_id}", route(audit))
+    r.add_get("/v1/audit/{kind}/{subject_id}/export", route(export))
+    r.add_get("/v1/reasons", route(reasons))

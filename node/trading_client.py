@@ -1,0 +1,518 @@
+"""Python SDK for the trading ledger: build, sign and submit every trading transaction, and
+read the trading queries, on top of :class:`node.client.NodeClient`.
+
+::
+
+    async with NodeClient("127.0.0.1:26601", ca=Path("ca.pem")) as node:
+        t = TradingClient(node)
+        await t.publish_dataset(supplier_key, dataset_id="ds1", metadata={...})
+        contract = await t.contract("c1")
+
+Every transaction is submitted with ``wait=1`` and returns a :class:`Committed` once it
+executed; a transaction the ledger refused raises :class:`TxFailed` with the reason code
+(:data:`REASONS` describes it, :data:`HINTS` says what to do). Nonces: the next nonce of an
+account is its committed nonce (``GET /v1/accounts/{id}/nonce``) + 1, or one above the last
+nonce this client used for it if that is higher; a refusal that leaves the nonce unconsumed
+forgets the local count.
+
+Bytes inside bodies (hashes, keys) are ``bytes`` here and lowercase hex in JSON (terms
+files, query results); :func:`terms_from_json` and :func:`metadata_from_json` convert.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from node.client import ApiError, NodeClient
+from node.keys import SigningKey
+from node.ledger.trading.accounts import rotation_proof
+from node.ledger.trading.contracts import terms_hash
+from node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
+from node.tx import decode_tx, sign_tx
+
+__all__ = [
+    "HINTS",
+    "REASONS",
+    "ApiError",
+    "Committed",
+    "TradingClient",
+    "TradingError",
+    "TxFailed",
+    "metadata_from_json",
+    "terms_from_json",
+]
+
+REASONS: dict[str, str] = {**MACHINE_REASONS, **TRADING_REASONS}
+TX_LIFETIME_MS = 10 * 60 * 1000
+SUBMIT_WAIT_S = 30.0
+# Common-check refusals leave the sender's nonce unconsumed (node.ledger.machine).
+_NONCE_KEPT = frozenset(
+    {"expired", "wrong_key", "revoked", "unknown_sender", "bad_nonce", "malformed"}
+)
+_TERMS_BYTES = ("terms_document_hash",)
+_METADATA_BYTES = ("merkle_root", "plaintext_digest")
+
+# What a person can do about a refusal; codes without an entry are self-explanatory.
+HINTS: dict[str, str] = {
+    "bad_body": "check the field named in the message against `mdtp ... --help`",
+    "bad_period": "give an end after the start and in the future (e.g. --end +30d)",
+    "not_registered": "ask your member's admin to run `mdtp account register` for your key",
+    "not_admin": "sign with the admin key of the account's member (admin_key.json)",
+    "revoked": "this key's account is revoked; ask your member's admin for a new account",
+    "wrong_key": "sign with the account's current key (it may have been rotated)",
+    "bad_nonce": "another transaction of this account was in flight; retry",
+    "expired": "the transaction waited too long; retry",
+    "key_in_use": "generate a fresh key with `mdtp keys generate`",
+    "account_exists": "the account is already registered; see `mdtp account show`",
+    "unknown_account": "check the account id (`mdtp account show ID`)",
+    "account_revoked": "the named account is revoked; choose an active one",
+    "not_supplier": "the account needs the supplier role (`mdtp account register --roles`)",
+    "not_consumer": "the consumer needs the consumer role",
+    "unknown_dataset": "check the dataset id with `mdtp dataset search`",
+    "dataset_withdrawn": "the dataset is withdrawn; pick a published one (`mdtp dataset search`)",
+    "dataset_exists": "choose another dataset id",
+    "not_owner": "only the dataset's supplier may change it",
+    "dataset_changed": "counter with a new version (`mdtp contract counter`) and sign that",
+    "contract_exists": "choose another contract id",
+    "unknown_contract": "check the contract id (`mdtp contract list --account ID`)",
+    "not_a_party": "sign with the supplier's or the consumer's key",
+    "not_reviewer": "the review must come from the reviewer the terms name, with that role",
+    "reviewer_is_party": "name a reviewer who is neither supplier nor consumer",
+    "superseded_version": "run `mdtp contract show ID` and act on the current version",
+    "unknown_version": "run `mdtp contract show ID` and act on the current version",
+    "terms_hash_mismatch": "sign the terms exactly as `mdtp contract show ID` lists them",
+    "already_signed": "nothing to do: wait for the other party (`mdtp contract show ID`)",
+    "not_offerer": "only the author of the current version may delete it",
+    "contract_signed": "a signed contract cannot be deleted; terminate it instead",
+    "contract_active": "an active contract cannot be renegotiated; terminate it and offer anew",
+    "not_pending_review": "the contract is not waiting for a review (`mdtp contract show ID`)",
+    "already_terminated": "nothing to do: the contract has ended",
+    "contract_deleted": "the contract was deleted; make a new offer",
+    "contract_expired": "the use period has ended; make a new offer",
+    "too_many_versions": "terminate this contract and make a new offer",
+    "not_active": "the contract must be ACTIVE (`mdtp contract show ID`)",
+    "same_party": "the consumer must be another account than the dataset's supplier",
+    "wrong_supplier_node": "publish with --supplier-node set to your own member",
+    "unknown_member": "name a member of the consortium (see genesis.json)",
+}
+
+
+class TradingError(Exception):
+    """Base of the SDK's own errors; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class TxFailed(TradingError):
+    """The ledger executed the transaction and refused it with ``reason``."""
+
+    def __init__(self, tx_type: str, reason: str, tx_id: str, height: int | None) -> None:
+        description = REASONS.get(reason, "unknown reason")
+        super().__init__(reason, f"{tx_type} failed: {reason} ({description})")
+        self.tx_type = tx_type
+        self.tx_id = tx_id
+        self.height = height
+        self.description = description
+        self.hint = HINTS.get(reason)
+
+
+class TxNotCommitted(TradingError):
+    def __init__(self, tx_type: str, tx_id: str) -> None:
+        super().__init__(
+            "not_committed",
+            f"{tx_type} {tx_id} did not commit within {SUBMIT_WAIT_S:.0f} s; "
+            f"check it later with GET /v1/tx/{tx_id}",
+        )
+        self.tx_id = tx_id
+
+
+@dataclass(frozen=True)
+class Committed:
+    id: str
+    type: str
+    sender: str
+    height: int
+    index: int
+
+
+def _hex_fields(doc: dict[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:
+    out = dict(doc)
+    for name in names:
+        value = out.get(name)
+        if isinstance(value, str):
+            try:
+                out[name] = bytes.fromhex(value)
+            except ValueError:
+                raise TradingError("bad_input", f"{where}{name} must be hex") from None
+    return out
+
+
+def terms_from_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """Terms as a transaction carries them, from JSON (hashes as hex)."""
+    return _hex_fields(doc, _TERMS_BYTES, "terms.")
+
+
+def metadata_from_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """Dataset metadata as a transaction carries it, from JSON (hashes as hex)."""
+    return _hex_fields(doc, _METADATA_BYTES, "")
+
+
+class TradingClient:
+    def __init__(self, node: NodeClient, *, chain_id: str | None = None) -> None:
+        self.node = node
+        self._chain_id = chain_id
+        self._next_nonce: dict[str, int] = {}
+
+    async def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = str((await self.node.status())["chain_id"])
+        return self._chain_id
+
+    # -- submitting -------------------------------------------------------------------------
+
+    async def submit(
+        self, signer: SigningKey, tx_type: str, body: dict[str, Any], *, sender: str | None = None
+    ) -> Committed:
+        """Sign ``body`` as ``tx_type`` from ``sender`` (the signer's own account by default),
+        submit it and wait until it executed; :class:`TxFailed` if it was refused."""
+        sender = sender or signer.account_id
+        chain_id = await self.chain_id()
+        nonce = max(await self.nonce(sender) + 1, self._next_nonce.get(sender, 0))
+        raw = sign_tx(
+            signer,
+            chain_id=chain_id,
+            type_=tx_type,
+            sender=sender,
+            nonce=nonce,
+            expires_at_ms=int(time.time() * 1000) + TX_LIFETIME_MS,
+            body=body,
+        )
+        tx_id = decode_tx(raw, chain_id=chain_id, max_bytes=len(raw), verify=False).id.hex()
+        self._next_nonce[sender] = nonce + 1
+        doc = await self.node.submit(raw, wait=True, timeout_s=SUBMIT_WAIT_S)
+        if doc["status"] == "failed":
+            if doc["reason"] in _NONCE_KEPT:
+                self._next_nonce.pop(sender, None)
+            raise TxFailed(tx_type, str(doc["reason"]), tx_id, doc.get("height"))
+        if doc["status"] != "committed":
+            raise TxNotCommitted(tx_type, tx_id)
+        return Committed(tx_id, tx_type, sender, int(doc["height"]), int(doc["index"]))
+
+    # accounts
+
+    async def register_account(
+        self,
+        admin: SigningKey,
+        *,
+        public_key: bytes,
+        encryption_public_key: bytes,
+        roles: list[str],
+        display_name: str,
+    ) -> Committed:
+        from node.encoding import account_id_from_public_key
+
+        return await self.submit(
+            admin,
+            "account.register",
+            {
+                "account_id": account_id_from_public_key(public_key),
+                "public_key": public_key,
+                "encryption_public_key": encryption_public_key,
+                "roles": sorted(roles),
+                "display_name": display_name,
+            },
+        )
+
+    async def rotate_key(
+        self, current: SigningKey, new: SigningKey, *, account_id: str | None = None
+    ) -> Committed:
+        """Rotate ``account_id`` (the current key's own account by default) to ``new``."""
+        account_id = account_id or current.account_id
+        body: dict[str, Any] = {
+            "public_key": new.public_key,
+            "proof": rotation_proof(new, await self.chain_id(), account_id),
+        }
+        if new.encryption_public_key is not None:
+            body["encryption_public_key"] = new.encryption_public_key
+        return await self.submit(current, "account.rotate_key", body, sender=account_id)
+
+    async def revoke_account(
+        self, signer: SigningKey, account_id: str, *, reason: str = "", sender: str | None = None
+    ) -> Committed:
+        body = {"account_id": account_id, "reason": reason}
+        return await self.submit(signer, "account.revoke", body, sender=sender)
+
+    # catalog
+
+    async def publish_dataset(
+        self, supplier: SigningKey, dataset_id: str, metadata: dict[str, Any], **kw: Any
+    ) -> Committed:
+        body = {"dataset_id": dataset_id, **metadata_from_json(metadata)}
+        return await self.submit(supplier, "dataset.publish", body, **kw)
+
+    async def update_dataset(
+        self, supplier: SigningKey, dataset_id: str, changes: dict[str, Any], **kw: Any
+    ) -> Committed:
+        body = {"dataset_id": dataset_id, **metadata_from_json(changes)}
+        return await self.submit(supplier, "dataset.update", body, **kw)
+
+    async def withdraw_dataset(
+        self, supplier: SigningKey, dataset_id: str, *, reason: str = "", **kw: Any
+    ) -> Committed:
+        body = {"dataset_id": dataset_id, "reason": reason}
+        return await self.submit(supplier, "dataset.withdraw", body, **kw)
+
+    # contracts
+
+    async def offer(
+        self,
+        signer: SigningKey,
+        *,
+        contract_id: str,
+        dataset_id: str,
+        consumer: str,
+        terms: dict[str, Any],
+        **kw: Any,
+    ) -> Committed:
+        body = {
+            "contract_id": contract_id,
+            "dataset_id": dataset_id,
+            "consumer": consumer,
+            "terms": terms_from_json(terms),
+        }
+        return await self.submit(signer, "contract.offer", body, **kw)
+
+    async def counter(
+        self,
+        signer: SigningKey,
+        contract_id: str,
+        *,
+        terms: dict[str, Any],
+        version: int | None = None,
+        **kw: Any,
+    ) -> Committed:
+        """A new version answering ``version`` (the current one by default)."""
+        if version is None:
+            version = int((await self.contract(contract_id))["version"])
+        body = {"contract_id": contract_id, "version": version, "terms": terms_from_json(terms)}
+        return await self.submit(signer, "contract.counter", body, **kw)
+
+    async def sign_contract(
+        self, signer: SigningKey, contract_id: str, *, version: int | None = None, **kw: Any
+    ) -> Committed:
+        """Sign ``version`` (the current one by default). The terms hash is computed here from
+        the terms the node returns, so a node cannot make the signer sign other terms than
+        the ones it showed."""
+        contract = await self.contract(contract_id)
+        number = version if version is not None else int(contract["version"])
+        versions = contract["versions"]
+        if not 1 <= number <= len(versions):
+            # let the ledger name the refusal (unknown_version) with a well-formed body
+            signed_hash = bytes(32)
+        else:
+            signed_hash = terms_hash(terms_from_json(versions[number - 1]["terms"]))
+        body = {"contract_id": contract_id, "version": number, "terms_hash": signed_hash}
+        return await self.submit(signer, "contract.sign", body, **kw)
+
+    async def review(
+        self,
+        reviewer: SigningKey,
+        contract_id: str,
+        *,
+        approve: bool,
+        comment: str = "",
+        version: int | None = None,
+        **kw: Any,
+    ) -> Committed:
+        if version is None:
+            version = int((await self.contract(contract_id))["version"])
+        body = {
+            "contract_id": contract_id,
+            "version": version,
+            "decision": "approve" if approve else "reject",
+            "comment": comment,
+        }
+        return await self.submit(reviewer, "contract.review", body, **kw)
+
+    async def delete_contract(self, signer: SigningKey, contract_id: str, **kw: Any) -> Committed:
+        return await self.submit(signer, "contract.delete", {"contract_id": contract_id}, **kw)
+
+    async def terminate_contract(
+        self, signer: SigningKey, contract_id: str, *, reason: str, **kw: Any
+    ) -> Committed:
+        body = {"contract_id": contract_id, "reason": reason}
+        return await self.submit(signer, "contract.terminate", body, **kw)
+
+    # fulfilment (posted by the supplier's node and the consumer; see fulfilment.py)
+
+    async def access_grant(
+        self, node_key: SigningKey, contract_id: str, sealed_key: bytes, **kw: Any
+    ) -> Committed:
+        body = {"contract_id": contract_id, "sealed_key": sealed_key}
+        return await self.submit(node_key, "access.grant", body, **kw)
+
+    async def delivery_receipt(
+        self,
+        node_key: SigningKey,
+        *,
+        contract_id: str,
+        dataset_id: str,
+        first_chunk: int,
+        last_chunk: int,
+        byte_count: int,
+        content_hash: bytes,
+        **kw: Any,
+    ) -> Committed:
+        body = {
+            "contract_id": contract_id,
+            "dataset_id": dataset_id,
+            "first_chunk": first_chunk,
+            "last_chunk": last_chunk,
+            "byte_count": byte_count,
+            "content_hash": content_hash,
+        }
+        return await self.submit(node_key, "delivery.receipt", body, **kw)
+
+    async def delivery_confirm(
+        self, consumer: SigningKey, receipt_id: bytes, **kw: Any
+    ) -> Committed:
+        return await self.submit(consumer, "delivery.confirm", {"receipt_id": receipt_id}, **kw)
+
+    async def disposal_attest(
+        self, consumer: SigningKey, contract_id: str, *, method: str, disposed_at_ms: int, **kw: Any
+    ) -> Committed:
+        body = {"contract_id": contract_id, "method": method, "disposed_at_ms": disposed_at_ms}
+        return await self.submit(consumer, "disposal.attest", body, **kw)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def _get(self, path: str, **params: Any) -> Any:
+        clean = {k: str(v) for k, v in params.items() if v is not None}
+        return await self.node.get(path, **clean)
+
+    async def nonce(self, account_id: str) -> int:
+        return int((await self._get(f"/v1/accounts/{account_id}/nonce"))["nonce"])
+
+    async def account(self, account_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get(f"/v1/accounts/{account_id}"))["account"]
+        return doc
+
+    async def search_datasets(
+        self,
+        *,
+        text: str | None = None,
+        tag: str | None = None,
+        supplier: str | None = None,
+        fields: dict[str, Any] | None = None,
+        include_withdrawn: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """``{"as_of_height", "datasets": [...], "next_after"}``."""
+        doc: dict[str, Any] = await self._get(
+            "/v1/datasets",
+            text=text,
+            tag=tag,
+            supplier=supplier,
+            include_withdrawn="1" if include_withdrawn else None,
+            after=after,
+            limit=limit,
+            **(fields or {}),
+        )
+        return doc
+
+    async def dataset(self, dataset_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get(f"/v1/datasets/{dataset_id}"))["dataset"]
+        return doc
+
+    async def contract(self, contract_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get(f"/v1/contracts/{contract_id}"))["contract"]
+        return doc
+
+    async def contracts(
+        self,
+        *,
+        account: str | None = None,
+        dataset: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._get(
+            "/v1/contracts",
+            account=account,
+            dataset=dataset,
+            status=status,
+            after=after,
+            limit=limit,
+        )
+        return doc
+
+    async def contract_receipts(self, contract_id: str) -> list[dict[str, Any]]:
+        doc = await self._get(f"/v1/contracts/{contract_id}/receipts")
+        found: list[dict[str, Any]] = doc["receipts"]
+        return found
+
+    async def receipt(self, receipt_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get(f"/v1/receipts/{receipt_id}"))["receipt"]
+        return doc
+
+    async def overdue_disposals(self, *, limit: int | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._get("/v1/disposals/overdue", limit=limit)
+        return doc
+
+    async def audit(
+        self,
+        kind: str,
+        subject_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        proof: bool = True,
+    ) -> dict[str, Any]:
+        """One page: ``{"as_of_height", "entries": [...], "next_after"}``."""
+        doc: dict[str, Any] = await self._get(
+            f"/v1/audit/{kind}/{subject_id}",
+            after=after,
+            limit=limit,
+            proof="1" if proof else "0",
+        )
+        return doc
+
+    async def audit_trail(
+        self, kind: str, subject_id: str, *, proof: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every entry of a trail, following the pages."""
+        entries: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = await self.audit(kind, subject_id, after=after, proof=proof)
+            entries.extend(page["entries"])
+            if not page["entries"]:
+                return entries
+            after = int(page["next_after"])
+
+    async def audit_export(self, kind: str, subject_id: str) -> list[str]:
+        """The whole trail as JSON lines, each a self-contained entry that
+        ``mdtp verify-receipt`` checks offline (the lines ``.../export`` serves)."""
+        from node.api.trading import dumps
+
+        lines: list[str] = []
+        after = 0
+        while True:
+            page = await self.audit(kind, subject_id, after=after, proof=True)
+            if not page["entries"]:
+                return lines
+            lines.extend(
+                dumps({**e, "as_of_height": page["as_of_height"]}) for e in page["entries"]
+            )
+            after = int(page["next_after"])
+
+    async def reasons(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (await self._get("/v1/reasons"))["reasons"]
+        return found
