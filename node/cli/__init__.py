@@ -144,6 +144,17 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from node.bench import print_table, run_bench
+
+    results = run_bench(quick=args.quick)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(results)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
@@ -240,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default=".mdtp/demo", help="where the demo cluster lives")
     sp.add_argument("--nodes", type=int, default=4)
     sp.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    sp = add("bench", cmd_bench, "measure a local 4-node cluster: tx/s, latency, ceiling")
+    sp.add_argument("--json", action="store_true", help="one JSON object")
+    sp.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return p

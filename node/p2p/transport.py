@@ -211,37 +211,51 @@ class Transport:
     async def _pump(
         self, link: _OutboundLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Write queued frames in batches; a keepalive when idle; return when the link dies."""
-        eof = asyncio.create_task(reader.read(1))  # the receiver never writes after READY
+        """Write queued frames in batches until the link dies.
+
+        The receiver never writes after READY, so a read returning means the link is gone:
+        a watcher task then cancels this pump. Keepalives are queued by a ticker when the
+        link has been quiet, so the hot path is a plain ``queue.get()`` with no timers.
+        """
+        pump = asyncio.current_task()
+        assert pump is not None
         ping = encode_frame("ping", None, self.limits.max_frame_bytes)
+        interval = self.limits.idle_timeout_s / 3
+        last_write = asyncio.get_running_loop().time()
+
+        async def watch_eof() -> None:
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await reader.read(1)
+            pump.cancel()
+
+        async def keepalive() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                if asyncio.get_running_loop().time() - last_write >= interval:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        link.queue.put_nowait(ping)
+
+        helpers = [asyncio.create_task(watch_eof()), asyncio.create_task(keepalive())]
         try:
             while True:
-                get = asyncio.create_task(link.queue.get())
-                done, _ = await asyncio.wait(
-                    {get, eof},
-                    timeout=self.limits.idle_timeout_s / 3,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if eof in done:
-                    get.cancel()
-                    if get.done() and not get.cancelled():
-                        self._requeue_front(link, get.result())
-                    return
-                if get not in done:
-                    get.cancel()
-                    batch = [ping]
-                else:
-                    batch = [get.result()]
-                    size = len(batch[0])
-                    while size < self.limits.write_batch_max_bytes and not link.queue.empty():
-                        frame = link.queue.get_nowait()
-                        batch.append(frame)
-                        size += len(frame)
-                writer.write(b"".join(batch))
-                self.metrics.bytes_sent.inc(sum(len(b) for b in batch))
-                await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+                batch = [await link.queue.get()]
+                size = len(batch[0])
+                while size < self.limits.write_batch_max_bytes and not link.queue.empty():
+                    frame = link.queue.get_nowait()
+                    batch.append(frame)
+                    size += len(frame)
+                writer.write(b"".join(batch) if len(batch) > 1 else batch[0])
+                self.metrics.bytes_sent.inc(size)
+                last_write = asyncio.get_running_loop().time()
+                if writer.transport.get_write_buffer_size() > self.limits.write_batch_max_bytes:
+                    await asyncio.wait_for(writer.drain(), self.limits.idle_timeout_s)
+        except asyncio.CancelledError:
+            if helpers[0].done() and not self._closing:
+                return  # the link died (EOF); the dial loop reconnects
+            raise
         finally:
-            eof.cancel()
+            for task in helpers:
+                task.cancel()
             writer.close()
 
     def _requeue_front(self, link: _OutboundLink, frame: bytes) -> None:

@@ -1,0 +1,192 @@
+"""``mdtp bench``: throughput and latency of a local 4-node cluster, and its ceiling.
+
+One run starts a fresh local cluster (separate node processes, mutual TLS, synced LevelDB
+commits), then drives a closed loop: each of C clients submits one signed ``note.set``
+transaction, waits until it is committed (``POST /v1/tx?wait=1``), and submits the next.
+Transactions are signed before the timed phase so the clients measure the cluster, not
+their own signing. For C in (1, 16, 64) it reports committed tx/s and commit latency
+percentiles.
+
+In the same run it measures this machine's Ed25519 verification rate on all cores; since
+every node verifies every transaction once, the cluster cannot commit faster than
+``rate / nodes`` (``verify_ceiling_tx_per_s``); ``ratio_to_ceiling`` is the 64-client
+throughput divided by that. All nodes and the load generator share the machine, so the
+figures are for the whole consortium on one box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from node import cluster
+from node.client import ApiError, NodeClient
+from node.keys import SigningKey
+from node.tx import sign_tx
+
+CLIENT_COUNTS = (1, 16, 64)
+
+
+def _verify_batch(items: list[tuple[bytes, bytes, bytes]]) -> int:
+    ok = 0
+    for public_key, message, signature in items:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        ok += 1
+    return ok
+
+
+def ed25519_verify_rate(duration_s: float, threads: int | None = None) -> float:
+    """Verifications per second on all cores (libsodium releases the GIL)."""
+    threads = threads or os.cpu_count() or 1
+    key = nacl.signing.SigningKey.generate()
+    items = []
+    for i in range(256):
+        message = b"mdtp bench %d" % i + bytes(200)
+        items.append((bytes(key.verify_key), message, key.sign(message).signature))
+    done = 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        while time.perf_counter() - started < duration_s:
+            done += sum(pool.map(_verify_batch, [items] * threads))
+    return done / (time.perf_counter() - started)
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def _closed_loop(
+    cluster_dir: Path, chain_id: str, clients: int, duration_s: float
+) -> dict[str, float]:
+    apis = [n.api for n in cluster.load_cluster(cluster_dir)]
+    ca = cluster_dir / "ca" / "ca.pem"
+    # enough pre-signed transactions per client for a generous upper bound of throughput
+    per_client = max(50, int(8000 * duration_s / clients))
+    expires = int(time.time() * 1000) + 3_600_000
+    keys = [SigningKey.generate() for _ in range(clients)]
+    signed = [
+        [
+            sign_tx(
+                k,
+                chain_id=chain_id,
+                type_="note.set",
+                sender=k.account_id,
+                nonce=n,
+                expires_at_ms=expires,
+                body={"key": f"k{n % 64}", "value": b"x" * 32},
+            )
+            for n in range(1, per_client + 1)
+        ]
+        for k in keys
+    ]
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.perf_counter() + duration_s
+
+    async def client(i: int, session: NodeClient) -> None:
+        nonlocal failures
+        for raw in signed[i]:
+            if time.perf_counter() >= stop_at:
+                return
+            t0 = time.perf_counter()
+            try:
+                doc = await session.submit(raw, wait=True, timeout_s=30)
+            except (ApiError, OSError, TimeoutError):
+                failures += 1
+                return
+            if doc.get("status") != "committed":
+                failures += 1
+                return
+            latencies.append(time.perf_counter() - t0)
+
+    sessions = [NodeClient(api, ca=ca, connections=clients) for api in apis]
+    for s in sessions:
+        await s.__aenter__()
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i, sessions[i % len(sessions)]) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for s in sessions:
+            await s.close()
+    latencies.sort()
+    return {
+        "clients": clients,
+        "committed": len(latencies),
+        "failures": failures,
+        "tx_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms_p50": round(_percentile(latencies, 50) * 1000, 2),
+        "latency_ms_p99": round(_percentile(latencies, 99) * 1000, 2),
+    }
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def run_bench(*, quick: bool, nodes: int = 4, workdir: Path | None = None) -> dict[str, Any]:
+    duration_s = 4.0 if quick else 15.0
+    own_dir = workdir is None
+    cluster_dir = Path(tempfile.mkdtemp(prefix="mdtp-bench-")) if workdir is None else workdir
+    try:
+        cluster.init_cluster(cluster_dir, nodes)
+        cluster.up(cluster_dir, timeout_s=90)
+        chain_id = json.loads((cluster_dir / cluster.MANIFEST).read_text())["chain_id"]
+        results: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "nodes": nodes},
+            "duration_s_per_level": duration_s,
+        }
+        for clients in CLIENT_COUNTS:
+            results[f"clients_{clients}"] = asyncio.run(
+                _closed_loop(cluster_dir, chain_id, clients, duration_s)
+            )
+        rate = ed25519_verify_rate(2.0 if quick else 5.0)
+        ceiling = rate / nodes
+        results["ed25519_verify_per_s"] = round(rate, 1)
+        results["verify_ceiling_tx_per_s"] = round(ceiling, 1)
+        results["ratio_to_ceiling"] = round(results["clients_64"]["tx_per_s"] / ceiling, 3)
+        results["node_rss_mb"] = {
+            n.id: _rss_mb(cluster.running_pid(n)) for n in cluster.load_cluster(cluster_dir)
+        }
+        return results
+    finally:
+        cluster.down(cluster_dir)
+        if own_dir:
+            shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'clients':>8} {'tx/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'failures':>9}")
+    for clients in CLIENT_COUNTS:
+        r = results[f"clients_{clients}"]
+        print(
+            f"{clients:>8} {r['tx_per_s']:>10} {r['latency_ms_p50']:>9} "
+            f"{r['latency_ms_p99']:>9} {r['failures']:>9}"
+        )
+    print(
+        f"Ed25519 verifications/s on {results['machine']['cpus']} cores: "
+        f"{results['ed25519_verify_per_s']}; ceiling {results['verify_ceiling_tx_per_s']} tx/s "
+        f"for {results['machine']['nodes']} nodes; ratio at 64 clients "
+        f"{results['ratio_to_ceiling']}"
+    )
+    print(f"node RSS (MB): {results['node_rss_mb']}")

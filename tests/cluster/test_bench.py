@@ -1,0 +1,33 @@
+"""``mdtp bench --quick --json`` runs a real cluster and reports every figure it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+
+def test_bench_quick_json_reports_throughput_latency_and_ceiling() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "node", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    for clients in (1, 16, 64):
+        level = doc[f"clients_{clients}"]
+        assert level["committed"] > 0 and level["failures"] == 0
+        assert level["tx_per_s"] > 0
+        assert 0 < level["latency_ms_p50"] <= level["latency_ms_p99"]
+    assert doc["verify_ceiling_tx_per_s"] == pytest.approx(
+        doc["ed25519_verify_per_s"] / 4, rel=0.01
+    )
+    assert doc["ratio_to_ceiling"] > 0
+    assert all(v and v > 0 for v in doc["node_rss_mb"].values())
