@@ -42,6 +42,14 @@ SCHEMA: tuple[Key, ...] = (
     Key("tls", "cert", str, "node.pem", "This node's TLS certificate, issued by the CA."),
     Key("tls", "key", str, "node.key.pem", "This node's TLS private key (mode 0600)."),
     Key("p2p", "listen", str, "127.0.0.1:26600", "host:port of the mutual-TLS peer port."),
+    Key(
+        "p2p",
+        "dial",
+        str,
+        "",
+        "Dial some peers elsewhere than genesis says: 'node1=host:port,node2=host:port' "
+        "(NAT, proxies). The peer's identity is still checked against genesis.",
+    ),
     Key("p2p", "max_frame_bytes", int, 16 * MiB, "Largest peer frame accepted or sent.", 1024),
     Key("p2p", "send_queue_max_frames", int, 8192, "Per-peer outbound queue bound.", 1),
     Key(
@@ -68,6 +76,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("api", "listen", str, "127.0.0.1:26601", "host:port of the HTTPS API."),
     Key("api", "max_body_bytes", int, 4 * MiB, "Largest API request body.", 1024),
     Key("metrics", "listen", str, "127.0.0.1:26602", "host:port of /metrics, /healthz, /readyz."),
+    Key("data", "window_chunks", int, 8, "Unacknowledged chunks in flight per fetch.", 1),
+    Key("data", "max_fetches", int, 16, "Fetches served (and relayed) at once.", 1),
+    Key("data", "max_fetches_per_peer", int, 4, "Fetches served at once to one member.", 1),
+    Key("data", "nonce_cache_max", int, 100_000, "Fetch request nonces remembered.", 1),
+    Key("data", "request_ttl_ms_max", int, 300_000, "Furthest ahead a request may expire.", 1),
+    Key("data", "ack_timeout_ms", int, 30_000, "A fetch with no progress for this long ends.", 1),
     Key("log", "level", str, "info", "debug, info, warning or error."),
     Key("log", "json", bool, False, "One JSON object per log line instead of text."),
 )
@@ -97,6 +111,18 @@ class NodeConfig:
 
     def address(self, section: str) -> tuple[str, int]:
         return _parse_address(self.get(section, "listen"), f"{self.source}: [{section}] listen")
+
+    def dial_overrides(self) -> dict[str, str]:
+        """``p2p.dial`` as {peer id: host:port}."""
+        out: dict[str, str] = {}
+        raw: str = self.get("p2p", "dial")
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            peer, sep, address = item.partition("=")
+            if not sep or not peer:
+                raise ConfigError(f"{self.source}: [p2p] dial: expected id=host:port, got {item!r}")
+            _parse_address(address, f"{self.source}: [p2p] dial {peer}")
+            out[peer] = address
+        return out
 
     @property
     def node_id(self) -> str:
@@ -202,6 +228,7 @@ def load_config(home: Path, env: dict[str, str] | None = None) -> NodeConfig:
     if values["p2p.reconnect_backoff_ms_max"] < values["p2p.reconnect_backoff_ms_min"]:
         raise ConfigError(f"{path}: [p2p] reconnect_backoff_ms_max is below the minimum")
     cfg = NodeConfig(home=home, source=str(path), values=values)
+    cfg.dial_overrides()
     for section in ("p2p", "api", "metrics"):
         cfg.address(section)
     return cfg

@@ -133,6 +133,7 @@ class Node:
             metrics=self.p2p_metrics,
             limits=limits,
             handler=self._on_frame,
+            dial_overrides=cfg.dial_overrides(),
         )
 
     # -- state ------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ from consensus.messages import (
 )
 from consensus.replica import Replica
 from consensus.state import decode_state, encode_state
+from node.crashpoints import crash_point
 from node.driver_metrics import DriverMetrics
 from node.genesis import Genesis
 from node.keys import SigningKey
@@ -520,9 +521,11 @@ class Driver:
         if persists:
             data = encode_state(persists[-1].state)
             started = time.perf_counter()
+            crash_point("before consensus-state persist")
             await asyncio.get_running_loop().run_in_executor(
                 self._store_pool, self.store.save_consensus_state, data
             )
+            crash_point("after consensus-state persist")
             self.metrics.store_write_latency.labels("consensus_state").observe(
                 time.perf_counter() - started
             )
@@ -635,9 +638,11 @@ class Driver:
             state_writes=overlay.writes,
         )
         started = time.perf_counter()
+        crash_point("before block commit batch")
         await asyncio.get_running_loop().run_in_executor(
             self._store_pool, self.store.commit_block, committed
         )
+        crash_point("after block commit batch")
         self.metrics.store_write_latency.labels("block").observe(time.perf_counter() - started)
         self.height, self.state_root, self.tip_hash = height, root, block.hash()
         self.highest_seen = max(self.highest_seen, height)

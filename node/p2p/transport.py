@@ -89,6 +89,7 @@ class Transport:
         metrics: P2PMetrics,
         limits: TransportLimits,
         handler: FrameHandler,
+        dial_overrides: dict[str, str] | None = None,
     ) -> None:
         assert genesis.member(node_id) is not None, "node must be a member"
         self.genesis = genesis
@@ -101,6 +102,7 @@ class Transport:
         self.metrics = metrics
         self.limits = limits
         self.handler = handler
+        self.dial_overrides = dict(dial_overrides or {})
         self.peers = [m.id for m in genesis.members if m.id != node_id]
         self._outbound = {p: _OutboundLink(p, limits) for p in self.peers}
         self._inbound: dict[str, asyncio.StreamWriter] = {}
@@ -164,7 +166,7 @@ class Transport:
     async def _dial_forever(self, link: _OutboundLink) -> None:
         member = self.genesis.member(link.peer_id)
         assert member is not None
-        host, _, port = member.p2p.rpartition(":")
+        host, _, port = self.dial_overrides.get(link.peer_id, member.p2p).rpartition(":")
         backoff = self.limits.backoff_s_min
         while not self._closing:
             self.metrics.reconnects.inc()
