@@ -79,6 +79,7 @@ from consensus.messages import (
 )
 from consensus.replica import Replica
 from consensus.state import decode_state, encode_state
+from node.byzantine import ByzantineSender, mode_from_env
 from node.crashpoints import crash_point
 from node.driver_metrics import DriverMetrics
 from node.genesis import Genesis
@@ -215,6 +216,19 @@ class Driver:
         self.halted_reason: str | None = None
         self.highest_seen = self.height
         self.replica = self._build_replica()
+        mode = mode_from_env()
+        self.byzantine = (
+            ByzantineSender(
+                mode,
+                node_id,
+                [m for m in self.config.members if m != node_id],
+                genesis.chain_id,
+                self._sign,
+                send,
+            )
+            if mode
+            else None
+        )
         metrics.export_rejections(lambda: dict(self.replica.rejections))
         metrics.height.set(self.height)
 
@@ -302,6 +316,8 @@ class Driver:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.byzantine is not None:
+            self.byzantine.start()
         self._tasks.append(asyncio.create_task(self._consensus_loop(), name="consensus"))
         self._tasks.append(asyncio.create_task(self._ingress_loop(), name="ingress"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -309,6 +325,8 @@ class Driver:
         self._wake.set()
 
     async def close(self) -> None:
+        if self.byzantine is not None:
+            await self.byzantine.close()
         for handle in self._timers.values():
             handle.cancel()
         if self._proposal_handle is not None:
@@ -536,10 +554,16 @@ class Driver:
                 continue
             if isinstance(action, Send):
                 self._note_message(action.message)
-                self._send(action.to, "consensus", encode_message(action.message))
+                if self.byzantine is not None:
+                    self.byzantine.unicast(action.to, action.message)
+                else:
+                    self._send(action.to, "consensus", encode_message(action.message))
             elif isinstance(action, Broadcast):
                 self._note_message(action.message)
-                self._broadcast("consensus", encode_message(action.message))
+                if self.byzantine is not None:
+                    self.byzantine.broadcast(action.message)
+                else:
+                    self._broadcast("consensus", encode_message(action.message))
             elif isinstance(action, SetTimer):
                 old = self._timers.pop(action.kind, None)
                 if old is not None:
