@@ -1,0 +1,111 @@
+import pytest
+from prometheus_client import CollectorRegistry
+
+from node.keys import SigningKey
+from node.mempool import Mempool, MempoolFull, MempoolLimits, MempoolMetrics, MempoolReject
+from node.tx import Tx, decode_tx, sign_tx
+
+CHAIN = "c1"
+
+
+def tx(key: SigningKey, nonce: int, size: int = 10) -> Tx:
+    raw = sign_tx(
+        key,
+        chain_id=CHAIN,
+        type_="note.set",
+        sender=key.account_id,
+        nonce=nonce,
+        expires_at_ms=10**13,
+        body={"key": "k", "value": b"x" * size},
+    )
+    return decode_tx(raw, chain_id=CHAIN)
+
+
+def pool(committed: dict[str, int] | None = None, **limits: int) -> Mempool:
+    nonces = committed if committed is not None else {}
+    return Mempool(
+        MempoolLimits(**limits),
+        lambda account: nonces.get(account, 0),
+        MempoolMetrics(CollectorRegistry()),
+    )
+
+
+def test_full_mempool_refuses_by_count_and_by_bytes():
+    a = SigningKey.generate()
+    p = pool(max_txs=2)
+    p.add(tx(a, 1))
+    p.add(tx(a, 2))
+    with pytest.raises(MempoolFull):
+        p.add(tx(a, 3))
+    b = SigningKey.generate()
+    q = pool(max_bytes=400)
+    q.add(tx(b, 1, size=100))
+    with pytest.raises(MempoolFull):
+        q.add(tx(b, 2, size=300))
+    assert len(q) == 1 and q.size_bytes < 400
+
+
+def test_nonce_window_duplicates_and_stale_nonces_are_refused_with_reasons():
+    a = SigningKey.generate()
+    p = pool({a.account_id: 5}, nonce_window=10)
+    first = tx(a, 6)
+    assert p.add(first) is True
+    assert p.add(first) is False  # duplicate id: no-op
+    for nonce, reason in ((5, "stale_nonce"), (16, "future_nonce")):
+        with pytest.raises(MempoolReject) as e:
+            p.add(tx(a, nonce))
+        assert e.value.reason == reason
+    with pytest.raises(MempoolReject) as e:
+        p.add(tx(a, 6, size=11))  # another tx with a pending nonce
+    assert e.value.reason == "nonce_taken"
+
+
+def test_proposals_are_gap_free_per_sender_and_skip_in_flight():
+    a, b = SigningKey.generate(), SigningKey.generate()
+    p = pool()
+    for t in (tx(a, 2), tx(b, 1), tx(a, 1), tx(a, 4)):
+        p.add(t)
+    first = p.take(10, 10**6)
+    # arrival order; a's nonce 2 came before 1 so it waits for the next proposal
+    assert [(t.sender == a.account_id, t.nonce) for t in first] == [(False, 1), (True, 1)]
+    p.mark_in_flight([t.id for t in first])
+    assert [t.nonce for t in p.take(10, 10**6)] == [2]
+    p2 = pool()
+    for t in (tx(a, 1), tx(a, 2), tx(a, 4)):
+        p2.add(t)
+    batch = p2.take(10, 10**6)
+    assert [t.nonce for t in batch] == [1, 2]
+    p2.mark_in_flight([t.id for t in batch])
+    assert p2.take(10, 10**6) == []  # 3 is missing: 4 must wait
+    assert not p2.has_proposable()
+
+
+def test_commit_evicts_settled_and_stale_but_keeps_not_yet_due():
+    a = SigningKey.generate()
+    committed = {a.account_id: 0}
+    p = pool(committed)
+    t1, t2, t3 = tx(a, 1), tx(a, 2), tx(a, 3)
+    for t in (t1, t2, t3):
+        p.add(t)
+    committed[a.account_id] = 1
+    p.committed([(t1.id, True, ""), (t3.id, False, "bad_nonce")])
+    assert t1.id not in p and t2.id in p and t3.id in p
+    committed[a.account_id] = 3
+    p.committed([(t2.id, True, "")])
+    assert len(p) == 0
+
+
+def test_expired_transactions_leave_by_themselves():
+    a = SigningKey.generate()
+    p = pool()
+    raw = sign_tx(
+        a,
+        chain_id=CHAIN,
+        type_="note.set",
+        sender=a.account_id,
+        nonce=1,
+        expires_at_ms=1000,
+        body={},
+    )
+    p.add(decode_tx(raw, chain_id=CHAIN))
+    assert p.evict_expired(2000) == 1 and len(p) == 0
