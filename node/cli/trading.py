@@ -209,8 +209,7 @@ def run(args: argparse.Namespace, body: Body) -> int:
         print(f"mdtp: {e.message}", file=sys.stderr)
         return 1
     except UsageError as e:
-        print(f"mdtp: {e}", file=sys.stderr)
-        return 2
+        return _usage(e)
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         target = getattr(args, "node", None) or f"the {args.cluster} cluster"
         print(
@@ -373,9 +372,13 @@ def _metadata(args: argparse.Namespace, *, publish: bool) -> dict[str, Any]:
 
 
 def cmd_dataset_publish(args: argparse.Namespace) -> int:
+    try:
+        metadata = _metadata(args, publish=True)
+    except UsageError as e:
+        return _usage(e)
+
     async def body(t: TradingClient) -> int:
         supplier = _key(args)
-        metadata = _metadata(args, publish=True)
         if args.supplier_node:
             metadata["supplier_node"] = args.supplier_node
         elif "supplier_node" not in metadata:
@@ -546,10 +549,19 @@ def _terms(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     return terms_from_json(terms)
 
 
+def _usage(e: UsageError) -> int:
+    print(f"mdtp: {e}", file=sys.stderr)
+    return 2
+
+
 def cmd_contract_offer(args: argparse.Namespace) -> int:
+    try:  # before connecting: a missing term is the user's to fix, whatever the node
+        terms = _terms(args, _OFFER_DEFAULTS)
+    except UsageError as e:
+        return _usage(e)
+
     async def body(t: TradingClient) -> int:
         signer = _key(args)
-        terms = _terms(args, _OFFER_DEFAULTS)
         c = await t.offer(
             signer,
             contract_id=args.id,
