@@ -41,8 +41,8 @@ class Admin:
 
 @dataclass(frozen=True)
 class ConsensusParams:
-    checkpoint_interval: int = 32
-    window: int = 64
+    checkpoint_interval: int = 8
+    window: int = 16
     pipeline_depth: int = 2
     view_timeout_ms: int = 3000
     view_timeout_ms_max: int = 60000
