@@ -76,7 +76,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("api", "listen", str, "127.0.0.1:26601", "host:port of the HTTPS API."),
     Key("api", "max_body_bytes", int, 4 * MiB, "Largest API request body.", 1024),
     Key("metrics", "listen", str, "127.0.0.1:26602", "host:port of /metrics, /healthz, /readyz."),
-    Key("data", "window_chunks", int, 8, "Unacknowledged chunks in flight per fetch.", 1),
+    Key("data", "window_chunks", int, 16, "Unacknowledged chunks in flight per fetch.", 1),
     Key("data", "max_fetches", int, 16, "Fetches served (and relayed) at once.", 1),
     Key("data", "max_fetches_per_peer", int, 4, "Fetches served at once to one member.", 1),
     Key("data", "nonce_cache_max", int, 100_000, "Fetch request nonces remembered.", 1),

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
-from node import pki
+from node import data, pki
 from node.api import ApiMetrics, api_app
 from node.config import NodeConfig
 from node.driver import Driver, DriverLimits, decode_block, decode_certificate
@@ -113,6 +113,7 @@ class Node:
             genesis_state_root(self.genesis.hash()), dict(self.genesis_writes)
         )
         self._lock_file: IO[bytes] | None = None
+        data.install(self)  # the chunk service: frame kinds now, started after the driver
         limits = TransportLimits(
             max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
             send_queue_max_frames=cfg.get("p2p", "send_queue_max_frames"),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from node.api import chain, trading
+from node.api import chain, data, trading
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -44,5 +44,6 @@ def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Applica
 
     app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
     chain.add_routes(app, node, max_body_bytes)
+    data.add_routes(app, node)
     trading.add_routes(app, node)
     return app

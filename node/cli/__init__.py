@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each concern's client commands live beside it and register themselves here.
-_COMMAND_MODULES: tuple[str, ...] = ("node.cli.trading",)
+_COMMAND_MODULES: tuple[str, ...] = ("node.cli.trading", "node.cli.data")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

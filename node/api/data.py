@@ -1,0 +1,214 @@
+"""API routes of the chunk service: uploads to the member's own node, fetch streams, and the
+reads the data client needs (contract view with grants, receipts and audit; nonces).
+
+Uploads carry an ``X-Mdtp-Auth`` header: a signed upload authorisation
+(:mod:`node.data.protocol`) by a supplier account of this node's member, bound to the
+action, dataset, chunk index and the SHA-256 of the body.
+
+``POST /v1/data/fetch`` takes a signed fetch request and answers, once the supplier's node
+has accepted it, with a stream of records ``u32 length || msgpack map``: ``{"t": "chunk",
+"i", "data", "proof"}`` ... then ``{"t": "end", "receipt"}`` or ``{"t": "error", "reason",
+"message", "chunk"}``. A request refused before any data is a JSON error (403/404/503).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from aiohttp import web
+
+from node.api.common import error, int_param
+from node.data.protocol import Refused
+from node.data.service import DataService, service_of
+from node.ledger.machine import account_nonce
+from node.ledger.state import Overlay
+from node.ledger.trading import queries
+from storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+AUTH_HEADER = "X-Mdtp-Auth"
+STREAM_CONTENT_TYPE = "application/x-mdtp-chunks"
+_U32 = struct.Struct(">I")
+_REFUSAL_STATUS = {
+    "unknown_contract": 404,
+    "busy": 503,
+    "supplier_unreachable": 504,
+    "malformed": 400,
+    "wrong_chain": 400,
+}
+
+
+def record(obj: dict[str, Any]) -> bytes:
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return _U32.pack(len(body)) + body
+
+
+def _refusal(r: Refused) -> web.Response:
+    status = _REFUSAL_STATUS.get(r.reason, 403)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return error(status, r.reason, r.message, headers)
+
+
+def add_routes(app: web.Application, node: Node) -> None:
+    def service() -> DataService:
+        svc = service_of(node)
+        if svc is None or svc.store is None or node.store is None:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "not_ready", "message": "node is starting"}),
+                content_type="application/json",
+            )
+        return svc
+
+    async def authorised(request: web.Request, action: str, index: int) -> tuple[str, bytes]:
+        body = await request.read()
+        try:
+            auth = bytes.fromhex(request.headers.get(AUTH_HEADER, ""))
+        except ValueError:
+            auth = b""
+        svc = service()
+        svc.authorise_upload(
+            auth, action, request.match_info["dataset_id"], index, hashlib.sha256(body).digest()
+        )
+        return request.match_info["dataset_id"], body
+
+    async def put_chunk(request: web.Request) -> web.Response:
+        try:
+            index = int(request.match_info["index"])
+            dataset_id, body = await authorised(request, "chunk", index)
+            digest = await service().put_chunk(dataset_id, index, body)
+        except ValueError:
+            return error(400, "bad_request", "chunk index must be an integer")
+        except Refused as r:
+            return _refusal(r)
+        except StorageError as e:
+            return error(409, e.reason, str(e))
+        return web.json_response({"hash": digest.hex()})
+
+    async def put_key(request: web.Request) -> web.Response:
+        try:
+            dataset_id, body = await authorised(request, "key", 0)
+            service().put_key(dataset_id, body)
+        except Refused as r:
+            return _refusal(r)
+        except (StorageError, ValueError) as e:
+            return error(409, getattr(e, "reason", "bad_key"), str(e))
+        return web.json_response({"stored": True})
+
+    async def seal(request: web.Request) -> web.Response:
+        try:
+            dataset_id, body = await authorised(request, "seal", 0)
+            doc = json.loads(body)
+            manifest = service().seal(
+                dataset_id, int(doc["chunk_count"]), bytes.fromhex(doc["merkle_root"])
+            )
+        except Refused as r:
+            return _refusal(r)
+        except (ValueError, KeyError, TypeError):
+            return error(400, "bad_request", 'expected {"chunk_count": N, "merkle_root": hex}')
+        except StorageError as e:
+            return error(409, e.reason, str(e))
+        return web.json_response(
+            {"chunk_count": manifest.chunk_count, "byte_count": manifest.byte_count}
+        )
+
+    async def fetch(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        svc = service()
+        try:
+            session = svc.open_fetch(raw)
+        except Refused as r:
+            return _refusal(r)
+        try:
+            event = await session.next()
+        except Refused as r:
+            return _refusal(r)
+        response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
+        await response.prepare(request)
+        try:
+            while True:
+                if event["kind"] == "end":
+                    receipt = event.get("receipt")
+                    await response.write(
+                        record({"t": "end", "receipt": receipt.hex() if receipt else None})
+                    )
+                    break
+                await response.write(
+                    record(
+                        {
+                            "t": "chunk",
+                            "i": event["i"],
+                            "data": event["data"],
+                            "proof": event["proof"],
+                        }
+                    )
+                )
+                session.ack(event["i"])
+                try:
+                    event = await session.next()
+                except Refused as r:
+                    await response.write(
+                        record(
+                            {
+                                "t": "error",
+                                "reason": r.reason,
+                                "message": r.message,
+                                "chunk": r.chunk,
+                            }
+                        )
+                    )
+                    break
+            await response.write_eof()
+        except (ConnectionError, OSError):
+            session.cancel()  # the client went away: the supplier stops and posts its receipt
+        finally:
+            if not session.done:
+                session.cancel()
+        return response
+
+    async def contract_view(request: web.Request) -> web.Response:
+        svc = service()
+        contract_id = request.match_info["contract_id"]
+        state = svc._state
+        at = svc._ledger_now_ms()
+        contract = queries.get_contract(state, contract_id, at_ms=at)
+        if contract is None:
+            return error(404, "unknown_contract", f"no contract {contract_id}")
+        return web.json_response(
+            {
+                "at_ms": at,
+                "contract": contract,
+                "dataset": queries.get_dataset(state, contract["dataset_id"]),
+                "receipts": queries.contract_receipts(state, contract_id, limit=500),
+                "audit": queries.audit_trail(state, "contract", contract_id, limit=500),
+            }
+        )
+
+    async def nonce(request: web.Request) -> web.Response:
+        state = service()._state
+        account = request.match_info["account_id"]
+        return web.json_response(
+            {"account": account, "nonce": account_nonce(Overlay(state), account)}
+        )
+
+    async def overdue(request: web.Request) -> web.Response:
+        svc = service()
+        limit = int_param(request, "limit", 100)
+        try:
+            rows = queries.overdue_disposals(svc._state, at_ms=svc._ledger_now_ms(), limit=limit)
+        except ValueError as e:
+            return error(400, "bad_request", str(e))
+        return web.json_response(rows)
+
+    app.router.add_put("/v1/data/datasets/{dataset_id}/chunks/{index}", put_chunk)
+    app.router.add_put("/v1/data/datasets/{dataset_id}/key", put_key)
+    app.router.add_post("/v1/data/datasets/{dataset_id}/seal", seal)
+    app.router.add_post("/v1/data/fetch", fetch)
+    app.router.add_get("/v1/data/contracts/{contract_id}", contract_view)
+    app.router.add_get("/v1/data/accounts/{account_id}/nonce", nonce)
+    app.router.add_get("/v1/data/overdue-disposals", overdue)

@@ -1,0 +1,655 @@
+"""The client side of datasets: publish a file, fetch a contract's data, dispose of it.
+
+Used by ``mdtp data ...``, the benchmark and the tests. Everything talks to the member's
+*own* node over its HTTPS API; the data never leaves the supplier unencrypted and is
+decrypted only here, with the key the consumer's grant seals to the consumer's X25519 key.
+
+Resume: a fetch writes ``OUT.part`` (plaintext of the chunks verified so far) and
+``OUT.part.json`` (contract, Merkle root, next chunk, bytes done, receipts), both fsynced
+every few chunks; a later fetch of the same contract to the same ``OUT`` truncates the part
+file to the recorded length and asks only for the missing chunk range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import msgpack
+import nacl.public
+
+from node.client import ApiError, NodeClient
+from node.data.crypto import (
+    DEFAULT_CHUNK_BYTES,
+    MerkleTree,
+    decrypt_chunk,
+    encrypt_chunk,
+    new_dataset_key,
+    sha256,
+    verify_proof,
+)
+from node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
+from node.keys import SigningKey
+from node.tx import sign_tx
+
+AUTH_HEADER = "X-Mdtp-Auth"
+UPLOADS_IN_FLIGHT = 4
+STATE_SAVE_EVERY_CHUNKS = 16
+_U32 = struct.Struct(">I")
+_RECORD_MAX_BYTES = 64 * 1024 * 1024
+
+
+class DataError(Exception):
+    """A data operation failed; ``reason`` is the node's or the client's reason code."""
+
+    def __init__(self, reason: str, message: str, chunk: int | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.chunk = chunk
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when it is a terminal, or when forced)."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
+        self.label, self.total, self.done = label, max(total, 1), 0
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+            self._last = now
+            frac = min(self.done / self.total, 1.0)
+            rate = self.done / 2**20 / max(now - self.started, 1e-6)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(
+                f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% "
+                f"{self.done / 2**20:8.1f}/{self.total / 2**20:.1f} MiB {rate:7.1f} MiB/s"
+            )
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class DataClient(NodeClient):
+    """:class:`NodeClient` plus the chunk service's routes."""
+
+    async def __aenter__(self) -> DataClient:
+        # a read buffer that holds whole chunk records keeps the stream from pausing per 64 KiB
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._connections),
+            read_bufsize=4 * 2**20,
+        )
+        return self
+
+    async def chain_id(self) -> str:
+        return str((await self.status())["chain_id"])
+
+    async def nonce(self, account_id: str) -> int:
+        doc = await self.get(f"/v1/data/accounts/{account_id}/nonce")
+        return int(doc["nonce"])
+
+    async def contract_view(self, contract_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.get(f"/v1/data/contracts/{contract_id}")
+        return doc
+
+    async def overdue_disposals(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self.get("/v1/data/overdue-disposals")
+        return rows
+
+    async def submit_signed(
+        self, signer: SigningKey, type_: str, body: dict[str, Any], *, chain_id: str
+    ) -> dict[str, Any]:
+        """Sign with the account's next nonce, submit, wait for the commit; raise if it failed."""
+        nonce = await self.nonce(signer.account_id) + 1
+        raw = sign_tx(
+            signer,
+            chain_id=chain_id,
+            type_=type_,
+            sender=signer.account_id,
+            nonce=nonce,
+            expires_at_ms=now_ms() + 120_000,
+            body=body,
+        )
+        doc = await self.submit(raw, wait=True, timeout_s=60)
+        if doc.get("status") != "committed":
+            raise DataError(str(doc.get("reason") or doc.get("status")), f"{type_}: {doc}")
+        return doc
+
+    async def upload(
+        self,
+        signer: SigningKey,
+        chain_id: str,
+        method: str,
+        path: str,
+        action: str,
+        dataset_id: str,
+        index: int,
+        body: bytes,
+    ) -> Any:
+        auth = sign_envelope(
+            signer,
+            UPLOAD_TAG,
+            [
+                chain_id,
+                action,
+                dataset_id,
+                index,
+                sha256(body),
+                now_ms() + 60_000,
+                signer.account_id,
+            ],
+        )
+        return await self._request(
+            method,
+            path,
+            data=body,
+            headers={AUTH_HEADER: auth.hex(), "Content-Type": "application/octet-stream"},
+        )
+
+    async def fetch_records(self, raw_request: bytes) -> AsyncIterator[dict[str, Any]]:
+        """Records of a fetch stream; :class:`DataError` if refused before any data."""
+        assert self._session is not None
+        async with self._session.post(
+            self.base + "/v1/data/fetch",
+            data=raw_request,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=120),
+        ) as resp:
+            if resp.status != 200:
+                try:
+                    doc = await resp.json(content_type=None)
+                except ValueError:
+                    doc = {}
+                raise DataError(
+                    str(doc.get("error", resp.status)), str(doc.get("message", "")), None
+                )
+            while True:
+                try:
+                    header = await resp.content.readexactly(4)
+                except asyncio.IncompleteReadError as e:
+                    if not e.partial:
+                        return
+                    raise
+                (length,) = _U32.unpack(header)
+                if length > _RECORD_MAX_BYTES:
+                    raise DataError("malformed", f"stream record of {length} bytes")
+                yield msgpack.unpackb(await resp.content.readexactly(length), raw=False)
+
+
+# -- publish ------------------------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    dataset_id: str
+    chunk_count: int
+    size_bytes: int
+    merkle_root: bytes
+    plaintext_digest: bytes
+    tx_id: str
+
+
+def default_quality() -> dict[str, Any]:
+    return {
+        "collection_start_ms": 0,
+        "collection_end_ms": now_ms(),
+        "machine_type": "unspecified",
+        "sampling_rate_millihz": 0,
+        "validation_method": "",
+    }
+
+
+async def publish(
+    client: DataClient,
+    signer: SigningKey,
+    path: Path,
+    *,
+    dataset_id: str,
+    title: str,
+    description: str = "",
+    tags: list[str] | None = None,
+    schema: str = "",
+    fmt: str = "bin",
+    quality: dict[str, Any] | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> Published:
+    """Encrypt ``path`` chunk by chunk, upload to the own node, seal, ``dataset.publish``."""
+    status = await client.status()
+    chain_id, supplier_node = str(status["chain_id"]), str(status["id"])
+    key = new_dataset_key()
+    size = os.stat(path).st_size
+    bar = Progress(f"publish {dataset_id}", size, progress)
+    digests: dict[int, bytes] = {}
+    plain = hashlib.sha256()
+    slots = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def send(index: int, stored: bytes, plain_len: int) -> None:
+        try:
+            await client.upload(
+                signer,
+                chain_id,
+                "PUT",
+                f"/v1/data/datasets/{dataset_id}/chunks/{index}",
+                "chunk",
+                dataset_id,
+                index,
+                stored,
+            )
+        finally:
+            slots.release()
+        digests[index] = sha256(stored)
+        bar.update(plain_len)
+
+    try:
+        with path.open("rb") as f:
+            index = 0
+            while True:
+                chunk = await asyncio.to_thread(f.read, chunk_bytes)
+                if not chunk and index > 0:
+                    break
+                plain.update(chunk)
+                stored = encrypt_chunk(key, dataset_id, index, chunk)
+                await slots.acquire()
+                tasks.append(asyncio.create_task(send(index, stored, len(chunk))))
+                index += 1
+                if len(chunk) < chunk_bytes:
+                    break
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+    finally:
+        bar.finish()
+    ordered = [digests[i] for i in range(len(digests))]
+    root = MerkleTree(ordered).root
+    await client.upload(
+        signer, chain_id, "PUT", f"/v1/data/datasets/{dataset_id}/key", "key", dataset_id, 0, key
+    )
+    seal_body = json.dumps({"chunk_count": len(ordered), "merkle_root": root.hex()}).encode()
+    await client.upload(
+        signer,
+        chain_id,
+        "POST",
+        f"/v1/data/datasets/{dataset_id}/seal",
+        "seal",
+        dataset_id,
+        0,
+        seal_body,
+    )
+    body = {
+        "dataset_id": dataset_id,
+        "title": title,
+        "description": description,
+        "tags": sorted(tags or []),
+        "schema": schema,
+        "format": fmt,
+        "size_bytes": size,
+        "chunk_count": len(ordered),
+        "merkle_root": root,
+        "plaintext_digest": plain.digest(),
+        "quality": quality or default_quality(),
+        "supplier_node": supplier_node,
+    }
+    doc = await client.submit_signed(signer, "dataset.publish", body, chain_id=chain_id)
+    return Published(dataset_id, len(ordered), size, root, plain.digest(), str(doc["id"]))
+
+
+# -- fetch --------------------------------------------------------------------------------
+
+
+@dataclass
+class FetchState:
+    contract_id: str
+    merkle_root: str
+    next_chunk: int = 0
+    bytes_done: int = 0
+    receipts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Fetched:
+    contract_id: str
+    path: Path
+    size_bytes: int
+    chunks: int
+    resumed_from: int
+    seconds: float
+    receipts: list[str]
+    confirmed: list[str]
+
+    @property
+    def mib_per_s(self) -> float:
+        transferred = self.size_bytes * (self.chunks - self.resumed_from) / max(self.chunks, 1)
+        return transferred / 2**20 / max(self.seconds, 1e-9)
+
+
+def _part_paths(out: Path) -> tuple[Path, Path]:
+    return out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
+
+
+def _save_state(path: Path, state: FetchState) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state.__dict__))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, contract_id: str, root: str) -> FetchState | None:
+    try:
+        doc = json.loads(path.read_text())
+        state = FetchState(**doc)
+    except (OSError, ValueError, TypeError):
+        return None
+    if state.contract_id != contract_id or state.merkle_root != root:
+        return None
+    return state
+
+
+def registry_dir(explicit: Path | None = None) -> Path:
+    """Where fetched copies are recorded for disposal (``MDTP_DATA_HOME`` or ~/.mdtp/data)."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("MDTP_DATA_HOME")
+    return Path(env) if env else Path.home() / ".mdtp" / "data"
+
+
+def _record_copy(registry: Path, contract_id: str, out: Path) -> None:
+    registry.mkdir(parents=True, exist_ok=True)
+    entry = registry / f"{contract_id}.json"
+    try:
+        paths: list[str] = json.loads(entry.read_text())["paths"]
+    except (OSError, ValueError, KeyError):
+        paths = []
+    if str(out.resolve()) not in paths:
+        paths.append(str(out.resolve()))
+    entry.write_text(json.dumps({"contract_id": contract_id, "paths": paths}))
+
+
+def dataset_key_from_grant(signer: SigningKey, contract: dict[str, Any]) -> bytes | None:
+    assert signer.encryption is not None, "the consumer key file needs its X25519 key"
+    mine = bytes(signer.encryption.public_key).hex()
+    for grant in reversed(contract.get("access_grants", [])):
+        if grant["sealed_to"] == mine:
+            key: bytes = nacl.public.SealedBox(signer.encryption).decrypt(
+                bytes.fromhex(grant["sealed_key"])
+            )
+            return key
+    return None
+
+
+async def wait_for_grant(
+    client: DataClient, signer: SigningKey, contract_id: str, timeout_s: float
+) -> tuple[dict[str, Any], bytes]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = await client.contract_view(contract_id)
+        key = dataset_key_from_grant(signer, view["contract"])
+        if key is not None:
+            return view, key
+        if time.monotonic() > deadline:
+            raise DataError("no_grant", f"no access grant for contract {contract_id} yet")
+        await asyncio.sleep(0.3)
+
+
+async def fetch(
+    client: DataClient,
+    signer: SigningKey,
+    contract_id: str,
+    out: Path,
+    *,
+    progress: bool | None = None,
+    grant_timeout_s: float = 30.0,
+    registry: Path | None = None,
+    confirm: bool = True,
+    stop_after_chunks: int | None = None,
+    request_ttl_ms: int = 60_000,
+) -> Fetched:
+    """Fetch, verify, decrypt and write a contract's dataset to ``out`` (resuming if possible).
+
+    ``stop_after_chunks`` aborts the transfer after that many chunks (to exercise resume).
+    """
+    chain_id = await client.chain_id()
+    try:
+        view = await client.contract_view(contract_id)
+    except ApiError as e:
+        raise DataError(e.reason, e.message) from None
+    contract = view["contract"]
+    if contract["activated"] is None:
+        raise DataError("not_active", f"contract {contract_id} is {contract['status']}")
+    view, key = await wait_for_grant(client, signer, contract_id, grant_timeout_s)
+    contract, dataset = view["contract"], view["dataset"]
+    version = contract["versions"][contract["activated"]["version"] - 1]
+    root_hex: str = version["dataset_merkle_root"]
+    root, count, dataset_id = bytes.fromhex(root_hex), int(dataset["chunk_count"]), dataset["id"]
+    part, state_path = _part_paths(out)
+    state = _load_state(state_path, contract_id, root_hex) if part.exists() else None
+    resumed = state is not None
+    if state is None:
+        state = FetchState(contract_id, root_hex)
+    resumed_from = state.next_chunk
+    _record_copy(registry_dir(registry), contract_id, out)  # partial copies are disposed too
+    bar = Progress(f"fetch {contract_id}", int(dataset["size_bytes"]), progress)
+    bar.update(state.bytes_done)
+    plain = hashlib.sha256() if not resumed else None
+    started = time.monotonic()
+    f: IO[bytes] = part.open("r+b" if resumed else "wb")
+    try:
+        f.truncate(state.bytes_done)
+        f.seek(state.bytes_done)
+        if state.next_chunk < count:
+            await _transfer(
+                client,
+                signer,
+                chain_id,
+                contract_id,
+                dataset_id,
+                root,
+                count,
+                key,
+                f,
+                state,
+                state_path,
+                bar,
+                plain,
+                stop_after_chunks,
+                request_ttl_ms,
+            )
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        f.close()
+        bar.finish()
+    seconds = time.monotonic() - started
+    if plain is None:
+        plain = hashlib.sha256()
+        with part.open("rb") as pf:
+            while block := pf.read(4 * 2**20):
+                plain.update(block)
+    if plain.hexdigest() != dataset["plaintext_digest"]:
+        raise DataError("digest_mismatch", "the decrypted file does not match plaintext_digest")
+    os.replace(part, out)
+    state_path.unlink(missing_ok=True)
+    confirmed = await confirm_receipts(client, signer, state.receipts, chain_id) if confirm else []
+    return Fetched(
+        contract_id,
+        out,
+        state.bytes_done,
+        count,
+        resumed_from,
+        seconds,
+        state.receipts,
+        confirmed,
+    )
+
+
+async def _transfer(
+    client: DataClient,
+    signer: SigningKey,
+    chain_id: str,
+    contract_id: str,
+    dataset_id: str,
+    root: bytes,
+    count: int,
+    key: bytes,
+    f: IO[bytes],
+    state: FetchState,
+    state_path: Path,
+    bar: Progress,
+    plain: Any,
+    stop_after_chunks: int | None,
+    request_ttl_ms: int,
+) -> None:
+    raw = sign_fetch_request(
+        signer,
+        chain_id=chain_id,
+        contract_id=contract_id,
+        first_chunk=state.next_chunk,
+        last_chunk=count - 1,
+        expires_at_ms=now_ms() + request_ttl_ms,
+    )
+    received = 0
+    failure: DataError | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        async for rec in client.fetch_records(raw):
+            kind = rec.get("t")
+            if kind == "end":
+                if rec.get("receipt"):
+                    state.receipts.append(rec["receipt"])
+                break
+            if kind == "error":
+                failure = DataError(rec["reason"], rec["message"], rec.get("chunk"))
+                break
+            index, data = rec["i"], rec["data"]
+            if index != state.next_chunk or not verify_proof(
+                root, count, index, sha256(data), rec["proof"]
+            ):
+                failure = DataError(
+                    "bad_chunk",
+                    f"chunk {state.next_chunk} does not match the Merkle root",
+                    state.next_chunk,
+                )
+                break
+            try:
+                pt = await loop.run_in_executor(None, decrypt_chunk, key, dataset_id, index, data)
+            except ValueError as e:
+                failure = DataError("bad_chunk", str(e), index)
+                break
+            f.write(pt)
+            if plain is not None:
+                plain.update(pt)
+            state.next_chunk += 1
+            state.bytes_done += len(pt)
+            bar.update(len(pt))
+            received += 1
+            if state.next_chunk % STATE_SAVE_EVERY_CHUNKS == 0:
+                f.flush()
+                os.fsync(f.fileno())
+                _save_state(state_path, state)
+            if stop_after_chunks is not None and received >= stop_after_chunks:
+                failure = DataError("interrupted", f"stopped after {received} chunks on request")
+                break
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as e:
+        failure = DataError("interrupted", f"transfer broke at chunk {state.next_chunk}: {e}")
+    f.flush()
+    os.fsync(f.fileno())
+    _save_state(state_path, state)
+    if failure is not None:
+        raise failure
+    if state.next_chunk != count:
+        raise DataError("interrupted", f"stream ended at chunk {state.next_chunk} of {count}")
+
+
+async def confirm_receipts(
+    client: DataClient,
+    signer: SigningKey,
+    receipts: list[str],
+    chain_id: str,
+    timeout_s: float = 60.0,
+) -> list[str]:
+    """``delivery.confirm`` each receipt once it is committed; returns those confirmed."""
+    done = []
+    for receipt in receipts:
+        deadline = time.monotonic() + timeout_s
+        for _ in range(int(timeout_s / 0.2)):
+            if (await client.tx(receipt))["status"] != "pending" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        try:
+            await client.submit_signed(
+                signer,
+                "delivery.confirm",
+                {"receipt_id": bytes.fromhex(receipt)},
+                chain_id=chain_id,
+            )
+            done.append(receipt)
+        except (DataError, ApiError):
+            continue
+    return done
+
+
+# -- dispose ------------------------------------------------------------------------------
+
+
+async def dispose(
+    client: DataClient,
+    signer: SigningKey,
+    contract_id: str,
+    *,
+    method: str | None = None,
+    registry: Path | None = None,
+) -> dict[str, Any]:
+    """Delete every local copy recorded for the contract, then post ``disposal.attest``."""
+    chain_id = await client.chain_id()
+    view = await client.contract_view(contract_id)
+    contract = view["contract"]
+    if method is None:
+        version = contract["versions"][(contract["activated"] or {"version": 1})["version"] - 1]
+        method = str(version["terms"]["disposal_method"])
+    entry = registry_dir(registry) / f"{contract_id}.json"
+    try:
+        paths = [Path(p) for p in json.loads(entry.read_text())["paths"]]
+    except (OSError, ValueError, KeyError):
+        paths = []
+    deleted = []
+    for path in paths:
+        for p in (path, *_part_paths(path)):
+            if p.exists():
+                p.unlink()
+                deleted.append(str(p))
+    disposed_at = now_ms()
+    doc = await client.submit_signed(
+        signer,
+        "disposal.attest",
+        {"contract_id": contract_id, "method": method, "disposed_at_ms": disposed_at},
+        chain_id=chain_id,
+    )
+    entry.unlink(missing_ok=True)
+    return {"contract_id": contract_id, "deleted": deleted, "method": method, "tx": doc["id"]}

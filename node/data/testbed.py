@@ -1,0 +1,106 @@
+"""A trade set up on a local cluster for the data benchmark and the cluster tests: accounts
+registered by the members' admins, a published dataset, contracts signed by both parties.
+
+Every step is an ordinary signed transaction through a node's API, as a real member's
+client would send it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from node.cluster import ClusterNode
+from node.data.client import DataClient, now_ms
+from node.keys import SigningKey, load_key
+from node.ledger.trading.contracts import terms_hash
+
+DAY_MS = 86_400_000
+
+
+def client_for(cluster_dir: Path, node: ClusterNode, timeout_s: float = 120.0) -> DataClient:
+    return DataClient(node.api, ca=cluster_dir / "ca" / "ca.pem", timeout_s=timeout_s)
+
+
+async def register_account(
+    cluster_dir: Path, node: ClusterNode, roles: list[str], name: str
+) -> SigningKey:
+    """A fresh account of ``node``'s member, registered by that member's admin."""
+    admin = load_key(node.home / "admin_key.json")
+    key = SigningKey.generate(with_encryption=True)
+    async with client_for(cluster_dir, node) as c:
+        await c.submit_signed(
+            admin,
+            "account.register",
+            {
+                "account_id": key.account_id,
+                "public_key": key.public_key,
+                "encryption_public_key": key.encryption_public_key,
+                "roles": roles,
+                "display_name": name,
+            },
+            chain_id=await c.chain_id(),
+        )
+    return key
+
+
+def terms(
+    *,
+    max_downloads: int = 10,
+    use_start_ms: int | None = None,
+    use_end_ms: int | None = None,
+    disposal_deadline_ms: int | None = None,
+) -> dict[str, Any]:
+    start = now_ms() - 60_000 if use_start_ms is None else use_start_ms
+    end = now_ms() + DAY_MS if use_end_ms is None else use_end_ms
+    return {
+        "delivery_method": "download",
+        "purpose": "model training",
+        "use_start_ms": start,
+        "use_end_ms": end,
+        "max_downloads": max_downloads,
+        "redistribution_banned": True,
+        "disposal_method": "delete",
+        "disposal_deadline_ms": end if disposal_deadline_ms is None else disposal_deadline_ms,
+        "price_minor": 1000,
+        "currency": "EUR",
+        "price_model": "one_time",
+        "terms_document_hash": bytes(32),
+    }
+
+
+async def make_contract(
+    client: DataClient,
+    supplier: SigningKey,
+    consumer: SigningKey,
+    dataset_id: str,
+    contract_id: str | None = None,
+    *,
+    sign: bool = True,
+    **term_args: Any,
+) -> str:
+    """Offer (by the supplier) and, with ``sign``, sign by both parties: ACTIVE."""
+    contract_id = contract_id or f"c-{os.urandom(6).hex()}"
+    chain_id = await client.chain_id()
+    t = terms(**term_args)
+    await client.submit_signed(
+        supplier,
+        "contract.offer",
+        {
+            "contract_id": contract_id,
+            "dataset_id": dataset_id,
+            "consumer": consumer.account_id,
+            "terms": t,
+        },
+        chain_id=chain_id,
+    )
+    if sign:
+        for party in (supplier, consumer):
+            await client.submit_signed(
+                party,
+                "contract.sign",
+                {"contract_id": contract_id, "version": 1, "terms_hash": terms_hash(t)},
+                chain_id=chain_id,
+            )
+    return contract_id
