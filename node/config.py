@@ -66,7 +66,14 @@ SCHEMA: tuple[Key, ...] = (
     Key("p2p", "idle_timeout_ms", int, 15000, "A link with no frame for this long is dropped.", 1),
     Key("consensus", "block_txs_max", int, 2000, "Most transactions a proposal carries.", 1),
     Key("consensus", "block_bytes_max", int, 4 * MiB, "Most transaction bytes per proposal.", 1024),
-    Key("consensus", "proposal_wait_ms", int, 2, "How long a primary waits to fill a block.", 0),
+    Key(
+        "consensus",
+        "proposal_wait_ms",
+        int,
+        0,
+        "How long a primary waits to fill a block (blocks also fill while earlier ones commit).",
+        0,
+    ),
     Key("mempool", "max_txs", int, 50_000, "Mempool bound by count (then HTTP 503).", 1),
     Key("mempool", "max_bytes", int, 64 * MiB, "Mempool bound by bytes (then HTTP 503).", 1024),
     Key(

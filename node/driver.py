@@ -105,7 +105,7 @@ class DriverLimits:
     events_per_batch_max: int = 512
     block_txs_max: int = 2_000
     block_bytes_max: int = 4 * 1024 * 1024
-    proposal_wait_ms: int = 2
+    proposal_wait_ms: int = 0
     # Blocks commit one height per round trip (the core commits h only after h-1), so more
     # proposals in flight only make blocks smaller; beyond this many, wait and batch.
     proposals_in_flight_max: int = 2
@@ -409,7 +409,8 @@ class Driver:
         if len(self._gossip_buffer) >= self.limits.gossip_batch_max:
             self._flush_gossip()
         elif self._gossip_handle is None:
-            self._gossip_handle = asyncio.get_running_loop().call_later(0.002, self._flush_gossip)
+            # everything submitted in this turn of the event loop travels in one frame
+            self._gossip_handle = asyncio.get_running_loop().call_soon(self._flush_gossip)
 
     def _flush_gossip(self) -> None:
         if self._gossip_handle is not None:
