@@ -52,7 +52,8 @@ def record(obj: dict[str, Any]) -> bytes:
 def _refusal(r: Refused) -> web.Response:
     status = _REFUSAL_STATUS.get(r.reason, 403)
     headers = {"Retry-After": "1"} if status == 503 else None
-    return error(status, r.reason, r.message, headers)
+    doc = {"error": r.reason, "message": r.message, "chunk": r.chunk}
+    return web.json_response(doc, status=status, headers=headers)
 
 
 def add_routes(app: web.Application, node: Node) -> None:

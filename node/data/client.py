@@ -183,8 +183,11 @@ class DataClient(NodeClient):
                     doc = await resp.json(content_type=None)
                 except ValueError:
                     doc = {}
+                chunk = doc.get("chunk")
                 raise DataError(
-                    str(doc.get("error", resp.status)), str(doc.get("message", "")), None
+                    str(doc.get("error", resp.status)),
+                    str(doc.get("message", "")),
+                    chunk if isinstance(chunk, int) else None,
                 )
             while True:
                 try:
@@ -210,6 +213,7 @@ class Published:
     merkle_root: bytes
     plaintext_digest: bytes
     tx_id: str
+    chunk_digests: list[bytes]
 
 
 def default_quality() -> dict[str, Any]:
@@ -317,7 +321,7 @@ async def publish(
         "supplier_node": supplier_node,
     }
     doc = await client.submit_signed(signer, "dataset.publish", body, chain_id=chain_id)
-    return Published(dataset_id, len(ordered), size, root, plain.digest(), str(doc["id"]))
+    return Published(dataset_id, len(ordered), size, root, plain.digest(), str(doc["id"]), ordered)
 
 
 # -- fetch --------------------------------------------------------------------------------
