@@ -145,6 +145,13 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.data:
+        from node.bench_data import run_data_bench
+
+        size = 64 if args.quick else args.size_mib
+        data_result = run_data_bench(size_mib=size, progress=not args.json)
+        print(json.dumps(data_result, indent=2 if not args.json else None))
+        return 0
     from node.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick)
@@ -254,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("bench", cmd_bench, "measure a local 4-node cluster: tx/s, latency, ceiling")
     sp.add_argument("--json", action="store_true", help="one JSON object")
     sp.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    sp.add_argument(
+        "--data", action="store_true", help="off-chain data: chunk fetch rate vs raw mutual TLS"
+    )
+    sp.add_argument("--size-mib", type=int, default=256, help="dataset size for --data")
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return p
