@@ -1,8 +1,23 @@
 """The metrics port: ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (ready).
 
-Plain HTTP, loopback by default. ``/healthz`` is 200 when every liveness check passes and
-503 with the failed checks otherwise; ``/readyz`` is 200 only when the node is in consensus
-with a quorum of peers and not lagging.
+Plain HTTP, loopback by default.
+
+``/healthz`` answers whether the process is worth keeping alive: 200 when every liveness
+check passes, 503 with the failed checks otherwise. The checks (:data:`LIVENESS_CHECKS`):
+
+- ``store_writable``: a probe file can be written and removed in the data directory;
+- ``disk_space``: the data directory's file system has at least ``MIN_FREE_DISK_BYTES`` free;
+- ``event_loop_lag``: a periodic wake-up is not more than ``MAX_LOOP_LAG_S`` late;
+- ``peers``: at least one authenticated peer link is up. A node that is ready (in consensus
+  with a quorum) passes it whatever its link count, so a one-member consortium is healthy;
+  and it only fails after ``PEERS_GRACE_S`` without any link, so a starting node or a short
+  network outage does not get the process restarted by an orchestrator.
+
+``/readyz`` is 200 only when the node is in consensus with a quorum of peers and not lagging
+(the daemon's ``readiness()``); its JSON always lists the ``reasons`` it is not ready.
+
+Every ``/metrics`` scrape also runs the liveness checks, so ``mdtp_health_check_failing``
+and the data directory's disk gauges are as fresh as the scrape.
 """
 
 from __future__ import annotations
@@ -10,25 +25,45 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 MIN_FREE_DISK_BYTES = 256 * 1024 * 1024
 MAX_LOOP_LAG_S = 1.0
+PEERS_GRACE_S = 60.0
+LIVENESS_CHECKS = ("store_writable", "disk_space", "event_loop_lag", "peers")
+PEERS_GAUGE = "mdtp_p2p_peers_connected"
 
 
 class LoopLagProbe:
-    """Measures how late a periodic wake-up is: a blocked event loop shows up here."""
+    """Measures how late a periodic wake-up is: a blocked event loop shows up here.
+
+    It also holds the data directory's disk gauges, which :func:`liveness_checks` updates
+    each time it measures the disk (on every ``/healthz`` call and every scrape).
+    """
 
     def __init__(self, registry: CollectorRegistry, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
         self.lag_s = 0.0
         self._gauge = Gauge(
             "mdtp_event_loop_lag_seconds", "Lateness of a periodic wake-up", registry=registry
+        )
+        self.disk_free = Gauge(
+            "mdtp_disk_free_bytes",
+            "Bytes available to the node on the file system of its data directory",
+            registry=registry,
+        )
+        self.disk_size = Gauge(
+            "mdtp_disk_size_bytes",
+            "Size of the file system of the node's data directory",
+            registry=registry,
         )
 
     async def run(self) -> None:
@@ -40,8 +75,14 @@ class LoopLagProbe:
             self._gauge.set(self.lag_s)
 
 
-def liveness_checks(data_dir: Path, lag: LoopLagProbe) -> dict[str, str]:
-    """Failed checks by name (empty when healthy)."""
+def liveness_checks(
+    data_dir: Path,
+    lag: LoopLagProbe,
+    *,
+    min_free_bytes: int = MIN_FREE_DISK_BYTES,
+) -> dict[str, str]:
+    """Failed local checks by name (empty when healthy); ``peers`` is added by
+    :func:`health_app`, which knows the links and the readiness."""
     failed: dict[str, str] = {}
     probe = data_dir / ".healthz"
     try:
@@ -49,35 +90,121 @@ def liveness_checks(data_dir: Path, lag: LoopLagProbe) -> dict[str, str]:
             f.write(b"ok")
         os.unlink(probe)
     except OSError as e:
-        failed["store_writable"] = f"{data_dir}: {e.strerror}"
+        failed["store_writable"] = f"{data_dir}: {e.strerror or e}"
     try:
-        free = shutil.disk_usage(data_dir).free
-        if free < MIN_FREE_DISK_BYTES:
-            failed["disk_space"] = f"{free // (1024 * 1024)} MiB free"
+        usage = shutil.disk_usage(data_dir)
+        lag.disk_free.set(usage.free)
+        lag.disk_size.set(usage.total)
+        if usage.free < min_free_bytes:
+            failed["disk_space"] = f"{usage.free // (1024 * 1024)} MiB free in {data_dir}"
     except OSError as e:
-        failed["disk_space"] = str(e)
+        failed["disk_space"] = f"{data_dir}: {e.strerror or e}"
     if lag.lag_s > MAX_LOOP_LAG_S:
         failed["event_loop_lag"] = f"{lag.lag_s:.2f} s"
     return failed
+
+
+def links_from_registry(registry: CollectorRegistry) -> Callable[[], int]:
+    """Authenticated peer links (both directions) as the p2p metrics count them."""
+
+    def count() -> int:
+        total = 0.0
+        for direction in ("outbound", "inbound"):
+            total += registry.get_sample_value(PEERS_GAUGE, {"direction": direction}) or 0.0
+        return int(total)
+
+    return count
+
+
+class PeersCheck:
+    """``peers`` fails once no link has been up for ``grace_s`` while the node is not ready."""
+
+    def __init__(
+        self,
+        links: Callable[[], int],
+        grace_s: float = PEERS_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.links = links
+        self.grace_s = grace_s
+        self.clock = clock
+        self.last_link_s = clock()  # the grace also covers start-up
+
+    def __call__(self, ready: bool) -> str | None:
+        now = self.clock()
+        if self.links() > 0 or ready:
+            self.last_link_s = now
+            return None
+        down_s = now - self.last_link_s
+        if down_s <= self.grace_s:
+            return None
+        return f"no peer link up for {down_s:.0f} s"
+
+
+class _HealthCollector(Collector):
+    """``mdtp_health_check_failing{check}``: 1 for each liveness check failing now."""
+
+    def __init__(self, checks: Callable[[], dict[str, str]]) -> None:
+        self.checks = checks
+        self._collecting = False
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # The peers check may read the registry (links_from_registry), which collects
+        # every collector again, this one included: that inner pass yields nothing.
+        if self._collecting:
+            return
+        self._collecting = True
+        try:
+            failed = self.checks()
+        finally:
+            self._collecting = False
+        family = GaugeMetricFamily(
+            "mdtp_health_check_failing",
+            "1 while the /healthz check fails, by check",
+            labels=["check"],
+        )
+        for check in LIVENESS_CHECKS:
+            family.add_metric([check], 1.0 if check in failed else 0.0)
+        yield family
 
 
 def health_app(
     registry: CollectorRegistry,
     liveness: Callable[[], dict[str, str]],
     readiness: Callable[[], dict[str, Any]],
+    *,
+    peers: Callable[[], int] | None = None,
+    peers_grace_s: float = PEERS_GRACE_S,
 ) -> web.Application:
+    """``peers`` counts the node's authenticated links; without it, the p2p metrics in
+    ``registry`` are read."""
+    peers_check = PeersCheck(peers or links_from_registry(registry), peers_grace_s)
+
+    def all_checks() -> dict[str, str]:
+        failed = dict(liveness())
+        problem = peers_check(bool(readiness().get("ready")))
+        if problem is not None:
+            failed["peers"] = problem
+        return failed
+
+    registry.register(_HealthCollector(all_checks))
+
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        failed = liveness()
-        return web.json_response(
-            {"ok": not failed, "failed": failed}, status=200 if not failed else 503
-        )
+        failed = all_checks()
+        doc = {
+            "ok": not failed,
+            "failed": failed,
+            "checks": {check: check not in failed for check in LIVENESS_CHECKS},
+        }
+        return web.json_response(doc, status=200 if not failed else 503)
 
     async def readyz(_: web.Request) -> web.Response:
-        doc = readiness()
+        doc = dict(readiness())
+        doc.setdefault("reasons", [])
         return web.json_response(doc, status=200 if doc["ready"] else 503)
 
     app = web.Application(client_max_size=1024)

@@ -7,6 +7,18 @@ if ! command -v openssl >/dev/null 2>&1; then
     echo "installing openssl (needed by the TLS interop tests)"
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq openssl; else sudo apt-get update -qq && sudo apt-get install -y -qq openssl; fi
 fi
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    # Debian's prometheus package: the deploy tests run a real Prometheus and promtool
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing prometheus (needed by tests/deploy)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+    elif [ "${CI:-}" = true ]; then
+        echo "installing prometheus (needed by tests/deploy)"
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+    else
+        echo "prometheus/promtool missing and not root: the tests that need them will be skipped"
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
