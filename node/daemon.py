@@ -339,6 +339,10 @@ class Node:
                         self.registry,
                         lambda: liveness_checks(self.data_dir, self.lag),
                         self.readiness,
+                        peers=lambda: (
+                            len(self.transport.outbound_connected)
+                            + len(self.transport.inbound_connected)
+                        ),
                     ),
                     "metrics",
                     None,

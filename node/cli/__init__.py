@@ -165,7 +165,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.demo import run_demo
 
-    return run_demo(Path(args.dir), args.nodes, keep=args.keep)
+    return run_demo(Path(args.dir), args.nodes, keep=not args.stop)
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "run a whole trade on a local 4-member consortium")
     sp.add_argument("--dir", default=".mdtp/demo", help="where the demo cluster lives")
     sp.add_argument("--nodes", type=int, default=4)
-    sp.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    sp.add_argument(
+        "--stop", action="store_true", help="stop the cluster at the end (default: keep it)"
+    )
     sp = add("bench", cmd_bench, "measure a local 4-node cluster: tx/s, latency, ceiling")
     sp.add_argument("--json", action="store_true", help="one JSON object")
     sp.add_argument("--quick", action="store_true", help="a short run (under a minute)")
