@@ -4,11 +4,11 @@ The model is a CNC milling machine machining a batch of aluminium parts, sampled
 
 - the machine runs 300-second part cycles: 20 s load/unload (spindle stopped), then
   roughing (spindle 9,000 rpm, feed 1,200 mm/min) and finishing (12,000 rpm, 600 mm/min);
-- tool wear grows linearly with cutting time (0.0 → 1.0 over the tool's life, ~8 h of
+- tool wear grows linearly with cutting time (0.0 -> 1.0 over the tool's life, ~8 h of
   cutting); the tool is changed when wear passes 0.95, which resets wear;
-- spindle current (A) = idle 2.1 A + load proportional to feed × (1 + 0.6 · wear) + noise;
+- spindle current (A) = idle 2.1 A + load proportional to feed x (1 + 0.6 · wear) + noise;
 - vibration RMS (mm/s) = 0.4 baseline + 1.1 · rpm/10,000 · (1 + 2 · wear²) + noise, with
-  rare chatter events (probability 0.002 per cutting second) adding 3–6 mm/s for 5–15 s;
+  rare chatter events (probability 0.002 per cutting second) adding 3-6 mm/s for 5-15 s;
 - spindle bearing temperature (°C) follows a first-order lag (τ = 600 s) towards
   24 °C + 0.0016 °C per rpm while cutting, 24 °C when stopped;
 - each row is labelled with the part number, phase and a ``quality_flag`` (1 when
