@@ -20,6 +20,7 @@ missing, so a damaged store stops the node instead of being guessed around.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -90,12 +91,12 @@ class StateReader:
         self._db = db
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._db.get(STATE + key)
+        value: bytes | None = self._db.get(STATE + key, verify_checksums=True)
         return value
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         n = len(STATE)
-        for k, v in self._db.iterator(prefix=STATE + prefix):
+        for k, v in self._db.iterator(prefix=STATE + prefix, verify_checksums=True):
             yield k[n:], v
 
 
@@ -109,8 +110,17 @@ class BlockStore:
                 f"{path}: cannot open the store: {e}", reason="store_locked"
             ) from None
         except plyvel.CorruptionError as e:
-            raise InconsistentStore(f"{path}: LevelDB reports corruption: {e}") from None
+            raise InconsistentStore(
+                f"{path}: LevelDB reports corruption{_corrupt_file(path)}: {_msg(e)}"
+            ) from None
         self.path = path
+        try:
+            # before any read: LevelDB checks table checksums only when asked, and a
+            # damaged table would otherwise be read back as data or fail some later read
+            self._verify_checksums()
+        except InconsistentStore:
+            self._db.close()
+            raise
         self.state = StateReader(self._db)
 
     def close(self) -> None:
@@ -122,7 +132,7 @@ class BlockStore:
         """On first open record which chain this store is; later, refuse any other chain."""
         raw = self._db.get(META + b"chain")
         if raw is None:
-            if self._db.get(META + b"tip") is not None:
+            if self._db.get(META + b"tip", verify_checksums=True) is not None:
                 raise InconsistentStore(f"{self.path}: key space 'meta' has a tip but no chain")
             with self._db.write_batch(sync=True) as wb:
                 wb.put(META + b"chain", _pack([chain_id, genesis_hash]))
@@ -146,7 +156,7 @@ class BlockStore:
     # -- blocks -----------------------------------------------------------------------------
 
     def tip(self) -> tuple[int, bytes]:
-        raw = self._db.get(META + b"tip")
+        raw = self._db.get(META + b"tip", verify_checksums=True)
         if raw is None:
             raise InconsistentStore(f"{self.path}: key space 'meta' has no tip")
         height, root = _unpack(raw, "meta 'tip'")
@@ -173,22 +183,22 @@ class BlockStore:
             wb.put(META + b"tip", _pack([blk.height, blk.state_root]))
 
     def block_bytes(self, height: int) -> bytes | None:
-        value: bytes | None = self._db.get(BLOCK + _h(height))
+        value: bytes | None = self._db.get(BLOCK + _h(height), verify_checksums=True)
         return value
 
     def certificate_bytes(self, height: int) -> bytes | None:
-        value: bytes | None = self._db.get(CERT + _h(height))
+        value: bytes | None = self._db.get(CERT + _h(height), verify_checksums=True)
         return value
 
     def record(self, height: int) -> BlockRecord | None:
-        raw = self._db.get(RECORD + _h(height))
+        raw = self._db.get(RECORD + _h(height), verify_checksums=True)
         if raw is None:
             return None
         block_hash, root, ts, n = _unpack(raw, f"block record {height}")
         return BlockRecord(height, block_hash, root, ts, n)
 
     def tx_location(self, tx_id: bytes) -> TxLocation | None:
-        raw = self._db.get(TXINDEX + tx_id)
+        raw = self._db.get(TXINDEX + tx_id, verify_checksums=True)
         if raw is None:
             return None
         height, index, ok, reason = _unpack(raw, "tx index entry")
@@ -208,7 +218,7 @@ class BlockStore:
         self._db.put(META + b"consensus", data, sync=True)
 
     def load_consensus_state(self) -> bytes | None:
-        value: bytes | None = self._db.get(META + b"consensus")
+        value: bytes | None = self._db.get(META + b"consensus", verify_checksums=True)
         return value
 
     # -- consistency ------------------------------------------------------------------------
@@ -216,8 +226,9 @@ class BlockStore:
     def check(self, deep: bool = False) -> int:
         """Verify the store against its tip; returns the tip height.
 
-        Always: every key space holds the tip's height and nothing above it. With ``deep``:
-        every height 1..tip is present in every key space (O(chain) reads).
+        Always: every key space holds the tip's height and nothing above it (every table's
+        checksums were verified when the store was opened). With ``deep``: every height
+        1..tip is present in every key space (O(chain) reads).
         """
         tip, _ = self.tip()
         heights = range(1, tip + 1) if deep else range(max(1, tip - 1), tip + 1)
@@ -236,3 +247,61 @@ class BlockStore:
                     f"{_U64.unpack(last[len(space) :])[0]} above the tip {tip}"
                 )
         return tip
+
+    def _verify_checksums(self) -> None:
+        """One sequential read of every table block with its checksum verified."""
+        last: bytes | None = None
+        try:
+            for key in self._db.iterator(
+                include_value=False, verify_checksums=True, fill_cache=False
+            ):
+                last = key
+        except (plyvel.CorruptionError, plyvel.IOError) as e:
+            after = "the first key" if last is None else f"key {last!r}"
+            raise InconsistentStore(
+                f"{self.path}: LevelDB table {self._tables_after(last)} is damaged "
+                f"(reading after {after}): {_msg(e)}"
+            ) from None
+
+    def _tables_after(self, last: bytes | None) -> str:
+        """The table file(s) whose key range holds the keys right after ``last``."""
+        raw = self._db.get_property(b"leveldb.sstables") or b""
+        names = []
+        for m in _SSTABLE_LINE.finditer(raw.decode("latin-1")):
+            number, largest = int(m.group(1)), _unescape(m.group(3))
+            if last is None or largest > last:
+                names.append(f"{number:06d}.ldb")
+        return " or ".join(names[:3]) or "(unknown)"
+
+
+# ' 5:83664['b/00000000' @ 1 : 1 .. 'b/00001999' @ 2000 : 1]' (leveldb.sstables property)
+_SSTABLE_LINE = re.compile(r"(\d+):\d+\['(.*?)' @ \d+ : \d+ \.\. '(.*?)' @ \d+ : \d+\]")
+
+
+def _unescape(text: str) -> bytes:
+    """Undo LevelDB's EscapeString (non-printable bytes written as ``\\xNN``)."""
+    raw = text.encode("latin-1")
+    return re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
+
+
+def _msg(e: Exception) -> str:
+    arg = e.args[0] if e.args else e
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _corrupt_file(path: Path) -> str:
+    """Which file LevelDB was reading when opening failed, from its own LOG (rewritten on
+    every open) or, failing that, the descriptor CURRENT names."""
+    try:
+        text = (path / "LOG").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in reversed(text.splitlines()):
+        m = re.search(r"(\d{6}\.(?:log|ldb|sst)|MANIFEST-\d+)", line)
+        if m and "Corruption" in line:
+            return f" in {m.group(1)}"
+    try:
+        current = (path / "CURRENT").read_text(errors="replace").strip()
+    except OSError:
+        return " (CURRENT is unreadable)"
+    return f" in {current} (the descriptor CURRENT names) or CURRENT" if current else " in CURRENT"
