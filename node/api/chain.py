@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -40,6 +41,14 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
                 )
         else:
             raw = body
+        wait = request.query.get("wait") in ("1", "true", "commit")
+        try:
+            timeout = float(request.query.get("timeout", "30") or 30)
+        except ValueError:
+            timeout = math.nan
+        if not 0 <= timeout < math.inf:  # checked before the transaction is admitted
+            return error(400, "bad_request", "timeout must be a finite number of seconds >= 0")
+        timeout = min(timeout, WAIT_S_MAX)
         driver = node.driver
         if driver is None:
             return error(503, "not_ready", "node is starting", {"Retry-After": "1"})
@@ -49,10 +58,8 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
             return error(503, e.reason, str(e), {"Retry-After": "1"})
         except (TxError, MdtpError) as e:
             return error(400, e.reason, str(e))
-        wait = request.query.get("wait") in ("1", "true", "commit")
         doc: dict[str, Any] = {"id": tx.id.hex(), "status": "pending"}
         if wait:
-            timeout = min(float(request.query.get("timeout", "30") or 30), WAIT_S_MAX)
             try:
                 await asyncio.wait_for(driver.wait_committed(tx.id), timeout)
             except TimeoutError:

@@ -112,6 +112,7 @@ async def crash_loop(
     except TimeoutError as e:
         report.violations.append(str(e))
     await fc.checker.check_acked([n.api for n in fc.nodes], full=True)
+    await fc.checker.check_no_evidence([n.api for n in fc.nodes])
     report.violations += fc.checker.violations
     if fc.sampler is not None:
         fc.sampler.sample_once()

@@ -11,7 +11,10 @@
    per applied transaction, so none was applied twice and none skipped).
 3. **Recovery**: after a fault heals, every node is within ``LAG_BOUND`` blocks of the
    highest within ``RECOVERY_TIMEOUT_S`` (see :mod:`tests.faults.runner`).
-4. **Monotone metrics**: ``mdtp_consensus_height`` and
+4. **No evidence against honest nodes**: with no Byzantine node, ``GET /v1/evidence`` is
+   empty everywhere; an honest node that forgot its votes across a crash and voted again
+   differently shows up here as an equivocator.
+5. **Monotone metrics**: ``mdtp_consensus_height`` and
    ``mdtp_consensus_stable_checkpoint_height`` of a node never go backwards — not within a
    process, not across a kill -9 and restart (:class:`MetricSampler`).
 
@@ -21,6 +24,7 @@ the CI tests assert the list is empty.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import urllib.request
 from dataclasses import dataclass, field
@@ -56,11 +60,13 @@ class Checker:
 
     async def check_chains(self, apis: list[str]) -> int:
         """Agreement and prefix stability over ``apis``; returns the common height."""
-        rows_by_node: dict[str, list[list[Any]]] = {}
-        for api in apis:
+
+        async def fetch_rows(api: str) -> list[list[Any]]:
             async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
                 height = (await c.status())["height"]
-                rows_by_node[api] = await c.chain(1, height) if height else []
+                return await c.chain(1, height) if height else []
+
+        rows_by_node = dict(zip(apis, await asyncio.gather(*map(fetch_rows, apis)), strict=True))
         common = min(len(r) for r in rows_by_node.values())
         longest = max(rows_by_node.values(), key=len)
         for api, rows in rows_by_node.items():
@@ -97,27 +103,38 @@ class Checker:
         common = await self.check_chains(apis)
         await self._index_blocks(apis[0], common)
         todo = [t for t in self.acked if full or t not in self._checked_acked]
+        await asyncio.gather(*(self._check_acked_on(api, todo) for api in apis))
+        self._checked_acked.update(todo)
+
+    async def _check_acked_on(self, api: str, todo: list[str]) -> None:
+        async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+            for tx_id in todo:
+                try:
+                    doc = await c.tx(tx_id)
+                except ApiError as e:
+                    self.violation(f"acked tx {tx_id[:12]} unknown on {api} ({e})")
+                    continue
+                if doc["status"] != "committed":
+                    self.violation(f"acked tx {tx_id[:12]} is {doc['status']} on {api}")
+                    continue
+                h, i = doc["height"], doc["index"]
+                listed = self._block_txs.get(h)
+                if listed is None or i >= len(listed) or listed[i] != tx_id:
+                    self.violation(f"{api}: tx {tx_id[:12]} indexed at {h}/{i}, not there")
+                elif self.first_seen.get(tx_id) != h:
+                    self.violation(
+                        f"{api}: tx {tx_id[:12]} indexed at height {h} but first applied "
+                        f"at {self.first_seen.get(tx_id)}"
+                    )
+
+    async def check_no_evidence(self, apis: list[str]) -> None:
         for api in apis:
             async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
-                for tx_id in todo:
-                    try:
-                        doc = await c.tx(tx_id)
-                    except ApiError as e:
-                        self.violation(f"acked tx {tx_id[:12]} unknown on {api} ({e})")
-                        continue
-                    if doc["status"] != "committed":
-                        self.violation(f"acked tx {tx_id[:12]} is {doc['status']} on {api}")
-                        continue
-                    h, i = doc["height"], doc["index"]
-                    listed = self._block_txs.get(h)
-                    if listed is None or i >= len(listed) or listed[i] != tx_id:
-                        self.violation(f"{api}: tx {tx_id[:12]} indexed at {h}/{i}, not there")
-                    elif self.first_seen.get(tx_id) != h:
-                        self.violation(
-                            f"{api}: tx {tx_id[:12]} indexed at height {h} but first applied "
-                            f"at {self.first_seen.get(tx_id)}"
-                        )
-        self._checked_acked.update(todo)
+                for ev in await c.get("/v1/evidence"):
+                    self.violation(
+                        f"{api}: evidence against honest node {ev.get('offender')}: "
+                        f"conflicting {ev.get('kind')} messages"
+                    )
 
     async def check_nonces(self, apis: list[str], committed_per_sender: dict[str, int]) -> None:
         """Each sender's committed nonce equals the count of its committed transactions."""

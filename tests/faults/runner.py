@@ -33,6 +33,7 @@ from tests.support.workload import Workload
 LAG_BOUND = 2  # blocks a healed node may trail the highest node by
 RECOVERY_TIMEOUT_S = 120.0  # generous: the machine is shared and loaded
 START_TIMEOUT_S = 90.0
+PROBE_INTERVAL_S = 5.0
 STOP_TIMEOUT_S = 30.0
 # small checkpoint interval so that checkpoints, log garbage collection and state transfer
 # all happen inside short scenarios; short idle timeout so black-holed links are noticed
@@ -192,13 +193,24 @@ class FaultCluster:
         return out
 
     async def wait_within(self, bound: int, timeout_s: float, what: str) -> dict[str, int | None]:
+        """Heights of all nodes within ``bound`` of each other, or TimeoutError.
+
+        A node that is behind in an *idle* cluster does not learn that it is (nothing new
+        reaches it), so while someone lags, one probe transaction every
+        ``PROBE_INTERVAL_S`` gives the cluster a new block to show it."""
         deadline = time.monotonic() + timeout_s
         last: dict[str, int | None] = {}
+        next_probe = time.monotonic() + PROBE_INTERVAL_S
         while time.monotonic() < deadline:
             last = await self.heights()
             values = [h for h in last.values() if h is not None]
             if len(values) == self.n and max(values) - min(values) <= bound:
                 return last
+            if time.monotonic() > next_probe and len(values) == self.n:
+                probe = Workload(self.dir, senders=1)
+                await asyncio.wait_for(probe.run_closed_loop(1), RECOVERY_TIMEOUT_S)
+                self.checker.record_acked(probe.acked)
+                next_probe = time.monotonic() + PROBE_INTERVAL_S
             await asyncio.sleep(0.5)
         raise TimeoutError(f"{what}: heights {last} not within {bound} after {timeout_s} s")
 
@@ -253,6 +265,7 @@ async def run_scenario(fc: FaultCluster, sc: Scenario) -> Outcome:
         fc.checker.violation(str(e))
         heights = await fc.heights()
     await fc.checker.check_acked(apis)
+    await fc.checker.check_no_evidence(apis)
     committed = {w.keys[i].account_id: w.nonces[i] for i in range(w.senders)}
     if not w.errors:
         await fc.checker.check_nonces(apis, committed)
@@ -437,7 +450,7 @@ def _pause_past_checkpoint() -> Scenario:
     # enough transactions for a few checkpoints (interval 8): the paused node is then
     # behind the others' garbage-collected log and must catch up by state transfer
     return Scenario(
-        "SIGSTOP a backup past two checkpoints", inject, heal, fault_s=6.0, txs_per_sender=8
+        "SIGSTOP a backup past two checkpoints", inject, heal, fault_s=4.0, txs_per_sender=6
     )
 
 
@@ -490,8 +503,6 @@ SCENARIOS: list[Scenario] = [
     _kill_primary_twice(),
     _pause_past_checkpoint(),
     _kill_and_isolate(),
-    _pause("primary", fault_s=6.0),
-    _kill9("backup"),
 ]
 
 
