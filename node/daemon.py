@@ -147,6 +147,8 @@ class Node:
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)
+        elif kind == "status":
+            driver.on_status_frame(peer_id, body)
         elif kind in self.frame_handlers:
             self.frame_handlers[kind](peer_id, kind, body)
         else:

@@ -113,6 +113,7 @@ class DriverLimits:
     gossip_batch_max: int = 512
     state_transfer_timeout_s: float = 5.0
     lag_blocks_ready_max: int = 8
+    status_interval_s: int = 2
 
 
 def consensus_config(
@@ -214,6 +215,7 @@ class Driver:
         # called after each block is durably committed (e.g. the supplier node's grants)
         self.commit_listeners: list[Callable[[Block, list[TxResult]], None]] = []
         self.halted_reason: str | None = None
+        self._peer_heights: dict[str, int] = {}
         self.highest_seen = self.height
         self.replica = self._build_replica()
         mode = mode_from_env()
@@ -862,11 +864,49 @@ class Driver:
     # -- housekeeping ---------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        tick = 0
+        behind_since: int | None = None
         while True:
             await asyncio.sleep(1.0)
+            tick += 1
             self.mempool.evict_expired(now_ms())
             if len(self.mempool):
                 self._on_mempool_activity()
+            if tick % self.limits.status_interval_s == 0:
+                self._broadcast("status", {"h": self.height, "v": self.replica.view})
+            # An idle chain carries no consensus messages, so a replica that missed the last
+            # blocks would never hear of them; peers' status beacons tell it. The target is
+            # the (f+1)-th highest reported height: at least one honest member has it.
+            target = self._beacon_target()
+            if target > self.height and not self.lagging_transfer:
+                if behind_since is None:
+                    behind_since = tick
+                elif tick - behind_since >= 2 * self.limits.status_interval_s:
+                    peers = tuple(p for p, h in self._peer_heights.items() if h >= target)
+                    log.info("behind the chain (%d < %d): catching up", self.height, target)
+                    self._request_state_transfer(
+                        RequestStateTransfer(self.height + 1, target, None, peers)
+                    )
+                    behind_since = None
+            else:
+                behind_since = None
+
+    def _beacon_target(self) -> int:
+        heights = sorted(self._peer_heights.values(), reverse=True)
+        f = self.config.f
+        return heights[f] if len(heights) > f else 0
+
+    @property
+    def lagging_transfer(self) -> bool:
+        return self._st_task is not None and not self._st_task.done()
+
+    def on_status_frame(self, peer_id: str, body: Any) -> None:
+        height = body.get("h") if isinstance(body, dict) else None
+        if isinstance(height, bool) or not isinstance(height, int) or not 0 <= height < 2**63:
+            self.metrics.frames_dropped.labels("bad_status").inc()
+            return
+        self._peer_heights[peer_id] = height
+        self.highest_seen = max(self.highest_seen, self._beacon_target())
 
 
 class _Start:
