@@ -1,5 +1,8 @@
-"""A replica that missed the last blocks of a chain that then goes idle still catches up:
-peers' status beacons tell it the chain moved on, and it fetches the blocks."""
+"""A replica that missed the last blocks of a chain that then goes idle still catches up.
+
+Two mechanisms cover this: the core's retransmission of the latest votes (enough when the
+laggard is in the current view, as here) and the driver's status beacons (for a laggard left
+in an older view, which the fault suite's scenarios produce)."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ async def test_paused_replica_catches_up_on_an_idle_chain(running_cluster: Path)
     ca = running_cluster / "ca" / "ca.pem"
     async with NodeClient(others[0], ca=ca) as c:
         target = (await c.status())["height"]
-    # no more transactions from here on: only the beacons can tell the laggard
+    # no more transactions from here on
     async with NodeClient(laggard.api, ca=ca, timeout_s=10) as c:
         deadline = asyncio.get_running_loop().time() + 90
         while (await c.status())["height"] < target:
