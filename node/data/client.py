@@ -353,6 +353,9 @@ class Fetched:
         return transferred / 2**20 / max(self.seconds, 1e-9)
 
 
+UNKNOWN_CONTRACT_WAIT_S = 5.0
+
+
 def _part_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
 
@@ -440,10 +443,18 @@ async def fetch(
     ``stop_after_chunks`` aborts the transfer after that many chunks (to exercise resume).
     """
     chain_id = await client.chain_id()
-    try:
-        view = await client.contract_view(contract_id)
-    except ApiError as e:
-        raise DataError(e.reason, e.message) from None
+    # Our node may be a block or two behind the node the contract was signed through:
+    # give it a moment before calling the contract unknown or not yet active.
+    deadline = time.monotonic() + UNKNOWN_CONTRACT_WAIT_S
+    while True:
+        try:
+            view = await client.contract_view(contract_id)
+            if view["contract"]["activated"] is not None or time.monotonic() > deadline:
+                break
+        except ApiError as e:
+            if e.status != 404 or time.monotonic() > deadline:
+                raise DataError(e.reason, e.message) from None
+        await asyncio.sleep(0.2)
     contract = view["contract"]
     if contract["activated"] is None:
         raise DataError("not_active", f"contract {contract_id} is {contract['status']}")
