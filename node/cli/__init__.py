@@ -91,6 +91,34 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from node.client import ApiError, NodeClient
+    from node.config import load_config
+
+    cfg = load_config(Path(args.home))
+    host, port = cfg.address("api")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+    async def query() -> dict[str, Any]:
+        async with NodeClient(f"{host}:{port}", ca=cfg.path("tls", "ca"), timeout_s=10) as c:
+            return await c.status()
+
+    try:
+        doc = asyncio.run(query())
+    except (OSError, ApiError) as e:
+        print(
+            f"mdtp: error: node {cfg.node_id} does not answer on {host}:{port}: {e}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for key in ("id", "chain_id", "height", "view", "peers", "ready", "reasons", "mempool"):
+            print(f"{key:>9}: {doc.get(key)}")
+    return 0
+
+
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from node.keys import SigningKey, read_passphrase_file, save_key
 
@@ -228,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("start", cmd_start, "run a node in the foreground (SIGTERM/SIGINT stop it)")
     sp.add_argument("--home", required=True)
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
+
+    sp = add("status", cmd_status, "show a running node's status (from its home)")
+    sp.add_argument("--home", required=True)
+    sp.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="account keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"

@@ -46,6 +46,22 @@ def test_signal_stops_the_node_cleanly_with_exit_0(one_node: cluster.ClusterNode
     assert "Traceback" not in log
 
 
+def test_status_reports_a_running_node_and_a_clear_error_when_it_is_down(
+    one_node: cluster.ClusterNode,
+) -> None:
+    r = mdtp("status", "--home", str(one_node.home))
+    assert r.returncode == 1 and "does not answer" in r.stderr
+    proc = cluster.start_node(one_node)
+    try:
+        wait_until(lambda: cluster.is_ready(one_node), 60, "node ready")
+        r = mdtp("status", "--home", str(one_node.home), "--json")
+        assert r.returncode == 0, r.stderr
+        assert '"id": "node0"' in r.stdout and '"ready": true' in r.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_missing_home_is_a_clear_error(tmp_path: Path) -> None:
     r = mdtp("start", "--home", str(tmp_path / "nope"))
     assert r.returncode == 2
