@@ -80,7 +80,6 @@ from consensus.messages import (
 from consensus.replica import Replica
 from consensus.state import decode_state, encode_state
 from node.byzantine import ByzantineSender, mode_from_env
-from node.crashpoints import crash_point
 from node.driver_metrics import DriverMetrics
 from node.genesis import Genesis
 from node.keys import SigningKey
@@ -90,6 +89,7 @@ from node.mempool import Mempool
 from node.sigverify import BatchVerifier
 from node.tx import Tx, TxError
 from storage.blockstore import BlockStore, CommittedBlock
+from storage.crashpoints import crash_point
 from storage.errors import InconsistentStore
 
 log = logging.getLogger("mdtp.driver")

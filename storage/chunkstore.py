@@ -31,6 +31,7 @@ from pathlib import Path
 import msgpack
 import plyvel
 
+from storage.crashpoints import crash_point
 from storage.errors import StorageError
 
 _U32 = struct.Struct(">I")
@@ -103,6 +104,7 @@ class ChunkStore:
         if not path.exists():
             self._write_atomic(path, data)
         self.db.put(_dataset_prefix(dataset_id) + _U32.pack(index), digest, sync=True)
+        crash_point("chunk indexed")
         return digest
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
@@ -116,7 +118,9 @@ class ChunkStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+        crash_point("chunk written, before rename")
         os.replace(tmp, path)
+        crash_point("chunk renamed, before directory sync")
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
