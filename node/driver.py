@@ -109,7 +109,7 @@ class DriverLimits:
     # Blocks commit one height per round trip (the core commits h only after h-1), so more
     # proposals in flight only make blocks smaller; beyond this many, wait and batch.
     proposals_in_flight_max: int = 2
-    verified_cache_max: int = 500_000
+    verified_cache_max: int = 100_000  # covers a full mempool (50k) plus proposals in flight
     gossip_batch_max: int = 512
     state_transfer_timeout_s: float = 5.0
     lag_blocks_ready_max: int = 8
