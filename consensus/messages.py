@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from consensus.block import Block
 from consensus.codec import (
@@ -130,8 +130,13 @@ class PrePrepare:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepare:
-    KIND: ClassVar[int] = 2
+class _Vote:
+    """PREPARE and COMMIT share one shape: a vote for (view, height, block digest); only
+    their kind and domain tag differ, so a prepare can never be replayed as a commit."""
+
+    KIND: ClassVar[int] = 0
+    TAG: ClassVar[bytes] = b""
+    NAME: ClassVar[str] = "vote"
     view: int
     height: int
     digest: bytes
@@ -142,14 +147,14 @@ class Prepare:
         return [self.view, self.height, self.digest]
 
     def signing_bytes(self, chain_id: str) -> bytes:
-        return signing_bytes(TAG_PREPARE, chain_id, self.sender, self.signed_fields())
+        return signing_bytes(self.TAG, chain_id, self.sender, self.signed_fields())
 
     def body(self) -> list[Any]:
         return self.signed_fields()
 
     @classmethod
-    def from_body(cls, sender: str, sig: bytes, body: list[Any], lim: WireLimits) -> Prepare:
-        items = read_list(body, "prepare", length=3)
+    def from_body(cls, sender: str, sig: bytes, body: list[Any], lim: WireLimits) -> Self:
+        items = read_list(body, cls.NAME, length=3)
         return cls(
             view=read_int(items[0], "view"),
             height=read_int(items[1], "height", low=1),
@@ -160,33 +165,17 @@ class Prepare:
 
 
 @dataclass(frozen=True, slots=True)
-class Commit:
+class Prepare(_Vote):
+    KIND: ClassVar[int] = 2
+    TAG: ClassVar[bytes] = TAG_PREPARE
+    NAME: ClassVar[str] = "prepare"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(_Vote):
     KIND: ClassVar[int] = 3
-    view: int
-    height: int
-    digest: bytes
-    sender: str
-    signature: bytes = b""
-
-    def signed_fields(self) -> list[Any]:
-        return [self.view, self.height, self.digest]
-
-    def signing_bytes(self, chain_id: str) -> bytes:
-        return signing_bytes(TAG_COMMIT, chain_id, self.sender, self.signed_fields())
-
-    def body(self) -> list[Any]:
-        return self.signed_fields()
-
-    @classmethod
-    def from_body(cls, sender: str, sig: bytes, body: list[Any], lim: WireLimits) -> Commit:
-        items = read_list(body, "commit", length=3)
-        return cls(
-            view=read_int(items[0], "view"),
-            height=read_int(items[1], "height", low=1),
-            digest=read_bytes(items[2], "digest", HASH_LEN),
-            sender=sender,
-            signature=sig,
-        )
+    TAG: ClassVar[bytes] = TAG_COMMIT
+    NAME: ClassVar[str] = "commit"
 
 
 @dataclass(frozen=True, slots=True)
