@@ -55,7 +55,7 @@ verify)`` raises ``InvalidCertificate`` or returns None.  Untrusted frames go th
 refused message by reason; ``replica.evidence`` keeps conflicting signed messages.
 """
 
-from consensus.actions import (
+from mdtp.consensus.actions import (
     Action,
     Broadcast,
     CancelTimer,
@@ -69,17 +69,17 @@ from consensus.actions import (
     SetTimer,
     StateDiverged,
 )
-from consensus.block import Block, BlockHeader, genesis_hash
-from consensus.certificates import verify_checkpoint_certificate, verify_commit_certificate
-from consensus.config import ConsensusConfig
-from consensus.errors import (
+from mdtp.consensus.block import Block, BlockHeader, genesis_hash
+from mdtp.consensus.certificates import verify_checkpoint_certificate, verify_commit_certificate
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import (
     ConfigError,
     ConsensusError,
     DecodeError,
     InvalidCertificate,
     InvalidStateTransfer,
 )
-from consensus.events import (
+from mdtp.consensus.events import (
     BlockExecuted,
     Event,
     MessageReceived,
@@ -88,7 +88,7 @@ from consensus.events import (
     TimerKind,
     TransactionsAvailable,
 )
-from consensus.messages import (
+from mdtp.consensus.messages import (
     Checkpoint,
     CheckpointCertificate,
     Commit,
@@ -105,8 +105,8 @@ from consensus.messages import (
     decode_message,
     encode_message,
 )
-from consensus.replica import Replica
-from consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.state import PersistedState, decode_state, encode_state
 
 __all__ = [
     "Action",

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.block import Block
-from consensus.events import TimerKind
-from consensus.messages import CommitCertificate, Message
-from consensus.state import PersistedState
+from mdtp.consensus.block import Block
+from mdtp.consensus.events import TimerKind
+from mdtp.consensus.messages import CommitCertificate, Message
+from mdtp.consensus.state import PersistedState
 
 
 @dataclass(frozen=True, slots=True)

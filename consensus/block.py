@@ -11,8 +11,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from consensus.codec import HASH_LEN, hash_bytes, pack, read_bytes, read_int, read_list, read_str
-from consensus.config import CHAIN_ID_LEN_MAX, NODE_ID_LEN_MAX, ConsensusConfig
+from mdtp.consensus.codec import (
+    HASH_LEN,
+    hash_bytes,
+    pack,
+    read_bytes,
+    read_int,
+    read_list,
+    read_str,
+)
+from mdtp.consensus.config import CHAIN_ID_LEN_MAX, NODE_ID_LEN_MAX, ConsensusConfig
 
 HEADER_TAG = b"mdtp/v1/header"
 PAYLOAD_TAG = b"mdtp/v1/payload"

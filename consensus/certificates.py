@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consensus.block import Block, genesis_hash
-from consensus.config import ConsensusConfig, quorum_size
-from consensus.errors import InvalidCertificate
-from consensus.messages import (
+from mdtp.consensus.block import Block, genesis_hash
+from mdtp.consensus.config import ConsensusConfig, quorum_size
+from mdtp.consensus.errors import InvalidCertificate
+from mdtp.consensus.messages import (
     TAG_CHECKPOINT,
     TAG_COMMIT,
     TAG_PREPARE,

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]
 
-from consensus.errors import DecodeError
+from mdtp.consensus.errors import DecodeError
 
 HASH_LEN = 32
 SIGNATURE_LEN = 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.errors import ConfigError
+from mdtp.consensus.errors import ConfigError
 
 NODE_ID_LEN_MAX = 64
 CHAIN_ID_LEN_MAX = 64

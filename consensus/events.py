@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from consensus.block import Block
-from consensus.messages import Message
+from mdtp.consensus.block import Block
+from mdtp.consensus.messages import Message
 
 
 class TimerKind(StrEnum):

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
-from consensus.block import Block
-from consensus.codec import (
+from mdtp.consensus.block import Block
+from mdtp.consensus.codec import (
     HASH_LEN,
     SIGNATURE_LEN,
     pack,
@@ -30,8 +30,8 @@ from consensus.codec import (
     read_str,
     unpack_canonical,
 )
-from consensus.config import NODE_ID_LEN_MAX, ConsensusConfig
-from consensus.errors import DecodeError
+from mdtp.consensus.config import NODE_ID_LEN_MAX, ConsensusConfig
+from mdtp.consensus.errors import DecodeError
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]

@@ -64,7 +64,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from consensus.actions import (
+from mdtp.consensus.actions import (
     Action,
     Broadcast,
     CancelTimer,
@@ -78,11 +78,11 @@ from consensus.actions import (
     SetTimer,
     StateDiverged,
 )
-from consensus.block import Block, BlockHeader, genesis_hash
-from consensus.certificates import verify_block_shape
-from consensus.config import ConsensusConfig
-from consensus.errors import ConsensusError
-from consensus.events import (
+from mdtp.consensus.block import Block, BlockHeader, genesis_hash
+from mdtp.consensus.certificates import verify_block_shape
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import ConsensusError
+from mdtp.consensus.events import (
     BlockExecuted,
     Event,
     MessageReceived,
@@ -90,7 +90,7 @@ from consensus.events import (
     TimerKind,
     TransactionsAvailable,
 )
-from consensus.messages import (
+from mdtp.consensus.messages import (
     Checkpoint,
     CheckpointCertificate,
     Commit,
@@ -110,8 +110,8 @@ from consensus.messages import (
     sorted_signatures,
     verify_message,
 )
-from consensus.state import PersistedState
-from consensus.view_change import NewViewPlan, plan_new_view, validate_view_change
+from mdtp.consensus.state import PersistedState
+from mdtp.consensus.view_change import NewViewPlan, plan_new_view, validate_view_change
 
 PayloadValidator = Callable[[Block], str | None]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.codec import pack, read_int, read_list, unpack_canonical
-from consensus.errors import DecodeError
-from consensus.messages import (
+from mdtp.consensus.codec import pack, read_int, read_list, unpack_canonical
+from mdtp.consensus.errors import DecodeError
+from mdtp.consensus.messages import (
     DEFAULT_LIMITS,
     CheckpointCertificate,
     NewView,

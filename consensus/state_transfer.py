@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consensus.block import Block
-from consensus.certificates import verify_commit_certificate
-from consensus.config import ConsensusConfig
-from consensus.errors import InvalidCertificate, InvalidStateTransfer
-from consensus.messages import (
+from mdtp.consensus.block import Block
+from mdtp.consensus.certificates import verify_commit_certificate
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import InvalidCertificate, InvalidStateTransfer
+from mdtp.consensus.messages import (
     CommitCertificate,
     Signer,
     StateTransferRequest,

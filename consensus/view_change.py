@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.block import Block
-from consensus.certificates import verify_checkpoint_certificate, verify_prepared_certificate
-from consensus.config import ConsensusConfig
-from consensus.errors import InvalidCertificate
-from consensus.messages import CheckpointCertificate, PreparedCertificate, Verifier, ViewChange
+from mdtp.consensus.block import Block
+from mdtp.consensus.certificates import verify_checkpoint_certificate, verify_prepared_certificate
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import InvalidCertificate
+from mdtp.consensus.messages import CheckpointCertificate, PreparedCertificate, Verifier, ViewChange
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,3 +1,3 @@
-from node.cli import main
+from mdtp.node.cli import main
 
 raise SystemExit(main())

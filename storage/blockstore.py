@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 import plyvel
 
-from storage.errors import InconsistentStore, StorageError, WrongChain
+from mdtp.storage.errors import InconsistentStore, StorageError, WrongChain
 
 _U64 = struct.Struct(">Q")
 BLOCK, CERT, RECORD, TXINDEX, STATE, META = b"b/", b"c/", b"h/", b"t/", b"s/", b"m/"

@@ -31,8 +31,8 @@ from pathlib import Path
 import msgpack
 import plyvel
 
-from storage.crashpoints import crash_point
-from storage.errors import StorageError
+from mdtp.storage.crashpoints import crash_point
+from mdtp.storage.errors import StorageError
 
 _U32 = struct.Struct(">I")
 CHUNK_HASH_LEN = 32

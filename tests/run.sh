@@ -23,6 +23,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# mypy reads the packages under their installed names (mdtp.node, ...): see [tool.mypy]
+mkdir -p .venv/typecheck/mdtp
+for pkg in node consensus storage; do ln -sfn "../../../$pkg" ".venv/typecheck/mdtp/$pkg"; done
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

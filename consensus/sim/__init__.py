@@ -1,1 +1,1 @@
-"""Deterministic simulator of the consensus core: ``python -m consensus.sim --help``."""
+"""Deterministic simulator of the consensus core: ``python -m mdtp.consensus.sim --help``."""

@@ -1,4 +1,4 @@
-"""``python -m consensus.sim``: run seeded simulations and check every invariant.
+"""``python -m mdtp.consensus.sim``: run seeded simulations and check every invariant.
 
 Exit status 0 when every seed holds, 1 when any violation was found (the seed and the
 command that replays it are printed), 2 on bad arguments.
@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from consensus.sim.scenario import ALL_FAULTS, SimResult, parse_faults, run_control, run_seed
+from mdtp.consensus.sim.scenario import ALL_FAULTS, SimResult, parse_faults, run_control, run_seed
 
 
 def _wall_s() -> float:
@@ -21,13 +21,13 @@ def _wall_s() -> float:
 
 def _replay_command(result: SimResult, faults_arg: str) -> str:
     return (
-        f"python -m consensus.sim --nodes {result.nodes} --faults {faults_arg} "
+        f"python -m mdtp.consensus.sim --nodes {result.nodes} --faults {faults_arg} "
         f"--seed {result.seed} --verbose"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consensus.sim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mdtp.consensus.sim", description=__doc__)
     parser.add_argument("--seeds", type=int, default=100, help="number of seeds to run")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed of the range")
     parser.add_argument("--seed", type=int, default=None, help="run (replay) this one seed")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from consensus.block import Block, payload_hash
-from consensus.config import ConsensusConfig
-from consensus.messages import Commit, Message, Prepare, PrePrepare, Signer, sign_message
+from mdtp.consensus.block import Block, payload_hash
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.messages import Commit, Message, Prepare, PrePrepare, Signer, sign_message
 
 Outgoing = list[tuple[str | None, Message]]  # (destination or None for broadcast, msg)
 

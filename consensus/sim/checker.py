@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consensus.block import Block
-from consensus.certificates import verify_commit_certificate
-from consensus.config import ConsensusConfig
-from consensus.errors import InvalidCertificate
-from consensus.messages import CommitCertificate, Verifier
+from mdtp.consensus.block import Block
+from mdtp.consensus.certificates import verify_commit_certificate
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import InvalidCertificate
+from mdtp.consensus.messages import CommitCertificate, Verifier
 
 VIOLATIONS_MAX = 20
 

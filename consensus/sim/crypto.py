@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from consensus.block import Block
+from mdtp.consensus.block import Block
 
 SIG_LEN = 64
 TX_TAG = b"simtx"

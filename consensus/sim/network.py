@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consensus.sim.rng import Rng
+from mdtp.consensus.sim.rng import Rng
 
 REPLAY_BUFFER_MAX = 256
 

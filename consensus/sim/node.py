@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from consensus.actions import (
+from mdtp.consensus.actions import (
     Action,
     Broadcast,
     CancelTimer,
@@ -24,11 +24,11 @@ from consensus.actions import (
     SetTimer,
     StateDiverged,
 )
-from consensus.block import Block, genesis_hash
-from consensus.codec import hash_bytes
-from consensus.config import ConsensusConfig
-from consensus.errors import ConsensusError
-from consensus.events import (
+from mdtp.consensus.block import Block, genesis_hash
+from mdtp.consensus.codec import hash_bytes
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import ConsensusError
+from mdtp.consensus.events import (
     BlockExecuted,
     Event,
     MessageReceived,
@@ -37,7 +37,7 @@ from consensus.events import (
     TimerKind,
     TransactionsAvailable,
 )
-from consensus.messages import (
+from mdtp.consensus.messages import (
     Commit,
     CommitCertificate,
     Message,
@@ -48,14 +48,14 @@ from consensus.messages import (
     StateTransferResponse,
     ViewChange,
 )
-from consensus.replica import Replica
-from consensus.sim.byzantine import Behavior
-from consensus.sim.crypto import SimKeys, validate_payload
-from consensus.state import PersistedState, decode_state, encode_state
-from consensus.state_transfer import build_request, serve_request, verify_response
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.sim.byzantine import Behavior
+from mdtp.consensus.sim.crypto import SimKeys, validate_payload
+from mdtp.consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.state_transfer import build_request, serve_request, verify_response
 
 if TYPE_CHECKING:
-    from consensus.sim.scenario import Simulation
+    from mdtp.consensus.sim.scenario import Simulation
 
 BATCH_TXS_MAX = 8
 IN_FLIGHT_MS = 2_000

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from consensus.config import ConsensusConfig
-from consensus.events import TimerKind
-from consensus.messages import Message, WireLimits, decode_message, encode_message
-from consensus.sim.byzantine import BEHAVIORS, Behavior
-from consensus.sim.checker import Checker
-from consensus.sim.crypto import SimKeys, make_tx
-from consensus.sim.network import LinkFaults, Network
-from consensus.sim.node import SimNode
-from consensus.sim.rng import Rng
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.events import TimerKind
+from mdtp.consensus.messages import Message, WireLimits, decode_message, encode_message
+from mdtp.consensus.sim.byzantine import BEHAVIORS, Behavior
+from mdtp.consensus.sim.checker import Checker
+from mdtp.consensus.sim.crypto import SimKeys, make_tx
+from mdtp.consensus.sim.network import LinkFaults, Network
+from mdtp.consensus.sim.node import SimNode
+from mdtp.consensus.sim.rng import Rng
 
 NETWORK_FAULTS = ("loss", "delay", "dup", "reorder", "partition", "mutate", "replay")
 NODE_FAULTS = ("crash",)

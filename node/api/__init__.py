@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from node.api import chain, data, trading
+from mdtp.node.api import chain, data, trading
 
 if TYPE_CHECKING:
-    from node.daemon import Node
+    from mdtp.node.app.daemon import Node
 
 
 class ApiMetrics:

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from node.api.common import error, hex32, int_param
-from node.errors import MdtpError
-from node.mempool import MempoolFull
-from node.sigverify import VerifierBusy
-from node.tx import TxError
+from mdtp.node.api.common import error, hex32, int_param
+from mdtp.node.errors import MdtpError
+from mdtp.node.ledger.tx import TxError
+from mdtp.node.txpool.mempool import MempoolFull
+from mdtp.node.txpool.sigverify import VerifierBusy
 
 if TYPE_CHECKING:
-    from node.daemon import Node
+    from mdtp.node.app.daemon import Node
 
 CHAIN_PAGE_MAX = 1000
 WAIT_S_MAX = 60.0

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from aiohttp import web
 
-from node.api.common import error, int_param
-from node.data.protocol import Refused
-from node.data.service import DataService, service_of
-from node.ledger.machine import account_nonce
-from node.ledger.state import Overlay
-from node.ledger.trading import queries
-from storage.errors import StorageError
+from mdtp.node.api.common import error, int_param
+from mdtp.node.data.protocol import Refused
+from mdtp.node.data.service import DataService, service_of
+from mdtp.node.ledger.machine import account_nonce
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.trading import queries
+from mdtp.storage.errors import StorageError
 
 if TYPE_CHECKING:
-    from node.daemon import Node
+    from mdtp.node.app.daemon import Node
 
 AUTH_HEADER = "X-Mdtp-Auth"
 STREAM_CONTENT_TYPE = "application/x-mdtp-chunks"

@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from consensus.messages import WireLimits
-from node.api.common import error, hex32
-from node.driver import decode_certificate
-from node.ledger.machine import account_nonce
-from node.ledger.state import Overlay
-from node.ledger.trading import queries
-from node.ledger.trading.audit import KINDS
-from node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
+from mdtp.consensus.messages import WireLimits
+from mdtp.node.api.common import error, hex32
+from mdtp.node.chain.driver import decode_certificate
+from mdtp.node.ledger.machine import account_nonce
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.trading import queries
+from mdtp.node.ledger.trading.audit import KINDS
+from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
 
 if TYPE_CHECKING:
-    from node.daemon import Node
-    from storage.blockstore import BlockStore
+    from mdtp.node.app.daemon import Node
+    from mdtp.storage.blockstore import BlockStore
 
 LIMIT_DEFAULT = 50
 AUDIT_LIMIT_DEFAULT = 100

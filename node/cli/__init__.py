@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from node import cluster
-from node.errors import MdtpError
-from storage.errors import StorageError
+from mdtp.node.errors import MdtpError
+from mdtp.node.ops import cluster
+from mdtp.storage.errors import StorageError
 
 log = logging.getLogger("mdtp.cli")
 
@@ -31,7 +31,7 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    from node.home import init_ca
+    from mdtp.node.identity.home import init_ca
 
     init_ca(Path(args.dir), args.name)
     print(f"consortium CA written to {args.dir}/ca.pem (keep {args.dir}/ca.key.pem offline)")
@@ -39,8 +39,8 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from node.home import init_home, load_ca
-    from node.keys import read_passphrase_file
+    from mdtp.node.identity.home import init_home, load_ca
+    from mdtp.node.identity.keys import read_passphrase_file
 
     member = init_home(
         Path(args.home),
@@ -64,8 +64,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_genesis_build(args: argparse.Namespace) -> int:
-    from node.errors import GenesisError
-    from node.home import build_genesis, write_genesis
+    from mdtp.node.errors import GenesisError
+    from mdtp.node.identity.home import build_genesis, write_genesis
 
     members = []
     for path in args.members:
@@ -80,10 +80,10 @@ def cmd_genesis_build(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from node.config import load_config
-    from node.daemon import serve
-    from node.keys import read_passphrase_file
-    from node.logs import setup_logging
+    from mdtp.node.app.daemon import serve
+    from mdtp.node.app.logs import setup_logging
+    from mdtp.node.identity.config import load_config
+    from mdtp.node.identity.keys import read_passphrase_file
 
     cfg = load_config(Path(args.home))
     setup_logging(cfg.get("log", "level"), cfg.get("log", "json"), cfg.node_id)
@@ -92,8 +92,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.client import ApiError, NodeClient
-    from node.config import load_config
+    from mdtp.node.identity.config import load_config
+    from mdtp.node.sdk.client import ApiError, NodeClient
 
     cfg = load_config(Path(args.home))
     host, port = cfg.address("api")
@@ -120,7 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    from node.keys import SigningKey, read_passphrase_file, save_key
+    from mdtp.node.identity.keys import SigningKey, read_passphrase_file, save_key
 
     key = SigningKey.generate(with_encryption=True)
     save_key(Path(args.out), key, passphrase=read_passphrase_file(args.passphrase_file))
@@ -129,7 +129,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    from node.keys import load_key, read_passphrase_file
+    from mdtp.node.identity.keys import load_key, read_passphrase_file
 
     key = load_key(Path(args.file), passphrase=read_passphrase_file(args.passphrase_file))
     doc = {
@@ -174,13 +174,13 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.data:
-        from node.bench_data import run_data_bench
+        from mdtp.node.ops.bench_data import run_data_bench
 
         size = 64 if args.quick else args.size_mib
         data_result = run_data_bench(size_mib=size, progress=not args.json)
         print(json.dumps(data_result, indent=2 if not args.json else None))
         return 0
-    from node.bench import print_table, run_bench
+    from mdtp.node.ops.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick)
     if args.json:
@@ -191,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from node.demo import run_demo
+    from mdtp.node.ops.demo import run_demo
 
     return run_demo(Path(args.dir), args.nodes, keep=not args.stop)
 
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each concern's client commands live beside it and register themselves here.
-_COMMAND_MODULES: tuple[str, ...] = ("node.cli.trading", "node.cli.data")
+_COMMAND_MODULES: tuple[str, ...] = ("mdtp.node.cli.trading", "mdtp.node.cli.data")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,12 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from node.cli import add_command, add_group
-from node.client import ApiError
-from node.data.client import DataClient, DataError, dispose, fetch, publish
-from node.data.crypto import DEFAULT_CHUNK_BYTES
-from node.errors import MdtpError
-from node.keys import SigningKey, load_key, read_passphrase_file
+from mdtp.node.cli import add_command, add_group
+from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
+from mdtp.node.errors import MdtpError
+from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
+from mdtp.node.sdk.client import ApiError
+from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
 
 
 class DataUsageError(MdtpError):
@@ -28,7 +28,7 @@ class DataUsageError(MdtpError):
 
 def _client(args: argparse.Namespace) -> DataClient:
     if args.cluster:
-        from node.cluster import load_cluster
+        from mdtp.node.ops.cluster import load_cluster
 
         nodes = {n.id: n for n in load_cluster(Path(args.cluster))}
         node = nodes.get(args.member or next(iter(nodes)))
@@ -132,7 +132,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from node.bench_data import run_data_bench
+    from mdtp.node.ops.bench_data import run_data_bench
 
     result = run_data_bench(size_mib=args.size_mib, progress=not args.json)
     if args.json:

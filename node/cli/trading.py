@@ -26,16 +26,16 @@ from typing import Any
 
 import aiohttp
 
-from node import cluster
-from node.cli import _print_table, add_command, add_group
-from node.client import ApiError, NodeClient
-from node.errors import ClusterError
-from node.keys import SigningKey, load_key, read_passphrase_file
-from node.ledger.trading.accounts import ROLES
-from node.ledger.trading.audit import KINDS
-from node.ledger.trading.contracts import DELIVERY_METHODS, PRICE_MODELS
-from node.ledger.trading.queries import SEARCH_FIELDS
-from node.trading_client import (
+from mdtp.node.cli import _print_table, add_command, add_group
+from mdtp.node.errors import ClusterError
+from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
+from mdtp.node.ledger.trading.accounts import ROLES
+from mdtp.node.ledger.trading.audit import KINDS
+from mdtp.node.ledger.trading.contracts import DELIVERY_METHODS, PRICE_MODELS
+from mdtp.node.ledger.trading.queries import SEARCH_FIELDS
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.trading import (
     HINTS,
     REASONS,
     Committed,
@@ -267,7 +267,7 @@ def cmd_account_register(args: argparse.Namespace) -> int:
             roles=roles,
             display_name=args.name,
         )
-        from node.encoding import account_id_from_public_key
+        from mdtp.node.encoding import account_id_from_public_key
 
         account_id = account_id_from_public_key(public_key)
         if not args.json:
@@ -773,8 +773,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:
-    from node.audit_verify import VerifyError, parse_entry, verify_entry
-    from node.genesis import load_genesis
+    from mdtp.node.identity.genesis import load_genesis
+    from mdtp.node.sdk.audit_verify import VerifyError, parse_entry, verify_entry
 
     genesis = load_genesis(Path(args.genesis))
     try:

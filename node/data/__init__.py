@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from node.daemon import Node
-    from node.data.service import DataService
+    from mdtp.node.app.daemon import Node
+    from mdtp.node.data.service import DataService
 
 
 def install(node: Node) -> DataService:
     """Register the chunk service with ``node`` (started after the driver)."""
-    from node.data.service import install as _install
+    from mdtp.node.data.service import install as _install
 
     return _install(node)

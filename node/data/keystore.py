@@ -14,9 +14,9 @@ import nacl.exceptions
 import nacl.hash
 import nacl.secret
 
-from node.data.crypto import KEY_BYTES
-from node.keys import SigningKey
-from storage.chunkstore import ChunkStore
+from mdtp.node.data.crypto import KEY_BYTES
+from mdtp.node.identity.keys import SigningKey
+from mdtp.storage.chunkstore import ChunkStore
 
 _DOMAIN = b"mdtp/v1/datakeys"
 

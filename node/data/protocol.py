@@ -25,8 +25,8 @@ from typing import Any
 
 import msgpack
 
-from node.keys import verify_signature
-from node.tx import canonical
+from mdtp.node.identity.keys import verify_signature
+from mdtp.node.ledger.tx import canonical
 
 FETCH_TAG = b"mdtp/v1/fetch\x00"
 UPLOAD_TAG = b"mdtp/v1/upload\x00"

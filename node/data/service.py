@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 import nacl.public
 
-from node.data.crypto import MerkleTree, range_content_hash, sha256, verify_proof
-from node.data.keystore import KeyStore
-from node.data.metrics import DataMetrics
-from node.data.protocol import (
+from mdtp.node.data.crypto import MerkleTree, range_content_hash, sha256, verify_proof
+from mdtp.node.data.keystore import KeyStore
+from mdtp.node.data.metrics import DataMetrics
+from mdtp.node.data.protocol import (
     FETCH_TAG,
     REFUSALS,
     UPLOAD_TAG,
@@ -64,16 +64,16 @@ from node.data.protocol import (
     decode_fetch_request,
     open_envelope,
 )
-from node.ledger.trading.accounts import has_role, load_account
-from node.ledger.trading.catalog import load_dataset
-from node.ledger.trading.contracts import Status, effective_status, load_contract, load_version
-from node.ledger.trading.queries import list_contracts
-from node.tx import TxError, decode_tx, sign_tx
-from storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore, Manifest
-from storage.errors import StorageError
+from mdtp.node.ledger.trading.accounts import has_role, load_account
+from mdtp.node.ledger.trading.catalog import load_dataset
+from mdtp.node.ledger.trading.contracts import Status, effective_status, load_contract, load_version
+from mdtp.node.ledger.trading.queries import list_contracts
+from mdtp.node.ledger.tx import TxError, decode_tx, sign_tx
+from mdtp.storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore, Manifest
+from mdtp.storage.errors import StorageError
 
 if TYPE_CHECKING:
-    from node.daemon import Node
+    from mdtp.node.app.daemon import Node
 
 log = logging.getLogger("mdtp.data")
 audit_log = logging.getLogger("mdtp.data.audit")

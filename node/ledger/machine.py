@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.encoding import public_key_from_account_id
-from node.ledger.state import Overlay
-from node.tx import Tx, TxError, decode_tx
+from mdtp.node.encoding import public_key_from_account_id
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.tx import Tx, TxError, decode_tx
 
 
 class Refusal(Exception):

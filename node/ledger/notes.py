@@ -6,9 +6,9 @@ register their own transaction types beside it.
 
 from __future__ import annotations
 
-from node.ledger.machine import BlockContext, Ledger, Refusal
-from node.ledger.state import Overlay
-from node.tx import Tx
+from mdtp.node.ledger.machine import BlockContext, Ledger, Refusal
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.tx import Tx
 
 NOTE_PREFIX = b"note/"
 MAX_NOTE_KEY = 64

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from node.tx import canonical
+from mdtp.node.ledger.tx import canonical
 
 STATE_TAG = b"mdtp/v1/state"
 

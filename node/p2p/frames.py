@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from node.errors import FrameError
+from mdtp.node.errors import FrameError
 
 _HEADER = struct.Struct(">I")
 _SKIP_FACTOR = 4

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from node.errors import HandshakeRefused
+from mdtp.node.errors import HandshakeRefused
 
 DOMAIN_TAG = b"mdtp/v1/p2p-auth"
 CHALLENGE_BYTES = 32

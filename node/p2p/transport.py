@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node.errors import FrameError, HandshakeRefused
-from node.genesis import Genesis
-from node.keys import SigningKey, verify_signature
-from node.p2p.frames import encode_frame, read_frame
-from node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
-from node.p2p.metrics import P2PMetrics
-from node.pki import fingerprint_der, node_id_of_der
+from mdtp.node.errors import FrameError, HandshakeRefused
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.keys import SigningKey, verify_signature
+from mdtp.node.identity.pki import fingerprint_der, node_id_of_der
+from mdtp.node.p2p.frames import encode_frame, read_frame
+from mdtp.node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
+from mdtp.node.p2p.metrics import P2PMetrics
 
 log = logging.getLogger("mdtp.p2p")
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from node import cluster
+from mdtp.node.ops import cluster
 
 
 @pytest.fixture(scope="module")

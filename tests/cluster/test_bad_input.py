@@ -10,10 +10,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from node import cluster
-from node.client import ApiError, NodeClient
-from node.keys import SigningKey
-from node.tx import canonical, sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import canonical, sign_tx
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import ApiError, NodeClient
 from tests.support.processes import metric_value, wait_until
 from tests.support.workload import chain_id_of
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cluster
 
 def test_bench_quick_json_reports_throughput_latency_and_ceiling() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "node", "bench", "--quick", "--json"],
+        [sys.executable, "-m", "mdtp.node", "bench", "--quick", "--json"],
         capture_output=True,
         text=True,
         timeout=240,

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from node import cluster
-from node.cluster import ClusterNode
-from node.data.client import DataClient, DataError, dispose, fetch, publish
-from node.data.protocol import sign_fetch_request
-from node.data.service import BYZANTINE_ENV
-from node.data.testbed import client_for, make_contract, register_account
-from node.keys import SigningKey
+from mdtp.node.data.protocol import sign_fetch_request
+from mdtp.node.data.service import BYZANTINE_ENV
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ops import cluster
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.node.ops.testbed import client_for, make_contract, register_account
+from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
 from tests.support.processes import metric_value
 
 pytestmark = pytest.mark.cluster

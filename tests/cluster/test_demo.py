@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node import cluster
+from mdtp.node.ops import cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.cluster
 def test_demo_runs_a_whole_trade_and_verifies_it(tmp_path: Path) -> None:
     cluster_dir = tmp_path / "demo"
     r = subprocess.run(
-        [sys.executable, "-m", "node", "demo", "--dir", str(cluster_dir), "--stop"],
+        [sys.executable, "-m", "mdtp.node", "demo", "--dir", str(cluster_dir), "--stop"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -40,7 +40,7 @@ def test_demo_runs_a_whole_trade_and_verifies_it(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "node",
+            "mdtp.node",
             "verify-receipt",
             str(audit),
             "--genesis",

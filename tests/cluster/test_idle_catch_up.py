@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from node import cluster
-from node.client import NodeClient
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import NodeClient
 from tests.support.workload import Workload, assert_chains_agree, chains
 
 pytestmark = pytest.mark.cluster

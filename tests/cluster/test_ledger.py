@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from node import cluster
-from node.client import NodeClient
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import NodeClient
 from tests.support.processes import wait_until
 from tests.support.workload import Workload, apis_of, assert_chains_agree, chains
 

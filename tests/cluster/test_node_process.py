@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node import cluster
-from node.home import init_ca, init_home
+from mdtp.node.identity.home import init_ca, init_home
+from mdtp.node.ops import cluster
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -21,7 +21,7 @@ def mdtp(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "mdtp.node", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -113,7 +113,7 @@ def test_wrong_passphrase_is_refused_without_traceback(tmp_path: Path) -> None:
     (tmp_path / "pass").write_text("wrong\n")
     import json
 
-    from node.home import build_genesis, write_genesis
+    from mdtp.node.identity.home import build_genesis, write_genesis
 
     member = json.loads((tmp_path / "h" / "member.json").read_text())
     write_genesis(build_genesis("c1", [member]), tmp_path / "h" / "genesis.json")

@@ -26,10 +26,11 @@ from typing import Any
 
 import pytest
 
-from node import cluster, pki
-from node.client import NodeClient
-from node.keys import SigningKey, load_key, save_key
-from node.trading_client import TradingClient, TxFailed
+from mdtp.node.identity import pki
+from mdtp.node.identity.keys import SigningKey, load_key, save_key
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import NodeClient
+from mdtp.node.sdk.trading import TradingClient, TxFailed
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -160,10 +161,10 @@ def market(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def cli(m: Market, *args: str, member: str = "node0") -> subprocess.CompletedProcess[str]:
-    """``python -m node ARGS`` against the cluster, as a person would run it."""
+    """``python -m mdtp.node ARGS`` against the cluster, as a person would run it."""
     env = {**os.environ, "MDTP_CLUSTER": str(m.dir), "MDTP_MEMBER": member}
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "mdtp.node", *args],
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,

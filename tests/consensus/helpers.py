@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from consensus.actions import Action, Broadcast, Persist
-from consensus.block import Block, genesis_hash
-from consensus.config import ConsensusConfig
-from consensus.events import MessageReceived
-from consensus.messages import Commit, M, Message, Prepare, PrePrepare, sign_message
-from consensus.replica import Replica
-from consensus.sim.crypto import SimKeys, make_tx, validate_payload
+from mdtp.consensus.actions import Action, Broadcast, Persist
+from mdtp.consensus.block import Block, genesis_hash
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.events import MessageReceived
+from mdtp.consensus.messages import Commit, M, Message, Prepare, PrePrepare, sign_message
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.sim.crypto import SimKeys, make_tx, validate_payload
 
 MEMBERS = ("n0", "n1", "n2", "n3")
 KEYS = SimKeys(MEMBERS, seed=7)

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from consensus.certificates import verify_commit_certificate
-from consensus.errors import InvalidCertificate, InvalidStateTransfer
-from consensus.messages import CommitCertificate, StateTransferResponse
-from consensus.state_transfer import build_request, serve_request, verify_response
+from mdtp.consensus.certificates import verify_commit_certificate
+from mdtp.consensus.errors import InvalidCertificate, InvalidStateTransfer
+from mdtp.consensus.messages import CommitCertificate, StateTransferResponse
+from mdtp.consensus.state_transfer import build_request, serve_request, verify_response
 from tests.consensus.helpers import KEYS, MEMBERS, commit, config, pre_prepare
 
 

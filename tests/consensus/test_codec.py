@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.errors import DecodeError
-from consensus.messages import (
+from mdtp.consensus.errors import DecodeError
+from mdtp.consensus.messages import (
     Checkpoint,
     CheckpointCertificate,
     Message,
@@ -24,7 +24,7 @@ from consensus.messages import (
     decode_message,
     encode_message,
 )
-from consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.state import PersistedState, decode_state, encode_state
 from tests.consensus.helpers import commit, pre_prepare, prepare, signed
 
 GENESIS_CP = CheckpointCertificate(0, b"\x01" * 32, b"\x00" * 32, ())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from consensus.actions import (
+from mdtp.consensus.actions import (
     Action,
     Broadcast,
     Deliver,
@@ -14,9 +14,9 @@ from consensus.actions import (
     RequestStateTransfer,
     SetTimer,
 )
-from consensus.block import Block
-from consensus.events import BlockExecuted, TimerFired, TimerKind, TransactionsAvailable
-from consensus.messages import (
+from mdtp.consensus.block import Block
+from mdtp.consensus.events import BlockExecuted, TimerFired, TimerKind, TransactionsAvailable
+from mdtp.consensus.messages import (
     Checkpoint,
     Commit,
     NewView,
@@ -25,9 +25,9 @@ from consensus.messages import (
     ViewChange,
     sign_message,
 )
-from consensus.replica import Replica
-from consensus.sim.crypto import make_tx, validate_payload
-from consensus.state import decode_state, encode_state
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.sim.crypto import make_tx, validate_payload
+from mdtp.consensus.state import decode_state, encode_state
 from tests.consensus.helpers import (
     KEYS,
     NOW,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.sim.__main__ import main
-from consensus.sim.scenario import ALL_FAULTS, run_control, run_seed
+from mdtp.consensus.sim.__main__ import main
+from mdtp.consensus.sim.scenario import ALL_FAULTS, run_control, run_seed
 
 pytestmark = pytest.mark.sim
 

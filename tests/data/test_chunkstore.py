@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore, Manifest, chunk_hash
-from storage.errors import StorageError
+from mdtp.storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore, Manifest, chunk_hash
+from mdtp.storage.errors import StorageError
 
 
 @pytest.fixture

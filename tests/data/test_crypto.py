@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from node.data.crypto import (
+from mdtp.node.data.crypto import (
     ChunkDecryptError,
     MerkleTree,
     decrypt_chunk,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.data.protocol import (
+from mdtp.node.data.protocol import (
     FETCH_TAG,
     NonceCache,
     Refused,
@@ -13,7 +13,7 @@ from node.data.protocol import (
     decode_fetch_request,
     sign_fetch_request,
 )
-from node.keys import SigningKey
+from mdtp.node.identity.keys import SigningKey
 
 
 def _request(key: SigningKey, **kw: object) -> bytes:

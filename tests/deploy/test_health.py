@@ -8,8 +8,14 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from node.health import LIVENESS_CHECKS, LoopLagProbe, PeersCheck, health_app, liveness_checks
-from node.p2p.metrics import P2PMetrics
+from mdtp.node.app.health import (
+    LIVENESS_CHECKS,
+    LoopLagProbe,
+    PeersCheck,
+    health_app,
+    liveness_checks,
+)
+from mdtp.node.p2p.metrics import P2PMetrics
 
 
 def test_a_data_dir_that_cannot_be_written_fails_store_writable(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node import cluster
+from mdtp.node.ops import cluster
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.promql import dashboard_exprs, exported_series, metric_names, rule_exprs
 from tests.support.processes import wait_until

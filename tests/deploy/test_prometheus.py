@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from node import cluster
+from mdtp.node.ops import cluster
 from tests.deploy.conftest import DEPLOY
 from tests.support.processes import wait_until
 from tests.support.workload import Workload

@@ -20,9 +20,9 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from node.cluster import ClusterNode
-from storage.blockstore import BlockStore
-from storage.errors import StorageError
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.storage.blockstore import BlockStore
+from mdtp.storage.errors import StorageError
 from tests.faults.runner import LAG_BOUND, RECOVERY_TIMEOUT_S, FaultCluster
 from tests.support.workload import Workload
 

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
 
     global FrameError, decode_payload, read_frame
     with atheris.instrument_imports():  # only the decoder and msgpack's Python fallback
-        from node.errors import FrameError
-        from node.p2p.frames import decode_payload, read_frame
+        from mdtp.node.errors import FrameError
+        from mdtp.node.p2p.frames import decode_payload, read_frame
     libfuzzer = [sys.argv[0], f"-max_total_time={args.seconds}", "-max_len=4096", *rest]
     if args.runs:
         libfuzzer.append(f"-runs={args.runs}")

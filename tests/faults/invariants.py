@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.client import ApiError, NodeClient
-from node.cluster import ClusterNode
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.node.sdk.client import ApiError, NodeClient
 
 MONOTONE_METRICS = ("mdtp_consensus_height", "mdtp_consensus_stable_checkpoint_height")
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node import cluster
-from node.client import NodeClient
-from node.cluster import ClusterNode
-from node.genesis import ConsensusParams
+from mdtp.node.identity.genesis import ConsensusParams
+from mdtp.node.ops import cluster
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.node.sdk.client import NodeClient
 from tests.faults.invariants import Checker, MetricSampler
 from tests.faults.proxy import ProxyNet
 from tests.support.workload import Workload

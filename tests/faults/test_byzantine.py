@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from node.client import NodeClient
-from node.cluster import ClusterNode
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.node.sdk.client import NodeClient
 from tests.faults.runner import RECOVERY_TIMEOUT_S, FaultCluster
 from tests.support.workload import Workload
 

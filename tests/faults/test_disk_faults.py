@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cluster import ClusterNode, log_tail
+from mdtp.node.ops.cluster import ClusterNode, log_tail
 from tests.faults.runner import RECOVERY_TIMEOUT_S, FaultCluster
 from tests.support.workload import Workload
 
@@ -164,7 +164,7 @@ async def test_torn_log_tail_restarts_lower_and_catches_up_with_identical_blocks
 
 
 async def _assert_every_served_block_matches(fc: FaultCluster, victim: ClusterNode) -> None:
-    from node.client import NodeClient
+    from mdtp.node.sdk.client import NodeClient
 
     other = next(n for n in fc.nodes if n is not victim)
     async with (
@@ -179,7 +179,7 @@ async def _assert_every_served_block_matches(fc: FaultCluster, victim: ClusterNo
 
 
 def test_damaged_chunk_files_are_refused_never_served(tmp_path: Path) -> None:
-    chunkstore = pytest.importorskip("storage.chunkstore")
+    chunkstore = pytest.importorskip("mdtp.storage.chunkstore")
     store = chunkstore.ChunkStore(tmp_path / "chunks")
     try:
         chunks = [os.urandom(4096 + i) for i in range(4)]

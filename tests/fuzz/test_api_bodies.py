@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import cluster, pki
-from node.keys import SigningKey
-from node.tx import sign_tx
+from mdtp.node.identity import pki
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.ops import cluster
 from tests.fuzz.strategies import untrusted
 from tests.support.processes import wait_until
 from tests.support.workload import chain_id_of

@@ -11,12 +11,12 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from consensus.errors import DecodeError
-from consensus.messages import decode_message, encode_message
-from node.errors import FrameError
-from node.keys import SigningKey
-from node.p2p.frames import decode_payload, encode_frame, read_frame
-from node.tx import TxError, decode_tx, sign_tx
+from mdtp.consensus.errors import DecodeError
+from mdtp.consensus.messages import decode_message, encode_message
+from mdtp.node.errors import FrameError
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import TxError, decode_tx, sign_tx
+from mdtp.node.p2p.frames import decode_payload, encode_frame, read_frame
 from tests.consensus.helpers import commit, pre_prepare, prepare, signed
 from tests.fuzz.strategies import untrusted
 
@@ -103,7 +103,7 @@ def test_consensus_message_decoder_raises_only_decode_error(data: bytes) -> None
 
 
 def test_chunk_request_decoder_raises_only_refused() -> None:
-    protocol = pytest.importorskip("node.data.protocol")
+    protocol = pytest.importorskip("mdtp.node.data.protocol")
     valid = [
         protocol.sign_fetch_request(
             KEY,

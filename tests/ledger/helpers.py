@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from node.genesis import Admin, Genesis, Member
-from node.keys import SigningKey
-from node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
-from node.ledger.state import MemoryKV, Overlay
-from node.ledger.trading import genesis_writes, install
-from node.ledger.trading.contracts import load_contract, terms_hash
-from node.tx import decode_tx, sign_tx
+from mdtp.node.identity.genesis import Admin, Genesis, Member
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
+from mdtp.node.ledger.state import MemoryKV, Overlay
+from mdtp.node.ledger.trading import genesis_writes, install
+from mdtp.node.ledger.trading.contracts import load_contract, terms_hash
+from mdtp.node.ledger.tx import decode_tx, sign_tx
 
 CHAIN_ID = "mdtp-test"
 T0 = 1_700_000_000_000

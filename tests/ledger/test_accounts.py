@@ -1,8 +1,8 @@
-from node.encoding import account_id_from_public_key
-from node.keys import SigningKey
-from node.ledger import notes
-from node.ledger.trading import layout
-from node.ledger.trading.accounts import rotation_proof
+from mdtp.node.encoding import account_id_from_public_key
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger import notes
+from mdtp.node.ledger.trading import layout
+from mdtp.node.ledger.trading.accounts import rotation_proof
 from tests.ledger.helpers import CHAIN_ID, Chain, register_body
 
 

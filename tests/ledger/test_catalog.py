@@ -1,6 +1,6 @@
 import pytest
 
-from node.ledger.trading import layout
+from mdtp.node.ledger.trading import layout
 from tests.ledger.helpers import Chain, dataset_body, digest, quality
 
 

@@ -2,9 +2,9 @@ import itertools
 
 import pytest
 
-from node.keys import SigningKey
-from node.ledger.trading import layout
-from node.ledger.trading.contracts import (
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.trading import layout
+from mdtp.node.ledger.trading.contracts import (
     TRANSITIONS,
     Event,
     Status,
@@ -13,7 +13,7 @@ from node.ledger.trading.contracts import (
     refusal_reason,
     terms_hash,
 )
-from node.ledger.trading.reasons import TRADING_REASONS
+from mdtp.node.ledger.trading.reasons import TRADING_REASONS
 from tests.ledger.helpers import DAY_MS, T0, Market, digest, terms
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from node.ledger.trading import layout
-from node.ledger.trading.fulfilment import MAX_GRANTS
+from mdtp.node.ledger.trading import layout
+from mdtp.node.ledger.trading.fulfilment import MAX_GRANTS
 from tests.ledger.helpers import DAY_MS, T0, Market, digest
 
 DEADLINE = T0 + 37 * DAY_MS

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from node.keys import SigningKey
-from node.ledger.machine import BlockContext, Ledger
-from node.ledger.state import MemoryKV, Overlay, genesis_state_root, next_state_root
-from node.ledger.trading import genesis_writes, install, queries
-from node.ledger.trading.contracts import terms_hash
-from node.ledger.trading.reasons import MACHINE_REASONS, REASON_CODES, TRADING_REASONS
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.machine import BlockContext, Ledger
+from mdtp.node.ledger.state import MemoryKV, Overlay, genesis_state_root, next_state_root
+from mdtp.node.ledger.trading import genesis_writes, install, queries
+from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, REASON_CODES, TRADING_REASONS
 from tests.ledger.helpers import (
     CHAIN_ID,
     DAY_MS,

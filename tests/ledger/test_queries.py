@@ -1,6 +1,6 @@
 import pytest
 
-from node.ledger.trading import queries
+from mdtp.node.ledger.trading import queries
 from tests.ledger.helpers import DAY_MS, T0, Market, dataset_body, digest, quality, terms
 
 DEADLINE = T0 + 37 * DAY_MS

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from consensus.block import Block
-from consensus.codec import pack
-from consensus.config import ConsensusConfig
-from consensus.messages import TAG_COMMIT, CommitCertificate, signing_bytes
-from node.audit_verify import VerifyError, parse_entry, verify_entry
-from node.cli import main
-from node.genesis import Genesis, Member, load_genesis
-from node.home import write_genesis
-from node.keys import SigningKey
-from node.tx import sign_tx
+from mdtp.consensus.block import Block
+from mdtp.consensus.codec import pack
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.messages import TAG_COMMIT, CommitCertificate, signing_bytes
+from mdtp.node.cli import main
+from mdtp.node.identity.genesis import Genesis, Member, load_genesis
+from mdtp.node.identity.home import write_genesis
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.sdk.audit_verify import VerifyError, parse_entry, verify_entry
 
 CHAIN_ID = "mdtp-audit-test"
 MEMBERS = ("m0", "m1", "m2", "m3")

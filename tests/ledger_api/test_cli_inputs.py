@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
-from node.cli.trading import UsageError, parse_time
-from node.keys import SigningKey, save_key
-from node.ledger.trading.reasons import REASON_CODES
+from mdtp.node.cli import main
+from mdtp.node.cli.trading import UsageError, parse_time
+from mdtp.node.identity.keys import SigningKey, save_key
+from mdtp.node.ledger.trading.reasons import REASON_CODES
 
 
 def test_times_are_read_as_now_relative_iso_or_milliseconds() -> None:

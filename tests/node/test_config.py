@@ -1,7 +1,7 @@
 import pytest
 
-from node.config import SCHEMA, load_config, render_config
-from node.errors import ConfigError
+from mdtp.node.errors import ConfigError
+from mdtp.node.identity.config import SCHEMA, load_config, render_config
 
 
 def write(tmp_path, text):

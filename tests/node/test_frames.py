@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.errors import FrameError
-from node.p2p.frames import decode_payload, encode_frame, read_frame
+from mdtp.node.errors import FrameError
+from mdtp.node.p2p.frames import decode_payload, encode_frame, read_frame
 
 
 def reader_with(data: bytes) -> asyncio.StreamReader:

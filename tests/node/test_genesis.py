@@ -2,10 +2,10 @@ import copy
 
 import pytest
 
-from node import pki
-from node.errors import GenesisError
-from node.genesis import load_genesis, parse_genesis
-from node.home import build_genesis, init_home
+from mdtp.node.errors import GenesisError
+from mdtp.node.identity import pki
+from mdtp.node.identity.genesis import load_genesis, parse_genesis
+from mdtp.node.identity.home import build_genesis, init_home
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import stat
 
 import pytest
 
-from node.encoding import account_id_from_public_key, public_key_from_account_id
-from node.errors import KeyFileError
-from node.keys import SigningKey, load_key, save_key, verify_signature
+from mdtp.node.encoding import account_id_from_public_key, public_key_from_account_id
+from mdtp.node.errors import KeyFileError
+from mdtp.node.identity.keys import SigningKey, load_key, save_key, verify_signature
 
 
 def test_key_file_round_trips_with_mode_0600(tmp_path):

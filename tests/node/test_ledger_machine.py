@@ -1,8 +1,8 @@
-from node.keys import SigningKey
-from node.ledger import notes
-from node.ledger.machine import BlockContext, Ledger, account_nonce
-from node.ledger.state import MemoryKV, Overlay, next_state_root
-from node.tx import sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger import notes
+from mdtp.node.ledger.machine import BlockContext, Ledger, account_nonce
+from mdtp.node.ledger.state import MemoryKV, Overlay, next_state_root
+from mdtp.node.ledger.tx import sign_tx
 
 KEY = SigningKey.generate()
 OTHER = SigningKey.generate()

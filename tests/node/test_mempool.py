@@ -1,9 +1,15 @@
 import pytest
 from prometheus_client import CollectorRegistry
 
-from node.keys import SigningKey
-from node.mempool import Mempool, MempoolFull, MempoolLimits, MempoolMetrics, MempoolReject
-from node.tx import Tx, decode_tx, sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import Tx, decode_tx, sign_tx
+from mdtp.node.txpool.mempool import (
+    Mempool,
+    MempoolFull,
+    MempoolLimits,
+    MempoolMetrics,
+    MempoolReject,
+)
 
 CHAIN = "c1"
 

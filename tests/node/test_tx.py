@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.keys import SigningKey
-from node.tx import TxError, canonical, decode_tx, sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import TxError, canonical, decode_tx, sign_tx
 
 KEY = SigningKey.generate()
 

@@ -1,7 +1,7 @@
 import pytest
 
-from storage.blockstore import BlockStore, CommittedBlock
-from storage.errors import InconsistentStore, WrongChain
+from mdtp.storage.blockstore import BlockStore, CommittedBlock
+from mdtp.storage.errors import InconsistentStore, WrongChain
 
 ROOT0 = b"\x00" * 32
 

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node import cluster, pki
-from node.cluster import ClusterNode
+from mdtp.node.identity import pki
+from mdtp.node.ops import cluster
+from mdtp.node.ops.cluster import ClusterNode
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:

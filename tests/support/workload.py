@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.client import ApiError, NodeClient
-from node.keys import SigningKey
-from node.tx import sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.sdk.client import ApiError, NodeClient
 
 
 def chain_id_of(cluster_dir: Path) -> str:

@@ -8,10 +8,10 @@ for the API and CLI. Every reason a transaction can fail with is in ``reasons``.
 
 from __future__ import annotations
 
-from node.genesis import Genesis
-from node.ledger.machine import Ledger
-from node.ledger.trading import accounts, catalog, contracts, fulfilment
-from node.ledger.trading.reasons import REASON_CODES
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.ledger.machine import Ledger
+from mdtp.node.ledger.trading import accounts, catalog, contracts, fulfilment
+from mdtp.node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
 

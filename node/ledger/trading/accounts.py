@@ -21,15 +21,15 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from node.encoding import account_id_from_public_key
-from node.genesis import Genesis
-from node.keys import verify_signature
-from node.ledger.machine import BlockContext, Handler, Ledger, self_certifying_key
-from node.ledger.state import Overlay, ReadableKV
-from node.ledger.trading import audit, layout
-from node.ledger.trading.reasons import refuse
-from node.ledger.trading.schema import PUBLIC_KEY_LEN, SIGNATURE_LEN, Fields
-from node.tx import Tx, canonical
+from mdtp.node.encoding import account_id_from_public_key
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.keys import verify_signature
+from mdtp.node.ledger.machine import BlockContext, Handler, Ledger, self_certifying_key
+from mdtp.node.ledger.state import Overlay, ReadableKV
+from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading.reasons import refuse
+from mdtp.node.ledger.trading.schema import PUBLIC_KEY_LEN, SIGNATURE_LEN, Fields
+from mdtp.node.ledger.tx import Tx, canonical
 
 ROLES = ("supplier", "consumer", "reviewer", "auditor")
 DISPLAY_NAME_MAX_LEN = 100

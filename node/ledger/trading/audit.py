@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from node.ledger.machine import BlockContext
-from node.ledger.state import Overlay
-from node.ledger.trading import layout
-from node.tx import Tx
+from mdtp.node.ledger.machine import BlockContext
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.trading import layout
+from mdtp.node.ledger.tx import Tx
 
 Kind = Literal["account", "dataset", "contract"]
 KINDS: tuple[Kind, ...] = ("account", "dataset", "contract")

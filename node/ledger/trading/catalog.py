@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.ledger.machine import BlockContext, Ledger
-from node.ledger.state import Overlay, ReadableKV
-from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import has_role, load_account, registered_only
-from node.ledger.trading.reasons import refuse
-from node.ledger.trading.schema import HASH_LEN, TAG_RE, Fields, bad
-from node.tx import Tx
+from mdtp.node.ledger.machine import BlockContext, Ledger
+from mdtp.node.ledger.state import Overlay, ReadableKV
+from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading.accounts import has_role, load_account, registered_only
+from mdtp.node.ledger.trading.reasons import refuse
+from mdtp.node.ledger.trading.schema import HASH_LEN, TAG_RE, Fields, bad
+from mdtp.node.ledger.tx import Tx
 
 TITLE_MAX_LEN = 200
 DESCRIPTION_MAX_LEN = 4000

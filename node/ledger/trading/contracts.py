@@ -44,14 +44,14 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from node.ledger.machine import BlockContext, Ledger
-from node.ledger.state import Overlay, ReadableKV
-from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import has_role, registered_only, require_active
-from node.ledger.trading.catalog import require_published
-from node.ledger.trading.reasons import refuse
-from node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
-from node.tx import Tx, canonical
+from mdtp.node.ledger.machine import BlockContext, Ledger
+from mdtp.node.ledger.state import Overlay, ReadableKV
+from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading.accounts import has_role, registered_only, require_active
+from mdtp.node.ledger.trading.catalog import require_published
+from mdtp.node.ledger.trading.reasons import refuse
+from mdtp.node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
+from mdtp.node.ledger.tx import Tx, canonical
 
 
 class Status(StrEnum):

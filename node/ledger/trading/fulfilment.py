@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.ledger.machine import BlockContext, Ledger
-from node.ledger.state import Overlay
-from node.ledger.trading import audit, layout
-from node.ledger.trading.accounts import node_account_of, registered_only, require_active
-from node.ledger.trading.catalog import load_dataset
-from node.ledger.trading.contracts import (
+from mdtp.node.ledger.machine import BlockContext, Ledger
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading.accounts import node_account_of, registered_only, require_active
+from mdtp.node.ledger.trading.catalog import load_dataset
+from mdtp.node.ledger.trading.contracts import (
     DISPOSAL_METHOD_MAX_LEN,
     Event,
     effective_status,
@@ -38,9 +38,9 @@ from node.ledger.trading.contracts import (
     subjects,
     transition,
 )
-from node.ledger.trading.reasons import refuse
-from node.ledger.trading.schema import HASH_LEN, Fields
-from node.tx import Tx
+from mdtp.node.ledger.trading.reasons import refuse
+from mdtp.node.ledger.trading.schema import HASH_LEN, Fields
+from mdtp.node.ledger.tx import Tx
 
 SEALED_KEY_MAX_LEN = 512
 MAX_GRANTS = 16

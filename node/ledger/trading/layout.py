@@ -30,7 +30,7 @@ from typing import Any
 
 import msgpack
 
-from node.ledger.state import ReadableKV
+from mdtp.node.ledger.state import ReadableKV
 
 ACCOUNT = b"acct/"
 ACCOUNT_KEY = b"acctkey/"

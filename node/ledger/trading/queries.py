@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from node.ledger.state import ReadableKV
-from node.ledger.trading import layout
-from node.ledger.trading.audit import KINDS
-from node.ledger.trading.contracts import Status, effective_status
+from mdtp.node.ledger.state import ReadableKV
+from mdtp.node.ledger.trading import layout
+from mdtp.node.ledger.trading.audit import KINDS
+from mdtp.node.ledger.trading.contracts import Status, effective_status
 
 LIMIT_MAX = 500
 

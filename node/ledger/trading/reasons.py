@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from node.ledger.machine import Refusal
+from mdtp.node.ledger.machine import Refusal
 
 MACHINE_REASONS: dict[str, str] = {
     "malformed": "the transaction does not decode",

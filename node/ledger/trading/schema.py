@@ -13,8 +13,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
-from node.encoding import public_key_from_account_id
-from node.ledger.trading.reasons import refuse
+from mdtp.node.encoding import public_key_from_account_id
+from mdtp.node.ledger.trading.reasons import refuse
 
 # Dataset and contract ids are chosen by clients (e.g. the hex of a hash); never a '/'.
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")

@@ -19,11 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import pki
-from node.config import render_config
-from node.errors import ConfigError, GenesisError
-from node.genesis import NODE_ID_RE, Admin, ConsensusParams, Genesis, Member, parse_genesis
-from node.keys import SigningKey, save_key
+from mdtp.node.errors import ConfigError, GenesisError
+from mdtp.node.identity import pki
+from mdtp.node.identity.config import render_config
+from mdtp.node.identity.genesis import (
+    NODE_ID_RE,
+    Admin,
+    ConsensusParams,
+    Genesis,
+    Member,
+    parse_genesis,
+)
+from mdtp.node.identity.keys import SigningKey, save_key
 
 
 def init_ca(ca_dir: Path, name: str = "mdtp") -> pki.Issued:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError
+from mdtp.node.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from typing import Any
 
 import nacl.signing
 
-from node import cluster
-from node.client import ApiError, NodeClient
-from node.keys import SigningKey
-from node.tx import sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import ApiError, NodeClient
 
 CLIENT_COUNTS = (1, 16, 64)
 

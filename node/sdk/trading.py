@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from node.client import ApiError, NodeClient
-from node.keys import SigningKey
-from node.ledger.trading.accounts import rotation_proof
-from node.ledger.trading.contracts import terms_hash
-from node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
-from node.tx import decode_tx, sign_tx
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.trading.accounts import rotation_proof
+from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
+from mdtp.node.ledger.tx import decode_tx, sign_tx
+from mdtp.node.sdk.client import ApiError, NodeClient
 
 __all__ = [
     "HINTS",
@@ -214,7 +214,7 @@ class TradingClient:
         roles: list[str],
         display_name: str,
     ) -> Committed:
-        from node.encoding import account_id_from_public_key
+        from mdtp.node.encoding import account_id_from_public_key
 
         return await self.submit(
             admin,
@@ -500,7 +500,7 @@ class TradingClient:
     async def audit_export(self, kind: str, subject_id: str) -> list[str]:
         """The whole trail as JSON lines, each a self-contained entry that
         ``mdtp verify-receipt`` checks offline (the lines ``.../export`` serves)."""
-        from node.api.trading import dumps
+        from mdtp.node.api.trading import dumps
 
         lines: list[str] = []
         after = 0

@@ -20,24 +20,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
-from node import data, pki
-from node.api import ApiMetrics, api_app
-from node.config import NodeConfig
-from node.driver import Driver, DriverLimits, decode_block, decode_certificate
-from node.driver_metrics import DriverMetrics
-from node.errors import ConfigError, KeyFileError, MdtpError
-from node.genesis import Genesis, load_genesis
-from node.health import LoopLagProbe, health_app, liveness_checks
-from node.keys import SigningKey, load_key
-from node.ledger import notes, trading
-from node.ledger.machine import Ledger
-from node.ledger.state import genesis_state_root, next_state_root
-from node.mempool import Mempool, MempoolLimits, MempoolMetrics
-from node.p2p.metrics import P2PMetrics
-from node.p2p.transport import FrameHandler, Transport, TransportLimits
-from node.sigverify import BatchVerifier
-from storage.blockstore import BlockStore
-from storage.errors import StorageError
+from mdtp.node import data
+from mdtp.node.api import ApiMetrics, api_app
+from mdtp.node.app.health import LoopLagProbe, health_app, liveness_checks
+from mdtp.node.chain.driver import Driver, DriverLimits, decode_block, decode_certificate
+from mdtp.node.chain.metrics import DriverMetrics
+from mdtp.node.errors import ConfigError, KeyFileError, MdtpError
+from mdtp.node.identity import pki
+from mdtp.node.identity.config import NodeConfig
+from mdtp.node.identity.genesis import Genesis, load_genesis
+from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.ledger import notes, trading
+from mdtp.node.ledger.machine import Ledger
+from mdtp.node.ledger.state import genesis_state_root, next_state_root
+from mdtp.node.p2p.metrics import P2PMetrics
+from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
+from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
+from mdtp.node.txpool.sigverify import BatchVerifier
+from mdtp.storage.blockstore import BlockStore
+from mdtp.storage.errors import StorageError
 
 log = logging.getLogger("mdtp.node")
 

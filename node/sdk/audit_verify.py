@@ -27,13 +27,13 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from consensus.block import Block
-from consensus.certificates import verify_commit_certificate
-from consensus.codec import unpack_canonical
-from consensus.errors import ConsensusError
-from consensus.messages import DEFAULT_LIMITS, CommitCertificate
-from node.genesis import Genesis
-from node.tx import TxError, decode_tx
+from mdtp.consensus.block import Block
+from mdtp.consensus.certificates import verify_commit_certificate
+from mdtp.consensus.codec import unpack_canonical
+from mdtp.consensus.errors import ConsensusError
+from mdtp.consensus.messages import DEFAULT_LIMITS, CommitCertificate
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.ledger.tx import TxError, decode_tx
 
 ENTRY_BYTES_MAX = 64 * 1024 * 1024
 _REQUIRED = ("height", "tx_id", "time_ms", "type", "actor", "index", "block_hash")

@@ -22,8 +22,8 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from node.encoding import account_id_from_public_key
-from node.errors import KeyFileError
+from mdtp.node.encoding import account_id_from_public_key
+from mdtp.node.errors import KeyFileError
 
 KEY_FILE_VERSION = 1
 # Interactive limits: a wrong passphrase is found in well under a second on a small machine.

@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import cluster
-from node.audit_verify import parse_entry, verify_entry
-from node.client import NodeClient
-from node.data.client import DataClient, dispose, fetch, publish
-from node.genesis import load_genesis
-from node.keys import SigningKey, load_key, save_key
-from node.ledger.trading.contracts import terms_hash
-from node.sensor_data import generate_csv
-from node.trading_client import TradingClient
+from mdtp.node.identity.genesis import load_genesis
+from mdtp.node.identity.keys import SigningKey, load_key, save_key
+from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ops import cluster
+from mdtp.node.ops.sensor_data import generate_csv
+from mdtp.node.sdk.audit_verify import parse_entry, verify_entry
+from mdtp.node.sdk.client import NodeClient
+from mdtp.node.sdk.data import DataClient, dispose, fetch, publish
+from mdtp.node.sdk.trading import TradingClient
 
 DAY_MS = 86_400_000
 ROWS = 40_000  # ~11 h of 1 Hz samples, ~2.5 MB

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import cluster, pki
-from node.data.client import fetch, publish
-from node.data.testbed import client_for, make_contract, register_account
+from mdtp.node.identity import pki
+from mdtp.node.ops import cluster
+from mdtp.node.ops.testbed import client_for, make_contract, register_account
+from mdtp.node.sdk.data import fetch, publish
 
 MiB = 1024 * 1024
 _WRITE_BYTES = MiB
@@ -76,7 +77,7 @@ def measure_raw_tls(server_home: Path, client_home: Path, size_mib: int) -> floa
         [
             sys.executable,
             "-m",
-            "node.bench_data",
+            "mdtp.node.ops.bench_data",
             "raw-tls-server",
             str(server_home),
             str(port),

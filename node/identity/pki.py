@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.errors import KeyFileError
+from mdtp.node.errors import KeyFileError
 
 NODE_URI_PREFIX = "mdtp://node/"
 CLIENT_URI_PREFIX = "mdtp://client/"

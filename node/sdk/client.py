@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from node import pki
+from mdtp.node.identity import pki
 
 
 class ApiError(Exception):

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from node.tx import Tx, TxError, decode_tx
+from mdtp.node.ledger.tx import Tx, TxError, decode_tx
 
 
 class VerifierBusy(TxError):

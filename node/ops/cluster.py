@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import pki
-from node.errors import ClusterError
-from node.genesis import ConsensusParams
-from node.home import build_genesis, init_ca, init_home, write_genesis
+from mdtp.node.errors import ClusterError
+from mdtp.node.identity import pki
+from mdtp.node.identity.genesis import ConsensusParams
+from mdtp.node.identity.home import build_genesis, init_ca, init_home, write_genesis
 
 MANIFEST = "cluster.json"
 HOST = "127.0.0.1"
@@ -157,7 +157,7 @@ def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subproce
     log = open(node.log_file, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "start", "--home", str(node.home)],
+            [sys.executable, "-m", "mdtp.node", "start", "--home", str(node.home)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -21,8 +21,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from consensus.block import Block, payload_hash
-from consensus.messages import Message, PrePrepare, encode_message, sign_message
+from mdtp.consensus.block import Block, payload_hash
+from mdtp.consensus.messages import Message, PrePrepare, encode_message, sign_message
 
 log = logging.getLogger("mdtp.byzantine")
 

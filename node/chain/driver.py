@@ -39,8 +39,8 @@ from typing import Any
 import nacl.exceptions
 import nacl.signing
 
-from consensus import state_transfer
-from consensus.actions import (
+from mdtp.consensus import state_transfer
+from mdtp.consensus.actions import (
     Action,
     Broadcast,
     CancelTimer,
@@ -53,11 +53,11 @@ from consensus.actions import (
     SetTimer,
     StateDiverged,
 )
-from consensus.block import Block, BlockHeader
-from consensus.codec import pack, unpack_canonical
-from consensus.config import ConsensusConfig
-from consensus.errors import ConsensusError
-from consensus.events import (
+from mdtp.consensus.block import Block, BlockHeader
+from mdtp.consensus.codec import pack, unpack_canonical
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import ConsensusError
+from mdtp.consensus.events import (
     BlockExecuted,
     Event,
     MessageReceived,
@@ -66,7 +66,7 @@ from consensus.events import (
     TimerKind,
     TransactionsAvailable,
 )
-from consensus.messages import (
+from mdtp.consensus.messages import (
     CommitCertificate,
     Message,
     NewView,
@@ -77,20 +77,20 @@ from consensus.messages import (
     decode_message,
     encode_message,
 )
-from consensus.replica import Replica
-from consensus.state import decode_state, encode_state
-from node.byzantine import ByzantineSender, mode_from_env
-from node.driver_metrics import DriverMetrics
-from node.genesis import Genesis
-from node.keys import SigningKey
-from node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
-from node.ledger.state import Overlay, next_state_root
-from node.mempool import Mempool
-from node.sigverify import BatchVerifier
-from node.tx import Tx, TxError
-from storage.blockstore import BlockStore, CommittedBlock
-from storage.crashpoints import crash_point
-from storage.errors import InconsistentStore
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.state import decode_state, encode_state
+from mdtp.node.chain.metrics import DriverMetrics
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
+from mdtp.node.ledger.state import Overlay, next_state_root
+from mdtp.node.ledger.tx import Tx, TxError
+from mdtp.node.testing.byzantine import ByzantineSender, mode_from_env
+from mdtp.node.txpool.mempool import Mempool
+from mdtp.node.txpool.sigverify import BatchVerifier
+from mdtp.storage.blockstore import BlockStore, CommittedBlock
+from mdtp.storage.crashpoints import crash_point
+from mdtp.storage.errors import InconsistentStore
 
 log = logging.getLogger("mdtp.driver")
 
@@ -238,7 +238,7 @@ class Driver:
 
     def _tip_hash(self) -> bytes:
         if self.height == 0:
-            from consensus.block import genesis_hash
+            from mdtp.consensus.block import genesis_hash
 
             return genesis_hash(self.genesis.chain_id, self.state_root_at(0))
         record = self.store.record(self.height)
@@ -386,7 +386,7 @@ class Driver:
     def _admit(self, tx: Tx) -> bool:
         self._remember_verified(tx.id)
         if self.store.tx_location(tx.id) is not None:
-            from node.mempool import MempoolReject
+            from mdtp.node.txpool.mempool import MempoolReject
 
             raise MempoolReject("transaction already committed", reason="duplicate")
         added = self.mempool.add(tx)
@@ -397,7 +397,7 @@ class Driver:
     async def _admit_gossip(self, raws: list[bytes]) -> None:
         fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
         results = await self.verifier.check_many(fresh)
-        from node.mempool import MempoolFull, MempoolReject
+        from mdtp.node.txpool.mempool import MempoolFull, MempoolReject
 
         for result in results:
             if isinstance(result, TxError):

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from node.cluster import ClusterNode
-from node.data.client import DataClient, now_ms
-from node.keys import SigningKey, load_key
-from node.ledger.trading.contracts import terms_hash
+from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ops.cluster import ClusterNode
+from mdtp.node.sdk.data import DataClient, now_ms
 
 DAY_MS = 86_400_000
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from node.errors import MdtpError
-from node.tx import Tx
+from mdtp.node.errors import MdtpError
+from mdtp.node.ledger.tx import Tx
 
 
 class MempoolFull(MdtpError):

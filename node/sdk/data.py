@@ -28,8 +28,7 @@ import aiohttp
 import msgpack
 import nacl.public
 
-from node.client import ApiError, NodeClient
-from node.data.crypto import (
+from mdtp.node.data.crypto import (
     DEFAULT_CHUNK_BYTES,
     MerkleTree,
     decrypt_chunk,
@@ -38,9 +37,10 @@ from node.data.crypto import (
     sha256,
     verify_proof,
 )
-from node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
-from node.keys import SigningKey
-from node.tx import sign_tx
+from mdtp.node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.sdk.client import ApiError, NodeClient
 
 AUTH_HEADER = "X-Mdtp-Auth"
 UPLOADS_IN_FLIGHT = 4

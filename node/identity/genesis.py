@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.encoding import account_id_from_public_key
-from node.errors import GenesisError
+from mdtp.node.encoding import account_id_from_public_key
+from mdtp.node.errors import GenesisError
 
 NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 CHAIN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from node.errors import MdtpError
+from mdtp.node.errors import MdtpError
 
 DOMAIN_TAG = b"mdtp/v1/tx\x00"
 MAX_TX_BYTES_DEFAULT = 64 * 1024
@@ -147,7 +147,7 @@ def decode_tx(
     if canonical(outer) != data or canonical(inner) != unsigned:
         raise TxError("transaction is not canonically encoded", reason="non_canonical")
     if verify:
-        from node.keys import verify_signature
+        from mdtp.node.identity.keys import verify_signature
 
         if not verify_signature(public_key, DOMAIN_TAG + unsigned, signature):
             raise TxError("signature does not verify", reason="bad_signature")
