@@ -9,7 +9,7 @@ and offers mempool transactions.  It also reports to the checker.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mdtp.consensus.actions import (
     Action,
@@ -50,12 +50,29 @@ from mdtp.consensus.messages import (
 )
 from mdtp.consensus.replica import Replica
 from mdtp.consensus.sim.byzantine import Behavior
+from mdtp.consensus.sim.checker import Checker
 from mdtp.consensus.sim.crypto import SimKeys, validate_payload
 from mdtp.consensus.state import PersistedState, decode_state, encode_state
 from mdtp.consensus.state_transfer import build_request, serve_request, verify_response
 
-if TYPE_CHECKING:
-    from mdtp.consensus.sim.scenario import Simulation
+
+class Simulation(Protocol):
+    """What a node needs of the simulation that runs it (scenario.Simulation provides it)."""
+
+    now: int
+    checker: Checker
+    submitted: dict[int, list[bytes]]
+
+    def schedule_timer(self, node: SimNode, kind: TimerKind, timer_id: int, at_ms: int) -> None: ...
+
+    def schedule_offer(self, node: SimNode, at_ms: int) -> None: ...
+
+    def decode(self, data: bytes) -> Message: ...
+
+    def is_byzantine(self, node_id: str) -> bool: ...
+
+    def transmit(self, src: SimNode, dst: str | None, msg: Message, now_ms: int) -> None: ...
+
 
 BATCH_TXS_MAX = 8
 IN_FLIGHT_MS = 2_000

@@ -8,15 +8,15 @@ own module (``chain``: status, transactions, blocks; ...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from mdtp.node.api import chain, data, trading
-
-if TYPE_CHECKING:
-    from mdtp.node.app.daemon import Node
+# Adds one concern's routes to the app; the daemon binds each module's ``add_routes`` to the
+# narrow interfaces that concern reads (so no route module knows the daemon).
+RouteInstaller = Callable[[web.Application], None]
 
 
 class ApiMetrics:
@@ -29,7 +29,9 @@ class ApiMetrics:
         )
 
 
-def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Application:
+def api_app(
+    routes: Sequence[RouteInstaller], max_body_bytes: int, metrics: ApiMetrics
+) -> web.Application:
     @web.middleware
     async def count(request: web.Request, handler: Any) -> web.StreamResponse:
         resource = request.match_info.route.resource
@@ -43,7 +45,6 @@ def api_app(node: Node, max_body_bytes: int, metrics: ApiMetrics) -> web.Applica
         return response
 
     app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
-    chain.add_routes(app, node, max_body_bytes)
-    data.add_routes(app, node)
-    trading.add_routes(app, node)
+    for add_routes in routes:
+        add_routes(app)
     return app

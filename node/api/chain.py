@@ -6,26 +6,50 @@ import asyncio
 import binascii
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from mdtp.node.api.common import error, hex32, int_param
 from mdtp.node.errors import MdtpError
-from mdtp.node.ledger.tx import TxError
+from mdtp.node.ledger.tx import Tx, TxError
 from mdtp.node.txpool.mempool import MempoolFull
 from mdtp.node.txpool.sigverify import VerifierBusy
-
-if TYPE_CHECKING:
-    from mdtp.node.app.daemon import Node
 
 CHAIN_PAGE_MAX = 1000
 WAIT_S_MAX = 60.0
 
 
-def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
+class ChainReader(Protocol):
+    """Committed-chain reads (``mdtp.node.chain.reads.ChainReads``)."""
+
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]: ...
+
+    def block(self, height: int) -> dict[str, Any] | None: ...
+
+    def chain(self, start: int, end: int) -> list[list[Any]]: ...
+
+    def evidence(self) -> list[dict[str, Any]]: ...
+
+
+class Submitter(Protocol):
+    """Admission of signed transactions (``mdtp.node.chain.driver.Driver``)."""
+
+    async def submit(self, raw: bytes) -> Tx: ...
+
+    def wait_committed(self, tx_id: bytes) -> Awaitable[None]: ...
+
+
+def add_routes(
+    app: web.Application,
+    reader: ChainReader,
+    submitter: Submitter,
+    status: Callable[[], dict[str, Any]],
+    max_body_bytes: int,
+) -> None:
     async def get_status(_: web.Request) -> web.Response:
-        return web.json_response(node.status())
+        return web.json_response(status())
 
     async def post_tx(request: web.Request) -> web.Response:
         try:
@@ -49,11 +73,8 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
         if not 0 <= timeout < math.inf:  # checked before the transaction is admitted
             return error(400, "bad_request", "timeout must be a finite number of seconds >= 0")
         timeout = min(timeout, WAIT_S_MAX)
-        driver = node.driver
-        if driver is None:
-            return error(503, "not_ready", "node is starting", {"Retry-After": "1"})
         try:
-            tx = await driver.submit(raw)
+            tx = await submitter.submit(raw)
         except (MempoolFull, VerifierBusy) as e:
             return error(503, e.reason, str(e), {"Retry-After": "1"})
         except (TxError, MdtpError) as e:
@@ -61,15 +82,15 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
         doc: dict[str, Any] = {"id": tx.id.hex(), "status": "pending"}
         if wait:
             try:
-                await asyncio.wait_for(driver.wait_committed(tx.id), timeout)
+                await asyncio.wait_for(submitter.wait_committed(tx.id), timeout)
             except TimeoutError:
                 return web.json_response(doc, status=202)
-            return web.json_response(node.tx_status(tx.id), status=200)
+            return web.json_response(reader.tx_status(tx.id), status=200)
         return web.json_response(doc, status=202)
 
     async def get_tx(request: web.Request) -> web.Response:
         tx_id = hex32(request.match_info["tx_id"], "transaction id")
-        status = node.tx_status(tx_id)
+        status = reader.tx_status(tx_id)
         return web.json_response(status, status=200 if status["status"] != "unknown" else 404)
 
     async def get_block(request: web.Request) -> web.Response:
@@ -77,7 +98,7 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
             height = int(request.match_info["height"])
         except ValueError:
             return error(400, "bad_request", "height must be an integer")
-        doc = node.block(height)
+        doc = reader.block(height)
         if doc is None:
             return error(404, "not_found", f"no block at height {height}")
         return web.json_response(doc)
@@ -85,10 +106,10 @@ def add_routes(app: web.Application, node: Node, max_body_bytes: int) -> None:
     async def get_chain(request: web.Request) -> web.Response:
         start = max(1, int_param(request, "from", 1))
         end = min(int_param(request, "to", start + CHAIN_PAGE_MAX - 1), start + CHAIN_PAGE_MAX - 1)
-        return web.json_response(node.chain(start, end))
+        return web.json_response(reader.chain(start, end))
 
     async def get_evidence(_: web.Request) -> web.Response:
-        return web.json_response(list(node.driver.evidence) if node.driver else [])
+        return web.json_response(reader.evidence())
 
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/tx", post_tx)

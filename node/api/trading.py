@@ -1,7 +1,7 @@
 """API routes of the trading ledger: accounts, catalog search, contracts, fulfilment records,
 audit trails with their proofs, and the reason codes.
 
-Every route reads committed state only, through :mod:`node.ledger.trading.queries`.
+Every route reads committed state only, through :mod:`mdtp.node.ledger.trading.queries`.
 Determinism: a body depends on nothing but the committed chain up to ``as_of_height`` (which
 every body carries); time-dependent answers (EXPIRED, overdue) use that block's timestamp,
 never the node's clock; bodies are JSON with sorted keys and no spaces. So every node at the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -29,10 +29,7 @@ from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.trading import queries
 from mdtp.node.ledger.trading.audit import KINDS
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
-
-if TYPE_CHECKING:
-    from mdtp.node.app.daemon import Node
-    from mdtp.storage.blockstore import BlockStore
+from mdtp.storage.blockstore import BlockStore
 
 LIMIT_DEFAULT = 50
 AUDIT_LIMIT_DEFAULT = 100
@@ -98,27 +95,21 @@ def _only(request: web.Request, allowed: frozenset[str]) -> None:
         raise BadParam(f"unknown parameter {unknown[0]!r}; parameters: {known}")
 
 
-def add_routes(app: web.Application, node: Node) -> None:
-    def store() -> BlockStore:
-        if node.store is None:
-            raise web.HTTPServiceUnavailable(
-                text=dumps({"error": "not_ready", "message": "node is starting"}),
-                content_type="application/json",
-                headers={"Retry-After": "1"},
-            )
-        return node.store
+def add_routes(
+    app: web.Application, store: BlockStore, genesis_time_ms: int, wire_limits: WireLimits
+) -> None:
 
     def as_of(s: BlockStore) -> tuple[int, int]:
         """(height, block time) of the last committed block; genesis time at height 0."""
         height = s.tip()[0]
         if height == 0:
-            return 0, node.genesis.genesis_time_ms
+            return 0, genesis_time_ms
         record = s.record(height)
         assert record is not None, f"tip {height} has no block record"
         return height, record.timestamp_ms
 
     def consistent(read: Callable[[BlockStore, int, int], Any]) -> tuple[int, int, Any]:
-        s = store()
+        s = store
         for _ in range(CONSISTENT_READ_TRIES):
             height, at_ms = as_of(s)
             result = read(s, height, at_ms)
@@ -274,10 +265,6 @@ def add_routes(app: web.Application, node: Node) -> None:
 
     # -- audit ------------------------------------------------------------------------------
 
-    def wire_limits() -> WireLimits:
-        assert node.driver is not None
-        return node.driver.wire_limits
-
     def proof_of(s: BlockStore, entry: dict[str, Any]) -> dict[str, Any]:
         """What an auditor needs to check ``entry`` offline: the tx's place in its block, the
         block and its commit certificate."""
@@ -288,7 +275,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         raw_block, raw_cert = s.block_bytes(height), s.certificate_bytes(height)
         assert location is not None and location.height == height and location.ok, entry
         assert record is not None and raw_block is not None and raw_cert is not None, height
-        cert = decode_certificate(raw_cert, wire_limits())
+        cert = decode_certificate(raw_cert, wire_limits)
         return {
             "index": location.index,
             "block_hash": record.hash.hex(),

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -22,9 +23,13 @@ from prometheus_client import CollectorRegistry
 
 from mdtp.node import data
 from mdtp.node.api import ApiMetrics, api_app
+from mdtp.node.api import chain as chain_routes
+from mdtp.node.api import data as data_routes
+from mdtp.node.api import trading as trading_routes
 from mdtp.node.app.health import LoopLagProbe, health_app, liveness_checks
-from mdtp.node.chain.driver import Driver, DriverLimits, decode_block, decode_certificate
+from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
+from mdtp.node.chain.reads import ChainReads
 from mdtp.node.errors import ConfigError, KeyFileError, MdtpError
 from mdtp.node.identity import pki
 from mdtp.node.identity.config import NodeConfig
@@ -179,59 +184,6 @@ class Node:
                 )
         return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
 
-    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
-        assert self.store is not None
-        loc = self.store.tx_location(tx_id)
-        if loc is not None:
-            return {
-                "id": tx_id.hex(),
-                "status": "committed" if loc.ok else "failed",
-                "height": loc.height,
-                "index": loc.index,
-                "reason": loc.reason or None,
-            }
-        if self.driver is not None and tx_id in self.driver.mempool:
-            return {"id": tx_id.hex(), "status": "pending"}
-        return {"id": tx_id.hex(), "status": "unknown"}
-
-    def block(self, height: int) -> dict[str, Any] | None:
-        assert self.store is not None and self.driver is not None
-        raw, raw_cert = self.store.block_bytes(height), self.store.certificate_bytes(height)
-        record = self.store.record(height)
-        if raw is None or raw_cert is None or record is None:
-            return None
-        limits = self.driver.wire_limits
-        block, cert = decode_block(raw, limits), decode_certificate(raw_cert, limits)
-        h = block.header
-        import hashlib
-
-        return {
-            "height": height,
-            "hash": record.hash.hex(),
-            "prev_hash": h.prev_hash.hex(),
-            "state_root_committed": h.state_root.hex(),
-            "state_root": record.state_root.hex(),
-            "timestamp_ms": h.timestamp_ms,
-            "proposer": h.proposer,
-            "transactions": [hashlib.sha256(tx).hexdigest() for tx in block.payload],
-            "certificate": {
-                "view": cert.view,
-                "signatures": [[signer, sig.hex()] for signer, sig in cert.signatures],
-            },
-            "block_bytes": raw.hex(),
-            "certificate_bytes": raw_cert.hex(),
-        }
-
-    def chain(self, start: int, end: int) -> list[list[Any]]:
-        assert self.store is not None
-        out: list[list[Any]] = []
-        for height in range(start, end + 1):
-            record = self.store.record(height)
-            if record is None:
-                break
-            out.append([height, record.hash.hex(), record.state_root.hex(), record.tx_count])
-        return out
-
     def status(self) -> dict[str, Any]:
         ready = self.readiness()
         return {
@@ -328,6 +280,29 @@ class Node:
         holder.append(driver)
         return driver
 
+    def _api_app(self, store: BlockStore, driver: Driver) -> web.Application:
+        max_body_bytes = self.cfg.get("api", "max_body_bytes")
+        return api_app(
+            [
+                functools.partial(
+                    chain_routes.add_routes,
+                    reader=ChainReads(store, driver),
+                    submitter=driver,
+                    status=self.status,
+                    max_body_bytes=max_body_bytes,
+                ),
+                functools.partial(data_routes.add_routes, node=self),
+                functools.partial(
+                    trading_routes.add_routes,
+                    store=store,
+                    genesis_time_ms=self.genesis.genesis_time_ms,
+                    wire_limits=driver.wire_limits,
+                ),
+            ],
+            max_body_bytes,
+            self.api_metrics,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         self._lock_home()
         runners: list[web.AppRunner] = []
@@ -359,11 +334,7 @@ class Node:
             for service in self.services:
                 await service.start()
             runners.append(
-                await self._serve_http(
-                    api_app(self, self.cfg.get("api", "max_body_bytes"), self.api_metrics),
-                    "api",
-                    self.api_ctx,
-                )
+                await self._serve_http(self._api_app(self.store, self.driver), "api", self.api_ctx)
             )
             self.started = True
             log.info(
