@@ -27,6 +27,7 @@ from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.app.health import LoopLagProbe, health_app, liveness_checks
+from mdtp.node.app.hooks import NodeHooks
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
@@ -69,8 +70,11 @@ def _load_cert_der(path: Path) -> bytes:
 class Node:
     """One member's node, built from its home; :meth:`run` serves until ``stop`` is set."""
 
-    def __init__(self, cfg: NodeConfig, passphrase: bytes | None = None) -> None:
+    def __init__(
+        self, cfg: NodeConfig, passphrase: bytes | None = None, hooks: NodeHooks | None = None
+    ) -> None:
         self.cfg = cfg
+        self.hooks = hooks or NodeHooks()
         self.genesis: Genesis = load_genesis(cfg.path("node", "genesis"))
         self.node_id = cfg.node_id
         member = self.genesis.member(self.node_id)
@@ -276,6 +280,7 @@ class Node:
             broadcast=self.transport.broadcast,
             metrics=self.driver_metrics,
             limits=limits,
+            outbox=self.hooks.consensus_outbox,
         )
         holder.append(driver)
         return driver
@@ -376,9 +381,9 @@ def _bind_error(cfg: NodeConfig, section: str, e: OSError) -> MdtpError:
     return ConfigError(f"cannot listen on {addr} ([{section}] listen): {e.strerror}")
 
 
-async def serve(cfg: NodeConfig, passphrase: bytes | None) -> None:
+async def serve(cfg: NodeConfig, passphrase: bytes | None, hooks: NodeHooks | None = None) -> None:
     """Run a node until SIGTERM or SIGINT."""
-    node = Node(cfg, passphrase)
+    node = Node(cfg, passphrase, hooks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -80,12 +80,12 @@ from mdtp.consensus.messages import (
 from mdtp.consensus.replica import Replica
 from mdtp.consensus.state import decode_state, encode_state
 from mdtp.node.chain.metrics import DriverMetrics
+from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
 from mdtp.node.identity.genesis import Genesis
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
 from mdtp.node.ledger.state import Overlay, next_state_root
 from mdtp.node.ledger.tx import Tx, TxError
-from mdtp.node.testing.byzantine import ByzantineSender, mode_from_env
 from mdtp.node.txpool.mempool import Mempool
 from mdtp.node.txpool.sigverify import BatchVerifier
 from mdtp.storage.blockstore import BlockStore, CommittedBlock
@@ -170,6 +170,7 @@ class Driver:
         broadcast: BroadcastFn,
         metrics: DriverMetrics,
         limits: DriverLimits,
+        outbox: OutboxFactory = WireOutbox,
     ) -> None:
         self.genesis = genesis
         self.node_id = node_id
@@ -218,18 +219,15 @@ class Driver:
         self._peer_heights: dict[str, int] = {}
         self.highest_seen = self.height
         self.replica = self._build_replica()
-        mode = mode_from_env()
-        self.byzantine = (
-            ByzantineSender(
-                mode,
-                node_id,
-                [m for m in self.config.members if m != node_id],
-                genesis.chain_id,
-                self._sign,
-                send,
+        self.outbox = outbox(
+            OutboxContext(
+                node_id=node_id,
+                peers=[m for m in self.config.members if m != node_id],
+                chain_id=genesis.chain_id,
+                sign=self._sign,
+                send=send,
+                broadcast=broadcast,
             )
-            if mode
-            else None
         )
         metrics.export_rejections(lambda: dict(self.replica.rejections))
         metrics.height.set(self.height)
@@ -318,8 +316,7 @@ class Driver:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.byzantine is not None:
-            self.byzantine.start()
+        self.outbox.start()
         self._tasks.append(asyncio.create_task(self._consensus_loop(), name="consensus"))
         self._tasks.append(asyncio.create_task(self._ingress_loop(), name="ingress"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -327,8 +324,7 @@ class Driver:
         self._wake.set()
 
     async def close(self) -> None:
-        if self.byzantine is not None:
-            await self.byzantine.close()
+        await self.outbox.close()
         for handle in self._timers.values():
             handle.cancel()
         if self._proposal_handle is not None:
@@ -557,16 +553,10 @@ class Driver:
                 continue
             if isinstance(action, Send):
                 self._note_message(action.message)
-                if self.byzantine is not None:
-                    self.byzantine.unicast(action.to, action.message)
-                else:
-                    self._send(action.to, "consensus", encode_message(action.message))
+                self.outbox.unicast(action.to, action.message)
             elif isinstance(action, Broadcast):
                 self._note_message(action.message)
-                if self.byzantine is not None:
-                    self.byzantine.broadcast(action.message)
-                else:
-                    self._broadcast("consensus", encode_message(action.message))
+                self.outbox.broadcast(action.message)
             elif isinstance(action, SetTimer):
                 old = self._timers.pop(action.kind, None)
                 if old is not None:

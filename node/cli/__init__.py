@@ -10,11 +10,14 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdtp.node.errors import MdtpError
 from mdtp.node.ops import cluster
 from mdtp.storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from mdtp.node.app.hooks import NodeHooks
 
 log = logging.getLogger("mdtp.cli")
 
@@ -87,7 +90,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(Path(args.home))
     setup_logging(cfg.get("log", "level"), cfg.get("log", "json"), cfg.node_id)
-    asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file)))
+    asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file), args.hooks))
     return 0
 
 
@@ -308,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMAND_MODULES: tuple[str, ...] = ("mdtp.node.cli.trading", "mdtp.node.cli.data")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> int:
+    """The ``mdtp`` command; ``hooks`` is for test entry points only (``mdtp.node.testing``)."""
     args = build_parser().parse_args(argv)
+    args.hooks = hooks
     try:
         code: int = args.fn(args)
         return code

@@ -31,6 +31,8 @@ from mdtp.node.identity.home import build_genesis, init_ca, init_home, write_gen
 
 MANIFEST = "cluster.json"
 HOST = "127.0.0.1"
+# Environment switches of the test entry point (python -m mdtp.node.testing).
+TEST_ENV_PREFIX = "MDTP_TEST_"
 
 
 @dataclass(frozen=True)
@@ -154,15 +156,18 @@ def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subproce
     """Start one node process in the background, logging to its home."""
     if running_pid(node) is not None:
         raise ClusterError(f"{node.id} is already running (pid {running_pid(node)})")
+    env = {**os.environ, **(env or {})}
+    # Test switches take effect only through the test entry point, never in `mdtp start`.
+    entry = "mdtp.node.testing" if any(k.startswith(TEST_ENV_PREFIX) for k in env) else "mdtp.node"
     log = open(node.log_file, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mdtp.node", "start", "--home", str(node.home)],
+            [sys.executable, "-m", entry, "start", "--home", str(node.home)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env=env,
         )
     finally:
         log.close()

@@ -1,4 +1,5 @@
-"""Test-only Byzantine behaviour, switched on by ``MDTP_TEST_BYZANTINE`` (never in production).
+"""Test-only Byzantine behaviour, switched on by ``MDTP_TEST_BYZANTINE`` in a node started
+through ``python -m mdtp.node.testing`` (never in production).
 
 - ``equivocate``: as primary, send one block to some peers and a conflicting block (same
   view and height, other timestamp and payload order) to the others, and both to one peer,

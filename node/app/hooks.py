@@ -1,0 +1,18 @@
+"""Behaviour that an entry point outside the daemon may install into a node.
+
+Production code never sets these: the defaults are the honest parts. The fault suite starts
+nodes through ``python -m mdtp.node.testing`` (see :mod:`mdtp.node.testing.hooks`), which reads
+its ``MDTP_TEST_*`` switches and passes the resulting hooks in, so no production module
+imports a test switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
+
+
+@dataclass(frozen=True)
+class NodeHooks:
+    consensus_outbox: OutboxFactory = WireOutbox
