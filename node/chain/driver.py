@@ -36,9 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
 from mdtp.consensus import state_transfer
 from mdtp.consensus.actions import (
     Action,
@@ -81,7 +78,7 @@ from mdtp.consensus.replica import Replica
 from mdtp.consensus.state import decode_state, encode_state
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
-from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.genesis import Genesis, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
 from mdtp.node.ledger.state import Overlay, next_state_root
@@ -185,9 +182,7 @@ class Driver:
         self.limits = limits
         self.config = consensus_config(genesis, node_id, genesis_root, limits)
         self.wire_limits = WireLimits.from_config(self.config)
-        self._verify_keys = {
-            m.id: nacl.signing.VerifyKey(bytes.fromhex(m.node_public_key)) for m in genesis.members
-        }
+        self._verify = MemberSignatures(genesis.members)
         self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.height, self.state_root = store.tip()
         self.tip_hash = self._tip_hash()
@@ -256,16 +251,6 @@ class Driver:
 
     def _sign(self, data: bytes) -> bytes:
         return self.node_key.sign(data)
-
-    def _verify(self, node_id: str, data: bytes, signature: bytes) -> bool:
-        key = self._verify_keys.get(node_id)
-        if key is None or len(signature) != 64:
-            return False
-        try:
-            key.verify(data, signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
-            return False
-        return True
 
     def _validate_payload(self, block: Block) -> str | None:
         for tx in block.payload:

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nacl.exceptions
+import nacl.signing
+
 from mdtp.node.encoding import account_id_from_public_key
 from mdtp.node.errors import GenesisError
 
@@ -187,3 +190,23 @@ def load_genesis(path: Path) -> Genesis:
     except ValueError as e:
         raise GenesisError(f"{path}: not valid JSON ({e})") from None
     return parse_genesis(doc, str(path))
+
+
+class MemberSignatures:
+    """Checks a member's Ed25519 signature (consensus messages, certificates) by node id;
+    an unknown member or a malformed signature is simply invalid."""
+
+    def __init__(self, members: tuple[Member, ...]) -> None:
+        self._keys = {
+            m.id: nacl.signing.VerifyKey(bytes.fromhex(m.node_public_key)) for m in members
+        }
+
+    def __call__(self, node_id: str, data: bytes, signature: bytes) -> bool:
+        key = self._keys.get(node_id)
+        if key is None or len(signature) != 64:
+            return False
+        try:
+            key.verify(data, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+            return False
+        return True

@@ -24,15 +24,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
-
 from mdtp.consensus.block import Block
 from mdtp.consensus.certificates import verify_commit_certificate
 from mdtp.consensus.codec import unpack_canonical
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.messages import DEFAULT_LIMITS, CommitCertificate
-from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.genesis import Genesis, MemberSignatures
 from mdtp.node.ledger.tx import TxError, decode_tx
 
 ENTRY_BYTES_MAX = 64 * 1024 * 1024
@@ -91,22 +88,6 @@ def _int(entry: dict[str, Any], name: str) -> int:
     return value
 
 
-def _verifier(genesis: Genesis) -> Any:
-    keys = {m.id: nacl.signing.VerifyKey(bytes.fromhex(m.node_public_key)) for m in genesis.members}
-
-    def verify(signer: str, data: bytes, signature: bytes) -> bool:
-        key = keys.get(signer)
-        if key is None or len(signature) != 64:
-            return False
-        try:
-            key.verify(data, signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
-            return False
-        return True
-
-    return verify
-
-
 def parse_entry(line: str | bytes) -> dict[str, Any]:
     if len(line) > ENTRY_BYTES_MAX:
         raise VerifyError("bad_entry", f"entry is larger than {ENTRY_BYTES_MAX} bytes")
@@ -159,7 +140,7 @@ def verify_entry(entry: dict[str, Any], genesis: Genesis) -> Proven:
         raise VerifyError("time_mismatch", f"block time is {header.timestamp_ms}, entry {time_ms}")
     try:
         verify_commit_certificate(
-            genesis.member_ids, genesis.chain_id, block, cert, _verifier(genesis)
+            genesis.member_ids, genesis.chain_id, block, cert, MemberSignatures(genesis.members)
         )
     except ConsensusError as e:
         raise VerifyError(

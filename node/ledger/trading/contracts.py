@@ -405,18 +405,28 @@ def contract_sign(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     if signers == set(parties(contract)):
         review = "reviewer" in version["terms"]
         status = transition(status, E.SIGNED_ALL_REVIEW if review else E.SIGNED_ALL)
-    state.put_obj(layout.version_key(contract_id, number), version)
+    _save_step(
+        ctx, state, tx, contract, version, status, f"signed contract {contract_id} v{number}"
+    )
+
+
+def _save_step(
+    ctx: BlockContext,
+    state: Overlay,
+    tx: Tx,
+    contract: dict[str, Any],
+    version: dict[str, Any],
+    status: Status,
+    what: str,
+) -> None:
+    """Store a signature's or review's version and the contract's new status (activating it
+    when every condition is met) and record the step in the audit trail."""
+    state.put_obj(layout.version_key(contract["id"], version["version"]), version)
     contract["status"] = status.value
     if status == S.ACTIVE:
         _activate(ctx, state, contract, tx)
     _store(state, contract)
-    audit.record(
-        ctx,
-        state,
-        tx,
-        subjects(contract, tx),
-        f"signed contract {contract_id} v{number}; now {status}",
-    )
+    audit.record(ctx, state, tx, subjects(contract, tx), f"{what}; now {status}")
 
 
 def contract_review(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
@@ -441,17 +451,8 @@ def contract_review(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         "comment": comment,
         **event(ctx, tx),
     }
-    state.put_obj(layout.version_key(contract_id, number), version)
-    contract["status"] = status.value
-    if status == S.ACTIVE:
-        _activate(ctx, state, contract, tx)
-    _store(state, contract)
-    audit.record(
-        ctx,
-        state,
-        tx,
-        subjects(contract, tx),
-        f"{decision}d contract {contract_id} v{number}; now {status}",
+    _save_step(
+        ctx, state, tx, contract, version, status, f"{decision}d contract {contract_id} v{number}"
     )
 
 
