@@ -30,6 +30,10 @@ MAX_TX_BYTES_DEFAULT = 64 * 1024
 TYPE_MAX_LEN = 40
 SENDER_MAX_LEN = 64
 NONCE_MAX = 2**63 - 1
+# Nesting of arrays and maps in a transaction (the envelope counts 2; trading bodies need 4).
+# Checked right after unpacking, before any recursive work, so no input reaches Python's
+# recursion limit.
+DEPTH_MAX = 16
 
 
 class TxError(MdtpError):
@@ -59,11 +63,25 @@ def _sorted(obj: Any) -> Any:
 
 def _unpack(data: bytes, what: str) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise TxError(
             f"{what} is not valid msgpack ({type(e).__name__})", reason="malformed"
         ) from None
+    _check_depth(obj, what)
+    return obj
+
+
+def _check_depth(obj: Any, what: str) -> None:
+    """Refuse nesting deeper than :data:`DEPTH_MAX` (iteratively: the check cannot overflow)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= DEPTH_MAX:
+                raise TxError(f"{what} nests deeper than {DEPTH_MAX} levels", reason="malformed")
+            values = item.values() if isinstance(item, dict) else item
+            stack.extend((v, depth + 1) for v in values)
 
 
 @dataclass(frozen=True)

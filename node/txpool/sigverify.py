@@ -27,6 +27,8 @@ def _check_many(raws: Sequence[bytes], chain_id: str, max_bytes: int) -> list[Tx
             out.append(decode_tx(raw, chain_id=chain_id, max_bytes=max_bytes))
         except TxError as e:
             out.append(e)
+        except Exception as e:  # a decoder bug must refuse one input, never stop the verifier
+            out.append(TxError(f"transaction cannot be decoded ({type(e).__name__})"))
     return out
 
 

@@ -79,3 +79,39 @@ def test_floats_are_not_allowed():
 def test_decoder_answers_any_bytes_with_a_typed_error(data):
     with pytest.raises(TxError):
         decode_tx(data, chain_id="c1")
+
+
+def test_deeply_nested_body_is_refused_as_malformed_not_a_recursion_error() -> None:
+    import msgpack
+
+    from mdtp.node.ledger.tx import DEPTH_MAX, TxError, decode_tx
+
+    body: object = {}
+    for _ in range(600):
+        body = {"a": body}
+    unsigned = msgpack.packb(["c", "note.set", "s", 1, 1, body], use_bin_type=True)
+    raw = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    with pytest.raises(TxError) as e:
+        decode_tx(raw, chain_id="c", max_bytes=len(raw))
+    assert e.value.reason == "malformed" and str(DEPTH_MAX) in str(e.value)
+
+
+async def test_verifier_answers_after_a_hostile_transaction() -> None:
+    import msgpack
+
+    from mdtp.node.ledger.tx import TxError
+    from mdtp.node.txpool.sigverify import BatchVerifier
+
+    body: object = []
+    for _ in range(600):
+        body = [body]
+    unsigned = msgpack.packb(["c", "note.set", "s", 1, 1, body], use_bin_type=True)
+    hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    verifier = BatchVerifier("c", 64 * 1024)
+    verifier.start()
+    try:
+        for _ in range(2):
+            results = await verifier.check_many([hostile, b"\xc1"])
+            assert all(isinstance(r, TxError) for r in results)
+    finally:
+        await verifier.close()
