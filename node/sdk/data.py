@@ -108,15 +108,30 @@ class DataClient(NodeClient):
         return str((await self.status())["chain_id"])
 
     async def nonce(self, account_id: str) -> int:
-        doc = await self.get(f"/v1/data/accounts/{account_id}/nonce")
+        doc = await self.get(f"/v1/accounts/{account_id}/nonce")
         return int(doc["nonce"])
 
     async def contract_view(self, contract_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = await self.get(f"/v1/data/contracts/{contract_id}")
-        return doc
+        """The contract with its dataset, delivery receipts and audit trail."""
+        try:
+            contract = (await self.get(f"/v1/contracts/{contract_id}"))["contract"]
+        except ApiError as e:
+            if e.status == 404:
+                raise ApiError(404, "unknown_contract", e.message) from None
+            raise
+        dataset = await self.get(f"/v1/datasets/{contract['dataset_id']}")
+        receipts = await self.get(f"/v1/contracts/{contract_id}/receipts", limit="500")
+        audit = await self.get(f"/v1/audit/contract/{contract_id}", proof="0", limit="500")
+        return {
+            "contract": contract,
+            "dataset": dataset["dataset"],
+            "receipts": receipts["receipts"],
+            "audit": audit["entries"],
+        }
 
     async def overdue_disposals(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await self.get("/v1/data/overdue-disposals")
+        doc = await self.get("/v1/disposals/overdue", limit="100")
+        rows: list[dict[str, Any]] = doc["overdue"]
         return rows
 
     async def submit_signed(
