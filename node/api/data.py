@@ -1,5 +1,4 @@
-"""API routes of the chunk service: uploads to the member's own node, fetch streams, and the
-reads the data client needs (contract view with grants, receipts and audit; nonces).
+"""API routes of the chunk service: uploads to the member's own node and fetch streams.
 
 Uploads carry an ``X-Mdtp-Auth`` header: a signed upload authorisation
 (:mod:`node.data.protocol`) by a supplier account of this node's member, bound to the
@@ -9,6 +8,9 @@ action, dataset, chunk index and the SHA-256 of the body.
 has accepted it, with a stream of records ``u32 length || msgpack map``: ``{"t": "chunk",
 "i", "data", "proof"}`` ... then ``{"t": "end", "receipt"}`` or ``{"t": "error", "reason",
 "message", "chunk"}``. A request refused before any data is a JSON error (403/404/503).
+
+What the data client reads besides (the contract with its grants, receipts, audit trail,
+nonces, overdue disposals) comes from the trading routes.
 """
 
 from __future__ import annotations
@@ -16,21 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 from aiohttp import web
 
-from mdtp.node.api.common import error, int_param
+from mdtp.node.api.common import error
 from mdtp.node.data.protocol import Refused
-from mdtp.node.data.service import DataService, service_of
-from mdtp.node.ledger.machine import account_nonce
-from mdtp.node.ledger.state import Overlay
-from mdtp.node.ledger.trading import queries
+from mdtp.node.data.relay import Relay
+from mdtp.node.data.uploads import Uploads
 from mdtp.storage.errors import StorageError
-
-if TYPE_CHECKING:
-    from mdtp.node.app.daemon import Node
 
 AUTH_HEADER = "X-Mdtp-Auth"
 STREAM_CONTENT_TYPE = "application/x-mdtp-chunks"
@@ -56,24 +53,14 @@ def _refusal(r: Refused) -> web.Response:
     return web.json_response(doc, status=status, headers=headers)
 
 
-def add_routes(app: web.Application, node: Node) -> None:
-    def service() -> DataService:
-        svc = service_of(node)
-        if svc is None or svc.store is None or node.store is None:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": "not_ready", "message": "node is starting"}),
-                content_type="application/json",
-            )
-        return svc
-
+def add_routes(app: web.Application, *, uploads: Uploads, relay: Relay) -> None:
     async def authorised(request: web.Request, action: str, index: int) -> tuple[str, bytes]:
         body = await request.read()
         try:
             auth = bytes.fromhex(request.headers.get(AUTH_HEADER, ""))
         except ValueError:
             auth = b""
-        svc = service()
-        svc.authorise_upload(
+        uploads.authorise(
             auth, action, request.match_info["dataset_id"], index, hashlib.sha256(body).digest()
         )
         return request.match_info["dataset_id"], body
@@ -82,7 +69,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         try:
             index = int(request.match_info["index"])
             dataset_id, body = await authorised(request, "chunk", index)
-            digest = await service().put_chunk(dataset_id, index, body)
+            digest = await uploads.put_chunk(dataset_id, index, body)
         except ValueError:
             return error(400, "bad_request", "chunk index must be an integer")
         except Refused as r:
@@ -94,7 +81,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     async def put_key(request: web.Request) -> web.Response:
         try:
             dataset_id, body = await authorised(request, "key", 0)
-            service().put_key(dataset_id, body)
+            uploads.put_key(dataset_id, body)
         except Refused as r:
             return _refusal(r)
         except (StorageError, ValueError) as e:
@@ -105,7 +92,7 @@ def add_routes(app: web.Application, node: Node) -> None:
         try:
             dataset_id, body = await authorised(request, "seal", 0)
             doc = json.loads(body)
-            manifest = service().seal(
+            manifest = uploads.seal(
                 dataset_id, int(doc["chunk_count"]), bytes.fromhex(doc["merkle_root"])
             )
         except Refused as r:
@@ -120,9 +107,8 @@ def add_routes(app: web.Application, node: Node) -> None:
 
     async def fetch(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
-        svc = service()
         try:
-            session = svc.open_fetch(raw)
+            session = relay.open_fetch(raw)
         except Refused as r:
             return _refusal(r)
         try:
@@ -172,44 +158,7 @@ def add_routes(app: web.Application, node: Node) -> None:
                 session.cancel()
         return response
 
-    async def contract_view(request: web.Request) -> web.Response:
-        svc = service()
-        contract_id = request.match_info["contract_id"]
-        state = svc._state
-        at = svc._ledger_now_ms()
-        contract = queries.get_contract(state, contract_id, at_ms=at)
-        if contract is None:
-            return error(404, "unknown_contract", f"no contract {contract_id}")
-        return web.json_response(
-            {
-                "at_ms": at,
-                "contract": contract,
-                "dataset": queries.get_dataset(state, contract["dataset_id"]),
-                "receipts": queries.contract_receipts(state, contract_id, limit=500),
-                "audit": queries.audit_trail(state, "contract", contract_id, limit=500),
-            }
-        )
-
-    async def nonce(request: web.Request) -> web.Response:
-        state = service()._state
-        account = request.match_info["account_id"]
-        return web.json_response(
-            {"account": account, "nonce": account_nonce(Overlay(state), account)}
-        )
-
-    async def overdue(request: web.Request) -> web.Response:
-        svc = service()
-        limit = int_param(request, "limit", 100)
-        try:
-            rows = queries.overdue_disposals(svc._state, at_ms=svc._ledger_now_ms(), limit=limit)
-        except ValueError as e:
-            return error(400, "bad_request", str(e))
-        return web.json_response(rows)
-
     app.router.add_put("/v1/data/datasets/{dataset_id}/chunks/{index}", put_chunk)
     app.router.add_put("/v1/data/datasets/{dataset_id}/key", put_key)
     app.router.add_post("/v1/data/datasets/{dataset_id}/seal", seal)
     app.router.add_post("/v1/data/fetch", fetch)
-    app.router.add_get("/v1/data/contracts/{contract_id}", contract_view)
-    app.router.add_get("/v1/data/accounts/{account_id}/nonce", nonce)
-    app.router.add_get("/v1/data/overdue-disposals", overdue)

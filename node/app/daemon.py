@@ -21,7 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
-from mdtp.node import data
 from mdtp.node.api import ApiMetrics, api_app
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
@@ -31,6 +30,9 @@ from mdtp.node.app.hooks import NodeHooks
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
+from mdtp.node.data.limits import DataLimits
+from mdtp.node.data.metrics import DataMetrics
+from mdtp.node.data.service import DataService
 from mdtp.node.errors import ConfigError, KeyFileError, MdtpError
 from mdtp.node.identity import pki
 from mdtp.node.identity.config import NodeConfig
@@ -123,7 +125,7 @@ class Node:
             genesis_state_root(self.genesis.hash()), dict(self.genesis_writes)
         )
         self._lock_file: IO[bytes] | None = None
-        data.install(self)  # the chunk service: frame kinds now, started after the driver
+        self.data_metrics = DataMetrics(self.registry)
         limits = TransportLimits(
             max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
             send_queue_max_frames=cfg.get("p2p", "send_queue_max_frames"),
@@ -285,7 +287,33 @@ class Node:
         holder.append(driver)
         return driver
 
-    def _api_app(self, store: BlockStore, driver: Driver) -> web.Application:
+    def _build_data_service(self, store: BlockStore, driver: Driver) -> DataService:
+        cfg = self.cfg
+        data = DataService(
+            chunks_dir=self.data_dir / "chunks",
+            node_id=self.node_id,
+            node_key=self.node_key,
+            chain_id=self.genesis.chain_id,
+            ledger=store,
+            submitter=driver,
+            mempool=driver.mempool,
+            send=self.transport.send,
+            limits=DataLimits(
+                window_chunks=cfg.get("data", "window_chunks"),
+                max_fetches=cfg.get("data", "max_fetches"),
+                max_fetches_per_peer=cfg.get("data", "max_fetches_per_peer"),
+                nonce_cache_max=cfg.get("data", "nonce_cache_max"),
+                request_ttl_ms_max=cfg.get("data", "request_ttl_ms_max"),
+                ack_timeout_ms=cfg.get("data", "ack_timeout_ms"),
+            ),
+            metrics=self.data_metrics,
+            chunk_hook=self.hooks.chunk,
+        )
+        self.frame_handlers.update(data.frame_handlers)
+        driver.commit_listeners.append(data.on_commit)
+        return data
+
+    def _api_app(self, store: BlockStore, driver: Driver, data: DataService) -> web.Application:
         max_body_bytes = self.cfg.get("api", "max_body_bytes")
         return api_app(
             [
@@ -296,7 +324,7 @@ class Node:
                     status=self.status,
                     max_body_bytes=max_body_bytes,
                 ),
-                functools.partial(data_routes.add_routes, node=self),
+                functools.partial(data_routes.add_routes, uploads=data.uploads, relay=data.relay),
                 functools.partial(
                     trading_routes.add_routes,
                     store=store,
@@ -315,6 +343,8 @@ class Node:
         try:
             self.store = self._open_store()
             self.driver = self._build_driver(self.store)
+            data = self._build_data_service(self.store, self.driver)
+            self.services.append(data)
             self.driver.verifier.start()
             runners.append(
                 await self._serve_http(
@@ -339,7 +369,9 @@ class Node:
             for service in self.services:
                 await service.start()
             runners.append(
-                await self._serve_http(self._api_app(self.store, self.driver), "api", self.api_ctx)
+                await self._serve_http(
+                    self._api_app(self.store, self.driver, data), "api", self.api_ctx
+                )
             )
             self.started = True
             log.info(

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
+from mdtp.node.data.ports import ChunkHook
 
 
 @dataclass(frozen=True)
 class NodeHooks:
     consensus_outbox: OutboxFactory = WireOutbox
+    chunk: ChunkHook | None = None  # None: the chunk service sends what it read

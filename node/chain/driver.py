@@ -31,7 +31,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -208,8 +208,9 @@ class Driver:
         self._proposal_queued = False
         self._fruitless_at: tuple[int, int, int] | None = None
         self.evidence: deque[dict[str, Any]] = deque(maxlen=1000)
-        # called after each block is durably committed (e.g. the supplier node's grants)
-        self.commit_listeners: list[Callable[[Block, list[TxResult]], None]] = []
+        # called after each block is durably committed with its height and its executed
+        # transactions (each result carries the decoded tx), e.g. the supplier node's grants
+        self.commit_listeners: list[Callable[[int, Sequence[TxResult]], None]] = []
         self.halted_reason: str | None = None
         self._peer_heights: dict[str, int] = {}
         self.highest_seen = self.height
@@ -668,7 +669,7 @@ class Driver:
                     fut.set_result(None)
         for listener in self.commit_listeners:
             try:
-                listener(block, results)
+                listener(block.height, results)
             except Exception:  # a listener bug must not stop the ledger
                 log.exception("commit listener failed at height %d", block.height)
 

@@ -16,7 +16,7 @@ Execute-after-order: every transaction in a committed block gets a result, ``ok`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mdtp.node.encoding import public_key_from_account_id
 from mdtp.node.ledger.state import Overlay
@@ -47,6 +47,9 @@ class TxResult:
     ok: bool
     reason: str = ""
     detail: str = ""
+    # the executed transaction, so listeners react to its type and body without decoding
+    # the block again; None only when it did not decode
+    tx: Tx | None = field(default=None, compare=False, repr=False)
 
 
 Handler = Callable[[BlockContext, Overlay, Tx], None]
@@ -113,22 +116,24 @@ class Ledger:
         except TxError as e:
             return TxResult(tx_id, index, False, e.reason, str(e))
         if ctx.timestamp_ms > tx.expires_at_ms:
-            return TxResult(tx_id, index, False, "expired", "block time is past expires_at")
+            return TxResult(tx_id, index, False, "expired", "block time is past expires_at", tx)
         try:
             self.check_sender(state, tx)
         except Refusal as r:
-            return TxResult(tx_id, index, False, r.reason, r.detail)
+            return TxResult(tx_id, index, False, r.reason, r.detail, tx)
         expected = account_nonce(state, tx.sender) + 1
         if tx.nonce != expected:
-            return TxResult(tx_id, index, False, "bad_nonce", f"expected nonce {expected}")
+            return TxResult(tx_id, index, False, "bad_nonce", f"expected nonce {expected}", tx)
         state.put(nonce_key(tx.sender), tx.nonce.to_bytes(8, "big"))
         handler = self.handlers.get(tx.type)
         if handler is None:
-            return TxResult(tx_id, index, False, "unknown_type", f"no transaction type {tx.type!r}")
+            return TxResult(
+                tx_id, index, False, "unknown_type", f"no transaction type {tx.type!r}", tx
+            )
         child = state.child()
         try:
             handler(ctx, child, tx)
         except Refusal as r:
-            return TxResult(tx_id, index, False, r.reason, r.detail)
+            return TxResult(tx_id, index, False, r.reason, r.detail, tx)
         state.merge(child)
-        return TxResult(tx_id, index, True)
+        return TxResult(tx_id, index, True, tx=tx)

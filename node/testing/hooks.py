@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from mdtp.node.app.hooks import NodeHooks
 from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
+from mdtp.node.testing import tamper
 from mdtp.node.testing.byzantine import ByzantineSender, mode_from_env
 
 
@@ -14,7 +16,8 @@ def _byzantine_outbox(mode: str, ctx: OutboxContext) -> ConsensusOutbox:
 
 
 def hooks_from_env() -> NodeHooks:
+    hooks = NodeHooks(chunk=tamper.hook_from_env())
     mode = mode_from_env()
     if not mode:
-        return NodeHooks()
-    return NodeHooks(consensus_outbox=functools.partial(_byzantine_outbox, mode))
+        return hooks
+    return dataclasses.replace(hooks, consensus_outbox=functools.partial(_byzantine_outbox, mode))

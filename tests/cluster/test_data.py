@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from mdtp.node.data.protocol import sign_fetch_request
-from mdtp.node.data.service import BYZANTINE_ENV
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.ops.testbed import client_for, make_contract, register_account
 from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
+from mdtp.node.testing.tamper import TAMPER_ENV
 from tests.support.processes import metric_value
 
 pytestmark = pytest.mark.cluster
@@ -54,7 +54,7 @@ def data_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cluster_dir = tmp_path_factory.mktemp("data-cluster")
     cluster.init_cluster(cluster_dir, 4)
     try:
-        cluster.up(cluster_dir, timeout_s=90, env={BYZANTINE_ENV: "byz-ds"})
+        cluster.up(cluster_dir, timeout_s=90, env={TAMPER_ENV: "byz-ds"})
         yield cluster_dir
     finally:
         cluster.down(cluster_dir)
@@ -328,5 +328,12 @@ async def test_disposal_not_attested_by_the_deadline_shows_as_overdue(trade: Tra
     cid = await contract(t, use_end_ms=end, disposal_deadline_ms=end)
     await asyncio.sleep(3.5)
     async with t.consumer_client() as c:
+        # overdue is judged at the time of the last block: commit one past the deadline
+        await c.submit_signed(
+            t.other_consumer,
+            "note.set",
+            {"key": "clock", "value": "tick"},
+            chain_id=await c.chain_id(),
+        )
         overdue = await c.overdue_disposals()
     assert cid in [row["contract_id"] for row in overdue]

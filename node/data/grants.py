@@ -1,0 +1,130 @@
+"""``access.grant``: the supplier's node seals the dataset key to the consumer once a contract
+on one of its datasets is ACTIVE.
+
+A contract can become active only by the ``contract.sign`` or ``contract.review`` that
+completes it, so the commit listener reacts to those executed transactions (as the driver
+hands them over, decoded, with their results) and checks the contract in the committed
+state. After a restart, :meth:`Grants.grant_missing` catches up on any active contract of
+this node's datasets that has no grant yet. A grant that fails or does not commit is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import nacl.public
+
+from mdtp.node.data.audit import audit_log
+from mdtp.node.data.keystore import KeyStore
+from mdtp.node.data.metrics import DataMetrics
+from mdtp.node.data.ports import CommittedLedger, TxSubmitter, ledger_now_ms
+from mdtp.node.data.signer import NodeSigner
+from mdtp.node.data.tasks import Tasks
+from mdtp.node.ledger.machine import TxResult
+from mdtp.node.ledger.trading.accounts import load_account
+from mdtp.node.ledger.trading.contracts import Status, effective_status, load_contract
+from mdtp.node.ledger.trading.queries import list_contracts
+from mdtp.storage.chunkstore import ChunkStore
+
+log = logging.getLogger("mdtp.data")
+
+ACTIVATING_TYPES = frozenset({"contract.sign", "contract.review"})
+GRANT_COMMIT_WAIT_S = 120
+GRANT_RETRY_S = 2
+_PAGE = 100
+
+
+class Grants:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        ledger: CommittedLedger,
+        submitter: TxSubmitter,
+        store: ChunkStore,
+        keys: KeyStore,
+        signer: NodeSigner,
+        tasks: Tasks,
+        metrics: DataMetrics,
+    ) -> None:
+        self.node_id = node_id
+        self._ledger = ledger
+        self._submitter = submitter
+        self._store = store
+        self._keys = keys
+        self._signer = signer
+        self._tasks = tasks
+        self._metrics = metrics
+        self._granting: set[str] = set()
+
+    def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
+        """Commit listener: grant the contracts that the block's transactions may activate."""
+        for r in results:
+            if not r.ok or r.tx is None or r.tx.type not in ACTIVATING_TYPES:
+                continue
+            contract_id = r.tx.body.get("contract_id")
+            if isinstance(contract_id, str):
+                self._tasks.spawn(self.grant(contract_id))
+
+    async def grant_missing(self) -> None:
+        """After a restart: grant every active contract on our datasets that has none."""
+        for dataset_id in self._store.datasets():
+            after: str | None = None
+            while True:
+                page = list_contracts(
+                    self._ledger.state,
+                    at_ms=ledger_now_ms(self._ledger),
+                    dataset=dataset_id,
+                    status="ACTIVE",
+                    after=after,
+                    limit=_PAGE,
+                )
+                for contract in page:
+                    await self.grant(contract["id"])
+                if len(page) < _PAGE:
+                    break
+                after = page[-1]["id"]
+
+    async def grant(self, contract_id: str) -> None:
+        """Post ``access.grant`` for the contract if it is ours, ACTIVE and has none yet."""
+        state = self._ledger.state
+        contract = load_contract(state, contract_id)
+        if (
+            contract is None
+            or contract["supplier_node"] != self.node_id
+            or contract["grants"] > 0
+            or effective_status(contract, ledger_now_ms(self._ledger)) != Status.ACTIVE
+            or contract_id in self._granting
+        ):
+            return
+        key = self._keys.get(contract["dataset_id"])
+        consumer = load_account(state, contract["consumer"])
+        if key is None or consumer is None or len(consumer["encryption_public_key"]) != 32:
+            log.error("cannot grant contract %s: no dataset key or consumer key", contract_id)
+            return
+        sealed = nacl.public.SealedBox(
+            nacl.public.PublicKey(bytes(consumer["encryption_public_key"]))
+        ).encrypt(key)
+        self._granting.add(contract_id)
+        try:
+            tx_id = await self._signer.submit(
+                "access.grant", {"contract_id": contract_id, "sealed_key": bytes(sealed)}
+            )
+            self._metrics.records_posted.labels("access.grant").inc()
+            audit_log.info("granted access to contract %s (tx %s)", contract_id, tx_id.hex())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._submitter.wait_committed(tx_id), GRANT_COMMIT_WAIT_S)
+        except Exception as e:  # a failed grant is retried below
+            log.error("cannot post access grant for %s: %s", contract_id, e)
+            retry = True
+        else:
+            retry = False
+        finally:
+            self._granting.discard(contract_id)
+        after = load_contract(self._ledger.state, contract_id)
+        if retry or (after is not None and after["grants"] == 0):
+            await asyncio.sleep(GRANT_RETRY_S)
+            await self.grant(contract_id)
