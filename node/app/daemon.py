@@ -135,7 +135,7 @@ class Node:
         driver = self.driver
         if driver is None:
             self.p2p_metrics.frames_dropped.labels("not_started").inc()
-        elif kind == "consensus":
+        elif kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)
