@@ -2,9 +2,9 @@
 
 Per peer, each channel has its own bounded send queue (:mod:`mdtp.node.p2p.sendqueue`), so a
 backlog of one kind -- a dataset download, a state transfer, a gossip burst -- fills only its
-own queue, and the link's writer serves the channels by priority, so a vote waits behind at
-most one bulk frame, never behind a queue of them (CometBFT's ``GetChannels`` with
-``Priority`` and ``SendQueueCapacity``).
+own queue, and the link's writer serves the channels by priority, so a vote is written ahead
+of the bulk frames queued before it (CometBFT's ``GetChannels`` with ``Priority`` and
+``SendQueueCapacity``).
 
 ``priority`` orders the channels inside a scheduling round and is their weight: under
 contention a channel gets a share of the link's bytes proportional to it, so the lowest one
