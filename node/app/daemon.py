@@ -128,15 +128,6 @@ class Node:
         )
         self._lock_file: IO[bytes] | None = None
         data.install(self)  # the chunk service: frame kinds now, started after the driver
-        limits = TransportLimits(
-            max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
-            send_queue_max_frames=cfg.get("p2p", "send_queue_max_frames"),
-            max_bad_frames=cfg.get("p2p", "max_bad_frames"),
-            handshake_timeout_s=cfg.get("p2p", "handshake_timeout_ms") / 1000,
-            backoff_s_min=cfg.get("p2p", "reconnect_backoff_ms_min") / 1000,
-            backoff_s_max=cfg.get("p2p", "reconnect_backoff_ms_max") / 1000,
-            idle_timeout_s=cfg.get("p2p", "idle_timeout_ms") / 1000,
-        )
         self.transport = Transport(
             genesis=self.genesis,
             node_id=self.node_id,
@@ -146,7 +137,7 @@ class Node:
             own_cert_der=self.cert_der,
             listen=cfg.address("p2p"),
             metrics=self.p2p_metrics,
-            limits=limits,
+            limits=TransportLimits.from_config(cfg),
             handler=self._on_frame,
             dial_overrides=cfg.dial_overrides(),
         )
@@ -157,7 +148,7 @@ class Node:
         driver = self.driver
         if driver is None:
             self.p2p_metrics.frames_dropped.labels("not_started").inc()
-        elif kind == "consensus":
+        elif kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)

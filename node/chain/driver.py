@@ -474,7 +474,9 @@ class Driver:
         if response is None:
             self.metrics.frames_dropped.labels("bad_state_request").inc()
             return
-        self._send(request.sender, "consensus", encode_message(response))
+        # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
+        # holds votes back; the receiver feeds both kinds to the same core.
+        self._send(request.sender, "blocks", encode_message(response))
 
     # -- the consensus loop ---------------------------------------------------------------
 
@@ -775,7 +777,7 @@ class Driver:
                     asyncio.get_running_loop().create_future()
                 )
                 self._st_waiter = (peer, fut)
-                self._send(peer, "consensus", encode_message(request))
+                self._send(peer, "blocks", encode_message(request))
                 try:
                     response = await asyncio.wait_for(fut, self.limits.state_transfer_timeout_s)
                 except TimeoutError:
