@@ -4,7 +4,6 @@ stop, then shuts everything down in order (ports closed, links closed, stores fl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import functools
@@ -13,6 +12,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -43,6 +43,7 @@ from mdtp.node.ledger.machine import Ledger
 from mdtp.node.ledger.state import genesis_state_root, next_state_root
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
+from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
 from mdtp.node.txpool.sigverify import BatchVerifier
 from mdtp.storage.blockstore import BlockStore
@@ -105,6 +106,9 @@ class Node:
         self.api_ctx = pki.api_server_context(ca, cert, key)
         self.data_dir = cfg.path("node", "data_dir")
         self.registry = CollectorRegistry()
+        # Set when a task the node cannot run without dies: run() stops, serve() exits 1.
+        self.task_failed = asyncio.Event()
+        self.supervisor = Supervisor(self.registry, on_failure=lambda _name: self.task_failed.set())
         self.p2p_metrics = P2PMetrics(self.registry)
         self.lag = LoopLagProbe(self.registry)
         self.started = False
@@ -126,15 +130,6 @@ class Node:
         )
         self._lock_file: IO[bytes] | None = None
         self.data_metrics = DataMetrics(self.registry)
-        limits = TransportLimits(
-            max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
-            send_queue_max_frames=cfg.get("p2p", "send_queue_max_frames"),
-            max_bad_frames=cfg.get("p2p", "max_bad_frames"),
-            handshake_timeout_s=cfg.get("p2p", "handshake_timeout_ms") / 1000,
-            backoff_s_min=cfg.get("p2p", "reconnect_backoff_ms_min") / 1000,
-            backoff_s_max=cfg.get("p2p", "reconnect_backoff_ms_max") / 1000,
-            idle_timeout_s=cfg.get("p2p", "idle_timeout_ms") / 1000,
-        )
         self.transport = Transport(
             genesis=self.genesis,
             node_id=self.node_id,
@@ -144,7 +139,7 @@ class Node:
             own_cert_der=self.cert_der,
             listen=cfg.address("p2p"),
             metrics=self.p2p_metrics,
-            limits=limits,
+            limits=TransportLimits.from_config(cfg),
             handler=self._on_frame,
             dial_overrides=cfg.dial_overrides(),
         )
@@ -155,7 +150,7 @@ class Node:
         driver = self.driver
         if driver is None:
             self.p2p_metrics.frames_dropped.labels("not_started").inc()
-        elif kind == "consensus":
+        elif kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)
@@ -282,6 +277,7 @@ class Node:
             broadcast=self.transport.broadcast,
             metrics=self.driver_metrics,
             limits=limits,
+            supervisor=self.supervisor,
             outbox=self.hooks.consensus_outbox,
         )
         holder.append(driver)
@@ -339,18 +335,20 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         self._lock_home()
         runners: list[web.AppRunner] = []
-        lag_task = asyncio.create_task(self.lag.run(), name="loop-lag")
+        self.supervisor.spawn("loop-lag", self.lag.run(), long_lived=True)
         try:
             self.store = self._open_store()
             self.driver = self._build_driver(self.store)
             data = self._build_data_service(self.store, self.driver)
             self.services.append(data)
-            self.driver.verifier.start()
+            self.driver.verifier.start(self.supervisor)
             runners.append(
                 await self._serve_http(
                     health_app(
                         self.registry,
-                        lambda: liveness_checks(self.data_dir, self.lag),
+                        lambda: liveness_checks(
+                            self.data_dir, self.lag, failed_tasks=self.supervisor.failed
+                        ),
                         self.readiness,
                         peers=lambda: (
                             len(self.transport.outbound_connected)
@@ -381,8 +379,11 @@ class Node:
                 self.cfg.get("api", "listen"),
                 self.cfg.get("metrics", "listen"),
             )
-            await stop.wait()
-            log.info("stopping")
+            await _first(stop.wait(), self.task_failed.wait())
+            if self.task_failed.is_set():
+                log.error("stopping: a task died (%s)", ", ".join(self.supervisor.failed))
+            else:
+                log.info("stopping")
         finally:
             self.started = False
             for runner in reversed(runners):
@@ -393,11 +394,9 @@ class Node:
                 await self.driver.close()
                 await self.driver.verifier.close()
             await self.transport.close()
+            await self.supervisor.close()
             if self.store is not None:
                 self.store.close()
-            lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_task
             if self._lock_file is not None:
                 self._lock_file.close()
             log.info("stopped")
@@ -413,8 +412,17 @@ def _bind_error(cfg: NodeConfig, section: str, e: OSError) -> MdtpError:
     return ConfigError(f"cannot listen on {addr} ([{section}] listen): {e.strerror}")
 
 
-async def serve(cfg: NodeConfig, passphrase: bytes | None, hooks: NodeHooks | None = None) -> None:
-    """Run a node until SIGTERM or SIGINT."""
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def serve(cfg: NodeConfig, passphrase: bytes | None, hooks: NodeHooks | None = None) -> int:
+    """Run a node until SIGTERM or SIGINT; the exit status (1 when a task died)."""
     node = Node(cfg, passphrase, hooks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -423,3 +431,4 @@ async def serve(cfg: NodeConfig, passphrase: bytes | None, hooks: NodeHooks | No
     started = time.monotonic()
     await node.run(stop)
     log.debug("ran for %.1f s", time.monotonic() - started)
+    return 1 if node.task_failed.is_set() else 0

@@ -26,7 +26,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ def liveness_checks(
     data_dir: Path,
     lag: LoopLagProbe,
     *,
+    failed_tasks: Sequence[str] = (),
     min_free_bytes: int = MIN_FREE_DISK_BYTES,
 ) -> dict[str, str]:
     """Failed local checks by name (empty when healthy); ``peers`` is added by
@@ -101,6 +102,8 @@ def liveness_checks(
         failed["disk_space"] = f"{data_dir}: {e.strerror or e}"
     if lag.lag_s > MAX_LOOP_LAG_S:
         failed["event_loop_lag"] = f"{lag.lag_s:.2f} s"
+    if failed_tasks:
+        failed["tasks"] = "died: " + ", ".join(failed_tasks)
     return failed
 
 

@@ -83,6 +83,7 @@ from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
 from mdtp.node.ledger.state import Overlay, next_state_root
 from mdtp.node.ledger.tx import Tx, TxError
+from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool.mempool import Mempool
 from mdtp.node.txpool.sigverify import BatchVerifier
 from mdtp.storage.blockstore import BlockStore, CommittedBlock
@@ -167,8 +168,10 @@ class Driver:
         broadcast: BroadcastFn,
         metrics: DriverMetrics,
         limits: DriverLimits,
+        supervisor: Supervisor,
         outbox: OutboxFactory = WireOutbox,
     ) -> None:
+        self.supervisor = supervisor
         self.genesis = genesis
         self.node_id = node_id
         self.node_key = node_key
@@ -303,9 +306,10 @@ class Driver:
 
     async def start(self) -> None:
         self.outbox.start()
-        self._tasks.append(asyncio.create_task(self._consensus_loop(), name="consensus"))
-        self._tasks.append(asyncio.create_task(self._ingress_loop(), name="ingress"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        spawn = self.supervisor.spawn
+        self._tasks.append(spawn("consensus", self._consensus_loop(), long_lived=True))
+        self._tasks.append(spawn("ingress", self._ingress_loop(), long_lived=True))
+        self._tasks.append(spawn("housekeeping", self._housekeeping(), long_lived=True))
         self._internal.append(_START)
         self._wake.set()
 
@@ -315,10 +319,8 @@ class Driver:
             handle.cancel()
         if self._proposal_handle is not None:
             self._proposal_handle.cancel()
-        tasks = [*self._tasks] + ([self._st_task] if self._st_task else [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in [*self._tasks, self._st_task]:
+            await self.supervisor.cancel(task)
         self._store_pool.shutdown(wait=True)
         for futures in self._waiters.values():
             for fut in futures:
@@ -349,13 +351,7 @@ class Driver:
         if len(body) > self.limits.gossip_batch_max * 4:
             self.metrics.frames_dropped.labels("gossip_too_large").inc()
             return
-        task = asyncio.create_task(self._admit_gossip(body))
-        self._tasks.append(task)
-        task.add_done_callback(self._forget_task)
-
-    def _forget_task(self, task: asyncio.Task[Any]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
+        self.supervisor.spawn("gossip-admission", self._admit_gossip(body))
 
     async def submit(self, raw: bytes) -> Tx:
         """A client transaction: verify, admit, gossip once. Raises TxError/MempoolError."""
@@ -479,7 +475,9 @@ class Driver:
         if response is None:
             self.metrics.frames_dropped.labels("bad_state_request").inc()
             return
-        self._send(request.sender, "consensus", encode_message(response))
+        # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
+        # holds votes back; the receiver feeds both kinds to the same core.
+        self._send(request.sender, "blocks", encode_message(response))
 
     # -- the consensus loop ---------------------------------------------------------------
 
@@ -760,7 +758,7 @@ class Driver:
         self.metrics.state_transfer_target.set(self._st_target)
         if self._st_task is None or self._st_task.done():
             peers = action.peers or tuple(m for m in self.config.members if m != self.node_id)
-            self._st_task = asyncio.create_task(self._state_transfer(peers), name="state-transfer")
+            self._st_task = self.supervisor.spawn("state-transfer", self._state_transfer(peers))
 
     async def _state_transfer(self, peers: tuple[str, ...]) -> None:
         self.metrics.state_transfer_active.set(1)
@@ -780,7 +778,7 @@ class Driver:
                     asyncio.get_running_loop().create_future()
                 )
                 self._st_waiter = (peer, fut)
-                self._send(peer, "consensus", encode_message(request))
+                self._send(peer, "blocks", encode_message(request))
                 try:
                     response = await asyncio.wait_for(fut, self.limits.state_transfer_timeout_s)
                 except TimeoutError:

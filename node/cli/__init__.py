@@ -90,8 +90,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(Path(args.home))
     setup_logging(cfg.get("log", "level"), cfg.get("log", "json"), cfg.node_id)
-    asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file), args.hooks))
-    return 0
+    return asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file), args.hooks))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

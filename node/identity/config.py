@@ -33,6 +33,15 @@ class Key:
 
 MiB = 1024 * 1024
 
+
+def _channel_queue_keys(channel: str, frames: int, size: int, carries: str) -> tuple[Key, Key]:
+    what = f"Per-peer send queue bound of the {channel} channel ({carries})"
+    return (
+        Key("p2p", f"{channel}_queue_max_frames", int, frames, f"{what}, in frames.", 1),
+        Key("p2p", f"{channel}_queue_max_bytes", int, size, f"{what}, in bytes.", 1024),
+    )
+
+
 SCHEMA: tuple[Key, ...] = (
     Key("node", "id", str, "", "This node's member id; must be a member in the genesis file."),
     Key("node", "genesis", str, "genesis.json", "Path of the genesis file."),
@@ -51,7 +60,14 @@ SCHEMA: tuple[Key, ...] = (
         "(NAT, proxies). The peer's identity is still checked against genesis.",
     ),
     Key("p2p", "max_frame_bytes", int, 16 * MiB, "Largest peer frame accepted or sent.", 1024),
-    Key("p2p", "send_queue_max_frames", int, 8192, "Per-peer outbound queue bound.", 1),
+    # One send queue per peer and channel (see node/p2p/channels.py); a full one refuses the
+    # frames of its own channel only.
+    *_channel_queue_keys("consensus", 8192, 64 * MiB, "consensus messages"),
+    *_channel_queue_keys("status", 64, 1 * MiB, "status beacons, keepalives"),
+    *_channel_queue_keys("data_requests", 1024, 4 * MiB, "chunk requests, acks, cancels"),
+    *_channel_queue_keys("txs", 1024, 32 * MiB, "transaction gossip"),
+    *_channel_queue_keys("blocks", 64, 64 * MiB, "state-transfer requests and blocks"),
+    *_channel_queue_keys("data_chunks", 1024, 64 * MiB, "chunks served, end of each fetch"),
     Key(
         "p2p",
         "max_bad_frames",

@@ -34,6 +34,18 @@ class P2PMetrics:
             ["reason"],
             registry=registry,
         )
+        self.send_queue_full = Counter(
+            "mdtp_p2p_send_queue_full_total",
+            "Frames refused because the peer's queue of their channel was full, by channel",
+            ["channel"],
+            registry=registry,
+        )
+        self.send_queue_bytes = Gauge(
+            "mdtp_p2p_send_queue_bytes",
+            "Frame bytes queued for peers and not yet written, by channel",
+            ["channel"],
+            registry=registry,
+        )
         self.connections_refused = Counter(
             "mdtp_p2p_connections_refused_total",
             "Inbound or outbound connections refused, by reason",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -24,12 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdtp.node.errors import FrameError, HandshakeRefused
+from mdtp.node.identity.config import NodeConfig
 from mdtp.node.identity.genesis import Genesis
 from mdtp.node.identity.keys import SigningKey, verify_signature
 from mdtp.node.identity.pki import fingerprint_der, node_id_of_der
+from mdtp.node.p2p.channels import CHANNELS, Channel, kinds_of
 from mdtp.node.p2p.frames import encode_frame, read_frame
 from mdtp.node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
 from mdtp.node.p2p.metrics import P2PMetrics
+from mdtp.node.p2p.sendqueue import SendQueues
 
 log = logging.getLogger("mdtp.p2p")
 
@@ -42,13 +46,32 @@ _CONTROL_KINDS = frozenset({"hello", "auth", "ready", "ping"})
 @dataclass(frozen=True)
 class TransportLimits:
     max_frame_bytes: int = 16 * 1024 * 1024
-    send_queue_max_frames: int = 8192
+    channels: tuple[Channel, ...] = CHANNELS
     max_bad_frames: int = 16
     handshake_timeout_s: float = 5.0
     backoff_s_min: float = 0.1
     backoff_s_max: float = 5.0
     idle_timeout_s: float = 15.0
     write_batch_max_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_config(cls, cfg: NodeConfig) -> TransportLimits:
+        return cls(
+            max_frame_bytes=cfg.get("p2p", "max_frame_bytes"),
+            channels=tuple(
+                dataclasses.replace(
+                    c,
+                    queue_max_frames=cfg.get("p2p", f"{c.name}_queue_max_frames"),
+                    queue_max_bytes=cfg.get("p2p", f"{c.name}_queue_max_bytes"),
+                )
+                for c in CHANNELS
+            ),
+            max_bad_frames=cfg.get("p2p", "max_bad_frames"),
+            handshake_timeout_s=cfg.get("p2p", "handshake_timeout_ms") / 1000,
+            backoff_s_min=cfg.get("p2p", "reconnect_backoff_ms_min") / 1000,
+            backoff_s_max=cfg.get("p2p", "reconnect_backoff_ms_max") / 1000,
+            idle_timeout_s=cfg.get("p2p", "idle_timeout_ms") / 1000,
+        )
 
 
 def classify_tls_error(exc: BaseException) -> str:
@@ -68,9 +91,10 @@ def classify_tls_error(exc: BaseException) -> str:
 
 
 class _OutboundLink:
-    def __init__(self, peer_id: str, limits: TransportLimits) -> None:
+    def __init__(self, peer_id: str, limits: TransportLimits, metrics: P2PMetrics) -> None:
         self.peer_id = peer_id
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=limits.send_queue_max_frames)
+        # Kept across reconnects: frames queued while the link is down go out when it is up.
+        self.queues = SendQueues(limits.channels, metrics)
         self.connected = False
         self.task: asyncio.Task[None] | None = None
 
@@ -104,7 +128,8 @@ class Transport:
         self.handler = handler
         self.dial_overrides = dict(dial_overrides or {})
         self.peers = [m.id for m in genesis.members if m.id != node_id]
-        self._outbound = {p: _OutboundLink(p, limits) for p in self.peers}
+        self._kinds = frozenset(kinds_of(limits.channels))
+        self._outbound = {p: _OutboundLink(p, limits, metrics) for p in self.peers}
         self._inbound: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,11 +158,11 @@ class Transport:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     def send(self, peer_id: str, kind: str, body: Any) -> bool:
-        """Queue a frame for ``peer_id``; False (and counted) if its queue is full."""
-        return self._enqueue(peer_id, kind, encode_frame(kind, body, self.limits.max_frame_bytes))
+        """Queue a frame for ``peer_id``; False (and counted) if its channel's queue is full."""
+        return self._enqueue(peer_id, kind, self._encode(kind, body))
 
     def broadcast(self, kind: str, body: Any) -> None:
-        frame = encode_frame(kind, body, self.limits.max_frame_bytes)
+        frame = self._encode(kind, body)
         for peer_id in self.peers:
             self._enqueue(peer_id, kind, frame)
 
@@ -151,13 +176,17 @@ class Transport:
 
     # -- sending ----------------------------------------------------------------------------
 
+    def _encode(self, kind: str, body: Any) -> bytes:
+        # Checked here too, so a kind missing from the channel table fails on a lone node.
+        if kind not in self._kinds:
+            raise ValueError(f"frame kind {kind!r} is on no p2p channel (see p2p/channels.py)")
+        return encode_frame(kind, body, self.limits.max_frame_bytes)
+
     def _enqueue(self, peer_id: str, kind: str, frame: bytes) -> bool:
         link = self._outbound.get(peer_id)
         if link is None:
             raise ValueError(f"{peer_id!r} is not a peer")
-        try:
-            link.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if not link.queues.put(kind, frame):
             self.metrics.frames_dropped.labels("queue_full").inc()
             return False
         self.metrics.frames_sent.labels(kind).inc()
@@ -213,11 +242,11 @@ class Transport:
     async def _pump(
         self, link: _OutboundLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """Write queued frames in batches until the link dies.
+        """Write queued frames in batches, in channel schedule order, until the link dies.
 
         The receiver never writes after READY, so a read returning means the link is gone:
         a watcher task then cancels this pump. Keepalives are queued by a ticker when the
-        link has been quiet, so the hot path is a plain ``queue.get()`` with no timers.
+        link has been quiet, so the hot path waits for frames with no timers.
         """
         pump = asyncio.current_task()
         assert pump is not None
@@ -234,18 +263,13 @@ class Transport:
             while True:
                 await asyncio.sleep(interval)
                 if asyncio.get_running_loop().time() - last_write >= interval:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        link.queue.put_nowait(ping)
+                    link.queues.put("ping", ping)
 
         helpers = [asyncio.create_task(watch_eof()), asyncio.create_task(keepalive())]
         try:
             while True:
-                batch = [await link.queue.get()]
-                size = len(batch[0])
-                while size < self.limits.write_batch_max_bytes and not link.queue.empty():
-                    frame = link.queue.get_nowait()
-                    batch.append(frame)
-                    size += len(frame)
+                batch = await link.queues.next_batch(self.limits.write_batch_max_bytes)
+                size = sum(map(len, batch))
                 writer.write(b"".join(batch) if len(batch) > 1 else batch[0])
                 self.metrics.bytes_sent.inc(size)
                 last_write = asyncio.get_running_loop().time()
@@ -259,12 +283,6 @@ class Transport:
             for task in helpers:
                 task.cancel()
             writer.close()
-
-    def _requeue_front(self, link: _OutboundLink, frame: bytes) -> None:
-        # A frame taken just as the link died goes back; order across a reconnect is not
-        # promised to the layers above (consensus tolerates loss and reordering).
-        with contextlib.suppress(asyncio.QueueFull):
-            link.queue.put_nowait(frame)
 
     # -- handshakes -------------------------------------------------------------------------
 

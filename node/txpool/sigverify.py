@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from mdtp.node.ledger.tx import Tx, TxError, decode_tx
+from mdtp.node.supervisor import Supervisor
 
 
 class VerifierBusy(TxError):
@@ -50,8 +51,8 @@ class BatchVerifier:
         self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[Tx]]] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sigverify")
+    def start(self, supervisor: Supervisor) -> None:
+        self._task = supervisor.spawn("sigverify", self._run(), long_lived=True)
 
     async def close(self) -> None:
         if self._task is not None:

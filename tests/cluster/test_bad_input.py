@@ -90,3 +90,21 @@ def test_inconsistent_store_is_named_and_the_node_refuses_to_start(tmp_path: Pat
     assert "key space 'blocks' has height 7 above the tip 0" in log
     assert "Traceback" not in log
     wait_until(lambda: cluster.running_pid(node) is None, 10, "no process left")
+
+
+async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
+    running_cluster: Path,
+) -> None:
+    node = cluster.load_cluster(running_cluster)[3]
+    chain = chain_id_of(running_cluster)
+    body: object = {}
+    for _ in range(600):
+        body = {"a": body}
+    unsigned = msgpack.packb([chain, "note.set", "s", 1, 1, body], use_bin_type=True)
+    hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    key = SigningKey.generate()
+    async with NodeClient(node.api, ca=running_cluster / "ca" / "ca.pem") as c:
+        for _ in range(3):
+            assert await reason_of(c, hostile) == "malformed"
+        done = await c.submit(signed(chain, key, 1), wait=True)
+        assert done["status"] == "committed"

@@ -107,11 +107,19 @@ async def test_verifier_answers_after_a_hostile_transaction() -> None:
         body = [body]
     unsigned = msgpack.packb(["c", "note.set", "s", 1, 1, body], use_bin_type=True)
     hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    from prometheus_client import CollectorRegistry
+
+    from mdtp.node.supervisor import Supervisor
+
     verifier = BatchVerifier("c", 64 * 1024)
-    verifier.start()
+    supervisor = Supervisor(CollectorRegistry())
+    verifier.start(supervisor)
     try:
         for _ in range(2):
             results = await verifier.check_many([hostile, b"\xc1"])
             assert all(isinstance(r, TxError) for r in results)
+            with pytest.raises(TxError):
+                await verifier.check(hostile)
+        assert supervisor.failed == []
     finally:
         await verifier.close()
