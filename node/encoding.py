@@ -1,8 +1,10 @@
-"""Small, dependency-free encodings shared by keys, genesis and the API."""
+"""Small, dependency-free encodings shared by keys, genesis, the API and its clients."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
@@ -50,3 +52,9 @@ def public_key_from_account_id(account_id: str) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def dumps(doc: Any) -> str:
+    """Canonical JSON of an API body: sorted keys, no spaces, so every node at one height
+    answers with identical bytes (and an exported audit line reads the same as the API's)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -15,7 +15,6 @@ if a block committed in between, so one body never mixes two heights.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from aiohttp import web
 from mdtp.consensus.messages import WireLimits
 from mdtp.node.api.common import error, hex32
 from mdtp.node.chain.driver import decode_certificate
+from mdtp.node.encoding import dumps
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.trading import queries
@@ -53,11 +53,6 @@ _SEARCH_PARAMS = frozenset({"text", "tag", "supplier", "limit", "after", "includ
 
 class BadParam(Exception):
     """A query parameter the route cannot use; answered with 400 ``bad_param``."""
-
-
-def dumps(doc: Any) -> str:
-    """The canonical JSON of a response body (identical bytes on every node)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:

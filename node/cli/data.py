@@ -1,8 +1,11 @@
 """``mdtp data ...``: publish a file, fetch a contract's data, dispose of it, overdue list.
 
-Each command talks to the member's own node: ``--node HOST:PORT --ca ca.pem``, or for a
-local cluster ``--cluster DIR --member nodeI``; it signs with ``--key FILE`` (the supplier's
-account to publish, the consumer's to fetch and dispose). Progress bars go to stderr.
+Each command talks to the member's own node, named by the shared options of
+:mod:`node.cli.options` (``--node``/``--ca`` or ``--cluster``/``--member``); it signs with
+``--key FILE`` (the supplier's account to publish, the consumer's to fetch and dispose).
+Results are JSON on stdout, with or without ``--json``; progress bars go to stderr. A refusal
+prints ``error: REASON: message`` (with ``--json``: ``{"status": "failed", "reason", ...}``)
+and exits 1.
 """
 
 from __future__ import annotations
@@ -10,67 +13,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from mdtp.node.cli import add_command, add_group
+from mdtp.node.cli.options import (
+    add_client_options,
+    add_tag_options,
+    node_address,
+    node_label,
+    print_json,
+    signing_key,
+    tags_of,
+)
 from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
-from mdtp.node.errors import MdtpError
-from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
 from mdtp.node.sdk.client import ApiError
 from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
 
-
-class DataUsageError(MdtpError):
-    reason = "usage"
+# A fetch or publish of a large dataset is one long session.
+CLIENT_TIMEOUT_S = 600
 
 
 def _client(args: argparse.Namespace) -> DataClient:
-    if args.cluster:
-        from mdtp.node.ops.cluster import load_cluster
-
-        nodes = {n.id: n for n in load_cluster(Path(args.cluster))}
-        node = nodes.get(args.member or next(iter(nodes)))
-        if node is None:
-            raise DataUsageError(f"--member: no node {args.member!r} in {args.cluster}")
-        return DataClient(node.api, ca=Path(args.cluster) / "ca" / "ca.pem", timeout_s=600)
-    if not args.node or not args.ca:
-        raise DataUsageError("name your node: --node HOST:PORT --ca ca.pem, or --cluster DIR")
-    return DataClient(args.node, ca=Path(args.ca), timeout_s=600)
+    address, ca = node_address(args)
+    return DataClient(address, ca=ca, timeout_s=CLIENT_TIMEOUT_S)
 
 
-def _key(args: argparse.Namespace) -> SigningKey:
-    return load_key(Path(args.key), passphrase=read_passphrase_file(args.passphrase_file))
+def _failed(args: argparse.Namespace, reason: str, message: str, chunk: int | None = None) -> int:
+    if args.json:
+        print_json({"status": "failed", "reason": reason, "message": message, "chunk": chunk})
+        print(f"mdtp: error: {reason}: {message}", file=sys.stderr)
+    else:
+        where = f" (chunk {chunk})" if chunk is not None else ""
+        print(f"error: {reason}{where}: {message}")
+    return 1
 
 
-def _run(coro: Any) -> int:
+def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
     try:
         result = asyncio.run(coro)
     except DataError as e:
-        where = f" (chunk {e.chunk})" if e.chunk is not None else ""
-        print(f"error: {e.reason}{where}: {e.message}")
-        return 1
+        return _failed(args, e.reason, e.message, e.chunk)
     except ApiError as e:
-        print(f"error: {e.reason}: {e.message}")
-        return 1
-    print(json.dumps(result, indent=2, default=str))
+        return _failed(args, e.reason, e.message)
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        message = f"cannot reach the node ({node_label(args)}): {e or type(e).__name__}"
+        return _failed(args, "unreachable", message)
+    print_json(result)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     quality = json.loads(Path(args.quality).read_text()) if args.quality else None
+    client, key = _client(args), signing_key(args)
 
     async def go() -> dict[str, Any]:
-        async with _client(args) as c:
+        async with client as c:
             p = await publish(
                 c,
-                _key(args),
+                key,
                 Path(args.file),
                 dataset_id=args.id,
                 title=args.title or args.id,
                 description=args.description,
-                tags=[t for t in (args.tags or "").split(",") if t],
+                tags=tags_of(args),
                 schema=args.schema,
                 fmt=args.format,
                 quality=quality,
@@ -86,15 +96,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             "tx": p.tx_id,
         }
 
-    return _run(go())
+    return _run(args, go())
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    client, key = _client(args), signing_key(args)
+
     async def go() -> dict[str, Any]:
-        async with _client(args) as c:
+        async with client as c:
             r = await fetch(
                 c,
-                _key(args),
+                key,
                 args.contract,
                 Path(args.out),
                 progress=not args.no_progress,
@@ -112,23 +124,27 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             "confirmed": r.confirmed,
         }
 
-    return _run(go())
+    return _run(args, go())
 
 
 def cmd_dispose(args: argparse.Namespace) -> int:
-    async def go() -> dict[str, Any]:
-        async with _client(args) as c:
-            return await dispose(c, _key(args), args.contract, method=args.method)
+    client, key = _client(args), signing_key(args)
 
-    return _run(go())
+    async def go() -> dict[str, Any]:
+        async with client as c:
+            return await dispose(c, key, args.contract, method=args.method)
+
+    return _run(args, go())
 
 
 def cmd_overdue(args: argparse.Namespace) -> int:
+    client = _client(args)
+
     async def go() -> list[dict[str, Any]]:
-        async with _client(args) as c:
+        async with client as c:
             return await c.overdue_disposals()
 
-    return _run(go())
+    return _run(args, go())
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -143,14 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connection(sp: argparse.ArgumentParser, *, signs: bool = True) -> None:
-    sp.add_argument("--node", default=os.environ.get("MDTP_NODE"), help="your node's API")
-    sp.add_argument("--ca", default=os.environ.get("MDTP_CA"), help="the consortium CA (PEM)")
-    sp.add_argument("--cluster", help="a local cluster directory instead of --node/--ca")
-    sp.add_argument("--member", help="which node of --cluster (default: the first)")
-    if signs:
-        sp.add_argument("--key", required=True, help="your account key file")
-        sp.add_argument("--passphrase-file", type=Path, help="passphrase of --key")
+def _client_options(sp: argparse.ArgumentParser, *, signs: bool = True) -> None:
+    add_client_options(sp, signs=signs)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -161,23 +171,23 @@ def register(sub: Any) -> None:
     sp.add_argument("--id", required=True, help="dataset id")
     sp.add_argument("--title")
     sp.add_argument("--description", default="")
-    sp.add_argument("--tags", help="comma-separated tags")
+    add_tag_options(sp)
     sp.add_argument("--schema", default="")
     sp.add_argument("--format", default="bin")
     sp.add_argument("--quality", help="JSON file with the quality fields")
     sp.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_BYTES, help="bytes")
-    _connection(sp)
+    _client_options(sp)
     sp = add_command(data, "fetch", cmd_fetch, "fetch, verify and decrypt a contract's data")
     sp.add_argument("contract")
     sp.add_argument("--out", required=True, help="output file (resumes OUT.part)")
     sp.add_argument("--grant-timeout", type=float, default=30.0, help="seconds")
-    _connection(sp)
+    _client_options(sp)
     sp = add_command(data, "dispose", cmd_dispose, "delete local copies, attest the disposal")
     sp.add_argument("contract")
     sp.add_argument("--method", help="disposal method (default: the one the terms name)")
-    _connection(sp)
+    _client_options(sp)
     sp = add_command(data, "overdue", cmd_overdue, "contracts whose disposal is overdue")
-    _connection(sp, signs=False)
+    _client_options(sp, signs=False)
     sp = add_command(data, "bench", cmd_bench, "fetch throughput vs raw mutual TLS")
     sp.add_argument("--size-mib", type=int, default=256)
     sp.add_argument("--json", action="store_true")

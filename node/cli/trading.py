@@ -1,12 +1,12 @@
 """``mdtp account|dataset|contract|audit|verify-receipt|reasons``: the trading ledger for people.
 
-Every command talks to one node's API: ``--node HOST:PORT --ca ca.pem``, or for a local
-cluster ``--cluster DIR [--member nodeI]`` (defaults: ``MDTP_NODE``, ``MDTP_CA``,
-``MDTP_CLUSTER``, ``MDTP_MEMBER``). Commands that change the ledger sign with ``--key FILE``
-and wait until the transaction executed. Output is a readable table or summary; ``--json``
-prints the API's JSON instead. A refused transaction prints its reason code, what the code
-means and what to do, and exits 1 (with ``--json``: ``{"status": "failed", "reason", ...}``
-on stdout). Bad local input (a missing term, an unreadable file) exits 2.
+Every command talks to one node's API, named by the shared options of
+:mod:`node.cli.options` (``--node``/``--ca`` or ``--cluster``/``--member``). Commands that
+change the ledger sign with ``--key FILE`` and wait until the transaction executed. Output is
+a readable table or summary; ``--json`` prints the API's JSON instead. A refused transaction
+prints its reason code, what the code means and what to do, and exits 1 (with ``--json``:
+``{"status": "failed", "reason", ...}`` on stdout). Bad local input (a missing term, an
+unreadable file) exits 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -27,13 +26,21 @@ from typing import Any
 import aiohttp
 
 from mdtp.node.cli import _print_table, add_command, add_group
-from mdtp.node.errors import ClusterError
-from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
+from mdtp.node.cli.options import (
+    UsageError,
+    add_client_options,
+    add_tag_options,
+    node_address,
+    node_label,
+    print_json,
+    signing_key,
+    tags_of,
+)
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.accounts import ROLES
 from mdtp.node.ledger.trading.audit import KINDS
 from mdtp.node.ledger.trading.contracts import DELIVERY_METHODS, PRICE_MODELS
 from mdtp.node.ledger.trading.queries import SEARCH_FIELDS
-from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.trading import (
     HINTS,
@@ -78,10 +85,6 @@ _REQUIRED_QUALITY = (
 )
 _RELATIVE_RE = re.compile(r"^\+(\d+)([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-class UsageError(Exception):
-    """Bad local input; the message says what to give instead."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -130,44 +133,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return doc
 
 
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True))
-
-
-def _key(args: argparse.Namespace, attr: str = "key") -> SigningKey:
-    path = getattr(args, attr)
-    if path is None:
-        raise UsageError(f"give --{attr.replace('_', '-')} FILE (an account key file)")
-    return load_key(Path(path), passphrase=read_passphrase_file(args.passphrase_file))
-
-
-def _node_address(args: argparse.Namespace) -> tuple[str, Path]:
-    if args.node:
-        ca = args.ca or os.environ.get("MDTP_CA")
-        if not ca:
-            raise UsageError("--node needs --ca ca.pem (the consortium CA certificate)")
-        return args.node, Path(ca)
-    if args.cluster:
-        try:
-            nodes = cluster.load_cluster(Path(args.cluster))
-        except ClusterError as e:
-            raise UsageError(str(e)) from None
-        member = args.member or nodes[0].id
-        for n in nodes:
-            if n.id == member:
-                return n.api, Path(args.cluster) / "ca" / "ca.pem"
-        raise UsageError(
-            f"--member {member}: not in the cluster ({', '.join(n.id for n in nodes)})"
-        )
-    raise UsageError(
-        "name a node: --node HOST:PORT --ca ca.pem, or --cluster DIR [--member nodeI] "
-        "(or set MDTP_NODE and MDTP_CA, or MDTP_CLUSTER)"
-    )
-
-
 def _fail(args: argparse.Namespace, e: TxFailed) -> int:
     if args.json:
-        _print_json(
+        print_json(
             {
                 "status": "failed",
                 "type": e.tx_type,
@@ -190,7 +158,7 @@ def _fail(args: argparse.Namespace, e: TxFailed) -> int:
 def run(args: argparse.Namespace, body: Body) -> int:
     """Run ``body`` against the node; turn every expected failure into a clear message."""
     try:
-        address, ca = _node_address(args)
+        address, ca = node_address(args)
 
         async def go() -> int:
             async with NodeClient(address, ca=ca, timeout_s=60) as node:
@@ -211,10 +179,9 @@ def run(args: argparse.Namespace, body: Body) -> int:
     except UsageError as e:
         return _usage(e)
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
-        target = getattr(args, "node", None) or f"the {args.cluster} cluster"
         print(
-            f"mdtp: cannot reach the node ({target}): {e or type(e).__name__}; is it running? "
-            "(`mdtp cluster status --dir DIR`)",
+            f"mdtp: cannot reach the node ({node_label(args)}): {e or type(e).__name__}; "
+            "is it running? (`mdtp cluster status --dir DIR`)",
             file=sys.stderr,
         )
         return 1
@@ -225,7 +192,7 @@ def _committed(args: argparse.Namespace, c: Committed, what: str, extra: Any = N
         doc = {"status": "committed", **c.__dict__}
         if extra is not None:
             doc["result"] = extra
-        _print_json(doc)
+        print_json(doc)
     else:
         print(f"{what} (tx {c.id[:16]}..., height {c.height})")
     return 0
@@ -258,7 +225,7 @@ def cmd_account_register(args: argparse.Namespace) -> int:
         unknown = [r for r in roles if r not in ROLES]
         if unknown:
             raise UsageError(f"unknown role {unknown[0]!r}; roles: {', '.join(ROLES)}")
-        admin = _key(args)
+        admin = signing_key(args)
         public_key, enc_key = _public_parts(args)
         c = await t.register_account(
             admin,
@@ -279,7 +246,7 @@ def cmd_account_register(args: argparse.Namespace) -> int:
 
 def cmd_account_rotate(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        current, new = _key(args), _key(args, "new_key")
+        current, new = signing_key(args), signing_key(args, "new_key")
         c = await t.rotate_key(current, new, account_id=args.account)
         return _committed(args, c, f"rotated {args.account or current.account_id} to a new key")
 
@@ -288,7 +255,7 @@ def cmd_account_rotate(args: argparse.Namespace) -> int:
 
 def cmd_account_revoke(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        signer = _key(args)
+        signer = signing_key(args)
         target = args.account_id or signer.account_id
         c = await t.revoke_account(signer, target, reason=args.reason)
         return _committed(args, c, f"revoked {target}")
@@ -298,12 +265,12 @@ def cmd_account_revoke(args: argparse.Namespace) -> int:
 
 def cmd_account_show(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        account_id = args.account_id or (_key(args).account_id if args.key else None)
+        account_id = args.account_id or (signing_key(args).account_id if args.key else None)
         if account_id is None:
             raise UsageError("give an ACCOUNT_ID or --key FILE")
         account = await t.account(account_id)
         if args.json:
-            _print_json(account)
+            print_json(account)
             return 0
         rows = [
             ("account", account["id"]),
@@ -337,7 +304,7 @@ def _metadata(args: argparse.Namespace, *, publish: bool) -> dict[str, Any]:
     flags = {
         "title": args.title,
         "description": args.description,
-        "tags": args.tag,
+        "tags": tags_of(args),
         "schema": args.schema,
         "format": args.format,
         "size_bytes": args.size_bytes,
@@ -378,7 +345,7 @@ def cmd_dataset_publish(args: argparse.Namespace) -> int:
         return _usage(e)
 
     async def body(t: TradingClient) -> int:
-        supplier = _key(args)
+        supplier = signing_key(args)
         if args.supplier_node:
             metadata["supplier_node"] = args.supplier_node
         elif "supplier_node" not in metadata:
@@ -391,7 +358,7 @@ def cmd_dataset_publish(args: argparse.Namespace) -> int:
 
 def cmd_dataset_update(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        supplier = _key(args)
+        supplier = signing_key(args)
         changes = _metadata(args, publish=False)
         if not changes:
             raise UsageError("name at least one field to change (e.g. --title, --tag)")
@@ -403,7 +370,7 @@ def cmd_dataset_update(args: argparse.Namespace) -> int:
 
 def cmd_dataset_withdraw(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        c = await t.withdraw_dataset(_key(args), args.id, reason=args.reason)
+        c = await t.withdraw_dataset(signing_key(args), args.id, reason=args.reason)
         return _committed(args, c, f"withdrew dataset {args.id}")
 
     return run(args, body)
@@ -433,7 +400,7 @@ def cmd_dataset_search(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         if args.json:
-            _print_json(doc)
+            print_json(doc)
             return 0
         rows = [
             {
@@ -464,7 +431,7 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         d = await t.dataset(args.id)
         if args.json:
-            _print_json(d)
+            print_json(d)
             return 0
         q = d["quality"]
         rows = [
@@ -509,7 +476,7 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
 # -- contracts --------------------------------------------------------------------------------
 
 
-def _terms(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+def _terms(args: argparse.Namespace, base: dict[str, Any]) -> b.Terms:
     terms = dict(base)
     if args.terms:
         terms.update(_read_json(Path(args.terms), "terms file"))
@@ -546,7 +513,10 @@ def _terms(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     missing = [flag for name, flag in _REQUIRED_TERMS if name not in terms]
     if missing:
         raise UsageError(f"missing terms: {', '.join(missing)} (or give them in --terms FILE.json)")
-    return terms_from_json(terms)
+    try:
+        return terms_from_json(terms)
+    except TradingError as e:
+        raise UsageError(e.message) from None
 
 
 def _usage(e: UsageError) -> int:
@@ -561,7 +531,7 @@ def cmd_contract_offer(args: argparse.Namespace) -> int:
         return _usage(e)
 
     async def body(t: TradingClient) -> int:
-        signer = _key(args)
+        signer = signing_key(args)
         c = await t.offer(
             signer,
             contract_id=args.id,
@@ -576,7 +546,7 @@ def cmd_contract_offer(args: argparse.Namespace) -> int:
 
 def cmd_contract_counter(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        signer = _key(args)
+        signer = signing_key(args)
         contract = await t.contract(args.id)
         answered = args.version or contract["version"]
         base = contract["versions"][min(answered, len(contract["versions"])) - 1]["terms"]
@@ -588,7 +558,7 @@ def cmd_contract_counter(args: argparse.Namespace) -> int:
 
 def cmd_contract_sign(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        c = await t.sign_contract(_key(args), args.id, version=args.version)
+        c = await t.sign_contract(signing_key(args), args.id, version=args.version)
         status = (await t.contract(args.id))["effective_status"]
         return _committed(args, c, f"signed contract {args.id}; it is now {status}", status)
 
@@ -598,7 +568,11 @@ def cmd_contract_sign(args: argparse.Namespace) -> int:
 def cmd_contract_review(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         c = await t.review(
-            _key(args), args.id, approve=args.approve, comment=args.comment, version=args.version
+            signing_key(args),
+            args.id,
+            approve=args.approve,
+            comment=args.comment,
+            version=args.version,
         )
         status = (await t.contract(args.id))["effective_status"]
         verb = "approved" if args.approve else "rejected"
@@ -609,7 +583,7 @@ def cmd_contract_review(args: argparse.Namespace) -> int:
 
 def cmd_contract_delete(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        c = await t.delete_contract(_key(args), args.id)
+        c = await t.delete_contract(signing_key(args), args.id)
         return _committed(args, c, f"deleted contract {args.id}")
 
     return run(args, body)
@@ -617,7 +591,7 @@ def cmd_contract_delete(args: argparse.Namespace) -> int:
 
 def cmd_contract_terminate(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        c = await t.terminate_contract(_key(args), args.id, reason=args.reason)
+        c = await t.terminate_contract(signing_key(args), args.id, reason=args.reason)
         return _committed(args, c, f"terminated contract {args.id}")
 
     return run(args, body)
@@ -647,7 +621,7 @@ def cmd_contract_show(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         ct = await t.contract(args.id)
         if args.json:
-            _print_json(ct)
+            print_json(ct)
             return 0
         current = ct["versions"][-1]
         terms = current["terms"]
@@ -690,12 +664,12 @@ def cmd_contract_list(args: argparse.Namespace) -> int:
         if account is None and args.dataset is None:
             if not args.key:
                 raise UsageError("give --account ID, --dataset ID or --key FILE")
-            account = _key(args).account_id
+            account = signing_key(args).account_id
         doc = await t.contracts(
             account=account, dataset=args.dataset, status=args.status, after=args.after
         )
         if args.json:
-            _print_json(doc)
+            print_json(doc)
             return 0
         rows = [
             {
@@ -729,7 +703,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         entries = await t.audit_trail(args.kind, args.id, proof=args.proof)
         if args.json:
-            _print_json(entries)
+            print_json(entries)
             return 0
         if not entries:
             print(f"no audit entries for {args.kind} {args.id}")
@@ -805,7 +779,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
             for text_line in proven.lines():
                 print(f"  {text_line}")
     if args.json:
-        _print_json(results)
+        print_json(results)
     return 1 if failures else 0
 
 
@@ -815,31 +789,13 @@ def cmd_reasons(args: argparse.Namespace) -> int:
         for code, description in REASONS.items()
     ]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         _print_table(rows, ["code", "description"])
     return 0
 
 
 # -- parser -----------------------------------------------------------------------------------
-
-
-def _connection(sp: argparse.ArgumentParser, *, signs: bool) -> None:
-    env = os.environ.get
-    g = sp.add_argument_group("node")
-    g.add_argument("--node", default=env("MDTP_NODE"), metavar="HOST:PORT", help="node API")
-    g.add_argument("--ca", default=env("MDTP_CA"), help="consortium CA certificate (ca.pem)")
-    g.add_argument(
-        "--cluster", default=env("MDTP_CLUSTER"), metavar="DIR", help="local cluster directory"
-    )
-    g.add_argument(
-        "--member", default=env("MDTP_MEMBER"), help="node of --cluster to use (default: first)"
-    )
-    sp.add_argument("--json", action="store_true", help="print JSON for scripts")
-    sp.add_argument(
-        "--key", required=signs, help="account key file that signs" if signs else "your key file"
-    )
-    sp.add_argument("--passphrase-file", type=Path, help="passphrase of the key files")
 
 
 def _terms_flags(sp: argparse.ArgumentParser) -> None:
@@ -866,7 +822,7 @@ def _metadata_flags(sp: argparse.ArgumentParser) -> None:
     g.add_argument("--metadata", help="JSON file with the metadata (hashes as hex)")
     g.add_argument("--title")
     g.add_argument("--description")
-    g.add_argument("--tag", action="append", help="repeat for several tags")
+    add_tag_options(g)
     g.add_argument("--schema")
     g.add_argument("--format", help="e.g. csv, parquet")
     g.add_argument("--size-bytes", type=int)
@@ -885,7 +841,7 @@ def register(sub: Any) -> None:
         parent: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, signs: bool
     ) -> argparse.ArgumentParser:
         sp = add_command(parent, name, fn, help)
-        _connection(sp, signs=signs)
+        add_client_options(sp, signs=signs)
         return sp
 
     acct = add_group(sub, "account", "trading accounts (registered by a member admin)")

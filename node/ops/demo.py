@@ -10,6 +10,7 @@ only travels encrypted from the factory's node to the developer's node.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key, save_key
-from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ops import cluster
 from mdtp.node.ops.sensor_data import generate_csv
 from mdtp.node.sdk.audit_verify import parse_entry, verify_entry
@@ -136,21 +137,21 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
 
         _say(6, "negotiation: offer, counter-offer, both sign, the reviewer approves")
         now = int(time.time() * 1000)
-        terms: dict[str, Any] = {
-            "delivery_method": "download",
-            "purpose": "train and evaluate tool-wear prediction models",
-            "use_start_ms": now - 60_000,
-            "use_end_ms": now + 30 * DAY_MS,
-            "max_downloads": 3,
-            "redistribution_banned": True,
-            "disposal_method": "secure-delete",
-            "disposal_deadline_ms": now + 37 * DAY_MS,
-            "price_minor": 500_000,
-            "currency": "EUR",
-            "price_model": "one_time",
-            "terms_document_hash": hashlib.sha256(TERMS_TEXT.encode()).digest(),
-            "reviewer": keys["reviewer"].account_id,
-        }
+        terms = b.Terms(
+            delivery_method="download",
+            purpose="train and evaluate tool-wear prediction models",
+            use_start_ms=now - 60_000,
+            use_end_ms=now + 30 * DAY_MS,
+            max_downloads=3,
+            redistribution_banned=True,
+            disposal_method="secure-delete",
+            disposal_deadline_ms=now + 37 * DAY_MS,
+            price_minor=500_000,
+            currency="EUR",
+            price_model="one_time",
+            terms_document_hash=hashlib.sha256(TERMS_TEXT.encode()).digest(),
+            reviewer=keys["reviewer"].account_id,
+        )
         contract_id = "ct-cnc07-devml-1"
         step = await t1.offer(
             keys["consumer"],
@@ -161,21 +162,21 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
         )
         await settle(step.height)
         _row(
-            f"v1 offered by the developer: EUR {terms['price_minor'] / 100:,.2f}",
+            f"v1 offered by the developer: EUR {terms.price_minor / 100:,.2f}",
             f"block {step.height}",
         )
-        terms_v2 = {**terms, "price_minor": 650_000}
+        terms_v2 = dataclasses.replace(terms, price_minor=650_000)
         step = await t0.counter(keys["supplier"], contract_id, terms=terms_v2)
         await settle(step.height)
         _row(
-            f"v2 countered by the factory: EUR {terms_v2['price_minor'] / 100:,.2f}",
+            f"v2 countered by the factory: EUR {terms_v2.price_minor / 100:,.2f}",
             f"block {step.height}",
         )
         for who, t in (("supplier", t0), ("consumer", t1)):
             step = await t.sign_contract(keys[who], contract_id)
             await settle(step.height)
             _row(
-                f"{who} signed v2 (terms hash {terms_hash(terms_v2).hex()[:16]}...)",
+                f"{who} signed v2 (terms hash {terms_v2.hash().hex()[:16]}...)",
                 f"block {step.height}",
             )
         step = await t2.review(keys["reviewer"], contract_id, approve=True, comment="purpose ok")

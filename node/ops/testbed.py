@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mdtp.node.identity.keys import SigningKey, load_key
-from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.sdk.data import DataClient, now_ms
 
@@ -29,19 +29,9 @@ async def register_account(
     """A fresh account of ``node``'s member, registered by that member's admin."""
     admin = load_key(node.home / "admin_key.json")
     key = SigningKey.generate(with_encryption=True)
+    enc = key.encryption_public_key or b""
     async with client_for(cluster_dir, node) as c:
-        await c.submit_signed(
-            admin,
-            "account.register",
-            {
-                "account_id": key.account_id,
-                "public_key": key.public_key,
-                "encryption_public_key": key.encryption_public_key,
-                "roles": roles,
-                "display_name": name,
-            },
-            chain_id=await c.chain_id(),
-        )
+        await c.send(admin, b.AccountRegister.for_key(key.public_key, enc, roles, name))
     return key
 
 
@@ -51,23 +41,23 @@ def terms(
     use_start_ms: int | None = None,
     use_end_ms: int | None = None,
     disposal_deadline_ms: int | None = None,
-) -> dict[str, Any]:
+) -> b.Terms:
     start = now_ms() - 60_000 if use_start_ms is None else use_start_ms
     end = now_ms() + DAY_MS if use_end_ms is None else use_end_ms
-    return {
-        "delivery_method": "download",
-        "purpose": "model training",
-        "use_start_ms": start,
-        "use_end_ms": end,
-        "max_downloads": max_downloads,
-        "redistribution_banned": True,
-        "disposal_method": "delete",
-        "disposal_deadline_ms": end if disposal_deadline_ms is None else disposal_deadline_ms,
-        "price_minor": 1000,
-        "currency": "EUR",
-        "price_model": "one_time",
-        "terms_document_hash": bytes(32),
-    }
+    return b.Terms(
+        delivery_method="download",
+        purpose="model training",
+        use_start_ms=start,
+        use_end_ms=end,
+        max_downloads=max_downloads,
+        redistribution_banned=True,
+        disposal_method="delete",
+        disposal_deadline_ms=end if disposal_deadline_ms is None else disposal_deadline_ms,
+        price_minor=1000,
+        currency="EUR",
+        price_model="one_time",
+        terms_document_hash=bytes(32),
+    )
 
 
 async def make_contract(
@@ -82,25 +72,9 @@ async def make_contract(
 ) -> str:
     """Offer (by the supplier) and, with ``sign``, sign by both parties: ACTIVE."""
     contract_id = contract_id or f"c-{os.urandom(6).hex()}"
-    chain_id = await client.chain_id()
     t = terms(**term_args)
-    await client.submit_signed(
-        supplier,
-        "contract.offer",
-        {
-            "contract_id": contract_id,
-            "dataset_id": dataset_id,
-            "consumer": consumer.account_id,
-            "terms": t,
-        },
-        chain_id=chain_id,
-    )
+    await client.send(supplier, b.ContractOffer(contract_id, dataset_id, consumer.account_id, t))
     if sign:
         for party in (supplier, consumer):
-            await client.submit_signed(
-                party,
-                "contract.sign",
-                {"contract_id": contract_id, "version": 1, "terms_hash": terms_hash(t)},
-                chain_id=chain_id,
-            )
+            await client.send(party, b.ContractSign(contract_id, 1, t.hash()))
     return contract_id

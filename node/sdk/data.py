@@ -19,8 +19,9 @@ import os
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,12 +40,18 @@ from mdtp.node.data.crypto import (
 )
 from mdtp.node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
 from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.trading import Committed, TradingClient, TradingError
 
 AUTH_HEADER = "X-Mdtp-Auth"
 UPLOADS_IN_FLIGHT = 4
 STATE_SAVE_EVERY_CHUNKS = 16
+# A publish or a disposal follows minutes of transfer: worth waiting for up to the API's limit.
+SUBMIT_WAIT_S = 60.0
+OVERDUE_LIMIT = 100
+# A contract's receipts and trail in one view; a contract has at most a few hundred of each.
+VIEW_LIMIT = 500
 _U32 = struct.Struct(">I")
 _RECORD_MAX_BYTES = 64 * 1024 * 1024
 
@@ -93,7 +100,8 @@ class Progress:
 
 
 class DataClient(NodeClient):
-    """:class:`NodeClient` plus the chunk service's routes."""
+    """:class:`NodeClient` plus the chunk service's routes; the ledger (queries, signing)
+    through :attr:`trading`."""
 
     async def __aenter__(self) -> DataClient:
         # a read buffer that holds whole chunk records keeps the stream from pausing per 64 KiB
@@ -104,54 +112,55 @@ class DataClient(NodeClient):
         )
         return self
 
-    async def chain_id(self) -> str:
-        return str((await self.status())["chain_id"])
+    @cached_property
+    def trading(self) -> TradingClient:
+        """The ledger side: queries, and the one signer of this client's transactions."""
+        return TradingClient(self, wait_s=SUBMIT_WAIT_S)
 
-    async def nonce(self, account_id: str) -> int:
-        doc = await self.get(f"/v1/accounts/{account_id}/nonce")
-        return int(doc["nonce"])
+    async def chain_id(self) -> str:
+        return await self.trading.chain_id()
 
     async def contract_view(self, contract_id: str) -> dict[str, Any]:
-        """The contract with its dataset, delivery receipts and audit trail."""
-        try:
-            contract = (await self.get(f"/v1/contracts/{contract_id}"))["contract"]
-        except ApiError as e:
-            if e.status == 404:
-                raise ApiError(404, "unknown_contract", e.message) from None
-            raise
-        dataset = await self.get(f"/v1/datasets/{contract['dataset_id']}")
-        receipts = await self.get(f"/v1/contracts/{contract_id}/receipts", limit="500")
-        audit = await self.get(f"/v1/audit/contract/{contract_id}", proof="0", limit="500")
+        """``{"contract", "dataset", "receipts", "audit"}``: what a data party needs to see."""
+        contract = await self.trading.contract(contract_id)
+        trail = await self.trading.audit("contract", contract_id, proof=False, limit=VIEW_LIMIT)
         return {
             "contract": contract,
-            "dataset": dataset["dataset"],
-            "receipts": receipts["receipts"],
-            "audit": audit["entries"],
+            "dataset": await self.trading.dataset(contract["dataset_id"]),
+            "receipts": await self.trading.contract_receipts(contract_id, limit=VIEW_LIMIT),
+            "audit": trail["entries"],
         }
 
     async def overdue_disposals(self) -> list[dict[str, Any]]:
-        doc = await self.get("/v1/disposals/overdue", limit="100")
-        rows: list[dict[str, Any]] = doc["overdue"]
+        rows: list[dict[str, Any]] = (await self.trading.overdue_disposals(limit=OVERDUE_LIMIT))[
+            "overdue"
+        ]
         return rows
 
+    async def send(self, key: SigningKey, body: b.Body) -> Committed:
+        """Sign, submit and wait for the commit; :class:`DataError` if it was refused."""
+        try:
+            return await self.trading.send(key, body)
+        except TradingError as e:
+            raise DataError(e.reason, e.message) from None
+
     async def submit_signed(
-        self, signer: SigningKey, type_: str, body: dict[str, Any], *, chain_id: str
+        self,
+        signer: SigningKey,
+        type_: str,
+        body: Mapping[str, Any],
+        *,
+        chain_id: str | None = None,
     ) -> dict[str, Any]:
-        """Sign with the account's next nonce, submit, wait for the commit; raise if it failed."""
-        nonce = await self.nonce(signer.account_id) + 1
-        raw = sign_tx(
-            signer,
-            chain_id=chain_id,
-            type_=type_,
-            sender=signer.account_id,
-            nonce=nonce,
-            expires_at_ms=now_ms() + 120_000,
-            body=body,
-        )
-        doc = await self.submit(raw, wait=True, timeout_s=60)
-        if doc.get("status") != "committed":
-            raise DataError(str(doc.get("reason") or doc.get("status")), f"{type_}: {doc}")
-        return doc
+        """:meth:`send` for a body given as a map, for a transaction meant for ``chain_id``
+        (the node's, by default)."""
+        if chain_id is not None and chain_id != await self.chain_id():
+            raise DataError("wrong_chain", f"the node is not on chain {chain_id}")
+        try:
+            committed = await self.trading.submit(signer, type_, body)
+        except TradingError as e:
+            raise DataError(e.reason, e.message) from None
+        return {"status": "committed", **committed.__dict__}
 
     async def upload(
         self,
@@ -231,14 +240,14 @@ class Published:
     chunk_digests: list[bytes]
 
 
-def default_quality() -> dict[str, Any]:
-    return {
-        "collection_start_ms": 0,
-        "collection_end_ms": now_ms(),
-        "machine_type": "unspecified",
-        "sampling_rate_millihz": 0,
-        "validation_method": "",
-    }
+def default_quality() -> b.Quality:
+    return b.Quality(
+        collection_start_ms=0,
+        collection_end_ms=now_ms(),
+        machine_type="unspecified",
+        sampling_rate_millihz=0,
+        validation_method="",
+    )
 
 
 async def publish(
@@ -252,7 +261,7 @@ async def publish(
     tags: list[str] | None = None,
     schema: str = "",
     fmt: str = "bin",
-    quality: dict[str, Any] | None = None,
+    quality: b.Quality | Mapping[str, Any] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
 ) -> Published:
@@ -321,22 +330,33 @@ async def publish(
         0,
         seal_body,
     )
-    body = {
-        "dataset_id": dataset_id,
-        "title": title,
-        "description": description,
-        "tags": sorted(tags or []),
-        "schema": schema,
-        "format": fmt,
-        "size_bytes": size,
-        "chunk_count": len(ordered),
-        "merkle_root": root,
-        "plaintext_digest": plain.digest(),
-        "quality": quality or default_quality(),
-        "supplier_node": supplier_node,
-    }
-    doc = await client.submit_signed(signer, "dataset.publish", body, chain_id=chain_id)
-    return Published(dataset_id, len(ordered), size, root, plain.digest(), str(doc["id"]), ordered)
+    body = b.DatasetPublish(
+        dataset_id=dataset_id,
+        title=title,
+        description=description,
+        tags=tuple(sorted(tags or [])),
+        schema=schema,
+        format=fmt,
+        size_bytes=size,
+        chunk_count=len(ordered),
+        merkle_root=root,
+        plaintext_digest=plain.digest(),
+        quality=_quality(quality),
+        supplier_node=supplier_node,
+    )
+    committed = await client.send(signer, body)
+    return Published(dataset_id, len(ordered), size, root, plain.digest(), committed.id, ordered)
+
+
+def _quality(quality: b.Quality | Mapping[str, Any] | None) -> b.Quality:
+    if quality is None:
+        return default_quality()
+    if isinstance(quality, b.Quality):
+        return quality
+    try:
+        return b.Quality.from_json(quality, "quality.")
+    except ValueError as e:
+        raise DataError("bad_input", str(e)) from None
 
 
 # -- fetch --------------------------------------------------------------------------------
@@ -429,12 +449,13 @@ def dataset_key_from_grant(signer: SigningKey, contract: dict[str, Any]) -> byte
 async def wait_for_grant(
     client: DataClient, signer: SigningKey, contract_id: str, timeout_s: float
 ) -> tuple[dict[str, Any], bytes]:
+    """The contract once it holds a grant sealed to ``signer``, and the dataset key."""
     deadline = time.monotonic() + timeout_s
     while True:
-        view = await client.contract_view(contract_id)
-        key = dataset_key_from_grant(signer, view["contract"])
+        contract = await client.trading.contract(contract_id)
+        key = dataset_key_from_grant(signer, contract)
         if key is not None:
-            return view, key
+            return contract, key
         if time.monotonic() > deadline:
             raise DataError("no_grant", f"no access grant for contract {contract_id} yet")
         await asyncio.sleep(0.3)
@@ -463,18 +484,18 @@ async def fetch(
     deadline = time.monotonic() + UNKNOWN_CONTRACT_WAIT_S
     while True:
         try:
-            view = await client.contract_view(contract_id)
-            if view["contract"]["activated"] is not None or time.monotonic() > deadline:
+            contract = await client.trading.contract(contract_id)
+            if contract["activated"] is not None or time.monotonic() > deadline:
                 break
         except ApiError as e:
             if e.status != 404 or time.monotonic() > deadline:
-                raise DataError(e.reason, e.message) from None
+                reason = "unknown_contract" if e.status == 404 else e.reason
+                raise DataError(reason, e.message) from None
         await asyncio.sleep(0.2)
-    contract = view["contract"]
     if contract["activated"] is None:
         raise DataError("not_active", f"contract {contract_id} is {contract['status']}")
-    view, key = await wait_for_grant(client, signer, contract_id, grant_timeout_s)
-    contract, dataset = view["contract"], view["dataset"]
+    contract, key = await wait_for_grant(client, signer, contract_id, grant_timeout_s)
+    dataset = await client.trading.dataset(contract["dataset_id"])
     version = contract["versions"][contract["activated"]["version"] - 1]
     root_hex: str = version["dataset_merkle_root"]
     root, count, dataset_id = bytes.fromhex(root_hex), int(dataset["chunk_count"]), dataset["id"]
@@ -526,7 +547,7 @@ async def fetch(
         raise DataError("digest_mismatch", "the decrypted file does not match plaintext_digest")
     os.replace(part, out)
     state_path.unlink(missing_ok=True)
-    confirmed = await confirm_receipts(client, signer, state.receipts, chain_id) if confirm else []
+    confirmed = await confirm_receipts(client, signer, state.receipts) if confirm else []
     return Fetched(
         contract_id,
         out,
@@ -621,7 +642,6 @@ async def confirm_receipts(
     client: DataClient,
     signer: SigningKey,
     receipts: list[str],
-    chain_id: str,
     timeout_s: float = 60.0,
 ) -> list[str]:
     """``delivery.confirm`` each receipt once it is committed; returns those confirmed."""
@@ -633,12 +653,7 @@ async def confirm_receipts(
                 break
             await asyncio.sleep(0.2)
         try:
-            await client.submit_signed(
-                signer,
-                "delivery.confirm",
-                {"receipt_id": bytes.fromhex(receipt)},
-                chain_id=chain_id,
-            )
+            await client.send(signer, b.DeliveryConfirm(bytes.fromhex(receipt)))
             done.append(receipt)
         except (DataError, ApiError):
             continue
@@ -657,9 +672,7 @@ async def dispose(
     registry: Path | None = None,
 ) -> dict[str, Any]:
     """Delete every local copy recorded for the contract, then post ``disposal.attest``."""
-    chain_id = await client.chain_id()
-    view = await client.contract_view(contract_id)
-    contract = view["contract"]
+    contract = await client.trading.contract(contract_id)
     if method is None:
         version = contract["versions"][(contract["activated"] or {"version": 1})["version"] - 1]
         method = str(version["terms"]["disposal_method"])
@@ -674,12 +687,6 @@ async def dispose(
             if p.exists():
                 p.unlink()
                 deleted.append(str(p))
-    disposed_at = now_ms()
-    doc = await client.submit_signed(
-        signer,
-        "disposal.attest",
-        {"contract_id": contract_id, "method": method, "disposed_at_ms": disposed_at},
-        chain_id=chain_id,
-    )
+    committed = await client.send(signer, b.DisposalAttest(contract_id, method, now_ms()))
     entry.unlink(missing_ok=True)
-    return {"contract_id": contract_id, "deleted": deleted, "method": method, "tx": doc["id"]}
+    return {"contract_id": contract_id, "deleted": deleted, "method": method, "tx": committed.id}

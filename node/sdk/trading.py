@@ -1,5 +1,5 @@
 """Python SDK for the trading ledger: build, sign and submit every trading transaction, and
-read the trading queries, on top of :class:`node.client.NodeClient`.
+read the trading queries, on top of :class:`node.sdk.client.NodeClient`.
 
 ::
 
@@ -10,26 +10,26 @@ read the trading queries, on top of :class:`node.client.NodeClient`.
 
 Every transaction is submitted with ``wait=1`` and returns a :class:`Committed` once it
 executed; a transaction the ledger refused raises :class:`TxFailed` with the reason code
-(:data:`REASONS` describes it, :data:`HINTS` says what to do). Nonces: the next nonce of an
-account is its committed nonce (``GET /v1/accounts/{id}/nonce``) + 1, or one above the last
-nonce this client used for it if that is higher; a refusal that leaves the nonce unconsumed
-forgets the local count.
+(:data:`REASONS` describes it, :data:`HINTS` says what to do). Bodies are built with the
+typed builders of :mod:`node.ledger.trading.bodies` (:meth:`TradingClient.send` takes one)
+and signed by :class:`node.ledger.signer.Signer`, whose committed nonces come from
+``GET /v1/accounts/{id}/nonce``.
 
 Bytes inside bodies (hashes, keys) are ``bytes`` here and lowercase hex in JSON (terms
-files, query results); :func:`terms_from_json` and :func:`metadata_from_json` convert.
+files, query results); :func:`terms_from_json` reads terms in their JSON form.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from mdtp.node.encoding import dumps
 from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.trading.accounts import rotation_proof
-from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.signer import Signer
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
-from mdtp.node.ledger.tx import decode_tx, sign_tx
 from mdtp.node.sdk.client import ApiError, NodeClient
 
 __all__ = [
@@ -40,19 +40,11 @@ __all__ = [
     "TradingClient",
     "TradingError",
     "TxFailed",
-    "metadata_from_json",
     "terms_from_json",
 ]
 
 REASONS: dict[str, str] = {**MACHINE_REASONS, **TRADING_REASONS}
-TX_LIFETIME_MS = 10 * 60 * 1000
 SUBMIT_WAIT_S = 30.0
-# Common-check refusals leave the sender's nonce unconsumed (node.ledger.machine).
-_NONCE_KEPT = frozenset(
-    {"expired", "wrong_key", "revoked", "unknown_sender", "bad_nonce", "malformed"}
-)
-_TERMS_BYTES = ("terms_document_hash",)
-_METADATA_BYTES = ("merkle_root", "plaintext_digest")
 
 # What a person can do about a refusal; codes without an entry are self-explanatory.
 HINTS: dict[str, str] = {
@@ -122,10 +114,10 @@ class TxFailed(TradingError):
 
 
 class TxNotCommitted(TradingError):
-    def __init__(self, tx_type: str, tx_id: str) -> None:
+    def __init__(self, tx_type: str, tx_id: str, wait_s: float) -> None:
         super().__init__(
             "not_committed",
-            f"{tx_type} {tx_id} did not commit within {SUBMIT_WAIT_S:.0f} s; "
+            f"{tx_type} {tx_id} did not commit within {wait_s:.0f} s; "
             f"check it later with GET /v1/tx/{tx_id}",
         )
         self.tx_id = tx_id
@@ -140,68 +132,79 @@ class Committed:
     index: int
 
 
-def _hex_fields(doc: dict[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:
-    out = dict(doc)
-    for name in names:
-        value = out.get(name)
-        if isinstance(value, str):
-            try:
-                out[name] = bytes.fromhex(value)
-            except ValueError:
-                raise TradingError("bad_input", f"{where}{name} must be hex") from None
-    return out
+P = TypeVar("P", bound=b.BodyPart)
 
 
-def terms_from_json(doc: dict[str, Any]) -> dict[str, Any]:
+def _from_json(part: type[P], doc: Mapping[str, Any], where: str = "") -> P:
+    try:
+        return part.from_json(doc, where)
+    except ValueError as e:
+        raise TradingError("bad_input", str(e)) from None
+
+
+def terms_from_json(doc: Mapping[str, Any]) -> b.Terms:
     """Terms as a transaction carries them, from JSON (hashes as hex)."""
-    return _hex_fields(doc, _TERMS_BYTES, "terms.")
+    return _from_json(b.Terms, doc, "terms.")
 
 
-def metadata_from_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """Dataset metadata as a transaction carries it, from JSON (hashes as hex)."""
-    return _hex_fields(doc, _METADATA_BYTES, "")
+def _terms(terms: b.Terms | Mapping[str, Any]) -> b.Terms:
+    return terms if isinstance(terms, b.Terms) else terms_from_json(terms)
 
 
 class TradingClient:
-    def __init__(self, node: NodeClient, *, chain_id: str | None = None) -> None:
+    def __init__(
+        self, node: NodeClient, *, chain_id: str | None = None, wait_s: float = SUBMIT_WAIT_S
+    ) -> None:
         self.node = node
+        self.wait_s = wait_s
         self._chain_id = chain_id
-        self._next_nonce: dict[str, int] = {}
+        self._signer: Signer | None = None
 
     async def chain_id(self) -> str:
         if self._chain_id is None:
             self._chain_id = str((await self.node.status())["chain_id"])
         return self._chain_id
 
+    async def signer(self) -> Signer:
+        """The signer of this client's transactions (made once the chain id is known)."""
+        if self._signer is None:
+            self._signer = Signer(await self.chain_id(), self)
+        return self._signer
+
+    async def committed_nonce(self, account_id: str) -> int:
+        """:class:`node.ledger.signer.NonceSource`: the node's committed nonce."""
+        return await self.nonce(account_id)
+
     # -- submitting -------------------------------------------------------------------------
 
+    async def send(self, key: SigningKey, body: b.Body, *, sender: str | None = None) -> Committed:
+        """Sign ``body`` from ``sender`` (the key's own account by default), submit it and wait
+        until it executed; :class:`TxFailed` if it was refused."""
+        return await self.submit(key, body.TYPE, body.to_body(), sender=sender)
+
     async def submit(
-        self, signer: SigningKey, tx_type: str, body: dict[str, Any], *, sender: str | None = None
+        self,
+        key: SigningKey,
+        tx_type: str,
+        body: Mapping[str, Any],
+        *,
+        sender: str | None = None,
     ) -> Committed:
-        """Sign ``body`` as ``tx_type`` from ``sender`` (the signer's own account by default),
-        submit it and wait until it executed; :class:`TxFailed` if it was refused."""
-        sender = sender or signer.account_id
-        chain_id = await self.chain_id()
-        nonce = max(await self.nonce(sender) + 1, self._next_nonce.get(sender, 0))
-        raw = sign_tx(
-            signer,
-            chain_id=chain_id,
-            type_=tx_type,
-            sender=sender,
-            nonce=nonce,
-            expires_at_ms=int(time.time() * 1000) + TX_LIFETIME_MS,
-            body=body,
-        )
-        tx_id = decode_tx(raw, chain_id=chain_id, max_bytes=len(raw), verify=False).id.hex()
-        self._next_nonce[sender] = nonce + 1
-        doc = await self.node.submit(raw, wait=True, timeout_s=SUBMIT_WAIT_S)
+        """:meth:`send` for a body given as a map (what :meth:`b.Body.to_body` returns)."""
+        signer = await self.signer()
+        tx = await signer.sign(key, tx_type, body, sender=sender)
+        tx_id = tx.id.hex()
+        try:
+            doc = await self.node.submit(tx.raw, wait=True, timeout_s=self.wait_s)
+        except ApiError:
+            signer.release(tx)  # turned away before the mempool: its nonce is free again
+            raise
         if doc["status"] == "failed":
-            if doc["reason"] in _NONCE_KEPT:
-                self._next_nonce.pop(sender, None)
+            signer.refused(tx, str(doc["reason"]))
             raise TxFailed(tx_type, str(doc["reason"]), tx_id, doc.get("height"))
         if doc["status"] != "committed":
-            raise TxNotCommitted(tx_type, tx_id)
-        return Committed(tx_id, tx_type, sender, int(doc["height"]), int(doc["index"]))
+            raise TxNotCommitted(tx_type, tx_id, self.wait_s)
+        return Committed(tx_id, tx_type, tx.sender, int(doc["height"]), int(doc["index"]))
 
     # accounts
 
@@ -214,58 +217,51 @@ class TradingClient:
         roles: list[str],
         display_name: str,
     ) -> Committed:
-        from mdtp.node.encoding import account_id_from_public_key
-
-        return await self.submit(
-            admin,
-            "account.register",
-            {
-                "account_id": account_id_from_public_key(public_key),
-                "public_key": public_key,
-                "encryption_public_key": encryption_public_key,
-                "roles": sorted(roles),
-                "display_name": display_name,
-            },
-        )
+        body = b.AccountRegister.for_key(public_key, encryption_public_key, roles, display_name)
+        return await self.send(admin, body)
 
     async def rotate_key(
         self, current: SigningKey, new: SigningKey, *, account_id: str | None = None
     ) -> Committed:
         """Rotate ``account_id`` (the current key's own account by default) to ``new``."""
         account_id = account_id or current.account_id
-        body: dict[str, Any] = {
-            "public_key": new.public_key,
-            "proof": rotation_proof(new, await self.chain_id(), account_id),
-        }
-        if new.encryption_public_key is not None:
-            body["encryption_public_key"] = new.encryption_public_key
-        return await self.submit(current, "account.rotate_key", body, sender=account_id)
+        body = b.AccountRotateKey.to_key(new, await self.chain_id(), account_id)
+        return await self.send(current, body, sender=account_id)
 
     async def revoke_account(
         self, signer: SigningKey, account_id: str, *, reason: str = "", sender: str | None = None
     ) -> Committed:
-        body = {"account_id": account_id, "reason": reason}
-        return await self.submit(signer, "account.revoke", body, sender=sender)
+        return await self.send(signer, b.AccountRevoke(account_id, reason), sender=sender)
 
     # catalog
 
     async def publish_dataset(
-        self, supplier: SigningKey, dataset_id: str, metadata: dict[str, Any], **kw: Any
+        self,
+        supplier: SigningKey,
+        dataset_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        sender: str | None = None,
     ) -> Committed:
-        body = {"dataset_id": dataset_id, **metadata_from_json(metadata)}
-        return await self.submit(supplier, "dataset.publish", body, **kw)
+        """``metadata``: every field of ``dataset.publish`` but the id, in JSON form."""
+        body = _from_json(b.DatasetPublish, {"dataset_id": dataset_id, **metadata})
+        return await self.send(supplier, body, sender=sender)
 
     async def update_dataset(
-        self, supplier: SigningKey, dataset_id: str, changes: dict[str, Any], **kw: Any
+        self,
+        supplier: SigningKey,
+        dataset_id: str,
+        changes: Mapping[str, Any],
+        *,
+        sender: str | None = None,
     ) -> Committed:
-        body = {"dataset_id": dataset_id, **metadata_from_json(changes)}
-        return await self.submit(supplier, "dataset.update", body, **kw)
+        body = _from_json(b.DatasetUpdate, {"dataset_id": dataset_id, **changes})
+        return await self.send(supplier, body, sender=sender)
 
     async def withdraw_dataset(
-        self, supplier: SigningKey, dataset_id: str, *, reason: str = "", **kw: Any
+        self, supplier: SigningKey, dataset_id: str, *, reason: str = "", sender: str | None = None
     ) -> Committed:
-        body = {"dataset_id": dataset_id, "reason": reason}
-        return await self.submit(supplier, "dataset.withdraw", body, **kw)
+        return await self.send(supplier, b.DatasetWithdraw(dataset_id, reason), sender=sender)
 
     # contracts
 
@@ -276,34 +272,34 @@ class TradingClient:
         contract_id: str,
         dataset_id: str,
         consumer: str,
-        terms: dict[str, Any],
-        **kw: Any,
+        terms: b.Terms | Mapping[str, Any],
+        sender: str | None = None,
     ) -> Committed:
-        body = {
-            "contract_id": contract_id,
-            "dataset_id": dataset_id,
-            "consumer": consumer,
-            "terms": terms_from_json(terms),
-        }
-        return await self.submit(signer, "contract.offer", body, **kw)
+        body = b.ContractOffer(contract_id, dataset_id, consumer, _terms(terms))
+        return await self.send(signer, body, sender=sender)
 
     async def counter(
         self,
         signer: SigningKey,
         contract_id: str,
         *,
-        terms: dict[str, Any],
+        terms: b.Terms | Mapping[str, Any],
         version: int | None = None,
-        **kw: Any,
+        sender: str | None = None,
     ) -> Committed:
         """A new version answering ``version`` (the current one by default)."""
         if version is None:
             version = int((await self.contract(contract_id))["version"])
-        body = {"contract_id": contract_id, "version": version, "terms": terms_from_json(terms)}
-        return await self.submit(signer, "contract.counter", body, **kw)
+        body = b.ContractCounter(contract_id, version, _terms(terms))
+        return await self.send(signer, body, sender=sender)
 
     async def sign_contract(
-        self, signer: SigningKey, contract_id: str, *, version: int | None = None, **kw: Any
+        self,
+        signer: SigningKey,
+        contract_id: str,
+        *,
+        version: int | None = None,
+        sender: str | None = None,
     ) -> Committed:
         """Sign ``version`` (the current one by default). The terms hash is computed here from
         the terms the node returns, so a node cannot make the signer sign other terms than
@@ -315,9 +311,9 @@ class TradingClient:
             # let the ledger name the refusal (unknown_version) with a well-formed body
             signed_hash = bytes(32)
         else:
-            signed_hash = terms_hash(terms_from_json(versions[number - 1]["terms"]))
-        body = {"contract_id": contract_id, "version": number, "terms_hash": signed_hash}
-        return await self.submit(signer, "contract.sign", body, **kw)
+            signed_hash = terms_from_json(versions[number - 1]["terms"]).hash()
+        body = b.ContractSign(contract_id, number, signed_hash)
+        return await self.send(signer, body, sender=sender)
 
     async def review(
         self,
@@ -327,34 +323,30 @@ class TradingClient:
         approve: bool,
         comment: str = "",
         version: int | None = None,
-        **kw: Any,
+        sender: str | None = None,
     ) -> Committed:
         if version is None:
             version = int((await self.contract(contract_id))["version"])
-        body = {
-            "contract_id": contract_id,
-            "version": version,
-            "decision": "approve" if approve else "reject",
-            "comment": comment,
-        }
-        return await self.submit(reviewer, "contract.review", body, **kw)
+        decision = "approve" if approve else "reject"
+        body = b.ContractReview(contract_id, version, decision, comment)
+        return await self.send(reviewer, body, sender=sender)
 
-    async def delete_contract(self, signer: SigningKey, contract_id: str, **kw: Any) -> Committed:
-        return await self.submit(signer, "contract.delete", {"contract_id": contract_id}, **kw)
+    async def delete_contract(
+        self, signer: SigningKey, contract_id: str, *, sender: str | None = None
+    ) -> Committed:
+        return await self.send(signer, b.ContractDelete(contract_id), sender=sender)
 
     async def terminate_contract(
-        self, signer: SigningKey, contract_id: str, *, reason: str, **kw: Any
+        self, signer: SigningKey, contract_id: str, *, reason: str, sender: str | None = None
     ) -> Committed:
-        body = {"contract_id": contract_id, "reason": reason}
-        return await self.submit(signer, "contract.terminate", body, **kw)
+        return await self.send(signer, b.ContractTerminate(contract_id, reason), sender=sender)
 
     # fulfilment (posted by the supplier's node and the consumer; see fulfilment.py)
 
     async def access_grant(
-        self, node_key: SigningKey, contract_id: str, sealed_key: bytes, **kw: Any
+        self, node_key: SigningKey, contract_id: str, sealed_key: bytes
     ) -> Committed:
-        body = {"contract_id": contract_id, "sealed_key": sealed_key}
-        return await self.submit(node_key, "access.grant", body, **kw)
+        return await self.send(node_key, b.AccessGrant(contract_id, sealed_key))
 
     async def delivery_receipt(
         self,
@@ -366,28 +358,19 @@ class TradingClient:
         last_chunk: int,
         byte_count: int,
         content_hash: bytes,
-        **kw: Any,
     ) -> Committed:
-        body = {
-            "contract_id": contract_id,
-            "dataset_id": dataset_id,
-            "first_chunk": first_chunk,
-            "last_chunk": last_chunk,
-            "byte_count": byte_count,
-            "content_hash": content_hash,
-        }
-        return await self.submit(node_key, "delivery.receipt", body, **kw)
+        body = b.DeliveryReceipt(
+            contract_id, dataset_id, first_chunk, last_chunk, byte_count, content_hash
+        )
+        return await self.send(node_key, body)
 
-    async def delivery_confirm(
-        self, consumer: SigningKey, receipt_id: bytes, **kw: Any
-    ) -> Committed:
-        return await self.submit(consumer, "delivery.confirm", {"receipt_id": receipt_id}, **kw)
+    async def delivery_confirm(self, consumer: SigningKey, receipt_id: bytes) -> Committed:
+        return await self.send(consumer, b.DeliveryConfirm(receipt_id))
 
     async def disposal_attest(
-        self, consumer: SigningKey, contract_id: str, *, method: str, disposed_at_ms: int, **kw: Any
+        self, consumer: SigningKey, contract_id: str, *, method: str, disposed_at_ms: int
     ) -> Committed:
-        body = {"contract_id": contract_id, "method": method, "disposed_at_ms": disposed_at_ms}
-        return await self.submit(consumer, "disposal.attest", body, **kw)
+        return await self.send(consumer, b.DisposalAttest(contract_id, method, disposed_at_ms))
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -453,8 +436,10 @@ class TradingClient:
         )
         return doc
 
-    async def contract_receipts(self, contract_id: str) -> list[dict[str, Any]]:
-        doc = await self._get(f"/v1/contracts/{contract_id}/receipts")
+    async def contract_receipts(
+        self, contract_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        doc = await self._get(f"/v1/contracts/{contract_id}/receipts", after=after, limit=limit)
         found: list[dict[str, Any]] = doc["receipts"]
         return found
 
@@ -500,8 +485,6 @@ class TradingClient:
     async def audit_export(self, kind: str, subject_id: str) -> list[str]:
         """The whole trail as JSON lines, each a self-contained entry that
         ``mdtp verify-receipt`` checks offline (the lines ``.../export`` serves)."""
-        from mdtp.node.api.trading import dumps
-
         lines: list[str] = []
         after = 0
         while True:

@@ -328,12 +328,7 @@ async def test_disposal_not_attested_by_the_deadline_shows_as_overdue(trade: Tra
     cid = await contract(t, use_end_ms=end, disposal_deadline_ms=end)
     await asyncio.sleep(3.5)
     async with t.consumer_client() as c:
-        # overdue is judged at the time of the last block: commit one past the deadline
-        await c.submit_signed(
-            t.other_consumer,
-            "note.set",
-            {"key": "clock", "value": "tick"},
-            chain_id=await c.chain_id(),
-        )
+        # overdue is as of the last block: commit one past the deadline through this node
+        await make_contract(c, t.supplier, t.consumer, "small-ds", sign=False)
         overdue = await c.overdue_disposals()
     assert cid in [row["contract_id"] for row in overdue]

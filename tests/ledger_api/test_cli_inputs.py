@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mdtp.node.cli import main
-from mdtp.node.cli.trading import UsageError, parse_time
+from mdtp.node.cli.options import UsageError
+from mdtp.node.cli.trading import parse_time
 from mdtp.node.identity.keys import SigningKey, save_key
 from mdtp.node.ledger.trading.reasons import REASON_CODES
 

@@ -1,0 +1,112 @@
+"""The options every client command shares, so ``mdtp account|dataset|contract|audit|data``
+name a node, a key and an output the same way.
+
+- node: ``--node HOST:PORT --ca ca.pem``, or for a local cluster ``--cluster DIR [--member
+  nodeI]``; defaults from ``MDTP_NODE``, ``MDTP_CA``, ``MDTP_CLUSTER``, ``MDTP_MEMBER``. A flag
+  beats the environment; of the environment, ``MDTP_NODE`` beats ``MDTP_CLUSTER``.
+- key: ``--key FILE`` (required by commands that sign) and ``--passphrase-file`` (else
+  ``MDTP_KEY_PASSPHRASE``) for a sealed key file.
+- output: ``--json`` for scripts.
+- tags, where a command takes them: ``--tag T`` (repeatable) and ``--tags T1,T2`` both work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mdtp.node.errors import ClusterError, MdtpError
+from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
+from mdtp.node.ops import cluster
+
+NODE_ENV, CA_ENV, CLUSTER_ENV, MEMBER_ENV = "MDTP_NODE", "MDTP_CA", "MDTP_CLUSTER", "MDTP_MEMBER"
+
+
+class UsageError(MdtpError):
+    """Bad local input; the message says what to give instead."""
+
+    reason = "usage"
+
+
+def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:
+    """Node, key and output options of a client command; ``signs``: ``--key`` is required."""
+    g = sp.add_argument_group("node")
+    g.add_argument("--node", metavar="HOST:PORT", help=f"node API (else ${NODE_ENV})")
+    g.add_argument("--ca", help=f"consortium CA certificate, ca.pem (else ${CA_ENV})")
+    g.add_argument(
+        "--cluster", metavar="DIR", help=f"local cluster directory (else ${CLUSTER_ENV})"
+    )
+    g.add_argument(
+        "--member", help=f"node of --cluster to use (else ${MEMBER_ENV}, else the first)"
+    )
+    sp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sp.add_argument(
+        "--key", required=signs, help="account key file that signs" if signs else "your key file"
+    )
+    sp.add_argument(
+        "--passphrase-file",
+        type=Path,
+        help="passphrase of the key files (else MDTP_KEY_PASSPHRASE)",
+    )
+
+
+def node_address(args: argparse.Namespace) -> tuple[str, Path]:
+    """(API address, CA certificate) of the node the options name."""
+    env = os.environ.get
+    ca = args.ca or env(CA_ENV)
+    if args.node and args.cluster:
+        raise UsageError("give --node or --cluster, not both")
+    if args.node or (not args.cluster and env(NODE_ENV)):
+        if not ca:
+            raise UsageError("--node needs --ca ca.pem (the consortium CA certificate)")
+        return args.node or str(env(NODE_ENV)), Path(ca)
+    cluster_dir = args.cluster or env(CLUSTER_ENV)
+    if not cluster_dir:
+        raise UsageError(
+            "name a node: --node HOST:PORT --ca ca.pem, or --cluster DIR [--member nodeI] "
+            f"(or set {NODE_ENV} and {CA_ENV}, or {CLUSTER_ENV})"
+        )
+    try:
+        nodes = cluster.load_cluster(Path(cluster_dir))
+    except ClusterError as e:
+        raise UsageError(str(e)) from None
+    member = args.member or env(MEMBER_ENV) or nodes[0].id
+    for n in nodes:
+        if n.id == member:
+            return n.api, Path(cluster_dir) / "ca" / "ca.pem"
+    raise UsageError(f"--member {member}: not in the cluster ({', '.join(n.id for n in nodes)})")
+
+
+def node_label(args: argparse.Namespace) -> str:
+    """The node the options name, for a message saying it cannot be reached."""
+    env = os.environ.get
+    if args.node or (not args.cluster and env(NODE_ENV)):
+        return str(args.node or env(NODE_ENV))
+    return f"the {args.cluster or env(CLUSTER_ENV)} cluster"
+
+
+def signing_key(args: argparse.Namespace, attr: str = "key") -> SigningKey:
+    path = getattr(args, attr)
+    if path is None:
+        raise UsageError(f"give --{attr.replace('_', '-')} FILE (an account key file)")
+    return load_key(Path(path), passphrase=read_passphrase_file(args.passphrase_file))
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+def add_tag_options(g: Any) -> None:
+    g.add_argument("--tag", action="append", help="a tag; repeat for several")
+    g.add_argument("--tags", help="comma-separated tags (the same as repeating --tag)")
+
+
+def tags_of(args: argparse.Namespace) -> list[str] | None:
+    """The tags ``--tag`` and ``--tags`` give, in order; None if neither was given."""
+    if args.tag is None and args.tags is None:
+        return None
+    split = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+    return [*(args.tag or []), *split]
