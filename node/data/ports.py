@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from mdtp.node.ledger.state import ReadableKV
 from mdtp.node.ledger.tx import Tx
+from mdtp.storage.blockstore import TxLocation
 
 
 class Timestamped(Protocol):
@@ -30,7 +31,7 @@ class CommittedLedger(Protocol):
 
     def record(self, height: int) -> Timestamped | None: ...
 
-    def tx_location(self, tx_id: bytes) -> object | None: ...
+    def tx_location(self, tx_id: bytes) -> TxLocation | None: ...
 
 
 class TxSubmitter(Protocol):

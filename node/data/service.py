@@ -47,7 +47,7 @@ from mdtp.node.data.ports import (
     TxSubmitter,
 )
 from mdtp.node.data.relay import Relay
-from mdtp.node.data.signer import CommittedNonces, NodeSigner
+from mdtp.node.data.signer import NodeSigner
 from mdtp.node.data.supplier import Supplier
 from mdtp.node.data.tasks import Tasks
 from mdtp.node.data.uploads import Uploads
@@ -79,9 +79,7 @@ class DataService:
         self._pool = ThreadPoolExecutor(CHUNK_IO_THREADS, thread_name_prefix="chunks")
         self._tasks = Tasks()
         link = PeerLink(node_id, send, self._on_own_frame)
-        signer = NodeSigner(
-            node_key, chain_id, CommittedNonces(submitter), submitter, ledger, mempool
-        )
+        signer = NodeSigner(node_key, chain_id, submitter, ledger, mempool)
         self.uploads = Uploads(
             node_id=node_id,
             chain_id=chain_id,

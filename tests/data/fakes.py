@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mdtp.node.ledger.state import MemoryKV, ReadableKV
 from mdtp.node.ledger.tx import Tx, decode_tx
+from mdtp.storage.blockstore import TxLocation
 
 CHAIN = "chain"
 
@@ -38,8 +39,8 @@ class FakeChain:
     def record(self, height: int) -> None:
         return None
 
-    def tx_location(self, tx_id: bytes) -> object | None:
-        return True if tx_id in self.located else None
+    def tx_location(self, tx_id: bytes) -> TxLocation | None:
+        return TxLocation(1, 0, True, "") if tx_id in self.located else None
 
     # Mempool
     def __contains__(self, tx_id: bytes) -> bool:

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from mdtp.node.data.grants import Grants
 from mdtp.node.data.keystore import KeyStore
 from mdtp.node.data.metrics import DataMetrics
-from mdtp.node.data.signer import CommittedNonces, NodeSigner
+from mdtp.node.data.signer import NodeSigner
 from mdtp.node.data.tasks import Tasks
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import TxResult
@@ -48,7 +48,7 @@ def test_grants_follow_executed_sign_and_review_only(tmp_path: Path) -> None:
             submitter=chain,
             store=store,
             keys=KeyStore(store, node_key),
-            signer=NodeSigner(node_key, CHAIN, CommittedNonces(chain), chain, chain, chain),
+            signer=NodeSigner(node_key, CHAIN, chain, chain, chain),
             tasks=tasks,
             metrics=DataMetrics(CollectorRegistry()),
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from mdtp.node.data.signer import CommittedNonces, NodeSigner
+from mdtp.node.data.signer import NodeSigner
 from mdtp.node.identity.keys import SigningKey
 from tests.data.fakes import CHAIN, FakeChain
 
 
 def signer_on(chain: FakeChain) -> NodeSigner:
-    return NodeSigner(SigningKey.generate(), CHAIN, CommittedNonces(chain), chain, chain, chain)
+    return NodeSigner(SigningKey.generate(), CHAIN, chain, chain, chain)
 
 
 def nonces(chain: FakeChain) -> list[int]:
