@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from aiohttp import web
 from cryptography import x509
@@ -39,8 +39,8 @@ from mdtp.node.identity.config import NodeConfig
 from mdtp.node.identity.genesis import Genesis, load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ledger import notes, trading
-from mdtp.node.ledger.machine import Ledger
-from mdtp.node.ledger.state import genesis_state_root, next_state_root
+from mdtp.node.ledger.machine import Ledger, account_nonce
+from mdtp.node.ledger.state import Overlay, genesis_state_root, next_state_root
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
 from mdtp.node.supervisor import Supervisor
@@ -50,14 +50,6 @@ from mdtp.storage.blockstore import BlockStore
 from mdtp.storage.errors import StorageError
 
 log = logging.getLogger("mdtp.node")
-
-
-class Service(Protocol):
-    """Something the node runs beside the ledger (started after the driver)."""
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 def _load_cert_der(path: Path) -> bytes:
@@ -112,12 +104,8 @@ class Node:
         self.p2p_metrics = P2PMetrics(self.registry)
         self.lag = LoopLagProbe(self.registry)
         self.started = False
-        # Services beside the ledger (e.g. the chunk service) register peer frame kinds
-        # here and are started after the driver, closed before it.
+        # Peer frame kinds of the concerns beside consensus (the chunk service's data.*).
         self.frame_handlers: dict[str, FrameHandler] = {}
-        self.services: list[Service] = []
-        self.driver: Driver | None = None
-        self.store: BlockStore | None = None
         self.driver_metrics = DriverMetrics(self.registry)
         self.mempool_metrics = MempoolMetrics(self.registry)
         self.api_metrics = ApiMetrics(self.registry)
@@ -128,7 +116,6 @@ class Node:
         self.genesis_root = next_state_root(
             genesis_state_root(self.genesis.hash()), dict(self.genesis_writes)
         )
-        self._lock_file: IO[bytes] | None = None
         self.data_metrics = DataMetrics(self.registry)
         self.transport = Transport(
             genesis=self.genesis,
@@ -143,14 +130,25 @@ class Node:
             handler=self._on_frame,
             dial_overrides=cfg.dial_overrides(),
         )
+        # The parts that hold the home's files: built last, once the home is ours.
+        self._lock_file = self._lock_home()
+        try:
+            self.store = self._open_store()
+            try:
+                self.driver = self._build_driver(self.store)
+                self.data = self._build_data_service(self.store, self.driver)
+            except BaseException:
+                self.store.close()
+                raise
+        except BaseException:
+            self._lock_file.close()
+            raise
 
     # -- state ------------------------------------------------------------------------------
 
     def _on_frame(self, peer_id: str, kind: str, body: Any) -> None:
         driver = self.driver
-        if driver is None:
-            self.p2p_metrics.frames_dropped.labels("not_started").inc()
-        elif kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
+        if kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
             driver.on_consensus_frame(peer_id, body)
         elif kind == "txs":
             driver.on_gossip_frame(peer_id, body)
@@ -163,11 +161,11 @@ class Node:
 
     @property
     def height(self) -> int:
-        return self.driver.height if self.driver else 0
+        return self.driver.height
 
     @property
     def view(self) -> int:
-        return self.driver.replica.view if self.driver else 0
+        return self.driver.replica.view
 
     def readiness(self) -> dict[str, Any]:
         peers = len(self.transport.outbound_connected)
@@ -176,13 +174,12 @@ class Node:
             reasons.append("starting")
         if peers + 1 < self.genesis.quorum:
             reasons.append(f"connected to {peers} peers, a quorum needs {self.genesis.quorum - 1}")
-        if self.driver is not None:
-            if self.driver.halted_reason:
-                reasons.append("halted: " + self.driver.halted_reason)
-            if self.driver.lagging:
-                reasons.append(
-                    f"catching up: at {self.driver.height}, chain at {self.driver.highest_seen}"
-                )
+        if self.driver.halted_reason:
+            reasons.append("halted: " + self.driver.halted_reason)
+        if self.driver.lagging:
+            reasons.append(
+                f"catching up: at {self.driver.height}, chain at {self.driver.highest_seen}"
+            )
         return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
 
     def status(self) -> dict[str, Any]:
@@ -194,9 +191,9 @@ class Node:
             "height": self.height,
             "view": self.view,
             "peers": ready["peers"],
-            "lagging": bool(self.driver and self.driver.lagging),
-            "halted": self.driver.halted_reason if self.driver else None,
-            "mempool": len(self.driver.mempool) if self.driver else 0,
+            "lagging": self.driver.lagging,
+            "halted": self.driver.halted_reason,
+            "mempool": len(self.driver.mempool),
             "outbound": self.transport.outbound_connected,
             "inbound": self.transport.inbound_connected,
             "ready": ready["ready"],
@@ -208,7 +205,7 @@ class Node:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _lock_home(self) -> None:
+    def _lock_home(self) -> IO[bytes]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         path = self.data_dir / "node.lock"
         f = open(path, "wb")  # noqa: SIM115 - held for the life of the process
@@ -220,7 +217,7 @@ class Node:
                 f"{path}: another mdtp process is already running on this node home",
                 reason="home_locked",
             ) from None
-        self._lock_file = f
+        return f
 
     async def _serve_http(
         self, app: web.Application, section: str, ctx: ssl.SSLContext | None
@@ -254,14 +251,13 @@ class Node:
             proposal_wait_ms=cfg.get("consensus", "proposal_wait_ms"),
         )
         verifier = BatchVerifier(self.genesis.chain_id, cfg.get("mempool", "max_tx_bytes"))
-        holder: list[Driver] = []
         mempool = Mempool(
             MempoolLimits(
                 max_txs=cfg.get("mempool", "max_txs"),
                 max_bytes=cfg.get("mempool", "max_bytes"),
                 nonce_window=cfg.get("mempool", "nonce_window"),
             ),
-            lambda account: holder[0].committed_nonce(account),
+            lambda account: account_nonce(Overlay(store.state), account),
             self.mempool_metrics,
         )
         driver = Driver(
@@ -280,7 +276,6 @@ class Node:
             supervisor=self.supervisor,
             outbox=self.hooks.consensus_outbox,
         )
-        holder.append(driver)
         return driver
 
     def _build_data_service(self, store: BlockStore, driver: Driver) -> DataService:
@@ -309,7 +304,8 @@ class Node:
         driver.commit_listeners.append(data.on_commit)
         return data
 
-    def _api_app(self, store: BlockStore, driver: Driver, data: DataService) -> web.Application:
+    def _api_app(self) -> web.Application:
+        store, driver, data = self.store, self.driver, self.data
         max_body_bytes = self.cfg.get("api", "max_body_bytes")
         return api_app(
             [
@@ -333,14 +329,11 @@ class Node:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._lock_home()
+        """Serve until ``stop`` is set or a task dies, then shut down in order and release the
+        home (the node cannot be run again)."""
         runners: list[web.AppRunner] = []
         self.supervisor.spawn("loop-lag", self.lag.run(), long_lived=True)
         try:
-            self.store = self._open_store()
-            self.driver = self._build_driver(self.store)
-            data = self._build_data_service(self.store, self.driver)
-            self.services.append(data)
             self.driver.verifier.start(self.supervisor)
             runners.append(
                 await self._serve_http(
@@ -364,13 +357,8 @@ class Node:
             except OSError as e:
                 raise _bind_error(self.cfg, "p2p", e) from None
             await self.driver.start()
-            for service in self.services:
-                await service.start()
-            runners.append(
-                await self._serve_http(
-                    self._api_app(self.store, self.driver, data), "api", self.api_ctx
-                )
-            )
+            await self.data.start()
+            runners.append(await self._serve_http(self._api_app(), "api", self.api_ctx))
             self.started = True
             log.info(
                 "node %s up: p2p %s, api %s, metrics %s",
@@ -388,17 +376,13 @@ class Node:
             self.started = False
             for runner in reversed(runners):
                 await runner.cleanup()
-            for service in reversed(self.services):
-                await service.close()
-            if self.driver is not None:
-                await self.driver.close()
-                await self.driver.verifier.close()
+            await self.data.close()
+            await self.driver.close()
+            await self.driver.verifier.close()
             await self.transport.close()
             await self.supervisor.close()
-            if self.store is not None:
-                self.store.close()
-            if self._lock_file is not None:
-                self._lock_file.close()
+            self.store.close()
+            self._lock_file.close()
             log.info("stopped")
 
 
