@@ -101,8 +101,11 @@ class StateReader:
 
 
 class BlockStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sync: bool = True) -> None:
+        """``sync=False`` only where a crash means the process, never the machine: the
+        simulator, whose crashes keep what the OS already holds."""
         path.mkdir(parents=True, exist_ok=True)
+        self._sync = sync
         try:
             self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.IOError as e:
@@ -134,7 +137,7 @@ class BlockStore:
         if raw is None:
             if self._db.get(META + b"tip", verify_checksums=True) is not None:
                 raise InconsistentStore(f"{self.path}: key space 'meta' has a tip but no chain")
-            with self._db.write_batch(sync=True) as wb:
+            with self._db.write_batch(sync=self._sync) as wb:
                 wb.put(META + b"chain", _pack([chain_id, genesis_hash]))
                 wb.put(META + b"tip", _pack([0, genesis_root]))
             return
@@ -149,7 +152,7 @@ class BlockStore:
         """Initial ledger state, written once, before any block."""
         if self.tip()[0] != 0 or next(self._db.iterator(prefix=STATE), None) is not None:
             return
-        with self._db.write_batch(sync=True) as wb:
+        with self._db.write_batch(sync=self._sync) as wb:
             for k, v in writes.items():
                 wb.put(STATE + k, v)
 
@@ -166,7 +169,7 @@ class BlockStore:
         tip, _ = self.tip()
         assert blk.height == tip + 1, f"commit of height {blk.height} on tip {tip}"
         h = _h(blk.height)
-        with self._db.write_batch(sync=True) as wb:
+        with self._db.write_batch(sync=self._sync) as wb:
             wb.put(BLOCK + h, blk.block_bytes)
             wb.put(CERT + h, blk.certificate_bytes)
             wb.put(
@@ -215,7 +218,7 @@ class BlockStore:
     # -- consensus state --------------------------------------------------------------------
 
     def save_consensus_state(self, data: bytes) -> None:
-        self._db.put(META + b"consensus", data, sync=True)
+        self._db.put(META + b"consensus", data, sync=self._sync)
 
     def load_consensus_state(self) -> bytes | None:
         value: bytes | None = self._db.get(META + b"consensus", verify_checksums=True)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from mdtp.consensus.messages import WireLimits
 from mdtp.node.api.common import error, hex32
-from mdtp.node.chain.driver import decode_certificate
+from mdtp.node.chain.execution import decode_certificate
 from mdtp.node.encoding import dumps
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.state import Overlay

@@ -38,16 +38,15 @@ from mdtp.node.identity import pki
 from mdtp.node.identity.config import NodeConfig
 from mdtp.node.identity.genesis import Genesis, load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key
-from mdtp.node.ledger import notes, trading
-from mdtp.node.ledger.machine import Ledger, account_nonce
-from mdtp.node.ledger.state import Overlay, genesis_state_root, next_state_root
+from mdtp.node.ledger.machine import account_nonce
+from mdtp.node.ledger.setup import build_ledger, open_store
+from mdtp.node.ledger.state import Overlay
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
 from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
 from mdtp.node.txpool.sigverify import BatchVerifier
 from mdtp.storage.blockstore import BlockStore
-from mdtp.storage.errors import StorageError
 
 log = logging.getLogger("mdtp.node")
 
@@ -109,13 +108,9 @@ class Node:
         self.driver_metrics = DriverMetrics(self.registry)
         self.mempool_metrics = MempoolMetrics(self.registry)
         self.api_metrics = ApiMetrics(self.registry)
-        self.ledger = Ledger(self.genesis.chain_id)
-        notes.register(self.ledger)
-        trading.install(self.ledger, self.genesis)
-        self.genesis_writes: dict[bytes, bytes] = trading.genesis_writes(self.genesis)
-        self.genesis_root = next_state_root(
-            genesis_state_root(self.genesis.hash()), dict(self.genesis_writes)
-        )
+        self.chain_ledger = build_ledger(self.genesis)
+        self.ledger = self.chain_ledger.ledger
+        self.genesis_root = self.chain_ledger.genesis_root
         self.data_metrics = DataMetrics(self.registry)
         self.transport = Transport(
             genesis=self.genesis,
@@ -233,15 +228,7 @@ class Node:
         return runner
 
     def _open_store(self) -> BlockStore:
-        store = BlockStore(self.data_dir / "ledger")
-        try:
-            store.bind_chain(self.genesis.chain_id, self.genesis.hash(), self.genesis_root)
-            store.apply_genesis_state(self.genesis_writes)
-            store.check()
-        except StorageError:
-            store.close()
-            raise
-        return store
+        return open_store(self.data_dir / "ledger", self.genesis, self.chain_ledger)
 
     def _build_driver(self, store: BlockStore) -> Driver:
         cfg = self.cfg

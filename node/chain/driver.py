@@ -1,8 +1,11 @@
 """The driver: runs the sans-I/O consensus core inside the node.
 
-It turns peer frames, timers and mempool activity into core events, executes the core's
-actions, and owns everything the core must not touch: the clock, the network, the store and
-the ledger.
+It turns peer frames, timers and mempool activity into core events and executes the core's
+actions. Its parts, each with one job: :class:`.execution.BlockExecutor` (the one path that
+executes and commits blocks), :class:`.statesync.StateSync` (catching up, serving, beacons),
+:class:`mdtp.node.txpool.admission.Admission` (transactions in, gossip out), the outbox (where
+consensus messages go). Time, the disk and the links come in through :mod:`.ports`, so the
+simulator runs this very code under virtual time.
 
 Ordering rules (the reasons this module exists):
 
@@ -10,33 +13,26 @@ Ordering rules (the reasons this module exists):
   in a bounded queue whose overflow is dropped and counted — the protocol tolerates loss —,
   internal events such as timers and executed blocks in a small unbounded one, bounded in
   practice by the number of timer kinds and the window).
+- Every peer message is checked before any work is done for it: decoded within the wire
+  bounds, sent by a member, signature valid. Only then does it count for bookkeeping (the
+  highest height seen) or get its payload's signatures checked.
 - Actions run in the order returned. ``Persist`` is durable (a synced LevelDB write) before
   any ``Send``/``Broadcast`` that follows it. Within one batch of events only the newest
   persisted state is written — it contains everything the earlier ones did — and it is
   written before any vote of the batch leaves.
-- ``Deliver`` executes the block through the ledger and commits block, certificate, tx index,
-  state writes and tip in one synced batch, then reports ``BlockExecuted``.
-
-Proposal payloads are verified before the core sees them: the ingress task checks the
-signatures of every transaction it has not already verified (batched, in threads) and the
-core's ``validate_payload`` only looks the transactions up in the verified set. A node thus
-verifies each transaction once, whether it arrived by gossip, by API or inside a proposal.
+- ``Deliver`` executes the block through the executor, then reports ``BlockExecuted``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mdtp.consensus import state_transfer
 from mdtp.consensus.actions import (
     Action,
     Broadcast,
@@ -50,8 +46,7 @@ from mdtp.consensus.actions import (
     SetTimer,
     StateDiverged,
 )
-from mdtp.consensus.block import Block, BlockHeader
-from mdtp.consensus.codec import pack, unpack_canonical
+from mdtp.consensus.block import Block
 from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.events import (
@@ -73,27 +68,36 @@ from mdtp.consensus.messages import (
     WireLimits,
     decode_message,
     encode_message,
+    verify_message,
 )
 from mdtp.consensus.replica import Replica
 from mdtp.consensus.state import decode_state, encode_state
+from mdtp.node.chain.execution import (
+    BlockExecutor,
+    decode_block,
+    decode_certificate,
+    encode_block,
+)
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
+from mdtp.node.chain.ports import BroadcastFn, Clock, Disk, SendFn, SystemClock, ThreadDisk
+from mdtp.node.chain.statesync import StateSync, SyncLimits
 from mdtp.node.identity.genesis import Genesis, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult, account_nonce
-from mdtp.node.ledger.state import Overlay, next_state_root
-from mdtp.node.ledger.tx import Tx, TxError
+from mdtp.node.ledger.machine import Ledger, account_nonce
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.tx import Tx
 from mdtp.node.supervisor import Supervisor
+from mdtp.node.txpool.admission import Admission
 from mdtp.node.txpool.mempool import Mempool
 from mdtp.node.txpool.sigverify import BatchVerifier
-from mdtp.storage.blockstore import BlockStore, CommittedBlock
+from mdtp.storage.blockstore import BlockStore
 from mdtp.storage.crashpoints import crash_point
 from mdtp.storage.errors import InconsistentStore
 
-log = logging.getLogger("mdtp.driver")
+__all__ = ["Driver", "DriverLimits", "decode_block", "decode_certificate", "encode_block"]
 
-SendFn = Callable[[str, str, Any], bool]
-BroadcastFn = Callable[[str, Any], None]
+log = logging.getLogger("mdtp.driver")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class DriverLimits:
     state_transfer_timeout_s: float = 5.0
     lag_blocks_ready_max: int = 8
     status_interval_s: int = 2
+    regossip_interval_s: int = 3
 
 
 def consensus_config(
@@ -134,22 +139,14 @@ def consensus_config(
     )
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+class _Marker:
+    """Items of the internal queue that are not core events."""
 
 
-def encode_block(block: Block) -> bytes:
-    return pack(block.to_wire())
+_START = _Marker()  # calls Replica.start
+_PROPOSE = _Marker()  # takes transactions and proposes, inside the loop
 
-
-def decode_block(data: bytes, limits: WireLimits) -> Block:
-    return Block.from_wire(
-        unpack_canonical(data, limits.message_bytes_max), limits.block_txs_max, limits.tx_bytes_max
-    )
-
-
-def decode_certificate(data: bytes, limits: WireLimits) -> CommitCertificate:
-    return CommitCertificate.from_wire(unpack_canonical(data, limits.message_bytes_max), limits)
+InternalItem = Event | Callable[[int], Event] | _Marker
 
 
 class Driver:
@@ -170,53 +167,82 @@ class Driver:
         limits: DriverLimits,
         supervisor: Supervisor,
         outbox: OutboxFactory = WireOutbox,
+        clock: Clock | None = None,
+        disk: Disk | None = None,
     ) -> None:
-        self.supervisor = supervisor
-        self.genesis = genesis
         self.node_id = node_id
         self.node_key = node_key
         self.store = store
-        self.ledger = ledger
         self.mempool = mempool
         self.verifier = verifier
-        self._send = send
-        self._broadcast = broadcast
         self.metrics = metrics
         self.limits = limits
+        self.supervisor = supervisor
+        self.clock = clock or SystemClock()
+        self.disk = disk or ThreadDisk()
         self.config = consensus_config(genesis, node_id, genesis_root, limits)
         self.wire_limits = WireLimits.from_config(self.config)
         self._verify = MemberSignatures(genesis.members)
-        self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.height, self.state_root = store.tip()
-        self.tip_hash = self._tip_hash()
-        self._exec_lock = asyncio.Lock()
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self.executor = BlockExecutor(
+            chain_id=genesis.chain_id,
+            genesis_state_root=genesis_root,
+            store=store,
+            ledger=ledger,
+            disk=self.disk,
+            clock=self.clock,
+            wire_limits=self.wire_limits,
+            metrics=metrics,
+        )
+        self.admission = Admission(
+            mempool=mempool,
+            verifier=verifier,
+            ledger=ledger,
+            store=store,
+            broadcast=broadcast,
+            now_ms=self.clock.now_ms,
+            supervisor=supervisor,
+            on_activity=self._on_mempool_activity,
+            verified_cache_max=limits.verified_cache_max,
+            gossip_batch_max=limits.gossip_batch_max,
+        )
+        self.sync = StateSync(
+            config=self.config,
+            sign=self._sign,
+            verify=self._verify,
+            executor=self.executor,
+            send=send,
+            broadcast=broadcast,
+            clock=self.clock,
+            supervisor=supervisor,
+            metrics=metrics,
+            limits=SyncLimits(
+                request_timeout_s=limits.state_transfer_timeout_s,
+                status_interval_s=limits.status_interval_s,
+            ),
+            view=lambda: self.replica.view,
+            on_done=self._state_transfer_done,
+            on_diverged=self._halt,
+        )
+        # the mempool and waiters settle before anyone else hears of a commit
+        self.executor.listeners.append(self.admission.on_commit)
+        self.executor.listeners.append(self._after_commit)
+        self.commit_listeners = self.executor.listeners
         self._network: deque[tuple[str, Message]] = deque()
-        self._internal: deque[Event | Callable[[int], Event] | _Start] = deque()
+        self._internal: deque[InternalItem] = deque()
         self._ingress: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(limits.ingress_queue_max)
         self._wake = asyncio.Event()
         self._timers: dict[TimerKind, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[Any]] = []
-        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._first_seen: dict[int, float] = {}
         self._proposal_handle: asyncio.TimerHandle | None = None
         self._pending_since: float | None = None
-        self._gossip_buffer: list[bytes] = []
-        self._gossip_handle: asyncio.Handle | None = None
-        self._st_task: asyncio.Task[None] | None = None
-        self._st_target = 0
-        self._st_waiter: tuple[str, asyncio.Future[StateTransferResponse]] | None = None
         self._last_view = 0
         self._last_proposed = 0
         self._proposal_queued = False
         self._fruitless_at: tuple[int, int, int] | None = None
         self.evidence: deque[dict[str, Any]] = deque(maxlen=1000)
-        # called after each block is durably committed with its height and its executed
-        # transactions (each result carries the decoded tx), e.g. the supplier node's grants
-        self.commit_listeners: list[Callable[[int, Sequence[TxResult]], None]] = []
         self.halted_reason: str | None = None
-        self._peer_heights: dict[str, int] = {}
-        self.highest_seen = self.height
+        self.highest_seen = self.executor.height
         self.replica = self._build_replica()
         self.outbox = outbox(
             OutboxContext(
@@ -229,77 +255,40 @@ class Driver:
             )
         )
         metrics.export_rejections(lambda: dict(self.replica.rejections))
-        metrics.height.set(self.height)
 
     # -- construction ---------------------------------------------------------------------
 
-    def _tip_hash(self) -> bytes:
-        if self.height == 0:
-            from mdtp.consensus.block import genesis_hash
+    @property
+    def height(self) -> int:
+        return self.executor.height
 
-            return genesis_hash(self.genesis.chain_id, self.state_root_at(0))
-        record = self.store.record(self.height)
-        if record is None:
-            raise InconsistentStore(f"{self.store.path}: no block record at the tip {self.height}")
-        return record.hash
-
-    def state_root_at(self, height: int) -> bytes:
-        if height == 0:
-            return self.config.genesis_state_root
-        record = self.store.record(height)
-        if record is None:
-            raise InconsistentStore(
-                f"{self.store.path}: key space 'block records' has no entry at height {height}"
-            )
-        return record.state_root
+    @property
+    def state_root(self) -> bytes:
+        return self.executor.state_root
 
     def _sign(self, data: bytes) -> bytes:
         return self.node_key.sign(data)
 
-    def _validate_payload(self, block: Block) -> str | None:
-        for tx in block.payload:
-            if hashlib.sha256(tx).digest() not in self._verified:
-                return "unverified_transaction"
-        return None
-
-    def _last_header(self) -> BlockHeader | None:
-        if self.height == 0:
-            return None
-        raw = self.store.block_bytes(self.height)
-        if raw is None:
-            raise InconsistentStore(
-                f"{self.store.path}: key space 'blocks' has no entry at height {self.height}"
-            )
-        block = decode_block(raw, self.wire_limits)
-        if block.hash() != self._tip_hash():
-            raise InconsistentStore(
-                f"{self.store.path}: block at height {self.height} does not hash to its record"
-            )
-        return block.header
-
     def _build_replica(self) -> Replica:
+        validate = self.admission.validate_payload
         persisted = self.store.load_consensus_state()
         if persisted is None:
-            return Replica(self.config, self._sign, self._verify, self._validate_payload)
+            return Replica(self.config, self._sign, self._verify, validate)
         try:
             state = decode_state(persisted, self.wire_limits)
         except ConsensusError as e:
             raise InconsistentStore(
                 f"{self.store.path}: key space 'meta' consensus state is undecodable ({e})"
             ) from None
-        depth = self.config.pipeline_depth
-        roots = {
-            h: self.state_root_at(h) for h in range(max(0, self.height - depth), self.height + 1)
-        }
         return Replica.restore(
             self.config,
             state,
             self.height,
-            self._last_header(),
-            roots,
+            self.executor.last_header(),
+            self.executor.recent_roots(self.config.pipeline_depth),
             self._sign,
             self._verify,
-            self._validate_payload,
+            validate,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -319,18 +308,16 @@ class Driver:
             handle.cancel()
         if self._proposal_handle is not None:
             self._proposal_handle.cancel()
-        for task in [*self._tasks, self._st_task]:
+        for task in self._tasks:
             await self.supervisor.cancel(task)
-        self._store_pool.shutdown(wait=True)
-        for futures in self._waiters.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
+        await self.sync.close()
+        self.disk.close()
+        self.admission.close()
 
     @property
     def lagging(self) -> bool:
-        return self.highest_seen - self.height > self.limits.lag_blocks_ready_max or (
-            self._st_task is not None and not self._st_task.done()
+        return (
+            self.highest_seen - self.height > self.limits.lag_blocks_ready_max or self.sync.active
         )
 
     # -- inputs -------------------------------------------------------------------------------
@@ -345,76 +332,28 @@ class Driver:
             self.metrics.frames_dropped.labels("ingress_full").inc()
 
     def on_gossip_frame(self, peer_id: str, body: Any) -> None:
-        if not isinstance(body, list) or not all(isinstance(t, bytes) for t in body):
-            self.metrics.frames_dropped.labels("bad_gossip").inc()
+        dropped = self.admission.on_gossip(body)
+        if dropped is not None:
+            self.metrics.frames_dropped.labels(dropped).inc()
+
+    def on_status_frame(self, peer_id: str, body: Any) -> None:
+        dropped = self.sync.on_status(peer_id, body)
+        if dropped is not None:
+            self.metrics.frames_dropped.labels(dropped).inc()
             return
-        if len(body) > self.limits.gossip_batch_max * 4:
-            self.metrics.frames_dropped.labels("gossip_too_large").inc()
-            return
-        self.supervisor.spawn("gossip-admission", self._admit_gossip(body))
+        self.highest_seen = max(self.highest_seen, self.sync.beacon_target())
 
     async def submit(self, raw: bytes) -> Tx:
         """A client transaction: verify, admit, gossip once. Raises TxError/MempoolError."""
-        tx = await self.verifier.check(raw)
-        added = self._admit(tx)
-        if added:
-            self._gossip(raw)
-        return tx
-
-    def _admit(self, tx: Tx) -> bool:
-        self._remember_verified(tx.id)
-        if self.store.tx_location(tx.id) is not None:
-            from mdtp.node.txpool.mempool import MempoolReject
-
-            raise MempoolReject("transaction already committed", reason="duplicate")
-        added = self.mempool.add(tx)
-        if added:
-            self._on_mempool_activity()
-        return added
-
-    async def _admit_gossip(self, raws: list[bytes]) -> None:
-        fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
-        results = await self.verifier.check_many(fresh)
-        from mdtp.node.txpool.mempool import MempoolFull, MempoolReject
-
-        for result in results:
-            if isinstance(result, TxError):
-                self.mempool.metrics.rejected.labels(result.reason).inc()
-                continue
-            with contextlib.suppress(MempoolReject, MempoolFull):
-                self._admit(result)
-
-    def _gossip(self, raw: bytes) -> None:
-        self._gossip_buffer.append(raw)
-        if len(self._gossip_buffer) >= self.limits.gossip_batch_max:
-            self._flush_gossip()
-        elif self._gossip_handle is None:
-            # everything submitted in this turn of the event loop travels in one frame
-            self._gossip_handle = asyncio.get_running_loop().call_soon(self._flush_gossip)
-
-    def _flush_gossip(self) -> None:
-        if self._gossip_handle is not None:
-            self._gossip_handle.cancel()
-            self._gossip_handle = None
-        if self._gossip_buffer:
-            batch, self._gossip_buffer = self._gossip_buffer, []
-            self._broadcast("txs", batch)
-
-    def _remember_verified(self, tx_id: bytes) -> None:
-        self._verified[tx_id] = None
-        self._verified.move_to_end(tx_id)
-        while len(self._verified) > self.limits.verified_cache_max:
-            self._verified.popitem(last=False)
+        return await self.admission.submit(raw)
 
     def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.store.tx_location(tx_id) is not None:
-            fut.set_result(None)
-        else:
-            self._waiters.setdefault(tx_id, []).append(fut)
-        return fut
+        return self.admission.wait_committed(tx_id)
 
-    # -- ingress: decode, serve state transfer, pre-verify payloads ----------------------
+    def committed_nonce(self, account_id: str) -> int:
+        return account_nonce(Overlay(self.store.state), account_id)
+
+    # -- ingress: decode, check the sender's signature, serve state transfer --------------
 
     async def _ingress_loop(self) -> None:
         while True:
@@ -425,59 +364,32 @@ class Driver:
                 self.metrics.frames_dropped.labels(e.reason).inc()
                 continue
             # msg.sender may differ from peer_id: the core relays others' signed messages
-            # (e.g. to help a lagging replica); it verifies every signature itself.
+            # (e.g. to help a lagging replica). Nothing is done for a message, not even
+            # bookkeeping, before its sender and signature check out.
+            if msg.sender not in self.config.members:
+                self.metrics.frames_dropped.labels("not_a_member").inc()
+                continue
+            if not verify_message(msg, self.config.chain_id, self._verify):
+                self.metrics.frames_dropped.labels("bad_signature").inc()
+                continue
             if isinstance(msg, StateTransferRequest):
-                self._serve_state_transfer(msg)
+                if not self.sync.serve(msg):
+                    self.metrics.frames_dropped.labels("bad_state_request").inc()
                 continue
             if isinstance(msg, StateTransferResponse):
-                waiter = self._st_waiter
-                if waiter is not None and waiter[0] == peer_id and not waiter[1].done():
-                    waiter[1].set_result(msg)
-                else:
+                if not self.sync.on_response(peer_id, msg):
                     self.metrics.frames_dropped.labels("unexpected_response").inc()
                 continue
             if isinstance(msg, PrePrepare):
                 self.highest_seen = max(self.highest_seen, msg.height - 1)
-                await self._preverify([msg.block])
+                await self.admission.preverify([msg.block])
             elif isinstance(msg, NewView):
-                await self._preverify([pp.block for pp in msg.pre_prepares])
+                await self.admission.preverify([pp.block for pp in msg.pre_prepares])
             if len(self._network) >= self.limits.network_queue_max:
                 self.metrics.frames_dropped.labels("network_queue_full").inc()
                 continue
             self._network.append((peer_id, msg))
             self._wake.set()
-
-    async def _preverify(self, blocks: list[Block]) -> None:
-        unknown = [
-            tx
-            for b in blocks
-            for tx in b.payload
-            if hashlib.sha256(tx).digest() not in self._verified
-        ]
-        if not unknown:
-            return
-        for result in await self.verifier.check_many(unknown):
-            if not isinstance(result, TxError):
-                self._remember_verified(result.id)
-
-    def _block_source(self, height: int) -> tuple[Block, CommitCertificate] | None:
-        raw_block, raw_cert = self.store.block_bytes(height), self.store.certificate_bytes(height)
-        if raw_block is None or raw_cert is None:
-            return None
-        return decode_block(raw_block, self.wire_limits), decode_certificate(
-            raw_cert, self.wire_limits
-        )
-
-    def _serve_state_transfer(self, request: StateTransferRequest) -> None:
-        response = state_transfer.serve_request(
-            self.config, self._sign, self._verify, request, self._block_source
-        )
-        if response is None:
-            self.metrics.frames_dropped.labels("bad_state_request").inc()
-            return
-        # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
-        # holds votes back; the receiver feeds both kinds to the same core.
-        self._send(request.sender, "blocks", encode_message(response))
 
     # -- the consensus loop ---------------------------------------------------------------
 
@@ -486,16 +398,17 @@ class Driver:
             await self._wake.wait()
             self._wake.clear()
             while (self._internal or self._network) and self.halted_reason is None:
-                now = now_ms()
+                now = self.clock.now_ms()
                 actions: list[Action] = []
                 handled = 0
                 while self._internal and handled < self.limits.events_per_batch_max:
                     item = self._internal.popleft()
                     if item is _PROPOSE:
                         actions.extend(self._propose(now))
-                    elif isinstance(item, _Start):
+                    elif item is _START:
                         actions.extend(self.replica.start(now))
                     else:
+                        assert not isinstance(item, _Marker), item
                         event = item(now) if callable(item) else item
                         actions.extend(self.replica.handle(event))
                     handled += 1
@@ -521,16 +434,13 @@ class Driver:
         persists = [a for a in actions if isinstance(a, Persist)]
         if persists:
             data = encode_state(persists[-1].state)
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             crash_point("before consensus-state persist")
-            await asyncio.get_running_loop().run_in_executor(
-                self._store_pool, self.store.save_consensus_state, data
-            )
+            await self.disk.run(self.store.save_consensus_state, data)
             crash_point("after consensus-state persist")
             self.metrics.store_write_latency.labels("consensus_state").observe(
-                time.perf_counter() - started
+                self.clock.monotonic() - started
             )
-        loop = asyncio.get_running_loop()
         follow_up: list[Action] = []
         for action in actions:
             if isinstance(action, Persist):
@@ -542,56 +452,72 @@ class Driver:
                 self._note_message(action.message)
                 self.outbox.broadcast(action.message)
             elif isinstance(action, SetTimer):
-                old = self._timers.pop(action.kind, None)
-                if old is not None:
-                    old.cancel()
-                delay = max(0.0, (action.at_ms - now_ms()) / 1000)
-                self._timers[action.kind] = loop.call_later(
-                    delay, self._timer_fired, action.kind, action.timer_id
-                )
+                self._set_timer(action)
             elif isinstance(action, CancelTimer):
                 old = self._timers.pop(action.kind, None)
                 if old is not None:
                     old.cancel()
             elif isinstance(action, Deliver):
-                if action.block.height <= self.height:
-                    log.warning("core delivered height %d, already executed", action.block.height)
-                    continue
-                await self._execute_block(action.block, action.certificate)
-                # the core wants BlockExecuted before any other event; what it answers runs
-                # after this list (its own Persist still precedes its own votes)
-                follow_up.extend(
-                    self.replica.handle(BlockExecuted(now_ms(), self.height, self.state_root))
-                )
+                if await self._deliver(action.block, action.certificate):
+                    # the core wants BlockExecuted before any other event; what it answers
+                    # runs after this list (its own Persist still precedes its own votes)
+                    follow_up.extend(
+                        self.replica.handle(
+                            BlockExecuted(self.clock.now_ms(), self.height, self.state_root)
+                        )
+                    )
             elif isinstance(action, RequestStateTransfer):
-                self._request_state_transfer(action)
+                self.highest_seen = max(self.highest_seen, action.to_height)
+                self.sync.request(action.to_height)
             elif isinstance(action, ReportEvidence):
-                ev = action.evidence
-                self.metrics.evidence.labels(ev.offender).inc()
-                self.evidence.append(
-                    {
-                        "offender": ev.offender,
-                        "kind": ev.kind,
-                        "first": encode_message(ev.first).hex(),
-                        "second": encode_message(ev.second).hex(),
-                    }
-                )
-                log.warning("evidence: %s sent conflicting %s messages", ev.offender, ev.kind)
+                self._record_evidence(action)
             elif isinstance(action, ProposalWanted):
                 pass  # _maybe_propose runs after every batch
             elif isinstance(action, StateDiverged):
-                self.halted_reason = (
+                self._halt(
                     f"state root at height {action.height} is {action.ours.hex()} here but "
                     f"{action.certified.hex()} in the certified chain"
                 )
-                self.metrics.halted.set(1)
-                log.error("HALTED: %s", self.halted_reason)
         if follow_up:
             await self._execute(follow_up)
 
+    async def _deliver(self, block: Block, cert: CommitCertificate) -> bool:
+        """Execute a block the core delivered; False if state transfer executed it first."""
+        if not await self.executor.deliver(block, cert):
+            log.info("height %d was already executed by state transfer", block.height)
+            return False
+        return True
+
+    def _set_timer(self, action: SetTimer) -> None:
+        old = self._timers.pop(action.kind, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, (action.at_ms - self.clock.now_ms()) / 1000)
+        self._timers[action.kind] = asyncio.get_running_loop().call_later(
+            delay, self._timer_fired, action.kind, action.timer_id
+        )
+
+    def _record_evidence(self, action: ReportEvidence) -> None:
+        ev = action.evidence
+        self.metrics.evidence.labels(ev.offender).inc()
+        self.evidence.append(
+            {
+                "offender": ev.offender,
+                "kind": ev.kind,
+                "first": encode_message(ev.first).hex(),
+                "second": encode_message(ev.second).hex(),
+            }
+        )
+        log.warning("evidence: %s sent conflicting %s messages", ev.offender, ev.kind)
+
+    def _halt(self, reason: str) -> None:
+        self.halted_reason = reason
+        self.metrics.halted.set(1)
+        log.error("HALTED: %s", reason)
+
     def _note_message(self, msg: Message) -> None:
         if isinstance(msg, PrePrepare):
-            self._first_seen.setdefault(msg.height, time.perf_counter())
+            self._first_seen.setdefault(msg.height, self.clock.monotonic())
             if msg.sender == self.node_id:
                 self._last_proposed = max(self._last_proposed, msg.height)
 
@@ -600,85 +526,28 @@ class Driver:
         self._internal.append(lambda now: TimerFired(now, kind, timer_id))
         self._wake.set()
 
-    # -- execution ------------------------------------------------------------------------
-
-    async def _execute_block(self, block: Block, cert: CommitCertificate) -> None:
-        async with self._exec_lock:
-            await self._execute_block_locked(block, cert)
-
-    async def _execute_block_locked(self, block: Block, cert: CommitCertificate) -> None:
-        height = block.height
-        assert height == self.height + 1, f"deliver of {height} after {self.height}"
-        assert block.header.prev_hash == self.tip_hash, f"block {height} does not extend the tip"
-        ctx = BlockContext(
-            self.genesis.chain_id, height, block.header.timestamp_ms, block.header.proposer
-        )
-        overlay = Overlay(self.store.state)
-        results = self.ledger.execute_block(ctx, overlay, block.payload)
-        root = next_state_root(self.state_root, overlay.writes)
-        seen: set[bytes] = set()
-        index_entries = []
-        for r in results:
-            # a transaction re-proposed after a view change fails its second time (nonce);
-            # the index keeps pointing at the execution that counted
-            if r.tx_id in seen:
-                continue
-            earlier = self.store.tx_location(r.tx_id)
-            if earlier is not None and (earlier.ok or not r.ok):
-                continue
-            seen.add(r.tx_id)
-            index_entries.append((r.tx_id, r.index, r.ok, r.reason))
-        committed = CommittedBlock(
-            height=height,
-            block_bytes=encode_block(block),
-            certificate_bytes=pack(cert.to_wire()),
-            block_hash=block.hash(),
-            state_root=root,
-            timestamp_ms=block.header.timestamp_ms,
-            tx_results=tuple(index_entries),
-            state_writes=overlay.writes,
-        )
-        started = time.perf_counter()
-        crash_point("before block commit batch")
-        await asyncio.get_running_loop().run_in_executor(
-            self._store_pool, self.store.commit_block, committed
-        )
-        crash_point("after block commit batch")
-        self.metrics.store_write_latency.labels("block").observe(time.perf_counter() - started)
-        self.height, self.state_root, self.tip_hash = height, root, block.hash()
+    def _after_commit(self, height: int, _results: object) -> None:
         self.highest_seen = max(self.highest_seen, height)
-        self._after_commit(block, results)
         first = self._first_seen.pop(height, None)
         if first is not None:
-            self.metrics.commit_latency.observe(time.perf_counter() - first)
+            self.metrics.commit_latency.observe(self.clock.monotonic() - first)
         for h in [h for h in self._first_seen if h < height]:
             del self._first_seen[h]
 
-    def _after_commit(self, block: Block, results: list[TxResult]) -> None:
-        ok = sum(1 for r in results if r.ok)
-        self.metrics.txs_committed.labels("ok").inc(ok)
-        self.metrics.txs_committed.labels("failed").inc(len(results) - ok)
-        self.metrics.block_txs.observe(len(results))
-        self.metrics.height.set(block.height)
-        self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])
-        for r in results:
-            for fut in self._waiters.pop(r.tx_id, []):
-                if not fut.done():
-                    fut.set_result(None)
-        for listener in self.commit_listeners:
-            try:
-                listener(block.height, results)
-            except Exception:  # a listener bug must not stop the ledger
-                log.exception("commit listener failed at height %d", block.height)
+    # -- state transfer -------------------------------------------------------------------
 
-    def committed_nonce(self, account_id: str) -> int:
-        return account_nonce(Overlay(self.store.state), account_id)
+    def _state_transfer_done(self, block: Block, roots: tuple[tuple[int, bytes], ...]) -> None:
+        """Blocks arrived by state transfer (each checked against the state root its header
+        commits to): let the core resume from there."""
+        if self.halted_reason is None:
+            self._internal.append(lambda now: StateTransferDone(now, block, roots))
+            self._wake.set()
 
     # -- proposals ------------------------------------------------------------------------
 
     def _on_mempool_activity(self) -> None:
         if self._pending_since is None:
-            self._pending_since = time.perf_counter()
+            self._pending_since = self.clock.monotonic()
         self._maybe_propose()
 
     def _maybe_propose(self) -> None:
@@ -694,7 +563,7 @@ class Driver:
                     and self._pending_since is not None
                     and self.mempool.has_proposable()
                 ):
-                    self._internal.append(TransactionsAvailable(now_ms(), (sample,)))
+                    self._internal.append(TransactionsAvailable(self.clock.now_ms(), (sample,)))
                     self._pending_since = None
                     self._wake.set()
             return
@@ -706,7 +575,8 @@ class Driver:
             and len(self.mempool) < self.limits.block_txs_max
         ):
             return  # re-checked after the next block executes
-        waited_ms = (time.perf_counter() - (self._pending_since or time.perf_counter())) * 1000
+        now = self.clock.monotonic()
+        waited_ms = (now - (self._pending_since or now)) * 1000
         if (
             len(self.mempool) < self.limits.block_txs_max
             and waited_ms < self.limits.proposal_wait_ms
@@ -734,7 +604,7 @@ class Driver:
             # nothing proposable until the mempool, the height or the view changes
             self._fruitless_at = generation
             return []
-        self._pending_since = time.perf_counter() if len(self.mempool) > len(txs) else None
+        self._pending_since = self.clock.monotonic() if len(self.mempool) > len(txs) else None
         actions = self.replica.handle(
             TransactionsAvailable(now, tuple(t.signed_bytes for t in txs))
         )
@@ -750,142 +620,17 @@ class Driver:
         self._proposal_handle = None
         self._maybe_propose()
 
-    # -- state transfer -------------------------------------------------------------------
-
-    def _request_state_transfer(self, action: RequestStateTransfer) -> None:
-        self._st_target = max(self._st_target, action.to_height)
-        self.highest_seen = max(self.highest_seen, action.to_height)
-        self.metrics.state_transfer_target.set(self._st_target)
-        if self._st_task is None or self._st_task.done():
-            peers = action.peers or tuple(m for m in self.config.members if m != self.node_id)
-            self._st_task = self.supervisor.spawn("state-transfer", self._state_transfer(peers))
-
-    async def _state_transfer(self, peers: tuple[str, ...]) -> None:
-        self.metrics.state_transfer_active.set(1)
-        candidates = [p for p in peers if p != self.node_id] or [
-            m for m in self.config.members if m != self.node_id
-        ]
-        attempt = 0
-        last_block: Block | None = None
-        try:
-            while self.height < self._st_target:
-                peer = candidates[attempt % len(candidates)]
-                attempt += 1
-                request = state_transfer.build_request(
-                    self.config, self._sign, self.height + 1, self._st_target
-                )
-                fut: asyncio.Future[StateTransferResponse] = (
-                    asyncio.get_running_loop().create_future()
-                )
-                self._st_waiter = (peer, fut)
-                self._send(peer, "blocks", encode_message(request))
-                try:
-                    response = await asyncio.wait_for(fut, self.limits.state_transfer_timeout_s)
-                except TimeoutError:
-                    log.info("state transfer: no answer from %s, trying another peer", peer)
-                    continue
-                finally:
-                    self._st_waiter = None
-                try:
-                    entries = state_transfer.verify_response(
-                        self.config, self._verify, response, self.height + 1, self.tip_hash
-                    )
-                except ConsensusError as e:
-                    log.warning("state transfer: bad response from %s: %s", peer, e)
-                    self.metrics.frames_dropped.labels("bad_state_response").inc()
-                    continue
-                if not entries:
-                    continue
-                for block, cert in entries:
-                    if not await self._execute_block_checked(block, cert):
-                        return
-                    last_block = block
-                    self.metrics.state_transfer_blocks.inc()
-                attempt -= 1  # a good peer is asked again
-            if last_block is not None:
-                depth = self.config.pipeline_depth
-                roots = tuple(
-                    (h, self.state_root_at(h))
-                    for h in range(max(0, self.height - depth + 1), self.height + 1)
-                )
-                block = last_block
-                self._internal.append(lambda now: StateTransferDone(now, block, roots))
-                self._wake.set()
-                log.info("state transfer done at height %d", self.height)
-        finally:
-            self.metrics.state_transfer_active.set(0)
-
-    async def _execute_block_checked(self, block: Block, cert: CommitCertificate) -> bool:
-        """Execute a transferred block, checking the state root its header commits to;
-        False (and the node halts) if our state diverged from the certified chain."""
-        if block.height <= self.height:
-            return True
-        depth = self.config.pipeline_depth
-        committed_height = block.height - depth
-        if committed_height >= 0 and committed_height <= self.height:
-            ours = self.state_root_at(committed_height)
-            if ours != block.header.state_root:
-                self.halted_reason = (
-                    f"state root at height {committed_height} is {ours.hex()} here but block "
-                    f"{block.height} commits to {block.header.state_root.hex()}"
-                )
-                self.metrics.halted.set(1)
-                log.error("HALTED: %s", self.halted_reason)
-                return False
-        await self._execute_block(block, cert)
-        return True
-
     # -- housekeeping ---------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
         tick = 0
-        behind_since: int | None = None
         while True:
             await asyncio.sleep(1.0)
             tick += 1
-            self.mempool.evict_expired(now_ms())
+            self.mempool.evict_expired(self.clock.now_ms())
             if len(self.mempool):
                 self._on_mempool_activity()
-            if tick % self.limits.status_interval_s == 0:
-                self._broadcast("status", {"h": self.height, "v": self.replica.view})
-            # An idle chain carries no consensus messages, so a replica that missed the last
-            # blocks would never hear of them; peers' status beacons tell it. The target is
-            # the (f+1)-th highest reported height: at least one honest member has it.
-            target = self._beacon_target()
-            if target > self.height and not self.lagging_transfer:
-                if behind_since is None:
-                    behind_since = tick
-                elif tick - behind_since >= 2 * self.limits.status_interval_s:
-                    peers = tuple(p for p, h in self._peer_heights.items() if h >= target)
-                    log.info("behind the chain (%d < %d): catching up", self.height, target)
-                    self._request_state_transfer(
-                        RequestStateTransfer(self.height + 1, target, None, peers)
-                    )
-                    behind_since = None
-            else:
-                behind_since = None
-
-    def _beacon_target(self) -> int:
-        heights = sorted(self._peer_heights.values(), reverse=True)
-        f = self.config.f
-        return heights[f] if len(heights) > f else 0
-
-    @property
-    def lagging_transfer(self) -> bool:
-        return self._st_task is not None and not self._st_task.done()
-
-    def on_status_frame(self, peer_id: str, body: Any) -> None:
-        height = body.get("h") if isinstance(body, dict) else None
-        if isinstance(height, bool) or not isinstance(height, int) or not 0 <= height < 2**63:
-            self.metrics.frames_dropped.labels("bad_status").inc()
-            return
-        self._peer_heights[peer_id] = height
-        self.highest_seen = max(self.highest_seen, self._beacon_target())
-
-
-class _Start:
-    """Markers for the loop: ``_START`` calls ``Replica.start``, ``_PROPOSE`` proposes."""
-
-
-_START = _Start()
-_PROPOSE = _Start()  # marker: take transactions and propose, inside the loop
+                if tick % self.limits.regossip_interval_s == 0:
+                    self.admission.regossip()
+            self.sync.tick()
+            self.highest_seen = max(self.highest_seen, self.sync.beacon_target())

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from mdtp.node.chain.driver import Driver, decode_block, decode_certificate
+from mdtp.node.chain.driver import Driver
+from mdtp.node.chain.execution import decode_block, decode_certificate
 from mdtp.storage.blockstore import BlockStore
 
 

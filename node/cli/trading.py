@@ -151,7 +151,10 @@ def _fail(args: argparse.Namespace, e: TxFailed) -> int:
         subject = getattr(args, "id", None)
         hint = e.hint.replace(" ID`", f" {subject}`") if isinstance(subject, str) else e.hint
         print(f"  what to do: {hint}", file=sys.stderr)
-    print(f"  (tx {e.tx_id}, recorded at height {e.height})", file=sys.stderr)
+    if e.height is None:
+        print(f"  (tx {e.tx_id}, refused by the node before any block)", file=sys.stderr)
+    else:
+        print(f"  (tx {e.tx_id}, recorded at height {e.height})", file=sys.stderr)
     return 1
 
 

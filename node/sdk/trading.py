@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from mdtp.node.encoding import dumps
 from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.signer import Signer
+from mdtp.node.ledger.signer import NONCE_KEPT, Signer
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
 from mdtp.node.sdk.client import ApiError, NodeClient
@@ -101,7 +101,9 @@ class TradingError(Exception):
 
 
 class TxFailed(TradingError):
-    """The ledger executed the transaction and refused it with ``reason``."""
+    """The ledger refused the transaction with ``reason``: when it executed it (``height`` is
+    that block's), or on admission, where a node refuses what the ledger's common checks
+    would (wrong key, revoked sender, expired; ``height`` is None)."""
 
     def __init__(self, tx_type: str, reason: str, tx_id: str, height: int | None) -> None:
         description = REASONS.get(reason, "unknown reason")
@@ -196,8 +198,10 @@ class TradingClient:
         tx_id = tx.id.hex()
         try:
             doc = await self.node.submit(tx.raw, wait=True, timeout_s=self.wait_s)
-        except ApiError:
+        except ApiError as e:
             signer.release(tx)  # turned away before the mempool: its nonce is free again
+            if e.status == 400 and e.reason in NONCE_KEPT:
+                raise TxFailed(tx_type, e.reason, tx_id, None) from None
             raise
         if doc["status"] == "failed":
             signer.refused(tx, str(doc["reason"]))

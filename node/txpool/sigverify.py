@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from mdtp.node.ledger.tx import Tx, TxError, decode_tx
 from mdtp.node.supervisor import Supervisor
@@ -42,12 +42,16 @@ class BatchVerifier:
         threads: int = 2,
         batch_max: int = 512,
         queue_max: int = 20_000,
+        executor: Executor | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.max_tx_bytes = max_tx_bytes
         self.batch_max = batch_max
         self.threads = threads
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sigverify")
+        # where signature checks run: threads by default (the simulator runs them inline)
+        self._pool = executor or ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="sigverify"
+        )
         self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[Tx]]] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
 

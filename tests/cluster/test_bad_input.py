@@ -108,3 +108,19 @@ async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
             assert await reason_of(c, hostile) == "malformed"
         done = await c.submit(signed(chain, key, 1), wait=True)
         assert done["status"] == "committed"
+
+
+async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -> None:
+    node = cluster.load_cluster(running_cluster)[2]
+    chain = chain_id_of(running_cluster)
+    victim, attacker = SigningKey.generate(), SigningKey.generate()
+    async with NodeClient(node.api, ca=running_cluster / "ca" / "ca.pem") as c:
+        for nonce in (1, 2, 3):
+            squat = signed(chain, attacker, nonce, sender=victim.account_id)
+            assert await reason_of(c, squat) == "wrong_key"
+        stale = signed(chain, victim, 1, expires_at_ms=int(time.time() * 1000) - 1)
+        assert await reason_of(c, stale) == "expired"
+        for nonce in (1, 2, 3):  # the victim's own transactions are not blocked
+            done = await c.submit(signed(chain, victim, nonce), wait=True)
+            assert done["status"] == "committed"
+    assert metric_value(node, "mdtp_mempool_rejected_total", {"reason": "wrong_key"}) >= 3

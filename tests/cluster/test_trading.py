@@ -28,8 +28,9 @@ import pytest
 
 from mdtp.node.identity import pki
 from mdtp.node.identity.keys import SigningKey, load_key, save_key
+from mdtp.node.ledger.signer import NONCE_KEPT
 from mdtp.node.ops import cluster
-from mdtp.node.sdk.client import NodeClient
+from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.trading import TradingClient, TxFailed
 from tests.support.processes import wait_until
 
@@ -205,7 +206,15 @@ async def refused(reason: str, t: TradingClient, call: Any) -> None:
     with pytest.raises(TxFailed) as e:
         await call
     assert e.value.reason == reason, e.value
-    assert await tx_reason(t, e.value.tx_id) == reason
+    if e.value.height is None:
+        # refused on admission (the ledger's common checks: key, revocation, expiry): the API
+        # answered POST /v1/tx with this reason, and nothing of it reached a block
+        assert reason in NONCE_KEPT
+        with pytest.raises(ApiError) as unknown:
+            await t.node.tx(e.value.tx_id)
+        assert unknown.value.status == 404
+    else:
+        assert await tx_reason(t, e.value.tx_id) == reason
 
 
 def status_of(contract: dict[str, Any]) -> str:
@@ -409,6 +418,11 @@ def cli_refused(m: Market, reason: str, *args: str, as_json: bool = False) -> No
         assert doc["status"] == "failed" and doc["reason"] == reason and doc["id"] == tx_id
         assert doc["description"] and doc["hint"]
     status, _, body = raw_get(m, 0, f"/v1/tx/{tx_id}")
+    if "refused by the node before any block" in done.stderr:
+        # the ledger's common checks (key, revocation, expiry) refuse it on admission
+        assert reason in NONCE_KEPT
+        assert status == 404 and json.loads(body)["status"] == "unknown", body
+        return
     assert status == 200, body
     assert json.loads(body)["status"] == "failed" and json.loads(body)["reason"] == reason
 

@@ -1,0 +1,288 @@
+"""State synchronisation: catching up with the certified chain, serving peers that catch up,
+and the status beacons that tell a replica on an idle chain that it is behind.
+
+Catching up (:meth:`StateSync.request`): one task fetches the missing blocks with their commit
+certificates, verifies them (``consensus.state_transfer``) and executes them through the one
+delivery path (:class:`.execution.BlockExecutor`), so it never races the core's deliveries.
+It asks the peers in turn — a different peer for every request — and measures each answer: a
+peer that times out, answers with a chain that does not verify, or drips fewer blocks than it
+could, collects strikes and is asked only when no better peer is left. So one Byzantine member
+can slow a catch-up by at most one timeout per round, never stall it; and the task gives up
+after ``stall_s`` without progress (the core or the next beacons start it again).
+
+Beacons: every ``status_interval_s`` each replica broadcasts its height. The target is the
+(f+1)-th highest height reported, so at least one honest member has it; a replica that stays
+behind it for two intervals starts catching up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mdtp.consensus import state_transfer
+from mdtp.consensus.block import Block
+from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.errors import ConsensusError
+from mdtp.consensus.messages import (
+    Signer,
+    StateTransferRequest,
+    StateTransferResponse,
+    Verifier,
+    encode_message,
+)
+from mdtp.node.chain.execution import BlockExecutor
+from mdtp.node.chain.metrics import DriverMetrics
+from mdtp.node.chain.ports import BroadcastFn, Clock, SendFn
+from mdtp.node.supervisor import Supervisor
+
+log = logging.getLogger("mdtp.statesync")
+
+# Called when a catch-up ends with blocks executed: the last block and the state roots the
+# core needs to resume from there.
+DoneFn = Callable[[Block, tuple[tuple[int, bytes], ...]], None]
+
+
+@dataclass(frozen=True)
+class SyncLimits:
+    request_timeout_s: float = 5.0
+    stall_s: float = 60.0
+    status_interval_s: int = 2
+    # strikes after which a peer is asked only when no peer with fewer is left
+    strikes_max: int = 2
+
+
+class StateSync:
+    def __init__(
+        self,
+        *,
+        config: ConsensusConfig,
+        sign: Signer,
+        verify: Verifier,
+        executor: BlockExecutor,
+        send: SendFn,
+        broadcast: BroadcastFn,
+        clock: Clock,
+        supervisor: Supervisor,
+        metrics: DriverMetrics,
+        limits: SyncLimits,
+        view: Callable[[], int],
+        on_done: DoneFn,
+        on_diverged: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self._sign = sign
+        self._verify = verify
+        self.executor = executor
+        self._send = send
+        self._broadcast = broadcast
+        self.clock = clock
+        self.supervisor = supervisor
+        self.metrics = metrics
+        self.limits = limits
+        self._view = view
+        self._on_done = on_done
+        self._on_diverged = on_diverged
+        self.target = 0
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: tuple[str, asyncio.Future[StateTransferResponse]] | None = None
+        self._strikes: dict[str, int] = {}
+        self._next_peer = 0
+        self._peer_heights: dict[str, int] = {}
+        self._behind_ticks = 0
+        self._tick = 0
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def peers(self) -> list[str]:
+        return [m for m in self.config.members if m != self.config.my_id]
+
+    # -- catching up -----------------------------------------------------------------------
+
+    def request(self, to_height: int) -> None:
+        """Catch up to at least ``to_height`` (a certified height some peer has)."""
+        self.target = max(self.target, to_height)
+        self.metrics.state_transfer_target.set(self.target)
+        if not self.active:
+            self._task = self.supervisor.spawn("state-transfer", self._run())
+
+    def _pick_peer(self) -> str:
+        """The next peer in turn among those that behaved; the least-struck if none did."""
+        peers = self.peers
+        strikes = {p: self._strikes.get(p, 0) for p in peers}
+        fewest = min(strikes.values())
+        allowed = [p for p in peers if strikes[p] < self.limits.strikes_max] or [
+            p for p in peers if strikes[p] == fewest
+        ]
+        peer = allowed[self._next_peer % len(allowed)]
+        self._next_peer += 1
+        return peer
+
+    def _strike(self, peer: str, why: str) -> None:
+        self._strikes[peer] = self._strikes.get(peer, 0) + 1
+        self.metrics.frames_dropped.labels(f"state_transfer_{why}").inc()
+
+    async def _run(self) -> None:
+        self.metrics.state_transfer_active.set(1)
+        last_block: Block | None = None
+        last_progress = self.clock.monotonic()
+        try:
+            while self.executor.height < self.target:
+                if self.clock.monotonic() - last_progress > self.limits.stall_s:
+                    log.warning(
+                        "state transfer: no progress for %.0f s at height %d (target %d)",
+                        self.limits.stall_s,
+                        self.executor.height,
+                        self.target,
+                    )
+                    return
+                peer = self._pick_peer()
+                blocks = await self._ask(peer)
+                if blocks is None:
+                    continue
+                if blocks:
+                    last_block = blocks[-1]
+                    last_progress = self.clock.monotonic()
+                    self._strikes.pop(peer, None)
+        finally:
+            self.metrics.state_transfer_active.set(0)
+            if last_block is not None:
+                self._finished(last_block)
+
+    async def _ask(self, peer: str) -> list[Block] | None:
+        """One request to ``peer``; the blocks it brought (executed), None on a bad answer."""
+        start = self.executor.height + 1
+        request = state_transfer.build_request(self.config, self._sign, start, self.target)
+        wanted = request.to_height - request.from_height + 1
+        fut: asyncio.Future[StateTransferResponse] = asyncio.get_running_loop().create_future()
+        self._waiter = (peer, fut)
+        asked_at = self.clock.monotonic()
+        self._send(peer, "blocks", encode_message(request))
+        try:
+            response = await asyncio.wait_for(fut, self.limits.request_timeout_s)
+        except TimeoutError:
+            log.info("state transfer: no answer from %s, asking another peer", peer)
+            self._strike(peer, "timeout")
+            return None
+        finally:
+            self._waiter = None
+        try:
+            entries = state_transfer.verify_response(
+                self.config, self._verify, response, start, self.executor.tip_hash
+            )
+        except ConsensusError as e:
+            log.warning("state transfer: bad response from %s: %s", peer, e)
+            self._strike(peer, "bad_response")
+            return None
+        executed: list[Block] = []
+        for block, cert in entries:
+            diverged = self._diverged(block)
+            if diverged is not None:
+                self._on_diverged(diverged)
+                self.target = 0  # nothing more to fetch: this node's state is wrong
+                return executed
+            if await self.executor.deliver(block, cert):
+                self.metrics.state_transfer_blocks.inc()
+            executed.append(block)
+        # A peer that has the blocks answers with as many as fit; fewer, slowly, is a drip.
+        slow = self.clock.monotonic() - asked_at > self.limits.request_timeout_s / 2
+        if len(entries) < wanted and slow:
+            self._strike(peer, "slow")
+        return executed
+
+    def _diverged(self, block: Block) -> str | None:
+        """Why our state differs from the certified chain, judged by the root ``block``'s
+        header commits to (that of height - pipeline depth), or None."""
+        height = block.height - self.config.pipeline_depth
+        if not 0 <= height <= self.executor.height:
+            return None
+        ours = self.executor.state_root_at(height)
+        if ours == block.header.state_root:
+            return None
+        return (
+            f"state root at height {height} is {ours.hex()} here but block {block.height} "
+            f"commits to {block.header.state_root.hex()}"
+        )
+
+    def _finished(self, block: Block) -> None:
+        depth = self.config.pipeline_depth
+        height = self.executor.height
+        roots = tuple(
+            (h, self.executor.state_root_at(h))
+            for h in range(max(0, height - depth + 1), height + 1)
+        )
+        if block.height != height:  # the core delivered past the transferred blocks meanwhile
+            entry = self.executor.block_and_certificate(height)
+            if entry is None:
+                return
+            block = entry[0]
+        log.info("state transfer done at height %d", height)
+        self._on_done(block, roots)
+
+    def on_response(self, peer: str, response: StateTransferResponse) -> bool:
+        """A response frame; False if nobody asked ``peer`` for one."""
+        waiter = self._waiter
+        if waiter is None or waiter[0] != peer or waiter[1].done():
+            return False
+        waiter[1].set_result(response)
+        return True
+
+    async def close(self) -> None:
+        await self.supervisor.cancel(self._task)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def serve(self, request: StateTransferRequest) -> bool:
+        """Answer a member's request from our store; False if it is not acceptable."""
+        response = state_transfer.serve_request(
+            self.config,
+            self._sign,
+            self._verify,
+            request,
+            self.executor.block_and_certificate,
+        )
+        if response is None:
+            return False
+        # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
+        # holds votes back; the receiver feeds both kinds to the same core.
+        self._send(request.sender, "blocks", encode_message(response))
+        return True
+
+    # -- beacons ---------------------------------------------------------------------------
+
+    def on_status(self, peer: str, body: Any) -> str | None:
+        """A peer's status beacon; the reason it was dropped, or None."""
+        height = body.get("h") if isinstance(body, dict) else None
+        if isinstance(height, bool) or not isinstance(height, int) or not 0 <= height < 2**63:
+            return "bad_status"
+        if peer in self.config.members:
+            self._peer_heights[peer] = height
+        return None
+
+    def beacon_target(self) -> int:
+        heights = sorted(self._peer_heights.values(), reverse=True)
+        f = self.config.f
+        return heights[f] if len(heights) > f else 0
+
+    def tick(self) -> None:
+        """Once a second: send our beacon on schedule; catch up if we stay behind."""
+        self._tick += 1
+        if self._tick % self.limits.status_interval_s == 0:
+            self._broadcast("status", {"h": self.executor.height, "v": self._view()})
+        # An idle chain carries no consensus messages, so a replica that missed the last
+        # blocks would never hear of them; peers' beacons tell it.
+        target = self.beacon_target()
+        if target > self.executor.height and not self.active:
+            self._behind_ticks += 1
+            if self._behind_ticks >= 2 * self.limits.status_interval_s:
+                log.info("behind the chain (%d < %d): catching up", self.executor.height, target)
+                self.request(target)
+                self._behind_ticks = 0
+        else:
+            self._behind_ticks = 0

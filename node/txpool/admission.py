@@ -1,0 +1,185 @@
+"""Transaction admission and gossip: how a signed transaction gets into this node's mempool.
+
+Order of checks, cheapest first and before the transaction holds anything: size, form and
+signature (batched, off the event loop, :mod:`.sigverify`); not already committed; signed by
+its sender's *current* key, sender not revoked, not expired (so nobody can squat another
+account's nonces); then the mempool's own checks (nonce window, bounds). A client's
+transaction admitted here is gossiped once to every peer; a peer's gossip is admitted the same
+way and never forwarded again.
+
+Verified transactions are remembered (bounded, oldest first out), so a transaction is verified
+once whether it arrives by API, by gossip or inside a proposal, and a proposal whose
+transactions are all known is validated without signature checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mdtp.consensus.block import Block
+from mdtp.node.ledger.machine import Ledger, Refusal, TxResult
+from mdtp.node.ledger.state import Overlay
+from mdtp.node.ledger.tx import Tx, TxError
+from mdtp.node.supervisor import Supervisor
+from mdtp.node.txpool.mempool import Mempool, MempoolFull, MempoolReject
+from mdtp.node.txpool.sigverify import BatchVerifier
+from mdtp.storage.blockstore import BlockStore
+
+BroadcastFn = Callable[[str, Any], None]
+
+
+class Admission:
+    def __init__(
+        self,
+        *,
+        mempool: Mempool,
+        verifier: BatchVerifier,
+        ledger: Ledger,
+        store: BlockStore,
+        broadcast: BroadcastFn,
+        now_ms: Callable[[], int],
+        supervisor: Supervisor,
+        on_activity: Callable[[], None],
+        verified_cache_max: int,
+        gossip_batch_max: int,
+    ) -> None:
+        self.mempool = mempool
+        self.verifier = verifier
+        self.ledger = ledger
+        self.store = store
+        self._broadcast = broadcast
+        self._now_ms = now_ms
+        self._supervisor = supervisor
+        self._on_activity = on_activity
+        self._verified_cache_max = verified_cache_max
+        self.gossip_batch_max = gossip_batch_max
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._gossip_buffer: list[bytes] = []
+        self._gossip_handle: asyncio.Handle | None = None
+
+    # -- verified transactions --------------------------------------------------------------
+
+    def remember(self, tx_id: bytes) -> None:
+        self._verified[tx_id] = None
+        self._verified.move_to_end(tx_id)
+        while len(self._verified) > self._verified_cache_max:
+            self._verified.popitem(last=False)
+
+    def validate_payload(self, block: Block) -> str | None:
+        """The core's payload check: every transaction was verified before the core saw it."""
+        for tx in block.payload:
+            if hashlib.sha256(tx).digest() not in self._verified:
+                return "unverified_transaction"
+        return None
+
+    async def preverify(self, blocks: Sequence[Block]) -> None:
+        """Verify the signatures of proposed transactions not seen yet, in one batch."""
+        unknown = [
+            tx
+            for b in blocks
+            for tx in b.payload
+            if hashlib.sha256(tx).digest() not in self._verified
+        ]
+        if not unknown:
+            return
+        for result in await self.verifier.check_many(unknown):
+            if not isinstance(result, TxError):
+                self.remember(result.id)
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def submit(self, raw: bytes) -> Tx:
+        """A client transaction: verify, admit, gossip once. Raises TxError/MempoolError."""
+        tx = await self.verifier.check(raw)
+        if self.admit(tx):
+            self._gossip(raw)
+        return tx
+
+    def admit(self, tx: Tx) -> bool:
+        """Keep a verified transaction; False if the mempool already has it."""
+        self.remember(tx.id)
+        if self.store.tx_location(tx.id) is not None:
+            raise MempoolReject("transaction already committed", reason="duplicate")
+        try:
+            self.ledger.check_sender(Overlay(self.store.state), tx)
+        except Refusal as r:
+            raise self.mempool.reject(r.reason, r.detail or r.reason) from None
+        if tx.expires_at_ms < self._now_ms():
+            raise self.mempool.reject("expired", "the transaction's expires_at has passed")
+        added = self.mempool.add(tx)
+        if added:
+            self._on_activity()
+        return added
+
+    def on_gossip(self, body: Any) -> str | None:
+        """A peer's gossip frame; the reason it was dropped, or None."""
+        if not isinstance(body, list) or not all(isinstance(t, bytes) for t in body):
+            return "bad_gossip"
+        if len(body) > self.gossip_batch_max * 4:
+            return "gossip_too_large"
+        self._supervisor.spawn("gossip-admission", self._admit_gossip(body))
+        return None
+
+    async def _admit_gossip(self, raws: list[bytes]) -> None:
+        fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
+        for result in await self.verifier.check_many(fresh):
+            if isinstance(result, TxError):
+                self.mempool.metrics.rejected.labels(result.reason).inc()
+                continue
+            with contextlib.suppress(MempoolReject, MempoolFull):  # counted by the mempool
+                self.admit(result)
+
+    def regossip(self) -> None:
+        """Offer the oldest waiting transactions to every peer again. Gossip is sent once and
+        may be lost, and a primary that never saw a transaction cannot propose it; peers that
+        already verified one drop it unread (by its hash)."""
+        batch = self.mempool.sample(self.gossip_batch_max)
+        if batch:
+            self._broadcast("txs", batch)
+
+    def _gossip(self, raw: bytes) -> None:
+        self._gossip_buffer.append(raw)
+        if len(self._gossip_buffer) >= self.gossip_batch_max:
+            self._flush_gossip()
+        elif self._gossip_handle is None:
+            # everything submitted in this turn of the event loop travels in one frame
+            self._gossip_handle = asyncio.get_running_loop().call_soon(self._flush_gossip)
+
+    def _flush_gossip(self) -> None:
+        if self._gossip_handle is not None:
+            self._gossip_handle.cancel()
+            self._gossip_handle = None
+        if self._gossip_buffer:
+            self._broadcast("txs", self._gossip_buffer)
+            self._gossip_buffer = []
+
+    # -- commits -----------------------------------------------------------------------------
+
+    def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.store.tx_location(tx_id) is not None:
+            fut.set_result(None)
+        else:
+            self._waiters.setdefault(tx_id, []).append(fut)
+        return fut
+
+    def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
+        self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])
+        for r in results:
+            for fut in self._waiters.pop(r.tx_id, []):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def close(self) -> None:
+        if self._gossip_handle is not None:
+            self._gossip_handle.cancel()
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()

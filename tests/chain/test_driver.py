@@ -1,0 +1,169 @@
+"""The driver's parts, run as the daemon runs them (real driver, executor, state sync,
+admission, ledger and LevelDB), on a simulated network under virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mdtp.consensus.messages import (
+    PrePrepare,
+    StateTransferRequest,
+    encode_message,
+    sign_message,
+)
+from mdtp.node.chain.statesync import StateSync
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.testing.sim.world import SimWorld
+from mdtp.storage.errors import InconsistentStore
+from tests.chain.world import load, run, world
+
+
+def test_a_cluster_commits_every_client_transaction(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await load(w, 3.0)
+            await asyncio.sleep(3.0)
+
+        run(w, body)
+        heights = {n.height for n in w.nodes}
+        assert len(heights) == 1 and heights.pop() > 0
+        assert w.submitted and all(w.committed_everywhere(s.tx_id) for s in w.submitted)
+        assert w.checker.violations == []
+
+
+def test_an_executed_height_delivered_again_is_skipped_and_a_gap_is_refused(
+    tmp_path: Path,
+) -> None:
+    with world(tmp_path) as w:
+
+        async def body() -> tuple[bool, int]:
+            for node in w.nodes:
+                node.start()
+            await load(w, 2.0)
+            await asyncio.sleep(2.0)
+            executor = w.nodes[0].driver.executor
+            height = executor.height
+            block, cert = executor.block_and_certificate(height) or (None, None)
+            assert block is not None and cert is not None
+            again = await executor.deliver(block, cert)
+            later = dataclasses.replace(
+                block, header=dataclasses.replace(block.header, height=height + 5)
+            )
+            with pytest.raises(InconsistentStore):
+                await executor.deliver(later, cert)
+            return again, executor.height - height
+
+        again, moved = run(w, body)
+        assert again is False and moved == 0
+        assert w.nodes[0].failed_tasks == []
+
+
+def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
+    """Sender and signature are checked before any bookkeeping: a PRE-PREPARE for height
+    10^9 that a member did not sign neither makes the node 'catch up' nor costs it work."""
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await load(w, 1.0)
+            await asyncio.sleep(1.0)
+            victim = w.nodes[1].driver
+            block, _ = victim.executor.block_and_certificate(victim.height) or (None, None)
+            assert block is not None
+            far = dataclasses.replace(block, header=dataclasses.replace(block.header, height=10**9))
+            intruder = SigningKey.generate()
+            forged = [
+                PrePrepare(0, 10**9, far, "n0", b"\x00" * 64),  # bad signature
+                sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", intruder.sign),  # wrong key
+                sign_message(PrePrepare(0, 10**9, far, "intruder"), "sim", intruder.sign),
+            ]
+            for msg in forged:
+                victim.on_consensus_frame("n0", encode_message(msg))
+            await asyncio.sleep(0.5)
+            assert victim.highest_seen < 10**9
+            assert not victim.lagging
+
+        run(w, body)
+        driver = w.nodes[1].driver
+        dropped = {
+            reason: driver.metrics.frames_dropped.labels(reason)._value.get()
+            for reason in ("bad_signature", "not_a_member")
+        }
+        assert dropped == {"bad_signature": 2, "not_a_member": 1}
+
+
+def _drip(sync: StateSync, w: SimWorld) -> None:
+    """A Byzantine state-transfer server: one valid block per request, just before the
+    requester's timeout."""
+    serve = sync.serve
+
+    def slow_serve(request: StateTransferRequest) -> bool:
+        one = dataclasses.replace(request, to_height=request.from_height)
+        w.loop.call_later(sync.limits.request_timeout_s * 0.9, serve, one)
+        return True
+
+    sync.serve = slow_serve  # type: ignore[method-assign]
+
+
+def test_a_restarted_node_catches_up_despite_a_slow_drip_peer_and_then_that_peer_goes_silent(
+    tmp_path: Path,
+) -> None:
+    with world(tmp_path, seed=3) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            lagger, dripper = w.nodes[3], w.nodes[0]
+            await load(w, 1.0)
+            lagger.crash()
+            await load(w, 8.0, every_s=0.05)
+            _drip(dripper.driver.sync, w)
+            lagger.restart()
+            for _ in range(300):
+                await asyncio.sleep(0.5)
+                if lagger.height >= w.nodes[1].height and w.nodes[1].height > 0:
+                    break
+            assert lagger.height >= w.nodes[1].height
+            # the drip peer now goes silent: the three others keep committing
+            dripper.crash()
+            before = w.nodes[1].height
+            await load(w, 6.0)
+            await asyncio.sleep(6.0)
+            assert min(n.height for n in w.nodes[1:]) > before
+
+        run(w, body)
+        assert w.checker.violations == []
+        assert w.nodes[3].failed_tasks == []
+
+
+def test_a_slow_disk_never_kills_the_consensus_task(tmp_path: Path) -> None:
+    """State transfer and the core's deliveries share one path, so a commit batch that takes
+    30 ms while a beacon starts a catch-up cannot deliver a height twice."""
+    from mdtp.node.testing.sim.world import DiskFaults
+
+    with world(tmp_path, seed=5) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.disk.faults = DiskFaults(latency_ms_max=5, slow=0.5, slow_ms=30)
+                node.start()
+            slow = w.nodes[2]
+            for _ in range(3):
+                await load(w, 2.0, every_s=0.02)
+                slow.crash()
+                await load(w, 2.0, every_s=0.02)
+                slow.restart()
+            await asyncio.sleep(10.0)
+
+        run(w, body)
+        assert all(n.failed_tasks == [] for n in w.nodes)
+        assert len({n.height for n in w.nodes}) == 1
+        assert w.checker.violations == []
