@@ -45,13 +45,16 @@ only some clients' transactions, is suspected although the chain grows.  Either 
 makes the replica broadcast SUSPECT(v) and keep working in v.  f+1 SUSPECTs for v or
 later (so one at least from an honest replica) make a replica start the view change.
 A suspicion promises nothing, so a replica whose timer alone fired (partitioned,
-or holding a transaction no one else has) is never left alone in a view change.
+or holding a transaction no one else has) is never left alone in a view change.  A
+replica that receives SUSPECT(v) while working in v answers with the NEW-VIEW that
+opened v, in case the suspicion comes from one still waiting for it.
 
 View change: a replica moves to v+1, sends VIEW-CHANGE(v+1, stable checkpoint proof,
 prepared certificates) and takes part in nothing of view v any more (it still learns
 commit certificates).  f+1 VIEW-CHANGEs for higher views make a replica join the
 lowest of them.  Once q VIEW-CHANGEs for its view are in, a replica waits one more
-timeout for NEW-VIEW, then tries the next view.  The new primary sends NEW-VIEW with
+timeout for NEW-VIEW, then suspects v (a late NEW-VIEW is still accepted) and moves
+to v+1 with f+1 such suspicions.  The new primary sends NEW-VIEW with
 the q VIEW-CHANGEs and the re-proposals computed by ``plan_new_view``; every backup
 recomputes the plan and rejects a NEW-VIEW that differs.  Timeouts double on every
 view change and reset when a block commits.
@@ -553,6 +556,8 @@ class Replica:
             self._reject("future_buffer_full")
         queue.append((msg, size))
         self._future_bytes[msg.sender] = used + size
+        assert used + size <= self.config.future_bytes_per_sender_max
+        assert len(queue) <= self.config.future_messages_per_sender_max
 
     def _help(self, peer: str) -> None:
         """A peer is still in an older view: send it the NEW-VIEW that opened ours."""
@@ -851,6 +856,8 @@ class Replica:
     def _arm_request_timer(self) -> None:
         """Keep the REQUEST timer at the oldest tracked transaction's deadline; runs after
         every event, so it emits an action only when the deadline changes."""
+        if not self._requests and not self._timer_armed[TimerKind.REQUEST]:
+            return  # the common case of an idle backup or a primary: nothing to do
         deadline = self._request_deadline()
         if deadline is None:
             if self._timer_armed[TimerKind.REQUEST]:
@@ -868,9 +875,6 @@ class Replica:
         assert len(self._checkpoint_votes) <= n * self.config.checkpoints_per_sender_max
         assert len(self._far_checkpoints) <= n and len(self._suspects) <= n
         assert len(self._future) <= n and len(self._view_changes) <= n
-        for sender, used in self._future_bytes.items():
-            assert used <= self.config.future_bytes_per_sender_max, sender
-            assert len(self._future[sender]) <= self.config.future_messages_per_sender_max
         assert self._executed <= self._delivered
 
     def _on_transactions(self, txs: tuple[bytes, ...]) -> None:
@@ -1085,12 +1089,10 @@ class Replica:
             return  # superseded
         self._timer_armed[kind] = False
         if kind is TimerKind.VIEW_CHANGE:
-            if self._in_view_change:
-                # A quorum moved but no NEW-VIEW came: we already stopped voting, so
-                # trying the next view needs no one else's agreement.
-                self._start_view_change(self._view + 1)
-            else:
-                self._suspect("progress")
+            # In a view change: a quorum moved but no NEW-VIEW came.  Moving on alone
+            # could leave us in a view no one else reaches if the NEW-VIEW was merely
+            # late, so this too is a suspicion: f+1 of them try the next view together.
+            self._suspect("new_view" if self._in_view_change else "progress")
         elif kind is TimerKind.REQUEST:
             self._request_timer_at = None
             self._suspect("request")
@@ -1104,12 +1106,12 @@ class Replica:
     def _retransmit(self) -> None:
         """Resend our own latest votes: PBFT assumes eventual delivery, the network
         only promises to try."""
+        if self._my_suspect is not None:
+            self._out.append(Broadcast(self._my_suspect))
         if self._in_view_change:
             if self._my_view_change is not None:
                 self._out.append(Broadcast(self._my_view_change))
         else:
-            if self._my_suspect is not None:
-                self._out.append(Broadcast(self._my_suspect))
             last_commit: Commit | None = None
             for slot in self._ordered_slots():
                 if slot.committed is not None:
@@ -1190,8 +1192,9 @@ class Replica:
 
     def _suspect(self, cause: str) -> None:
         """Our timer says the primary of our view fails: tell everyone.  We keep voting in
-        this view; f+1 suspicions (ours included) make every replica move on together."""
-        if self._in_view_change or self._my_suspect is not None:
+        this view (or keep waiting for its NEW-VIEW); f+1 suspicions (ours included) make
+        every replica move on together."""
+        if self._my_suspect is not None:
             return
         self.suspicions[cause] = self.suspicions.get(cause, 0) + 1
         self._my_suspect = self._signed(Suspect(self._view, self._me))
@@ -1200,8 +1203,10 @@ class Replica:
         self._check_suspects()
 
     def _on_suspect(self, sus: Suspect) -> None:
+        # A peer suspecting a view we work in (or left) may be waiting for the NEW-VIEW
+        # that opened it: show it (rate-limited per peer).
+        self._help(sus.sender)
         if sus.view < self._view:
-            self._help(sus.sender)  # it suspects a view we left: show it the NEW-VIEW
             self._reject("stale_view")
             return
         prior = self._suspects.get(sus.sender)
@@ -1212,8 +1217,6 @@ class Replica:
         self._check_suspects()
 
     def _check_suspects(self) -> None:
-        if self._in_view_change:
-            return
         suspecting = sum(1 for v in self._suspects.values() if v >= self._view)
         if suspecting >= self.config.f + 1:
             # At least one honest replica's timer expired in this view (or a later one).

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from mdtp.consensus.actions import RequestStateTransfer, Send
+from mdtp.consensus.actions import RequestStateTransfer, Send, SetTimer
+from mdtp.consensus.events import TimerFired, TimerKind
 from mdtp.consensus.messages import (
     Checkpoint,
     Commit,
+    NewView,
     Prepare,
     PrePrepare,
     Suspect,
@@ -129,3 +131,23 @@ def test_suspicions_of_f_members_alone_do_not_change_the_view():
     assert r.view == 0 and not r.in_view_change
     assert broadcasts(feed(r, signed(Suspect(0, "n2"))), ViewChange)  # f+1 = 2
     assert r.view == 1 and r.in_view_change
+
+
+def test_late_new_view_is_still_accepted_after_the_wait_for_it_expired():
+    r = replica("n2")
+    vcs = [signed(ViewChange(1, r.stable_checkpoint, (), s)) for s in ("n0", "n3")]
+    actions = feed(r, *vcs)
+    (own_vc,) = broadcasts(actions, ViewChange)
+    (timer,) = [a for a in actions if isinstance(a, SetTimer) and a.kind is TimerKind.VIEW_CHANGE]
+    actions = r.handle(TimerFired(timer.at_ms, TimerKind.VIEW_CHANGE, timer.timer_id))
+    # Alone, it does not climb to view 2 (where no one else may ever go): it suspects.
+    assert broadcasts(actions, ViewChange) == []
+    assert [s.view for s in broadcasts(actions, Suspect)] == [1]
+    assert (r.view, r.in_view_change) == (1, True)
+    primary = replica("n1")
+    (nv,) = broadcasts(feed(primary, *vcs, own_vc), NewView)
+    feed(r, nv, now=timer.at_ms + 500)
+    assert (r.view, r.in_view_change) == (1, False)
+    # A peer still waiting for that NEW-VIEW and suspecting view 1 is shown it.
+    actions = feed(r, signed(Suspect(1, "n3")), now=timer.at_ms + 600)
+    assert [(a.to, a.message) for a in actions if isinstance(a, Send)] == [("n3", nv)]
