@@ -62,6 +62,7 @@ from mdtp.consensus.events import (
     TimerFired,
     TimerKind,
     TransactionsAvailable,
+    TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
     CommitCertificate,
@@ -111,6 +112,10 @@ class DriverLimits:
     state_transfer_timeout_s: float = 5.0
     lag_blocks_ready_max: int = 8
     status_interval_s: int = 2
+    # The core's per-request timer (at least 10 view timeouts): far above a normal commit,
+    # including the queueing of a full mempool.
+    request_timeout_ms: int = 30_000
+    requests_offered_max: int = 64
 
 
 def consensus_config(
@@ -130,6 +135,7 @@ def consensus_config(
         clock_skew_ms_max=p.max_clock_skew_ms,
         block_txs_max=limits.block_txs_max,
         block_bytes_max=limits.block_bytes_max,
+        request_timeout_ms=max(limits.request_timeout_ms, 10 * p.view_timeout_ms),
     )
 
 
@@ -688,14 +694,16 @@ class Driver:
             return
         if not self.replica.is_primary:
             if not self.replica.in_view_change:
-                # tell the core there is work, so a silent primary gets replaced
-                sample = next(iter(self.mempool.sample(1)), None)
-                if (
-                    sample is not None
-                    and self._pending_since is not None
-                    and self.mempool.has_proposable()
-                ):
-                    self._internal.append(TransactionsAvailable(now_ms(), (sample,)))
+                # tell the core there is work, so a silent primary gets replaced, and which:
+                # its request timers hold the primary to the oldest proposable ones
+                offered = (
+                    self.mempool.take(self.limits.requests_offered_max, self.limits.block_bytes_max)
+                    if self._pending_since is not None
+                    else []
+                )
+                if offered:
+                    txs = tuple(t.signed_bytes for t in offered)
+                    self._internal.append(TransactionsAvailable(now_ms(), txs))
                     self._pending_since = None
                     self._wake.set()
             return
@@ -845,6 +853,12 @@ class Driver:
             await asyncio.sleep(1.0)
             tick += 1
             self.mempool.evict_expired(now_ms())
+            # stop the core's request timers of what left the pool unseen by it (expired,
+            # evicted, committed by state transfer)
+            gone = tuple(i for i in self.replica.tracked_request_ids if i not in self.mempool)
+            if gone:
+                self._internal.append(TransactionsRemoved(now_ms(), gone))
+                self._wake.set()
             if len(self.mempool):
                 self._on_mempool_activity()
             if tick % self.limits.status_interval_s == 0:
