@@ -78,9 +78,10 @@ def sim_config(members: tuple[str, ...], me: str, request_timer: bool = True) ->
         message_bytes_max=4 * 1024 * 1024,
         future_bytes_per_sender_max=256 * 1024,
         checkpoint_horizon=32,
-        # A commit takes well under a second here, even with the slowest links.
+        # A commit takes well under a second here, even with the slowest links; a proposal
+        # the network lost is offered again after IN_FLIGHT_MS (node.py): far below this.
         request_timer=request_timer,
-        request_timeout_ms=2_500,
+        request_timeout_ms=5_000,
     )
 
 
