@@ -21,7 +21,11 @@ a proposed block's transactions).
 
 Events (``replica.handle(event) -> list[Action]``):
 ``MessageReceived(now_ms, decode_message(frame))``, ``TimerFired(now_ms, kind, id)``,
-``TransactionsAvailable(now_ms, txs)``, ``BlockExecuted(now_ms, height, state_root)``
+``TransactionsAvailable(now_ms, txs)`` (oldest first, only transactions a primary could
+propose now: each starts a request timer), ``TransactionsRemoved(now_ms, tx_ids)``
+(``codec.transaction_id`` of transactions that left the pool unseen by the core:
+expired, evicted, committed by state transfer; ``replica.tracked_request_ids`` lists
+the ones to check), ``BlockExecuted(now_ms, height, state_root)``
 (after every ``Deliver``, in order, before anything else), ``StateTransferDone(now_ms,
 last_block, recent_state_roots)``.
 
@@ -52,7 +56,9 @@ fed to the replica.
 Offline checks: ``verify_commit_certificate(config_or_members, chain_id, block, cert,
 verify)`` raises ``InvalidCertificate`` or returns None.  Untrusted frames go through
 ``decode_message`` which raises only ``DecodeError``.  ``replica.rejections`` counts every
-refused message by reason; ``replica.evidence`` keeps conflicting signed messages.
+refused message by reason; ``replica.evidence`` keeps conflicting signed messages;
+``replica.suspicions`` counts by cause ("progress", "request") the times this replica
+suspected a primary; ``replica.requests_tracked`` is the number of request timers.
 """
 
 from mdtp.consensus.actions import (
@@ -87,6 +93,7 @@ from mdtp.consensus.events import (
     TimerFired,
     TimerKind,
     TransactionsAvailable,
+    TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
     Checkpoint,
@@ -100,6 +107,7 @@ from mdtp.consensus.messages import (
     PrePrepare,
     StateTransferRequest,
     StateTransferResponse,
+    Suspect,
     ViewChange,
     WireLimits,
     decode_message,
@@ -146,9 +154,11 @@ __all__ = [
     "StateTransferDone",
     "StateTransferRequest",
     "StateTransferResponse",
+    "Suspect",
     "TimerFired",
     "TimerKind",
     "TransactionsAvailable",
+    "TransactionsRemoved",
     "ViewChange",
     "WireLimits",
     "decode_message",

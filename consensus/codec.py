@@ -18,6 +18,10 @@ from mdtp.consensus.errors import DecodeError
 HASH_LEN = 32
 SIGNATURE_LEN = 64
 INT_MAX = 2**63 - 1
+# Deepest legitimate value: a persisted NEW-VIEW (state > new-view > view-changes > view-change
+# > prepared > certificate > pre-prepare > block > header) is 9 arrays deep.  msgpack's own
+# stack allows ~1000 levels and the re-encoding recurses, so the bound is ours.
+DEPTH_MAX = 16
 
 
 def pack(value: object) -> bytes:
@@ -30,8 +34,28 @@ def hash_bytes(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_LEN).digest()
 
 
+def transaction_id(tx: bytes) -> bytes:
+    """A transaction's id: SHA-256 of its signed bytes, the id the ledger and the mempool
+    use (DESIGN §4), so the core's request timers and the driver name a transaction alike."""
+    return hashlib.sha256(tx).digest()
+
+
+def _depth_within(value: object, depth_max: int) -> bool:
+    """True if no array nests deeper than ``depth_max``; iterative, so hostile input
+    cannot exhaust the interpreter stack."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is list:
+            if depth > depth_max:
+                return False
+            stack.extend((child, depth + 1) for child in item if type(child) is list)
+    return True
+
+
 def unpack_canonical(data: bytes, size_max: int) -> Any:
-    """Decode untrusted bytes: size first, then msgpack with tight limits, then canonicity."""
+    """Decode untrusted bytes: size first, then msgpack with tight limits, then nesting
+    depth (before anything recurses over the value), then canonicity."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError("not_bytes", type(data).__name__)
     data = bytes(data)
@@ -51,6 +75,8 @@ def unpack_canonical(data: bytes, size_max: int) -> Any:
         )
     except Exception as exc:  # msgpack raises many unrelated types; all mean "malformed"
         raise DecodeError("malformed", type(exc).__name__) from None
+    if not _depth_within(value, DEPTH_MAX):
+        raise DecodeError("too_deep", f"arrays nest deeper than {DEPTH_MAX}")
     try:
         canonical = pack(value) == data
     except Exception:  # e.g. an ext type slipped through: not ours

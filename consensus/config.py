@@ -38,7 +38,19 @@ class ConsensusConfig:
     block_bytes_max: int = 4 * 1024 * 1024
     message_bytes_max: int = 64 * 1024 * 1024
     future_messages_per_sender_max: int = 256
+    # Bytes of future-view messages buffered per sender: room for two full proposals.
+    future_bytes_per_sender_max: int = 8 * 1024 * 1024 + 64 * 1024
     checkpoints_per_sender_max: int = 4
+    # CHECKPOINTs are stored only up to this many heights above max(low watermark,
+    # delivered height); beyond it each sender's single highest one is remembered, enough
+    # to learn that f+1 replicas are far ahead and catch up by state transfer.
+    checkpoint_horizon: int = 256
+    # PBFT's per-request timer: a backup that has held a transaction this long in one view
+    # without seeing it committed suspects the primary, even while other blocks commit.
+    # It must exceed a normal commit, including the queueing of a loaded mempool, by far.
+    request_timer: bool = True
+    request_timeout_ms: int = 30_000
+    requests_tracked_max: int = 4_096
     evidence_max: int = 1_024
     state_transfer_blocks_max: int = 64
 
@@ -66,6 +78,12 @@ class ConsensusConfig:
             raise ConfigError("bad_timeout", "0 < timeout_ms_base <= timeout_ms_cap")
         if self.retransmit_interval_ms <= 0 or self.state_transfer_timeout_ms <= 0:
             raise ConfigError("bad_timeout", "intervals must be positive")
+        if self.request_timeout_ms <= self.timeout_ms_base:
+            raise ConfigError("bad_timeout", "request_timeout_ms must exceed timeout_ms_base")
+        if self.requests_tracked_max < 1 or self.checkpoint_horizon < self.window_size:
+            raise ConfigError("bad_bound", "requests_tracked_max >= 1, horizon >= window")
+        if self.future_bytes_per_sender_max <= self.block_bytes_max:
+            raise ConfigError("bad_bound", "future buffer must hold a full proposal")
 
     @property
     def n(self) -> int:

@@ -13,6 +13,7 @@ class TimerKind(StrEnum):
     VIEW_CHANGE = "view_change"  # no progress on pending work: move to the next view
     RETRANSMIT = "retransmit"  # resend own latest votes: the network may drop anything
     STATE_TRANSFER = "state_transfer"  # a requested transfer did not finish: ask again
+    REQUEST = "request"  # a transaction we hold waited too long: suspect the primary
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +31,26 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class TransactionsAvailable:
-    """The driver has transactions to order.  On the primary this proposes a block (if
-    ``wants_proposal``); on a backup it arms the view-change timer, because a primary
-    that never proposes must be replaced."""
+    """The driver has transactions to order (oldest first).  On the primary this proposes
+    a block (if ``wants_proposal``); on a backup it arms the view-change timer, because a
+    primary that never proposes must be replaced.  On every replica it starts the request
+    timer of each transaction not already tracked (``codec.transaction_id``), so the
+    driver should offer only transactions a primary could propose now (e.g. no nonce gap):
+    the core holds the primary responsible for each of them."""
 
     now_ms: int
     txs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionsRemoved:
+    """These transactions (ids, ``codec.transaction_id``) left the driver's pool in a way
+    the core cannot see: expired, evicted, or committed in blocks that arrived by state
+    transfer.  Their request timers stop.  Transactions of blocks the core delivers stop
+    by themselves."""
+
+    now_ms: int
+    tx_ids: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +74,11 @@ class StateTransferDone:
     state_roots: tuple[tuple[int, bytes], ...]
 
 
-Event = MessageReceived | TimerFired | TransactionsAvailable | BlockExecuted | StateTransferDone
+Event = (
+    MessageReceived
+    | TimerFired
+    | TransactionsAvailable
+    | TransactionsRemoved
+    | BlockExecuted
+    | StateTransferDone
+)

@@ -45,6 +45,7 @@ TAG_VIEW_CHANGE = b"mdtp/v1/view-change"
 TAG_NEW_VIEW = b"mdtp/v1/new-view"
 TAG_ST_REQUEST = b"mdtp/v1/state-request"
 TAG_ST_RESPONSE = b"mdtp/v1/state-response"
+TAG_SUSPECT = b"mdtp/v1/suspect"
 
 
 def signing_bytes(tag: bytes, chain_id: str, sender: str, fields: list[Any]) -> bytes:
@@ -423,6 +424,37 @@ class StateTransferResponse:
         return cls(tuple(entries), sender, sig)
 
 
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """SUSPECT(view): the sender's timer says the primary of ``view`` fails (no progress
+    on pending work, a transaction left unproposed, throughput far below recent views).
+
+    Unlike VIEW-CHANGE it is not a promise to stop voting in ``view``, so it carries no
+    safety weight and needs no prepared certificates: f+1 of them (one at least from an
+    honest replica) make every replica send VIEW-CHANGE, and a lone suspicious replica
+    keeps working in its view instead of sitting alone in a view change.
+    """
+
+    KIND: ClassVar[int] = 9
+    view: int
+    sender: str
+    signature: bytes = b""
+
+    def signed_fields(self) -> list[Any]:
+        return [self.view]
+
+    def signing_bytes(self, chain_id: str) -> bytes:
+        return signing_bytes(TAG_SUSPECT, chain_id, self.sender, self.signed_fields())
+
+    def body(self) -> list[Any]:
+        return self.signed_fields()
+
+    @classmethod
+    def from_body(cls, sender: str, sig: bytes, body: list[Any], lim: WireLimits) -> Suspect:
+        items = read_list(body, "suspect", length=1)
+        return cls(view=read_int(items[0], "view"), sender=sender, signature=sig)
+
+
 Message = (
     PrePrepare
     | Prepare
@@ -432,6 +464,7 @@ Message = (
     | NewView
     | StateTransferRequest
     | StateTransferResponse
+    | Suspect
 )
 
 _KINDS: dict[int, Any] = {
@@ -445,6 +478,7 @@ _KINDS: dict[int, Any] = {
         NewView,
         StateTransferRequest,
         StateTransferResponse,
+        Suspect,
     )
 }
 
@@ -459,6 +493,7 @@ M = TypeVar(
     NewView,
     StateTransferRequest,
     StateTransferResponse,
+    Suspect,
 )
 
 

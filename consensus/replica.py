@@ -33,26 +33,50 @@ executing h; q matching make it stable, which moves ``low`` and garbage-collects
 log below it.  A stable checkpoint above what we have delivered means we fell behind:
 we request state transfer and deliver nothing until the driver reports it done.
 
-View change: a replica with pending work (an accepted but uncommitted proposal, or
-transactions the driver told it about) that sees no commit within its timeout moves
-to v+1, sends VIEW-CHANGE(v+1, stable checkpoint proof, prepared certificates) and
-takes part in nothing of view v any more (it still learns commit certificates).
-f+1 VIEW-CHANGEs for higher views make a replica join the lowest of them.  Once q
-VIEW-CHANGEs for its view are in, a replica waits one more timeout for NEW-VIEW, then
-tries the next view.  The new primary sends NEW-VIEW with the q VIEW-CHANGEs and the
-re-proposals computed by ``plan_new_view``; every backup recomputes the plan and
-rejects a NEW-VIEW that differs.  Timeouts double on every view change and reset when
-a block commits.
+Suspicion: two timers judge the primary of view v.  The progress timer runs while
+there is pending work (an accepted but uncommitted proposal, or transactions the driver
+told a backup about) and restarts on every commit.  The request timer (PBFT's
+per-request timer) runs on a backup for every transaction the driver offered
+(``TransactionsAvailable``; bounded set, oldest first); a transaction stops it when it
+appears in a block we commit or the driver reports it gone (``TransactionsRemoved``).
+Its deadline is ``request_timeout_ms`` after max(first seen, start of the view), and
+commits of other blocks do not move it: a primary that proposes only empty blocks, or
+only some clients' transactions, is suspected although the chain grows.  Either timer
+makes the replica broadcast SUSPECT(v) and keep working in v.  f+1 SUSPECTs for v or
+later (so one at least from an honest replica) make a replica start the view change.
+A suspicion promises nothing, so a replica whose timer alone fired (partitioned,
+or holding a transaction no one else has) is never left alone in a view change.  A
+replica that receives SUSPECT(v) while working in v answers with the NEW-VIEW that
+opened v, in case the suspicion comes from one still waiting for it.
+
+View change: a replica moves to v+1, sends VIEW-CHANGE(v+1, stable checkpoint proof,
+prepared certificates) and takes part in nothing of view v any more (it still learns
+commit certificates).  f+1 VIEW-CHANGEs for higher views make a replica join the
+lowest of them.  Once q VIEW-CHANGEs for its view are in, a replica waits one more
+timeout for NEW-VIEW, then suspects v (a late NEW-VIEW is still accepted) and moves
+to v+1 with f+1 such suspicions.  The new primary sends NEW-VIEW with
+the q VIEW-CHANGEs and the re-proposals computed by ``plan_new_view``; every backup
+recomputes the plan and rejects a NEW-VIEW that differs.  Timeouts double on every
+view change and reset when a block commits.
 
 Durability: anything that must survive a crash for us never to sign a conflicting
 vote (view, accepted proposals, prepared certificates, NEW-VIEW, stable checkpoint) is
 in ``PersistedState``.  Every call that changed it returns ``Persist`` as its first
 action, before any vote the change protects.
 
-Byzantine input: every message is checked (sender, view, primary, watermarks,
-signature, digest, duplicates) and a failure is a counted rejection
-(``rejections[reason]``), never an exception.  Two validly signed conflicting messages
-of one replica for one slot become ``Evidence``.  Every buffer is bounded per sender.
+Restore: proposals of heights already executed are not restored as pending work, so
+a node restarted on an idle chain arms no timer for them.
+
+Byzantine input: the order of checks on every message is fixed: size and nesting
+depth (``decode_message``), sender is a member, signature verifies; only then any
+other work (view, primary, watermarks, digest, duplicates), bookkeeping or buffering,
+so nothing is kept or answered for input no member signed.  A failure is a counted
+rejection (``rejections[reason]``), never an exception.  Two validly signed
+conflicting messages of one replica for one slot become ``Evidence``.  Every buffer is
+bounded per sender: future-view messages in count and bytes; checkpoints per sender,
+and only up to ``checkpoint_horizon`` above what we hold (beyond it one height per
+sender, enough to see that f+1 are far ahead and catch up); one view change and one
+suspicion per sender.  ``_check_invariants`` asserts these bounds after every event.
 
 Invariants asserted here: one block committed per height, quorum-sized certificates,
 monotone stable checkpoint, executed height moving by exactly one.
@@ -60,7 +84,7 @@ monotone stable checkpoint, executed height moving by exactly one.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -80,6 +104,7 @@ from mdtp.consensus.actions import (
 )
 from mdtp.consensus.block import Block, BlockHeader, genesis_hash
 from mdtp.consensus.certificates import verify_block_shape
+from mdtp.consensus.codec import transaction_id
 from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.events import (
@@ -89,6 +114,7 @@ from mdtp.consensus.events import (
     TimerFired,
     TimerKind,
     TransactionsAvailable,
+    TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
     Checkpoint,
@@ -104,6 +130,7 @@ from mdtp.consensus.messages import (
     Signer,
     StateTransferRequest,
     StateTransferResponse,
+    Suspect,
     Verifier,
     ViewChange,
     sign_message,
@@ -122,6 +149,10 @@ BODIES_PER_SLOT_MAX = 8
 # only the newest few views count.
 COMMIT_VIEWS_PER_SENDER_MAX = 4
 TIMEOUT_DOUBLINGS_MAX = 30
+# Estimated wire bytes of a message's fixed part (kind, sender, signature, view, height,
+# digest, header): what a buffered message costs besides its transactions.
+MESSAGE_OVERHEAD_BYTES = 512
+TX_OVERHEAD_BYTES = 8
 
 
 def _accept_all(_block: Block) -> str | None:
@@ -183,8 +214,19 @@ class Replica:
         self._max_committed = 0
         self._checkpoint_votes: dict[int, dict[str, Checkpoint]] = {}
         self._checkpoint_heights: dict[str, list[int]] = {}
+        # Beyond the horizon only each sender's highest checkpoint height is kept.
+        self._far_checkpoints: dict[str, int] = {}
         self._my_checkpoint: Checkpoint | None = None
-        self._future: dict[str, deque[Message]] = {}
+        # Verified messages of later views, per sender, with their estimated size.
+        self._future: dict[str, deque[tuple[Message, int]]] = {}
+        self._future_bytes: dict[str, int] = {}
+        # Highest view each member suspects (SUSPECT); ours while we suspect our view.
+        self._suspects: dict[str, int] = {}
+        self._my_suspect: Suspect | None = None
+        # Request timers: transaction id -> when we first held it, oldest first.
+        self._requests: OrderedDict[bytes, int] = OrderedDict()
+        self._request_timer_at: int | None = None
+        self._view_started_ms = 0
         self._transfer: tuple[int, bytes | None, tuple[str, ...]] | None = None
         self._transfer_attempts = 0
         self._failed_views = 0
@@ -198,6 +240,8 @@ class Replica:
         self._out: list[Action] = []
         self._dirty = False
         self.rejections: dict[str, int] = {}
+        # Why this replica suspected a primary: "progress", "request", ...
+        self.suspicions: dict[str, int] = {}
         self.evidence: list[Evidence] = []
 
     # ------------------------------------------------------------------ public API
@@ -238,6 +282,10 @@ class Replica:
                 if cert.view == r._view and not r._in_view_change:
                     slot.prepares[cert.pre_prepare.digest] = dict(cert.prepares)
         for pp in state.accepted:
+            # A proposal of a height we already executed is done, not pending work: keeping
+            # it would arm the progress timer of an idle chain into a view change.
+            if pp.height <= last_executed_height:
+                continue
             if pp.view == r._view and pp.height > r._low and not r._in_view_change:
                 slot = r._slot(pp.height)
                 slot.pre_prepare = pp
@@ -256,6 +304,7 @@ class Replica:
     def start(self, now_ms: int) -> list[Action]:
         """First call after construction or restore: arms timers, resumes work."""
         self._begin(now_ms)
+        self._view_started_ms = now_ms
         self._set_timer(TimerKind.RETRANSMIT, now_ms + self.config.retransmit_interval_ms)
         if self._in_view_change and self._my_view_change is not None:
             self._out.append(Broadcast(self._my_view_change))
@@ -266,6 +315,7 @@ class Replica:
             self._maybe_commit(slot.height)
         self._arm_progress_timer()
         self._maybe_want_proposal()
+        self._arm_request_timer()
         return self._finish()
 
     def handle(self, event: Event) -> list[Action]:
@@ -279,10 +329,16 @@ class Replica:
             self._on_timer(event.kind, event.timer_id)
         elif isinstance(event, TransactionsAvailable):
             self._on_transactions(event.txs)
+        elif isinstance(event, TransactionsRemoved):
+            for tx_id in event.tx_ids:
+                self._requests.pop(tx_id, None)
         elif isinstance(event, BlockExecuted):
             self._on_block_executed(event.height, event.state_root)
         else:
             self._on_state_transfer_done(event.block, event.state_roots)
+        if not self._halted:
+            self._arm_request_timer()
+            self._check_invariants()
         return self._finish()
 
     @property
@@ -312,6 +368,17 @@ class Replica:
     @property
     def is_primary(self) -> bool:
         return self.config.primary(self._view) == self._me
+
+    @property
+    def requests_tracked(self) -> int:
+        """Transactions whose request timer runs (bounded by ``requests_tracked_max``)."""
+        return len(self._requests)
+
+    @property
+    def tracked_request_ids(self) -> tuple[bytes, ...]:
+        """Ids of the transactions under a request timer, oldest first: a driver checks
+        them against its pool and reports the ones gone (``TransactionsRemoved``)."""
+        return tuple(self._requests)
 
     @property
     def wants_proposal(self) -> bool:
@@ -407,15 +474,12 @@ class Replica:
             self._out.append(ReportEvidence(ev))
 
     def _first_seen(self, slot: _Slot, msg: PrePrepare | Prepare | Commit, view: int) -> bool:
-        """Duplicate / signature / equivocation gate for slot votes.  True if ``msg`` is
-        new, validly signed and consistent with what its sender said before."""
+        """Duplicate / equivocation gate for slot votes (already verified).  True if
+        ``msg`` is new and consistent with what its sender said before."""
         key = (msg.KIND, view, msg.sender)
         prior = slot.seen.get(key)
         if prior is not None and prior == msg:
             self._reject("duplicate")
-            return False
-        if not verify_message(msg, self.config.chain_id, self._verify):
-            self._reject("bad_signature")
             return False
         if prior is not None:
             self._report(type(msg).__name__, prior, msg)
@@ -426,11 +490,22 @@ class Replica:
     # ------------------------------------------------------------------ dispatch
 
     def _on_message(self, msg: Message) -> None:
+        # Order of checks (DESIGN §3): size and nesting were bounded by decode_message; then
+        # the sender must be a member and the signature must verify, before any other work.
+        # Nothing below this point (buffers, per-sender maps, heights, replies) ever sees
+        # input that a member did not sign.
         if msg.sender not in self._members:
             self._reject("unknown_sender")
             return
         if msg.sender == self._me:
             self._reject("own_message")
+            return
+        if isinstance(msg, StateTransferRequest | StateTransferResponse):
+            # Served and consumed by the driver (state_transfer.py), never here.
+            self._reject("not_for_replica")
+            return
+        if not verify_message(msg, self.config.chain_id, self._verify):
+            self._reject("bad_signature")
             return
         try:
             if isinstance(msg, PrePrepare):
@@ -445,22 +520,17 @@ class Replica:
                 self._on_view_change(msg)
             elif isinstance(msg, NewView):
                 self._on_new_view(msg)
-            elif isinstance(msg, StateTransferRequest | StateTransferResponse):
-                # Served and consumed by the driver (state_transfer.py), never here.
-                self._reject("not_for_replica")
+            elif isinstance(msg, Suspect):
+                self._on_suspect(msg)
         except ConsensusError as exc:
             self._reject(exc.reason)
 
     def _view_gate(self, msg: PrePrepare | Prepare | Commit, view: int) -> bool:
         """True if ``msg`` belongs to the view we are active in.  Later views are
-        buffered (bounded per sender) and replayed when we get there."""
+        buffered (verified messages only, bounded per sender in count and bytes, so no
+        sender can crowd out another) and replayed when we get there."""
         if view > self._view or (view == self._view and self._in_view_change):
-            queue = self._future.setdefault(
-                msg.sender, deque(maxlen=self.config.future_messages_per_sender_max)
-            )
-            if len(queue) == queue.maxlen:
-                self._reject("future_buffer_full")
-            queue.append(msg)
+            self._buffer_future(msg)
             return False
         if view < self._view:
             self._help(msg.sender)
@@ -468,6 +538,26 @@ class Replica:
                 self._reject("wrong_view")
                 return False
         return True
+
+    def _buffer_future(self, msg: PrePrepare | Prepare | Commit) -> None:
+        size = _size_estimate(msg)
+        if size > self.config.future_bytes_per_sender_max:
+            self._reject("future_message_too_large")
+            return
+        queue = self._future.setdefault(msg.sender, deque())
+        used = self._future_bytes.get(msg.sender, 0)
+        while queue and (
+            len(queue) >= self.config.future_messages_per_sender_max
+            or used + size > self.config.future_bytes_per_sender_max
+        ):
+            # Drop this sender's oldest: its newest messages are the ones still useful.
+            _, dropped = queue.popleft()
+            used -= dropped
+            self._reject("future_buffer_full")
+        queue.append((msg, size))
+        self._future_bytes[msg.sender] = used + size
+        assert used + size <= self.config.future_bytes_per_sender_max
+        assert len(queue) <= self.config.future_messages_per_sender_max
 
     def _help(self, peer: str) -> None:
         """A peer is still in an older view: send it the NEW-VIEW that opened ours."""
@@ -663,6 +753,9 @@ class Replica:
         linked = self._chain.get(slot.height)
         assert linked is None or linked[0] == block.hash(), "committed block contradicts chain"
         self._chain[slot.height] = (block.hash(), block.header.timestamp_ms)
+        if self._requests:
+            for tx in block.payload:
+                self._requests.pop(transaction_id(tx), None)
         self._progress(slot.height)
         self._deliver_ready()
         self._maybe_commit(slot.height + 1)
@@ -696,7 +789,9 @@ class Replica:
         if self._work_pending:
             return True
         return any(
-            (s.pre_prepare is not None or s.pending is not None) and s.committed is None
+            (s.pre_prepare is not None or s.pending is not None)
+            and s.committed is None
+            and s.height > self._delivered
             for s in self._slots.values()
         )
 
@@ -733,7 +828,57 @@ class Replica:
             self._wanted_height = nxt[0]
             self._out.append(ProposalWanted(nxt[0]))
 
+    def _track_requests(self, txs: tuple[bytes, ...]) -> None:
+        """Start the request timer of every transaction not yet tracked.  The set is
+        bounded; once full, newer transactions wait untracked: the oldest are the ones
+        whose deadline matters, and the driver offers the rest again later."""
+        if self.is_primary and not self._in_view_change:
+            return  # our own proposals are not a primary's to suspect
+        for tx in txs:
+            tx_id = transaction_id(tx)
+            if tx_id in self._requests:
+                continue
+            if len(self._requests) >= self.config.requests_tracked_max:
+                self._reject("requests_full")
+                return
+            self._requests[tx_id] = self._now
+
+    def _request_deadline(self) -> int | None:
+        if not self.config.request_timer or not self._requests:
+            return None
+        if self._in_view_change or self.is_primary or self._my_suspect is not None:
+            return None
+        if self._transfer is not None:
+            return None  # behind: our view of what is committed is out of date
+        oldest = next(iter(self._requests.values()))
+        return max(oldest, self._view_started_ms) + self.config.request_timeout_ms
+
+    def _arm_request_timer(self) -> None:
+        """Keep the REQUEST timer at the oldest tracked transaction's deadline; runs after
+        every event, so it emits an action only when the deadline changes."""
+        if not self._requests and not self._timer_armed[TimerKind.REQUEST]:
+            return  # the common case of an idle backup or a primary: nothing to do
+        deadline = self._request_deadline()
+        if deadline is None:
+            if self._timer_armed[TimerKind.REQUEST]:
+                self._cancel_timer(TimerKind.REQUEST)
+            self._request_timer_at = None
+        elif deadline != self._request_timer_at or not self._timer_armed[TimerKind.REQUEST]:
+            self._request_timer_at = deadline
+            self._set_timer(TimerKind.REQUEST, deadline)
+
+    def _check_invariants(self) -> None:
+        """Bounds every structure fed by other members must keep (cheap: sizes only)."""
+        n = self.config.n
+        assert len(self._requests) <= self.config.requests_tracked_max
+        assert len(self._slots) <= self.config.window_size
+        assert len(self._checkpoint_votes) <= n * self.config.checkpoints_per_sender_max
+        assert len(self._far_checkpoints) <= n and len(self._suspects) <= n
+        assert len(self._future) <= n and len(self._view_changes) <= n
+        assert self._executed <= self._delivered
+
     def _on_transactions(self, txs: tuple[bytes, ...]) -> None:
+        self._track_requests(txs)
         nxt = self._proposal_slot()
         if nxt is None or not txs:
             if txs and not self.is_primary:
@@ -792,17 +937,40 @@ class Replica:
         if cp.height <= self._low:
             self._reject("stale_checkpoint")
             return
+        if cp.height > self._checkpoint_top():
+            self._far_checkpoint(cp)
+            return
         prior = self._checkpoint_votes.get(cp.height, {}).get(cp.sender)
         if prior is not None and prior == cp:
             self._reject("duplicate")
-            return
-        if not verify_message(cp, self.config.chain_id, self._verify):
-            self._reject("bad_signature")
             return
         if prior is not None:
             self._report("Checkpoint", prior, cp)
             return
         self._record_checkpoint(cp)
+
+    def _checkpoint_top(self) -> int:
+        """Highest checkpoint height stored with its votes: a horizon above what we hold,
+        so signed CHECKPOINTs for far-future heights cost no memory per height."""
+        return max(self._low, self._delivered) + self.config.checkpoint_horizon
+
+    def _far_checkpoint(self, cp: Checkpoint) -> None:
+        """A checkpoint beyond the horizon: remember only its sender's highest height.
+        Once f+1 members (one of them honest) are that far ahead, fetch up to the
+        (f+1)-th highest; the checkpoints there are then inside the horizon."""
+        self._reject("checkpoint_beyond_horizon")
+        if cp.height <= self._far_checkpoints.get(cp.sender, 0):
+            return
+        self._far_checkpoints[cp.sender] = cp.height
+        top = self._checkpoint_top()
+        for sender in [s for s, h in self._far_checkpoints.items() if h <= top]:
+            del self._far_checkpoints[sender]
+        heights = sorted(self._far_checkpoints.values(), reverse=True)
+        if len(heights) <= self.config.f:
+            return
+        target = heights[self.config.f]
+        peers = tuple(s for s, h in sorted(self._far_checkpoints.items()) if h >= target)
+        self._start_transfer(target, None, peers)
 
     def _record_checkpoint(self, cp: Checkpoint) -> None:
         heights = self._checkpoint_heights.setdefault(cp.sender, [])
@@ -811,7 +979,13 @@ class Replica:
             # Keep the newest: a lagging replica learns from what is current.
             oldest = min(heights)
             heights.remove(oldest)
-            self._checkpoint_votes.get(oldest, {}).pop(cp.sender, None)
+            votes = self._checkpoint_votes.get(oldest)
+            if votes is not None:
+                votes.pop(cp.sender, None)
+                if not votes:
+                    # An emptied height must go too, or one member signing checkpoints
+                    # for ever new heights grows this map without bound.
+                    del self._checkpoint_votes[oldest]
         self._checkpoint_votes.setdefault(cp.height, {})[cp.sender] = cp
         matching = [
             c
@@ -915,7 +1089,13 @@ class Replica:
             return  # superseded
         self._timer_armed[kind] = False
         if kind is TimerKind.VIEW_CHANGE:
-            self._start_view_change(self._view + 1)
+            # In a view change: a quorum moved but no NEW-VIEW came.  Moving on alone
+            # could leave us in a view no one else reaches if the NEW-VIEW was merely
+            # late, so this too is a suspicion: f+1 of them try the next view together.
+            self._suspect("new_view" if self._in_view_change else "progress")
+        elif kind is TimerKind.REQUEST:
+            self._request_timer_at = None
+            self._suspect("request")
         elif kind is TimerKind.RETRANSMIT:
             self._retransmit()
             self._set_timer(kind, self._now + self.config.retransmit_interval_ms)
@@ -926,6 +1106,8 @@ class Replica:
     def _retransmit(self) -> None:
         """Resend our own latest votes: PBFT assumes eventual delivery, the network
         only promises to try."""
+        if self._my_suspect is not None:
+            self._out.append(Broadcast(self._my_suspect))
         if self._in_view_change:
             if self._my_view_change is not None:
                 self._out.append(Broadcast(self._my_view_change))
@@ -975,6 +1157,8 @@ class Replica:
         self._view = new_view
         self._in_view_change = True
         self._new_view_msg = None
+        self._my_suspect = None
+        self._suspects = {s: v for s, v in self._suspects.items() if v >= new_view}
         self._failed_views += 1
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         vc = self._build_view_change()
@@ -993,9 +1177,6 @@ class Replica:
         if prior is not None and prior.new_view >= vc.new_view:
             self._reject("duplicate" if prior == vc else "stale_view")
             return
-        if not verify_message(vc, self.config.chain_id, self._verify):
-            self._reject("bad_signature")
-            return
         validate_view_change(self.config, vc, self._verify)  # raises: counted by caller
         self._view_changes[vc.sender] = vc
         higher = sorted(
@@ -1008,6 +1189,38 @@ class Replica:
             self._start_view_change(higher[self.config.f])
             return
         self._check_view_change_quorum()
+
+    def _suspect(self, cause: str) -> None:
+        """Our timer says the primary of our view fails: tell everyone.  We keep voting in
+        this view (or keep waiting for its NEW-VIEW); f+1 suspicions (ours included) make
+        every replica move on together."""
+        if self._my_suspect is not None:
+            return
+        self.suspicions[cause] = self.suspicions.get(cause, 0) + 1
+        self._my_suspect = self._signed(Suspect(self._view, self._me))
+        self._suspects[self._me] = self._view
+        self._out.append(Broadcast(self._my_suspect))
+        self._check_suspects()
+
+    def _on_suspect(self, sus: Suspect) -> None:
+        # A peer suspecting a view we work in (or left) may be waiting for the NEW-VIEW
+        # that opened it: show it (rate-limited per peer).
+        self._help(sus.sender)
+        if sus.view < self._view:
+            self._reject("stale_view")
+            return
+        prior = self._suspects.get(sus.sender)
+        if prior is not None and prior >= sus.view:
+            self._reject("duplicate")
+            return
+        self._suspects[sus.sender] = sus.view
+        self._check_suspects()
+
+    def _check_suspects(self) -> None:
+        suspecting = sum(1 for v in self._suspects.values() if v >= self._view)
+        if suspecting >= self.config.f + 1:
+            # At least one honest replica's timer expired in this view (or a later one).
+            self._start_view_change(self._view + 1)
 
     def _check_view_change_quorum(self) -> None:
         if not self._in_view_change:
@@ -1038,9 +1251,6 @@ class Replica:
             return
         if nv.sender != self.config.primary(nv.view):
             self._reject("wrong_primary")
-            return
-        if not verify_message(nv, self.config.chain_id, self._verify):
-            self._reject("bad_signature")
             return
         senders = [vc.sender for vc in nv.view_changes]
         if (
@@ -1082,6 +1292,11 @@ class Replica:
         self._in_view_change = False
         self._new_view_msg = nv
         self._my_view_change = None
+        self._my_suspect = None
+        self._suspects = {s: v for s, v in self._suspects.items() if v >= nv.view}
+        # Request timers restart: the new primary gets a full timeout for every
+        # transaction, whatever its predecessor left waiting.
+        self._view_started_ms = self._now
         self._dirty = True
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         self._view_changes = {s: v for s, v in self._view_changes.items() if v.new_view > nv.view}
@@ -1107,10 +1322,11 @@ class Replica:
     def _replay_future(self) -> None:
         for sender in sorted(self._future):
             queue = self._future[sender]
-            ready = [m for m in queue if _view_of(m) == self._view]
-            later = [m for m in queue if _view_of(m) > self._view]
+            ready = [m for m, _ in queue if _view_of(m) == self._view]
+            later = [(m, size) for m, size in queue if _view_of(m) > self._view]
             queue.clear()
             queue.extend(later)
+            self._future_bytes[sender] = sum(size for _, size in later)
             for msg in ready:
                 self._on_message(msg)
 
@@ -1119,3 +1335,12 @@ def _view_of(msg: Message) -> int:
     if isinstance(msg, PrePrepare | Prepare | Commit):
         return msg.view
     return -1
+
+
+def _size_estimate(msg: PrePrepare | Prepare | Commit) -> int:
+    """Wire bytes of a buffered message, from above up to the fixed overhead: cheap
+    enough to compute for every message a flooding member sends."""
+    if isinstance(msg, PrePrepare):
+        payload = msg.block.payload
+        return MESSAGE_OVERHEAD_BYTES + sum(len(tx) + TX_OVERHEAD_BYTES for tx in payload)
+    return MESSAGE_OVERHEAD_BYTES

@@ -10,7 +10,14 @@ import argparse
 import os
 import sys
 
-from mdtp.consensus.sim.scenario import ALL_FAULTS, SimResult, parse_faults, run_control, run_seed
+from mdtp.consensus.sim.scenario import (
+    ALL_FAULTS,
+    SimResult,
+    parse_faults,
+    run_censorship_control,
+    run_control,
+    run_seed,
+)
 
 
 def _wall_s() -> float:
@@ -35,19 +42,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults", default="all", help=f"comma list of {','.join(ALL_FAULTS)}, or all"
     )
-    parser.add_argument("--control", action="store_true", help="run the f+1 twins control")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="run the controls (f+1 twins; censoring primary with the request timer off)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print every seed's outcome")
     args = parser.parse_args(argv)
 
     if args.control:
-        result = run_control()
-        for violation in result.violations:
-            print(f"control: {violation}")
-        if result.violations:
-            print("control scenario (f+1 Byzantine twins): violation detected, as expected")
-            return 1
-        print("control scenario: NO violation detected: the checker is broken")
-        return 0
+        caught = 0
+        controls = (
+            ("f+1 Byzantine twins", run_control),
+            ("censoring primary, request timer off", run_censorship_control),
+        )
+        for name, control in controls:
+            result = control()
+            for violation in result.violations[:3]:
+                print(f"control ({name}): {violation}")
+            if result.violations:
+                caught += 1
+                print(f"control scenario ({name}): violation detected, as expected")
+            else:
+                print(f"control scenario ({name}): NO violation detected: the checker is broken")
+        return 1 if caught == len(controls) else 0
     try:
         faults = parse_faults(args.faults)
     except ValueError as exc:

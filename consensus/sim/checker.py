@@ -4,7 +4,9 @@
 - certificates: every delivered block carries 2f+1 valid, distinct commit signatures;
 - contiguity: each replica's chain grows by exactly one linked block at a time;
 - persistence: no vote leaves a replica before the state that protects it is persisted;
-- liveness: after faults heal, every honest replica progresses within a bounded time.
+- liveness: after faults heal, within a bounded time, every honest replica progresses,
+  commits every transaction submitted before the heal, and is back in a view (none left
+  in a view change, alone or not).
 """
 
 from __future__ import annotations
@@ -62,4 +64,21 @@ class Checker:
                 self.violation(
                     f"liveness: {instance} at height {height} < {target} "
                     f"{bound_ms} ms after faults healed"
+                )
+
+    def check_transactions(self, instance: str, missing: int, client: int, bound_ms: int) -> None:
+        self.violation(
+            f"liveness: {instance} has not committed {missing} transactions submitted "
+            f"before the heal (oldest from client {client}) {bound_ms} ms after faults healed"
+        )
+
+    def check_view_changes(self, states: dict[str, tuple[bool, int]], bound_ms: int) -> None:
+        """``states``: instance -> (in a view change, view) of every honest replica."""
+        working = sorted(i for i, (in_vc, _) in states.items() if not in_vc)
+        for instance, (in_vc, view) in sorted(states.items()):
+            if in_vc:
+                company = f"while {', '.join(working)} work" if working else "with all others"
+                self.violation(
+                    f"liveness: {instance} still in a view change to view {view} "
+                    f"{bound_ms} ms after faults healed, {company}"
                 )

@@ -58,3 +58,9 @@ def tx_is_valid(tx: bytes) -> bool:
 def validate_payload(block: Block) -> str | None:
     """The application's check: every transaction carries a valid client signature."""
     return None if all(tx_is_valid(tx) for tx in block.payload) else "bad_client_signature"
+
+
+def tx_client(tx: bytes) -> int:
+    """The client number ``make_tx`` put into ``tx``."""
+    start = len(TX_TAG)
+    return int.from_bytes(tx[start : start + 4], "big")

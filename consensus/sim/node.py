@@ -25,7 +25,7 @@ from mdtp.consensus.actions import (
     StateDiverged,
 )
 from mdtp.consensus.block import Block, genesis_hash
-from mdtp.consensus.codec import hash_bytes
+from mdtp.consensus.codec import hash_bytes, transaction_id
 from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.events import (
@@ -36,6 +36,7 @@ from mdtp.consensus.events import (
     TimerFired,
     TimerKind,
     TransactionsAvailable,
+    TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
     Commit,
@@ -95,6 +96,8 @@ class SimNode:
         self.keys = keys
         self.sign = keys.signer(config.my_id)
         self.behavior = behavior
+        if behavior is not None:
+            behavior.height = lambda: self.height
         self.stream = stream
         self.honest = behavior is None and not sim.is_byzantine(config.my_id)
         self.chain: list[tuple[Block, CommitCertificate]] = []
@@ -194,6 +197,14 @@ class SimNode:
             del self.timers[kind]
             self.feed(TimerFired(now_ms, kind, timer_id))
 
+    def on_tick(self, now_ms: int) -> None:
+        if self.crashed:
+            return
+        if self.behavior is not None:
+            for to, msg in self.behavior.tick(now_ms):
+                self.sim.transmit(self, to, msg, now_ms)
+        self.offer_transactions(now_ms)
+
     def offer_transactions(self, now_ms: int) -> None:
         if self.crashed:
             return
@@ -207,8 +218,9 @@ class SimNode:
             batch.append(tx)
             if len(batch) == BATCH_TXS_MAX:
                 break
-        if batch:
-            self.feed(TransactionsAvailable(now_ms, tuple(batch)))
+        offered = tuple(batch) if self.behavior is None else self.behavior.offer(tuple(batch))
+        if offered:
+            self.feed(TransactionsAvailable(now_ms, offered))
 
     # ---------------------------------------------------------------- actions out
 
@@ -313,6 +325,11 @@ class SimNode:
             return
         for block, cert in entries:
             self._append(block, cert)
+        # What committed in blocks the core never saw: stop their request timers, as the
+        # real driver does for transactions that leave its pool unseen.
+        gone = tuple(transaction_id(tx) for block, _ in entries for tx in block.payload)
+        if gone:
+            self.feed(TransactionsRemoved(now_ms, gone))
         last = entries[-1][0]
         depth = self.config.pipeline_depth
         roots = tuple(

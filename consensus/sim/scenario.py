@@ -2,9 +2,15 @@
 crash, so a failing run replays exactly from ``(seed, nodes, faults)``.
 
 Timeline of a run: faults are active until ``heal_ms`` (random per seed); then the
-network heals, crashed replicas restart, and every honest replica must reach
-``max honest height at heal + PROGRESS_BLOCKS`` within ``LIVENESS_BOUND_MS`` of
-simulated time.  Byzantine replicas stay Byzantine throughout.
+network heals, crashed replicas restart, and within ``LIVENESS_BOUND_MS`` of simulated
+time every honest replica must reach ``max honest height at heal + PROGRESS_BLOCKS``,
+must have committed every transaction submitted before the heal (liveness for clients,
+not just for the chain: a censoring primary fails it), and must be back in normal
+operation (no honest replica left in a view change).  Byzantine replicas stay Byzantine
+throughout.
+
+Controls must be reported as violations: f+1 twins (agreement), and a censoring primary
+against replicas whose request timer is switched off (transaction liveness).
 """
 
 from __future__ import annotations
@@ -19,27 +25,42 @@ from mdtp.consensus.events import TimerKind
 from mdtp.consensus.messages import Message, WireLimits, decode_message, encode_message
 from mdtp.consensus.sim.byzantine import BEHAVIORS, Behavior
 from mdtp.consensus.sim.checker import Checker
-from mdtp.consensus.sim.crypto import SimKeys, make_tx
+from mdtp.consensus.sim.crypto import SimKeys, make_tx, tx_client
 from mdtp.consensus.sim.network import LinkFaults, Network
 from mdtp.consensus.sim.node import SimNode
 from mdtp.consensus.sim.rng import Rng
 
 NETWORK_FAULTS = ("loss", "delay", "dup", "reorder", "partition", "mutate", "replay")
 NODE_FAULTS = ("crash",)
-BYZANTINE_FAULTS = ("equivocate", "reuse", "alter", "silent", "withhold", "twins")
+BYZANTINE_FAULTS = (
+    "equivocate",
+    "reuse",
+    "alter",
+    "silent",
+    "withhold",
+    "twins",
+    "censor-empty",
+    "censor-own",
+    "censor-client",
+    "silent-after",
+    "flood",
+    "forge",
+)
 ALL_FAULTS = NETWORK_FAULTS + NODE_FAULTS + BYZANTINE_FAULTS
 
 TICK_MS = 50
 TXS_PER_TICK = 2
+CLIENTS = 4  # submitted transactions cycle through these client numbers
 PROGRESS_BLOCKS = 3
 LIVENESS_BOUND_MS = 30_000
 EVENTS_MAX = 3_000_000
+FIXED_HEAL_MS = 1_500
 DECODE_CACHE_MAX = 4_096
 
 _DELIVER, _TIMER, _TICK, _OFFER, _CALL = range(5)
 
 
-def sim_config(members: tuple[str, ...], me: str) -> ConsensusConfig:
+def sim_config(members: tuple[str, ...], me: str, request_timer: bool = True) -> ConsensusConfig:
     return ConsensusConfig(
         chain_id="sim",
         members=members,
@@ -55,6 +76,12 @@ def sim_config(members: tuple[str, ...], me: str) -> ConsensusConfig:
         block_txs_max=64,
         block_bytes_max=64 * 1024,
         message_bytes_max=4 * 1024 * 1024,
+        future_bytes_per_sender_max=256 * 1024,
+        checkpoint_horizon=32,
+        # A commit takes well under a second here, even with the slowest links; a proposal
+        # the network lost is offered again after IN_FLIGHT_MS (node.py): far below this.
+        request_timer=request_timer,
+        request_timeout_ms=5_000,
     )
 
 
@@ -70,6 +97,7 @@ class SimResult:
     max_view: int
     rejections: dict[str, int] = field(default_factory=dict)
     evidence: int = 0
+    suspicions: dict[str, int] = field(default_factory=dict)  # honest replicas, by cause
 
     @property
     def ok(self) -> bool:
@@ -77,7 +105,14 @@ class SimResult:
 
 
 class Simulation:
-    def __init__(self, seed: int, n: int, byzantine: dict[str, str], twins: set[str]) -> None:
+    def __init__(
+        self,
+        seed: int,
+        n: int,
+        byzantine: dict[str, str],
+        twins: set[str],
+        request_timer: bool = True,
+    ) -> None:
         self.seed = seed
         self.rng = Rng(seed)
         self.members = tuple(f"n{i}" for i in range(n))
@@ -89,6 +124,8 @@ class Simulation:
         self._seq = 0
         self.messages = 0
         self.submitted: dict[int, list[bytes]] = {0: []}
+        self.submitted_at: dict[bytes, int] = {}
+        self._uncommitted: dict[tuple[str, int], list[bytes]] = {}
         self._tx_seq = 0
         self._decode_cache: dict[bytes, Message] = {}
         self._limits = WireLimits.from_config(sim_config(self.members, self.members[0]))
@@ -100,7 +137,7 @@ class Simulation:
             copies = 2 if member in twins else 1
             for copy in range(copies):
                 instance = member if copies == 1 else f"{member}#{copy}"
-                config = sim_config(self.members, member)
+                config = sim_config(self.members, member, request_timer)
                 behavior: Behavior | None = None
                 if member in byzantine:
                     behavior = BEHAVIORS[byzantine[member]](config, self.keys.signer(member))
@@ -152,7 +189,9 @@ class Simulation:
         pool = self.submitted.setdefault(stream, [])
         for _ in range(count):
             self._tx_seq += 1
-            pool.append(make_tx(stream, self._tx_seq))
+            tx = make_tx(stream * CLIENTS + self._tx_seq % CLIENTS, self._tx_seq)
+            pool.append(tx)
+            self.submitted_at[tx] = self.now
 
     # ------------------------------------------------------------------ running
 
@@ -189,7 +228,7 @@ class Simulation:
         for stream in sorted(self.submitted):
             self.submit(stream, TXS_PER_TICK)
         for node in self.nodes:
-            node.offer_transactions(now_ms)
+            node.on_tick(now_ms)
         self._push(now_ms + TICK_MS, _TICK, None)
 
     def start(self) -> None:
@@ -199,6 +238,23 @@ class Simulation:
 
     def honest_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes if n.honest]
+
+    def uncommitted(self, node: SimNode, submitted_before_ms: int) -> list[bytes]:
+        """Transactions submitted before ``submitted_before_ms`` that ``node`` has not
+        committed, oldest first.  Checked every tick, so the answer is kept per node and
+        only shrinks (a committed transaction stays committed)."""
+        key = (node.instance, submitted_before_ms)
+        pending = self._uncommitted.get(key)
+        if pending is None:
+            pending = [
+                tx
+                for pool in self.submitted.values()
+                for tx in pool
+                if self.submitted_at[tx] <= submitted_before_ms
+            ]
+        pending = [tx for tx in pending if tx not in node.committed_txs]
+        self._uncommitted[key] = pending
+        return pending
 
 
 def choose_mix(rng: Rng, n: int, faults: frozenset[str]) -> tuple[dict[str, str], set[str], str]:
@@ -272,12 +328,38 @@ def run_seed(seed: int, n: int, faults: frozenset[str]) -> SimResult:
     target = max(node.height for node in honest) + PROGRESS_BLOCKS
     deadline = heal_ms + LIVENESS_BOUND_MS
 
-    def done() -> bool:
-        return all(node.height >= target for node in honest) or bool(sim.checker.violations)
-
-    sim.run_until(deadline, done)
-    sim.checker.check_liveness({n.instance: n.height for n in honest}, target, LIVENESS_BOUND_MS)
+    sim.run_until(deadline, lambda: _settled(sim, heal_ms, target))
+    _check_liveness(sim, heal_ms, target)
     return _result(sim, seed, n, faults, "; ".join(parts))
+
+
+def _settled(sim: Simulation, heal_ms: int, target: int) -> bool:
+    """Every honest replica is at ``target``, committed every transaction submitted
+    before the heal, and works in a view (none sits in a view change)."""
+    if sim.checker.violations:
+        return True
+    honest = sim.honest_nodes()
+    return all(
+        node.height >= target
+        and not node.replica.in_view_change
+        and not sim.uncommitted(node, heal_ms)
+        for node in honest
+    )
+
+
+def _check_liveness(sim: Simulation, heal_ms: int, target: int) -> None:
+    honest = sim.honest_nodes()
+    sim.checker.check_liveness({n.instance: n.height for n in honest}, target, LIVENESS_BOUND_MS)
+    for node in honest:
+        missing = sim.uncommitted(node, heal_ms)
+        if missing:
+            sim.checker.check_transactions(
+                node.instance, len(missing), tx_client(missing[0]), LIVENESS_BOUND_MS
+            )
+    sim.checker.check_view_changes(
+        {n.instance: (n.replica.in_view_change, n.replica.view) for n in honest},
+        LIVENESS_BOUND_MS,
+    )
 
 
 def run_control(seed: int = 0) -> SimResult:
@@ -295,12 +377,42 @@ def run_control(seed: int = 0) -> SimResult:
     return _result(sim, seed, n, frozenset({"twins"}), "control: n0,n1=twins split 3/3")
 
 
+def run_fixed(
+    seed: int, n: int, byzantine: dict[str, str], request_timer: bool = True
+) -> SimResult:
+    """Named Byzantine behaviours at named replicas on a clean network (it heals at
+    once): what a behaviour alone does to the liveness of clients."""
+    sim = Simulation(seed, n, byzantine, set(), request_timer=request_timer)
+    heal_ms = FIXED_HEAL_MS
+    sim.start()
+    sim.run_until(heal_ms)
+    sim.network.heal()
+    target = max(node.height for node in sim.honest_nodes()) + PROGRESS_BLOCKS
+    sim.run_until(heal_ms + LIVENESS_BOUND_MS, lambda: _settled(sim, heal_ms, target))
+    _check_liveness(sim, heal_ms, target)
+    mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
+    mix += "" if request_timer else "; request timer off"
+    return _result(sim, seed, n, frozenset(byzantine.values()), mix)
+
+
+def run_censorship_control(seed: int = 0) -> SimResult:
+    """A primary that drops one client's transactions, against replicas built with the
+    request timer switched off: the chain keeps growing, so only the checker's
+    transaction liveness can tell, and it must."""
+    return run_fixed(seed, 4, {"n0": "censor-client"}, request_timer=False)
+
+
 def _result(sim: Simulation, seed: int, n: int, faults: frozenset[str], mix: str) -> SimResult:
     rejections: dict[str, int] = {}
     for node in sim.nodes:
         for reason, count in node.replica.rejections.items():
             rejections[reason] = rejections.get(reason, 0) + count
+    suspicions: dict[str, int] = {}
+    for node in sim.honest_nodes():
+        for cause, count in node.replica.suspicions.items():
+            suspicions[cause] = suspicions.get(cause, 0) + count
     return SimResult(
+        suspicions=suspicions,
         seed=seed,
         nodes=n,
         faults=tuple(sorted(faults)),

@@ -57,6 +57,7 @@ from mdtp.consensus.events import (
     TimerFired,
     TimerKind,
     TransactionsAvailable,
+    TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
     CommitCertificate,
@@ -117,6 +118,11 @@ class DriverLimits:
     lag_blocks_ready_max: int = 8
     status_interval_s: int = 2
     regossip_interval_s: int = 3
+    # PBFT's request timer: a transaction this node holds that no block includes within this
+    # long makes it suspect the primary (never less than 10 view timeouts, see below)
+    request_timeout_ms: int = 30_000
+    # how many waiting transactions a backup reports to the core at a time (request timer)
+    requests_offered_max: int = 64
 
 
 def consensus_config(
@@ -136,6 +142,7 @@ def consensus_config(
         clock_skew_ms_max=p.max_clock_skew_ms,
         block_txs_max=limits.block_txs_max,
         block_bytes_max=limits.block_bytes_max,
+        request_timeout_ms=max(limits.request_timeout_ms, 10 * p.view_timeout_ms),
     )
 
 
@@ -556,14 +563,17 @@ class Driver:
             return
         if not self.replica.is_primary:
             if not self.replica.in_view_change:
-                # tell the core there is work, so a silent primary gets replaced
-                sample = next(iter(self.mempool.sample(1)), None)
-                if (
-                    sample is not None
-                    and self._pending_since is not None
-                    and self.mempool.has_proposable()
-                ):
-                    self._internal.append(TransactionsAvailable(self.clock.now_ms(), (sample,)))
+                # tell the core which transactions wait (its request timer), so a primary
+                # that leaves them out gets replaced; only proposable ones, or a client could
+                # force view changes with a nonce gap
+                offered = (
+                    self.mempool.take(self.limits.requests_offered_max, self.limits.block_bytes_max)
+                    if self._pending_since is not None
+                    else []
+                )
+                if offered:
+                    txs = tuple(t.signed_bytes for t in offered)
+                    self._internal.append(TransactionsAvailable(self.clock.now_ms(), txs))
                     self._pending_since = None
                     self._wake.set()
             return
@@ -634,3 +644,8 @@ class Driver:
                     self.admission.regossip()
             self.sync.tick()
             self.highest_seen = max(self.highest_seen, self.sync.beacon_target())
+            # transactions the core times that left the mempool (expired, evicted)
+            gone = tuple(i for i in self.replica.tracked_request_ids if i not in self.mempool)
+            if gone:
+                self._internal.append(TransactionsRemoved(self.clock.now_ms(), gone))
+                self._wake.set()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdtp.consensus.codec import DEPTH_MAX, unpack_canonical
 from mdtp.consensus.errors import DecodeError
 from mdtp.consensus.messages import (
     Checkpoint,
@@ -19,6 +20,7 @@ from mdtp.consensus.messages import (
     NewView,
     PreparedCertificate,
     StateTransferRequest,
+    Suspect,
     ViewChange,
     WireLimits,
     decode_message,
@@ -42,6 +44,7 @@ def _samples() -> list[Message]:
         vc,
         signed(NewView(1, (vc,), (), "n1")),
         signed(StateTransferRequest(1, 9, "n3")),
+        signed(Suspect(3, "n2")),
     ]
 
 
@@ -85,6 +88,26 @@ def test_decode_rejects_unknown_kind_wrong_types_and_non_canonical_encodings():
     with pytest.raises(DecodeError) as err:
         decode_message(non_canonical)
     assert err.value.reason == "non_canonical"
+
+
+def test_decode_refuses_arrays_nested_deeper_than_the_bound_before_recursing():
+    deep = b"\x91" * (DEPTH_MAX + 1) + b"\x00"
+    with pytest.raises(DecodeError) as err:
+        unpack_canonical(deep, 1_000)
+    assert err.value.reason == "too_deep"
+    assert unpack_canonical(b"\x91" * (DEPTH_MAX - 1) + b"\x00", 1_000) is not None
+    # Deep enough to exhaust a recursive decoder: still one DecodeError, nothing else.
+    with pytest.raises(DecodeError):
+        decode_message(b"\x93\x02\xa2n0" + b"\x91" * 100_000 + b"\x00")
+
+
+def test_deepest_legitimate_value_is_within_the_depth_bound():
+    pp = pre_prepare()
+    cert = PreparedCertificate(pp, tuple((s, prepare(pp, s).signature) for s in ("n1", "n2")))
+    vc = signed(ViewChange(1, GENESIS_CP, (cert,), "n2"))
+    nv = signed(NewView(1, (vc,), (pp,), "n1"))
+    state = PersistedState(1, False, GENESIS_CP, (pp,), (cert,), nv)
+    assert decode_state(encode_state(state)) == state
 
 
 @settings(max_examples=300, deadline=None)

@@ -22,6 +22,7 @@ from mdtp.consensus.messages import (
     NewView,
     Prepare,
     PrePrepare,
+    Suspect,
     ViewChange,
     sign_message,
 )
@@ -223,12 +224,27 @@ def _move_to_view_1(r: Replica) -> list[Action]:
     return actions + feed(r, *(_view_change(s) for s in ("n0", "n2", "n3") if s != r.config.my_id))
 
 
-def test_timeout_on_pending_work_starts_a_view_change_with_backoff():
+def _suspect(sender: str, view: int = 0) -> Suspect:
+    return signed(Suspect(view, sender))
+
+
+def _time_out(r: Replica, timer_id: int, now: int = NOW) -> list[Action]:
+    """Our progress timer fires and one more replica suspects the primary: f+1 = 2."""
+    other = next(m for m in ("n2", "n3") if m != r.config.my_id)
+    actions = r.handle(TimerFired(now, TimerKind.VIEW_CHANGE, timer_id))
+    return actions + feed(r, _suspect(other, r.view), now=now)
+
+
+def test_timeout_on_pending_work_suspects_then_f_plus_one_start_a_view_change_with_backoff():
     r = replica("n2")
     actions = feed(r, pre_prepare())
     (timer,) = [a for a in actions if isinstance(a, SetTimer) and a.kind is TimerKind.VIEW_CHANGE]
     assert timer.at_ms == NOW + 1_000
     actions = r.handle(TimerFired(NOW + 1_000, TimerKind.VIEW_CHANGE, timer.timer_id))
+    (own,) = broadcasts(actions, Suspect)
+    assert own.view == 0 and not r.in_view_change  # alone it keeps working in view 0
+    assert r.suspicions == {"progress": 1}
+    actions = feed(r, _suspect("n3"), now=NOW + 1_000)
     assert isinstance(actions[0], Persist) and actions[0].state.view == 1
     (vc,) = broadcasts(actions, ViewChange)
     assert vc.new_view == 1 and len(vc.prepared) == 0
@@ -243,7 +259,7 @@ def test_new_primary_sends_new_view_reproposing_prepared_blocks():
     r = replica("n1")  # primary of view 1
     pp = pre_prepare()
     feed(r, pp, prepare(pp, "n2"), prepare(pp, "n3"))  # prepared, no commits yet
-    actions = r.handle(TimerFired(NOW, TimerKind.VIEW_CHANGE, 1))
+    actions = _time_out(r, 1)
     (own_vc,) = broadcasts(actions, ViewChange)
     assert [c.pre_prepare.digest for c in own_vc.prepared] == [pp.digest]
     actions = feed(r, _view_change("n2"), _view_change("n3"))
@@ -257,7 +273,7 @@ def test_backup_enters_view_from_valid_new_view_and_prepares_reproposals():
     primary = replica("n1")
     pp = pre_prepare()
     feed(primary, pp, prepare(pp, "n2"), prepare(pp, "n3"))
-    primary.handle(TimerFired(NOW, TimerKind.VIEW_CHANGE, 1))
+    _time_out(primary, 1)
     (nv,) = broadcasts(feed(primary, _view_change("n2"), _view_change("n3")), NewView)
     backup = replica("n2")
     actions = feed(backup, nv)
@@ -270,7 +286,7 @@ def test_backup_rejects_new_view_that_drops_a_prepared_block():
     primary = replica("n1")
     pp = pre_prepare()
     feed(primary, pp, prepare(pp, "n2"), prepare(pp, "n3"))
-    primary.handle(TimerFired(NOW, TimerKind.VIEW_CHANGE, 1))
+    _time_out(primary, 1)
     (nv,) = broadcasts(feed(primary, _view_change("n2"), _view_change("n3")), NewView)
     forged = sign_message(dataclasses.replace(nv, pre_prepares=()), "test", KEYS.signer("n1"))
     backup = replica("n2")
@@ -322,3 +338,25 @@ def test_messages_from_non_members_and_for_other_chains_are_rejected():
     pp = pre_prepare()
     feed(r, dataclasses.replace(pp, sender="mallory"))
     assert r.rejections == {"bad_signature": 1, "unknown_sender": 1}
+
+
+def test_restored_replica_on_an_idle_chain_has_no_phantom_work():
+    r = replica("n1")
+    (pp,) = _chain(r, 1)
+    state = r.snapshot()
+    assert [p.height for p in state.accepted] == [1]  # persisted while pending
+    restored = Replica.restore(
+        config("n1"),
+        decode_state(encode_state(state)),
+        1,
+        pp.block.header,
+        {0: b"\x00" * 32, 1: b"\x00" * 32},
+        KEYS.signer("n1"),
+        KEYS.verify,
+        validate_payload,
+    )
+    actions = restored.start(NOW)
+    timers = [a.kind for a in actions if isinstance(a, SetTimer)]
+    assert TimerKind.VIEW_CHANGE not in timers
+    assert broadcasts(actions, Prepare) == []
+    assert restored.snapshot().accepted == ()
