@@ -30,7 +30,6 @@ from mdtp.consensus.messages import (
     ViewChange,
     sign_message,
 )
-from mdtp.consensus.sim.crypto import make_tx, tx_client
 
 Outgoing = list[tuple[str | None, Message]]  # (destination or None for broadcast, msg)
 
@@ -160,9 +159,6 @@ BEHAVIORS: dict[str, type[Behavior]] = {
 
 # ------------------------------------------------------------------ censorship (issue #11)
 
-VICTIM_CLIENT = 1  # the client a selective censor drops
-OWN_CLIENT_BASE = 900  # clients a self-serving primary invents for itself
-
 
 class CensorEmpty(Behavior):
     """A primary that keeps the chain growing with empty blocks: every proposal it
@@ -178,32 +174,6 @@ class CensorEmpty(Behavior):
             header = dataclasses.replace(block.header, payload_hash=payload_hash(()))
             return [(dst, self._resign(msg, Block(header, ())))]
         return [(dst, msg)]
-
-
-class CensorOwn(Behavior):
-    """A primary that proposes only transactions of its own (invented) clients."""
-
-    name = "censor-own"
-
-    def __init__(self, config: ConsensusConfig, sign: Signer) -> None:
-        super().__init__(config, sign)
-        self._client = OWN_CLIENT_BASE + config.members.index(config.my_id)
-        self._seq = 0
-
-    def offer(self, txs: tuple[bytes, ...]) -> tuple[bytes, ...]:
-        self._seq += 1
-        return (make_tx(self._client, self._seq),)
-
-
-class CensorClient(CensorOwn):
-    """A primary that serves everyone but one client, whose transactions it drops; when
-    only the victim's are left it proposes one of its own, so blocks keep committing."""
-
-    name = "censor-client"
-
-    def offer(self, txs: tuple[bytes, ...]) -> tuple[bytes, ...]:
-        served = tuple(tx for tx in txs if tx_client(tx) != VICTIM_CLIENT)
-        return served or super().offer(txs)
 
 
 class SilentAfter(Behavior):
@@ -317,6 +287,4 @@ class Forge(Behavior):
         return PreparedCertificate(pp, tuple((m, bytes(SIGNATURE_LEN)) for m in backups))
 
 
-BEHAVIORS.update(
-    {b.name: b for b in (CensorEmpty, CensorOwn, CensorClient, SilentAfter, Flood, Forge)}
-)
+BEHAVIORS.update({b.name: b for b in (CensorEmpty, SilentAfter, Flood, Forge)})

@@ -262,6 +262,7 @@ class Node:
             limits=limits,
             supervisor=self.supervisor,
             outbox=self.hooks.consensus_outbox,
+            proposal_filter=self.hooks.proposal_filter,
         )
         return driver
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdtp.node.chain.driver import ProposalFilter
 from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
 from mdtp.node.data.ports import ChunkHook
 
@@ -18,3 +19,4 @@ from mdtp.node.data.ports import ChunkHook
 class NodeHooks:
     consensus_outbox: OutboxFactory = WireOutbox
     chunk: ChunkHook | None = None  # None: the chunk service sends what it read
+    proposal_filter: ProposalFilter | None = None  # None: a primary proposes what it has

@@ -123,6 +123,8 @@ class DriverLimits:
     request_timeout_ms: int = 30_000
     # how many waiting transactions a backup reports to the core at a time (request timer)
     requests_offered_max: int = 64
+    # off only in the simulator's control run, which must then catch a censoring primary
+    request_timer: bool = True
 
 
 def consensus_config(
@@ -143,6 +145,7 @@ def consensus_config(
         block_txs_max=limits.block_txs_max,
         block_bytes_max=limits.block_bytes_max,
         request_timeout_ms=max(limits.request_timeout_ms, 10 * p.view_timeout_ms),
+        request_timer=limits.request_timer,
     )
 
 
@@ -154,6 +157,7 @@ _START = _Marker()  # calls Replica.start
 _PROPOSE = _Marker()  # takes transactions and proposes, inside the loop
 
 InternalItem = Event | Callable[[int], Event] | _Marker
+ProposalFilter = Callable[[list[Tx]], list[Tx]]
 
 
 class Driver:
@@ -176,6 +180,7 @@ class Driver:
         outbox: OutboxFactory = WireOutbox,
         clock: Clock | None = None,
         disk: Disk | None = None,
+        proposal_filter: ProposalFilter | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_key = node_key
@@ -187,6 +192,9 @@ class Driver:
         self.supervisor = supervisor
         self.clock = clock or SystemClock()
         self.disk = disk or ThreadDisk()
+        # what a primary proposes of what the mempool offers (all of it, unless a test entry
+        # point installs a censoring one)
+        self._select = proposal_filter or (lambda txs: txs)
         self.config = consensus_config(genesis, node_id, genesis_root, limits)
         self.wire_limits = WireLimits.from_config(self.config)
         self._verify = MemberSignatures(genesis.members)
@@ -371,8 +379,8 @@ class Driver:
                 self.metrics.frames_dropped.labels(e.reason).inc()
                 continue
             # msg.sender may differ from peer_id: the core relays others' signed messages
-            # (e.g. to help a lagging replica). Nothing is done for a message, not even
-            # bookkeeping, before its sender and signature check out.
+            # (e.g. to help a lagging replica). Nothing is done for a message before its
+            # sender and signature check out.
             if msg.sender not in self.config.members:
                 self.metrics.frames_dropped.labels("not_a_member").inc()
                 continue
@@ -387,8 +395,10 @@ class Driver:
                 if not self.sync.on_response(peer_id, msg):
                     self.metrics.frames_dropped.labels("unexpected_response").inc()
                 continue
+            # A proposal's height is one member's claim, so it never counts as the chain's
+            # height (``highest_seen`` moves on certificates, checkpoints and the (f+1)-th
+            # highest beacon only): a Byzantine member cannot make this node "catch up".
             if isinstance(msg, PrePrepare):
-                self.highest_seen = max(self.highest_seen, msg.height - 1)
                 await self.admission.preverify([msg.block])
             elif isinstance(msg, NewView):
                 await self.admission.preverify([pp.block for pp in msg.pre_prepares])
@@ -609,7 +619,9 @@ class Driver:
         generation = (self.height, self.replica.view, self.mempool.generation)
         if not self.replica.wants_proposal:
             return []
-        txs = self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
+        txs = self._select(
+            self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
+        )
         if not txs:
             # nothing proposable until the mempool, the height or the view changes
             self._fruitless_at = generation

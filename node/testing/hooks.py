@@ -1,22 +1,42 @@
-"""The hooks a test node runs with, read from its ``MDTP_TEST_*`` environment switches."""
+"""The hooks a test node runs with, read from its ``MDTP_TEST_*`` environment switches.
+
+- ``MDTP_TEST_BYZANTINE=equivocate|mutate|flood``: see :mod:`.byzantine`;
+- ``MDTP_TEST_BYZANTINE_DATASETS=ID,...``: serve tampered chunks of these datasets;
+- ``MDTP_TEST_CENSOR=ACCOUNT_ID,...``: as primary, never propose these accounts'
+  transactions (while proposing everyone else's, so blocks keep committing).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import os
 
 from mdtp.node.app.hooks import NodeHooks
 from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
+from mdtp.node.ledger.tx import Tx
 from mdtp.node.testing import tamper
 from mdtp.node.testing.byzantine import ByzantineSender, mode_from_env
+
+CENSOR_ENV = "MDTP_TEST_CENSOR"
+log = logging.getLogger("mdtp.testing")
 
 
 def _byzantine_outbox(mode: str, ctx: OutboxContext) -> ConsensusOutbox:
     return ByzantineSender(mode, ctx.node_id, ctx.peers, ctx.chain_id, ctx.sign, ctx.send)
 
 
+def _censor(victims: frozenset[str], txs: list[Tx]) -> list[Tx]:
+    return [tx for tx in txs if tx.sender not in victims]
+
+
 def hooks_from_env() -> NodeHooks:
     hooks = NodeHooks(chunk=tamper.hook_from_env())
+    victims = frozenset(a for a in os.environ.get(CENSOR_ENV, "").split(",") if a)
+    if victims:
+        log.warning("TEST HOOK: censoring the transactions of %s", sorted(victims))
+        hooks = dataclasses.replace(hooks, proposal_filter=functools.partial(_censor, victims))
     mode = mode_from_env()
     if not mode:
         return hooks

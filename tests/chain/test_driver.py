@@ -66,8 +66,9 @@ def test_an_executed_height_delivered_again_is_skipped_and_a_gap_is_refused(
 
 
 def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
-    """Sender and signature are checked before any bookkeeping: a PRE-PREPARE for height
-    10^9 that a member did not sign neither makes the node 'catch up' nor costs it work."""
+    """Sender and signature are checked before any work: a PRE-PREPARE for height 10^9 that
+    a member did not sign is dropped unread, and even one a (Byzantine) member signed never
+    makes the node 'catch up' — a height counts only when certified or beaconed by f+1."""
     with world(tmp_path) as w:
 
         async def body() -> None:
@@ -85,6 +86,9 @@ def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
                 sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", intruder.sign),  # wrong key
                 sign_message(PrePrepare(0, 10**9, far, "intruder"), "sim", intruder.sign),
             ]
+            # and one a Byzantine member really signed: valid, but one member's claim
+            member_signed = sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", w.keys["n0"].sign)
+            forged.append(member_signed)
             for msg in forged:
                 victim.on_consensus_frame("n0", encode_message(msg))
             await asyncio.sleep(0.5)

@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from mdtp.node.identity import pki
-from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ops import cluster
-from mdtp.node.p2p.frames import encode_frame, read_frame
-from mdtp.node.p2p.handshake import Hello, auth_bytes
+from tests.support.impersonate import impersonate
 from tests.support.processes import all_links_up, api_status, metric_value, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -137,44 +135,10 @@ def test_openssl_s_client_without_valid_identity_is_refused(
     wait_until(lambda: refused(node1, "bad_hello") > n, 20, "s_client with a stolen cert")
 
 
-async def _impersonate(
-    cluster_dir: Path, target: cluster.ClusterNode, as_id: str, node_key: SigningKey
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-    """Connect to ``target`` with ``as_id``'s real certificate, answering with ``node_key``."""
-    genesis = load_genesis(cluster_dir / "genesis.json")
-    home = cluster_dir / as_id
-    ctx = pki.p2p_client_context(
-        cluster_dir / "ca" / "ca.pem", home / "node.pem", home / "node.key.pem"
-    )
-    host, _, port = target.p2p.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
-    challenge = os.urandom(32)
-    writer.write(encode_frame("hello", Hello(genesis.chain_id, as_id, challenge).to_body(), 4096))
-    _, body, _ = await read_frame(reader, 4096)
-    server = Hello.from_body(body)
-    me, them = genesis.member(as_id), genesis.member(target.id)
-    assert me and them
-    signed = auth_bytes(
-        chain_id=genesis.chain_id,
-        role="client",
-        signer_id=as_id,
-        verifier_id=target.id,
-        verifier_challenge=server.challenge,
-        signer_fingerprint=me.tls_fingerprint,
-        verifier_fingerprint=them.tls_fingerprint,
-    )
-    writer.write(encode_frame("auth", {"signature": node_key.sign(signed)}, 4096))
-    try:
-        kind, _, _ = await asyncio.wait_for(read_frame(reader, 4096), 10)
-        return reader, writer, kind == "ready"
-    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-        return reader, writer, False
-
-
 async def test_stolen_certificate_without_the_node_key_is_refused(running_cluster: Path) -> None:
     node0 = cluster.load_cluster(running_cluster)[0]
     n = refused(node0, "bad_node_key")
-    _, writer, accepted = await _impersonate(running_cluster, node0, "node3", SigningKey.generate())
+    _, writer, accepted = await impersonate(running_cluster, node0, "node3", SigningKey.generate())
     writer.close()
     assert not accepted
     assert refused(node0, "bad_node_key") == n + 1
@@ -186,7 +150,7 @@ async def test_bad_frames_from_an_authenticated_peer_are_dropped_counted_then_cu
     nodes = cluster.load_cluster(running_cluster)
     node0 = nodes[0]
     key = load_key(running_cluster / "node3" / "node_key.json")
-    reader, writer, accepted = await _impersonate(running_cluster, node0, "node3", key)
+    reader, writer, accepted = await impersonate(running_cluster, node0, "node3", key)
     assert accepted
     before = metric_value(node0, "mdtp_p2p_frames_dropped_total", {"reason": "undecodable"})
     for _ in range(20):

@@ -2,8 +2,9 @@
 LevelDB) under the deterministic simulator: safety, liveness for every client transaction,
 live tasks and honest readiness, across n = 4 and n = 7 with every fault mixed in.
 
-Seed counts: 16 single-fault mixes x (20 at n=4 + 5 at n=7) + all faults together
-(450 at n=4 + 150 at n=7) = 1000 seeds, run in two processes.
+Seed counts: 21 single-fault mixes x (16 at n=4 + 4 at n=7) + all faults together
+(450 at n=4 + 150 at n=7) = 1020 seeds, run in two processes. Both controls must be caught:
+f+1 twins (agreement) and a censoring primary with the request timer switched off.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from mdtp.node.testing.sim.__main__ import main
-from mdtp.node.testing.sim.scenario import ALL_FAULTS, SimResult, run_seed, run_twins_control
+from mdtp.node.testing.sim.scenario import (
+    ALL_FAULTS,
+    SimResult,
+    run_censorship_control,
+    run_seed,
+    run_twins_control,
+)
 
 pytestmark = pytest.mark.sim
 WORKERS = 2
@@ -37,8 +44,8 @@ def _run_all(seeds: range, n: int, faults: frozenset[str]) -> None:
 
 @pytest.mark.parametrize("fault", sorted(ALL_FAULTS))
 def test_each_fault_alone_keeps_safety_liveness_and_live_tasks(fault: str) -> None:
-    _run_all(range(1000, 1020), 4, frozenset({fault}))
-    _run_all(range(2000, 2005), 7, frozenset({fault}))
+    _run_all(range(1000, 1016), 4, frozenset({fault}))
+    _run_all(range(2000, 2004), 7, frozenset({fault}))
 
 
 @pytest.mark.parametrize("batch", range(3))
@@ -53,6 +60,18 @@ def test_all_faults_together_n7() -> None:
 def test_control_with_f_plus_one_twins_is_reported_as_a_violation() -> None:
     result = run_twins_control()
     assert any(v.startswith("agreement:") for v in result.violations), result.violations
+
+
+def test_control_with_censorship_detection_off_is_reported_as_a_violation() -> None:
+    result = run_censorship_control()
+    assert any(v.startswith("censorship/liveness:") for v in result.violations), result.violations
+
+
+@pytest.mark.parametrize("censor", ["censor-client", "censor-own", "censor-empty"])
+@pytest.mark.parametrize("n", [4, 7])
+def test_a_censoring_first_primary_is_replaced_in_time(censor: str, n: int) -> None:
+    result = run_seed(11, n, frozenset(), byzantine={"n0": censor})
+    assert result.ok, result.violations
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -72,4 +91,5 @@ def test_cli_replays_a_seed_and_exits_1_on_the_control(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "seed 3" in out and "1 seeds, 0 with violations" in out
     assert main(["--control"]) == 1
-    assert "agreement" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "agreement" in out and "censorship/liveness" in out

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from mdtp.node.testing.sim.scenario import (
     SimResult,
     parse_faults,
+    run_censorship_control,
     run_seed,
     run_twins_control,
 )
@@ -39,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="all", help="comma list, 'all' or 'none'")
     parser.add_argument("--workers", type=int, default=1, help="processes in parallel")
     parser.add_argument(
-        "--control", action="store_true", help="f+1 twins: the checker must report a violation"
+        "--control",
+        action="store_true",
+        help="f+1 twins, and a censoring primary with the request timer off: the checker must "
+        "report both (exit 1)",
     )
     parser.add_argument("--verbose", action="store_true", help="the nodes' own log lines too")
     args = parser.parse_args(argv)
@@ -50,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     if args.control:
-        result = run_twins_control()
-        print(f"control ({result.mix}): {'; '.join(result.violations) or 'NO VIOLATION'}")
-        return 1 if result.violations else 0
+        caught = 0
+        for result in (run_twins_control(), run_censorship_control()):
+            print(f"control ({result.mix}): {'; '.join(result.violations[:2]) or 'NO VIOLATION'}")
+            caught += bool(result.violations)
+        return 1 if caught == 2 else 0
     seeds = (
         [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
     )

@@ -22,9 +22,9 @@ from mdtp.consensus.sim.byzantine import BEHAVIORS
 from mdtp.consensus.sim.network import LinkFaults
 from mdtp.consensus.sim.rng import Rng
 from mdtp.node.testing.sim.loop import VirtualTimeLoop
-from mdtp.node.testing.sim.world import DiskFaults, SimNode, SimWorld
+from mdtp.node.testing.sim.world import CENSORS, DiskFaults, SimNode, SimWorld
 
-BYZANTINE_FAULTS = (*sorted(BEHAVIORS), "twins")
+BYZANTINE_FAULTS = (*sorted(set(BEHAVIORS) | set(CENSORS)), "twins")
 NETWORK_FAULTS = ("loss", "dup", "delay", "reorder", "mutate", "replay", "partition")
 NODE_FAULTS = ("crash", "slowdisk")
 ALL_FAULTS = frozenset(NETWORK_FAULTS + NODE_FAULTS + BYZANTINE_FAULTS)
@@ -77,13 +77,23 @@ def choose_mix(rng: Rng, n: int, faults: frozenset[str]) -> tuple[dict[str, str]
     return byzantine, twins, mix.strip(",")
 
 
-def run_seed(seed: int, n: int, faults: frozenset[str]) -> SimResult:
+def run_seed(
+    seed: int,
+    n: int,
+    faults: frozenset[str],
+    *,
+    byzantine: dict[str, str] | None = None,
+    request_timer: bool = True,
+) -> SimResult:
+    """One seeded run; ``byzantine`` (member -> behaviour) overrides the seed's choice."""
     setup = Rng(seed * 1_000_003 + n)
-    byzantine, twins, mix = choose_mix(setup, n, faults)
+    chosen, twins, mix = choose_mix(setup, n, faults)
+    if byzantine is not None:
+        chosen, twins = byzantine, set()
+        mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
     loop = VirtualTimeLoop()
-    shm = Path("/dev/shm")
-    root = Path(tempfile.mkdtemp(prefix="mdtp-sim-", dir=shm if shm.is_dir() else None))
-    world = SimWorld(seed, n, root, loop, byzantine, twins)
+    root = _scratch_dir()
+    world = SimWorld(seed, n, root, loop, chosen, twins, request_timer=request_timer)
     result = SimResult(seed, n, faults, mix)
     try:
         loop.run_until_complete(_run(world, setup, faults, result))
@@ -168,11 +178,11 @@ async def _run(world: SimWorld, setup: Rng, faults: frozenset[str], result: SimR
         world.submit_one()
         await asyncio.sleep(0.2)
     await asyncio.sleep(3.0)  # beacons and view timers settle
-    _final_checks(world, target, result)
+    _final_checks(world, target, heal_ms, result)
     result.virtual_ms = world.now_ms
 
 
-def _final_checks(world: SimWorld, target: int, result: SimResult) -> None:
+def _final_checks(world: SimWorld, target: int, heal_ms: int, result: SimResult) -> None:
     checker = world.checker
     honest = world.honest_nodes()
     result.heights = {n.instance: n.height for n in world.nodes}
@@ -183,6 +193,17 @@ def _final_checks(world: SimWorld, target: int, result: SimResult) -> None:
             f"censorship/liveness: tx {s.tx_id.hex()[:12]} sent at {s.at_ms} ms is not "
             "committed on every honest node"
         )
+    late = [
+        (s, world.committed_at[s.tx_id] - max(s.at_ms, heal_ms))
+        for s in world.submitted
+        if s.tx_id in world.committed_at
+        and world.committed_at[s.tx_id] - max(s.at_ms, heal_ms) > LIVENESS_BOUND_MS
+    ]
+    for s, waited in late[:3]:
+        checker.violation(
+            f"censorship/liveness: tx {s.tx_id.hex()[:12]} sent at {s.at_ms} ms committed "
+            f"{waited} ms after the network healed (bound {LIVENESS_BOUND_MS} ms)"
+        )
     result.committed_txs = len(world.submitted) - len(missing)
     views = {n.instance: n.driver.replica.view for n in honest}
     for n in honest:
@@ -191,6 +212,12 @@ def _final_checks(world: SimWorld, target: int, result: SimResult) -> None:
         same = sum(1 for v in views.values() if v == views[n.instance])
         if n.driver.replica.in_view_change and same == 1:
             checker.violation(f"{n.instance} is alone in a view change (view {views[n.instance]})")
+
+
+def _scratch_dir() -> Path:
+    """Where the nodes' LevelDB stores live for one run (memory-backed where there is one)."""
+    shm = Path("/dev/shm")
+    return Path(tempfile.mkdtemp(prefix="mdtp-sim-", dir=shm if shm.is_dir() else None))
 
 
 def _stop(world: SimWorld, loop: VirtualTimeLoop) -> None:
@@ -205,9 +232,7 @@ def run_twins_control(seed: int = 0) -> SimResult:
     """f+1 = 2 Byzantine ids out of 4 (two twin pairs), split so that each side holds a quorum
     of ids: the checker must report an agreement violation."""
     loop = VirtualTimeLoop()
-    shm = Path("/dev/shm")
-    root = Path(tempfile.mkdtemp(prefix="mdtp-sim-", dir=shm if shm.is_dir() else None))
-    world = SimWorld(seed, 4, root, loop, {}, {"n0", "n1"})
+    world = SimWorld(seed, 4, _scratch_dir(), loop, {}, {"n0", "n1"})
     result = SimResult(seed, 4, frozenset({"twins"}), "control: n0,n1=twins split 3/3")
     side = {"n0#0": 1, "n1#0": 1, "n2": 1, "n0#1": 2, "n1#1": 2, "n3": 2}
 
@@ -227,6 +252,12 @@ def run_twins_control(seed: int = 0) -> SimResult:
         loop.close()
     result.violations = list(world.checker.violations)
     return result
+
+
+def run_censorship_control(seed: int = 0, n: int = 4) -> SimResult:
+    """The first primary drops one client's transactions while blocks keep committing, and
+    the request timer is switched off: the checker must report the censored transactions."""
+    return run_seed(seed, n, frozenset(), byzantine={"n0": "censor-client"}, request_timer=False)
 
 
 def parse_faults(text: str) -> frozenset[str]:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,10 +34,10 @@ from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
 from mdtp.node.identity.genesis import ConsensusParams, Genesis, Member, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.machine import account_nonce
+from mdtp.node.ledger.machine import TxResult, account_nonce
 from mdtp.node.ledger.setup import ChainLedger, build_ledger, open_store
 from mdtp.node.ledger.state import Overlay
-from mdtp.node.ledger.tx import sign_tx
+from mdtp.node.ledger.tx import Tx, sign_tx
 from mdtp.node.supervisor import Supervisor
 from mdtp.node.testing.sim.loop import InlineExecutor
 from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
@@ -93,17 +93,27 @@ class SimDisk:
 
 
 class BehaviorOutbox:
-    """A Byzantine member's outbox: its honest core's messages, rewritten on the way out."""
+    """A Byzantine member's outbox: its honest core's messages, rewritten on the way out,
+    plus whatever the behaviour sends on its own every 100 ms (floods)."""
 
-    def __init__(self, ctx: OutboxContext, behavior: Behavior) -> None:
+    def __init__(self, ctx: OutboxContext, behavior: Behavior, height: Callable[[], int]) -> None:
         self._ctx = ctx
         self._behavior = behavior
+        behavior.height = height
+        self._ticker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        pass
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def close(self) -> None:
-        pass
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.1)
+            self._emit(self._behavior.tick(int(loop.time() * 1000)))
 
     def unicast(self, peer: str, msg: Message) -> None:
         self._emit(self._behavior.outgoing(peer, msg))
@@ -118,6 +128,12 @@ class BehaviorOutbox:
                 self._ctx.broadcast("consensus", data)
             else:
                 self._ctx.send(dst, "consensus", data)
+
+
+# Censoring primaries of real transactions (the core simulator's versions invent their own
+# transaction format): they propose what the mempool offers, minus a victim's transactions,
+# or only a friend's. Blocks keep committing either way; only request timers catch them.
+CENSORS = ("censor-client", "censor-own")
 
 
 @dataclass
@@ -180,12 +196,25 @@ class SimNode:
         )
         verifier = BatchVerifier(CHAIN_ID, 64 * 1024, threads=1, executor=InlineExecutor())
         outbox: Callable[[OutboxContext], ConsensusOutbox] | None = None
-        if self.behavior is not None:
+        proposal_filter: Callable[[list[Tx]], list[Tx]] | None = None
+        if self.behavior in CENSORS:
+            victim, friend = w.clients[0].account_id, w.clients[1].account_id
+            keep_friend = self.behavior == "censor-own"
+            block_max = w.limits.block_txs_max
+
+            def proposal_filter(_offered: list[Tx]) -> list[Tx]:
+                # a censor looks past the victim's transactions to fill its blocks
+                pool = mempool.take(len(mempool), 1 << 30)
+                if keep_friend:
+                    return [tx for tx in pool if tx.sender == friend][:block_max]
+                return [tx for tx in pool if tx.sender != victim][:block_max]
+
+        elif self.behavior is not None:
             kind = BEHAVIORS[self.behavior]
             config = consensus_config(w.genesis, self.member, w.chain.genesis_root, w.limits)
 
             def outbox(ctx: OutboxContext) -> ConsensusOutbox:
-                return BehaviorOutbox(ctx, kind(config, ctx.sign))
+                return BehaviorOutbox(ctx, kind(config, ctx.sign), lambda: self.height)
 
         driver = Driver(
             genesis=w.genesis,
@@ -203,9 +232,10 @@ class SimNode:
             supervisor=supervisor,
             clock=self.clock,
             disk=self.disk,
+            proposal_filter=proposal_filter,
             **({"outbox": outbox} if outbox is not None else {}),
         )
-        driver.commit_listeners.append(lambda h, _r: w.on_commit(self, h))
+        driver.commit_listeners.append(lambda h, results: w.on_commit(self, h, results))
         self._parts = (driver, store, supervisor)
         self._tip = (driver.height, driver.executor.tip_hash)
         self.alive = True
@@ -248,6 +278,7 @@ class SimWorld:
     byzantine: dict[str, str] = field(default_factory=dict)
     twins: set[str] = field(default_factory=set)
     skew_ms_max: int = 200
+    request_timer: bool = True
 
     def __post_init__(self) -> None:
         self.rng = Rng(self.seed)
@@ -263,7 +294,7 @@ class SimWorld:
             consensus=ConsensusParams(),
         )
         self.chain: ChainLedger = build_ledger(self.genesis)
-        self.limits = DriverLimits(block_txs_max=64)
+        self.limits = DriverLimits(block_txs_max=64, request_timer=self.request_timer)
         self.honest = frozenset(
             m for m in self.members if m not in self.byzantine and m not in self.twins
         )
@@ -286,6 +317,7 @@ class SimWorld:
         self.client_nonce = [0] * len(self.clients)
         self.submitted: list[Submitted] = []
         self.pending: dict[bytes, bytes] = {}  # tx id -> signed bytes, until it commits
+        self.committed_at: dict[bytes, int] = {}  # tx id -> first commit on an honest node
         self.messages = 0
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -383,7 +415,10 @@ class SimWorld:
 
     # -- checks ------------------------------------------------------------------------------
 
-    def on_commit(self, node: SimNode, height: int) -> None:
+    def on_commit(self, node: SimNode, height: int, results: Sequence[TxResult]) -> None:
+        if node.member in self.honest:
+            for r in results:
+                self.committed_at.setdefault(r.tx_id, self.now_ms)
         entry = node.driver.executor.block_and_certificate(height)
         if entry is None:
             self.checker.violation(f"{node.instance}: committed {height} is not in its store")
