@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from mdtp.consensus.block import Block, BlockHeader, payload_hash
 from mdtp.consensus.messages import (
     PrePrepare,
     StateTransferRequest,
@@ -17,6 +19,7 @@ from mdtp.consensus.messages import (
 )
 from mdtp.node.chain.statesync import StateSync
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.tx import Tx, TxError, sign_tx
 from mdtp.node.testing.sim.world import SimWorld
 from mdtp.storage.errors import InconsistentStore
 from tests.chain.world import load, run, world
@@ -77,21 +80,44 @@ def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
             await load(w, 1.0)
             await asyncio.sleep(1.0)
             victim = w.nodes[1].driver
-            block, _ = victim.executor.block_and_certificate(victim.height) or (None, None)
-            assert block is not None
-            far = dataclasses.replace(block, header=dataclasses.replace(block.header, height=10**9))
+            # a payload of transactions nobody has seen: checking them would be real work
+            unseen = tuple(
+                sign_tx(
+                    SigningKey.generate(),
+                    chain_id="sim",
+                    type_="note.set",
+                    sender="x",
+                    nonce=1,
+                    expires_at_ms=2**40,
+                    body={"i": i},
+                )
+                for i in range(50)
+            )
+            header = BlockHeader("sim", 10**9, bytes(32), bytes(32), 1, "n0", payload_hash(unseen))
+            far = Block(header, unseen)
             intruder = SigningKey.generate()
             forged = [
                 PrePrepare(0, 10**9, far, "n0", b"\x00" * 64),  # bad signature
                 sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", intruder.sign),  # wrong key
                 sign_message(PrePrepare(0, 10**9, far, "intruder"), "sim", intruder.sign),
             ]
-            # and one a Byzantine member really signed: valid, but one member's claim
-            member_signed = sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", w.keys["n0"].sign)
-            forged.append(member_signed)
+            checked: list[int] = []
+            check_many = victim.verifier.check_many
+
+            async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
+                checked.append(len(raws))
+                return await check_many(raws)
+
+            victim.verifier.check_many = counting  # type: ignore[method-assign]
             for msg in forged:
                 victim.on_consensus_frame("n0", encode_message(msg))
             await asyncio.sleep(0.5)
+            assert checked == [], "payload work was done for a message no member signed"
+            # one a Byzantine member really signed: valid, checked, but one member's claim
+            member_signed = sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", w.keys["n0"].sign)
+            victim.on_consensus_frame("n0", encode_message(member_signed))
+            await asyncio.sleep(0.5)
+            assert checked == [len(unseen)]
             assert victim.highest_seen < 10**9
             assert not victim.lagging
 
