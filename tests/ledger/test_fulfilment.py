@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from mdtp.node.ledger.trading import layout
@@ -17,7 +19,7 @@ def grant_body(contract_id: str = "c1") -> dict[str, object]:
     return {"contract_id": contract_id, "sealed_key": b"\x01" * 80}
 
 
-def receipt_body(first: int = 0, last: int = 9, **overrides: object) -> dict[str, object]:
+def receipt_body(first: int = 0, last: int = 9, **overrides: Any) -> dict[str, object]:
     return {
         "contract_id": "c1",
         "dataset_id": "ds1",
@@ -125,7 +127,7 @@ def test_no_delivery_after_expiry(market):
 
 def authorised(market: Market, request: str = "r1", **overrides: object) -> dict[str, object]:
     """A receipt naming its fetch request, authorised on the state just committed."""
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "request_id": digest(request),
         "authorised_height": market.chain.height,
         "authorised_at_ms": market.chain.time_ms,
