@@ -19,7 +19,6 @@ retried, is counted by reason, and its download keeps counting against the quota
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from dataclasses import asdict, dataclass
@@ -84,27 +83,27 @@ class Receipts:
         self._signer = signer
         self._tasks = tasks
         self._metrics = metrics
-        self._downloads: dict[bytes, Download] = {}
-        self._per_contract: collections.Counter[str] = collections.Counter()
+        self._downloads: dict[bytes, Download] = {}  # bounded by the quotas of contracts
 
     def uncounted(self, contract_id: str) -> int:
-        """Downloads of ``contract_id`` written here that the ledger does not count yet."""
-        return self._per_contract[contract_id]
+        """Downloads of ``contract_id`` written here that the ledger does not count yet (a
+        receipt that just committed is not counted twice while its record is cleared)."""
+        return sum(
+            1
+            for d in self._downloads.values()
+            if d.contract_id == contract_id and not self._recorded(d)
+        )
 
     def _save(self, d: Download, *, sync: bool) -> None:
         self._space.put(d.request_id, d.encode(), sync=sync)
 
     def _track(self, d: Download) -> None:
         self._downloads[d.request_id] = d
-        self._per_contract[d.contract_id] += 1
         self._metrics.receipts_pending.set(len(self._downloads))
 
     def _forget(self, d: Download) -> None:
         self._space.delete(d.request_id, sync=True)
-        if self._downloads.pop(d.request_id, None) is not None:
-            self._per_contract[d.contract_id] -= 1
-            if not self._per_contract[d.contract_id]:
-                del self._per_contract[d.contract_id]
+        self._downloads.pop(d.request_id, None)
         self._metrics.receipts_pending.set(len(self._downloads))
 
     def open(self, d: Download) -> None:
