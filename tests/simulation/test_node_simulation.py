@@ -9,6 +9,7 @@ f+1 twins (agreement) and a censoring primary with the request timer switched of
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -32,7 +33,9 @@ def _job(job: tuple[int, int, frozenset[str]]) -> SimResult:
 
 def _run_all(seeds: range, n: int, faults: frozenset[str]) -> None:
     jobs = [(seed, n, faults) for seed in seeds]
-    with ProcessPoolExecutor(WORKERS) as pool:
+    # spawned, not forked: a fork of this multi-threaded test process can inherit a lock held
+    # by another thread and hang on its first log line
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
         failed = [r for r in pool.map(_job, jobs) if not r.ok]
     assert not failed, "\n".join(
         f"seed {r.seed} n={r.nodes} ({r.mix}): {r.violations[:3]}  replay: python -m "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(seed, args.nodes, faults) for seed in seeds]
     started = time.monotonic()
     if args.workers > 1:
-        with ProcessPoolExecutor(args.workers) as pool:
+        spawn = multiprocessing.get_context("spawn")  # never fork a process that has threads
+        with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
             results = list(pool.map(_run, jobs))
     else:
         results = [_run(job) for job in jobs]
