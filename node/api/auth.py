@@ -112,12 +112,13 @@ def _of_audit_subject(state: ReadableKV, request: web.Request) -> set[str] | Non
 
 
 def _of_listing(state: ReadableKV, request: web.Request) -> set[str] | None:
-    """A contract listing belongs to the account, or the dataset's supplier, it lists."""
+    """A contract listing belongs to the account, or the dataset's supplier, it lists (an
+    unknown one lists nothing, so the handler answers it)."""
     account, dataset = request.query.get("account"), request.query.get("dataset")
     if account is not None and dataset is None:
-        return _account_parties(state, account) or {account}
+        return _account_parties(state, account)
     if dataset is not None and account is None:
-        return _dataset_parties(state, dataset) or set()
+        return _dataset_parties(state, dataset)
     return None  # the handler names the bad parameters
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from yarl import URL
@@ -55,7 +55,7 @@ class NodeClient:
         self._chain_id: str | None = None
 
     @classmethod
-    def of_home(cls, address: str, home: Path, **kw: Any) -> NodeClient:
+    def of_home(cls, address: str, home: Path, **kw: Any) -> Self:
         """A client presenting the certificate of the member whose node home is ``home``."""
         return cls(
             address, ca=home / "ca.pem", cert=home / "node.pem", key=home / "node.key.pem", **kw

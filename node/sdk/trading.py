@@ -10,7 +10,8 @@ read the trading queries, on top of :class:`node.sdk.client.NodeClient`.
 
 Confidential reads (contracts, receipts, audit trails, overdue disposals) are signed by an
 account: the ``reader=`` of the call, else the client's, else the node client's. Methods that
-act on a contract (counter, sign, review) read it as the account that acts.
+act on a contract (counter, sign, review) read it as the configured reader, else as the
+account that acts.
 
 Every transaction is submitted with ``wait=1`` and returns a :class:`Committed` once it
 executed; a transaction the ledger refused raises :class:`TxFailed` with the reason code
@@ -303,7 +304,7 @@ class TradingClient:
     ) -> Committed:
         """A new version answering ``version`` (the current one by default)."""
         if version is None:
-            version = int((await self.contract(contract_id, reader=signer))["version"])
+            version = int((await self._as_actor(contract_id, signer))["version"])
         body = b.ContractCounter(contract_id, version, _terms(terms))
         return await self.send(signer, body, sender=sender)
 
@@ -318,7 +319,7 @@ class TradingClient:
         """Sign ``version`` (the current one by default). The terms hash is computed here from
         the terms the node returns, so a node cannot make the signer sign other terms than
         the ones it showed."""
-        contract = await self.contract(contract_id, reader=signer)
+        contract = await self._as_actor(contract_id, signer)
         number = version if version is not None else int(contract["version"])
         versions = contract["versions"]
         if not 1 <= number <= len(versions):
@@ -340,7 +341,7 @@ class TradingClient:
         sender: str | None = None,
     ) -> Committed:
         if version is None:
-            version = int((await self.contract(contract_id, reader=reviewer))["version"])
+            version = int((await self._as_actor(contract_id, reviewer))["version"])
         decision = "approve" if approve else "reject"
         body = b.ContractReview(contract_id, version, decision, comment)
         return await self.send(reviewer, body, sender=sender)
@@ -391,6 +392,17 @@ class TradingClient:
     async def _get(self, path: str, **params: Any) -> Any:
         clean = {k: str(v) for k, v in params.items() if v is not None}
         return await self.node.get(path, **clean)
+
+    async def _as_actor(self, contract_id: str, actor: SigningKey) -> dict[str, Any]:
+        """The contract as read on the way to acting on it, signed by the configured reader,
+        else by the actor. An actor who may not read it gets an empty version 1 instead, so
+        the ledger names the refusal (``not_a_party``, ``not_reviewer``) in a block."""
+        try:
+            return await self.contract(contract_id, reader=self.reader or self.node.reader or actor)
+        except ApiError as e:
+            if e.reason != "not_a_party":
+                raise
+            return {"version": 1, "versions": []}
 
     async def _get_signed(self, path: str, reader: SigningKey | None, **params: Any) -> Any:
         clean = {k: str(v) for k, v in params.items() if v is not None}

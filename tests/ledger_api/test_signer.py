@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger import notes
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.signer import NONCE_KEPT, TX_LIFETIME_MS, Signer
