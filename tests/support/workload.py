@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.trading import TradingClient
@@ -54,32 +55,44 @@ class Workload:
         self.nonces = [0] * self.senders
         self._registered = False
 
-    async def register(self) -> None:
-        """Register every sender (once), through the first node that answers."""
+    async def register(self, apis: list[str] | None = None) -> None:
+        """Register every sender (once): the admin's registrations are pipelined with
+        consecutive nonces through the first node that answers, then awaited."""
         if self._registered:
             return
         admin = load_key(member_home(self.cluster_dir) / "admin_key.json")
-        for api in apis_of(self.cluster_dir):
+        failures = []
+        for api in apis or apis_of(self.cluster_dir):
             try:
                 async with client(self.cluster_dir, api, timeout_s=60) as c:
-                    t = TradingClient(c)
-                    await asyncio.gather(
-                        *(
-                            t.register_account(
-                                admin,
-                                public_key=k.public_key,
-                                encryption_public_key=k.encryption_public_key or b"",
-                                roles=["consumer"],
-                                display_name=f"workload sender {i}",
-                            )
-                            for i, k in enumerate(self.keys)
+                    base = await TradingClient(c).nonce(admin.account_id)
+                    ids = []
+                    for i, k in enumerate(self.keys):
+                        body = b.AccountRegister.for_key(
+                            k.public_key, k.encryption_public_key or b"", ["consumer"], f"s{i}"
                         )
-                    )
+                        raw = sign_tx(
+                            admin,
+                            chain_id=self.chain_id,
+                            type_=body.TYPE,
+                            sender=admin.account_id,
+                            nonce=base + 1 + i,
+                            expires_at_ms=int(time.time() * 1000) + 600_000,
+                            body=body.to_body(),
+                        )
+                        ids.append((await c.submit(raw))["id"])
+                    for tx_id in ids:
+                        for _ in range(600):
+                            doc = await c.tx(tx_id)
+                            if doc["status"] != "pending":
+                                break
+                            await asyncio.sleep(0.1)
+                        assert doc["status"] == "committed", doc
                 self._registered = True
                 return
             except (ApiError, OSError, TimeoutError) as e:
-                self.errors.append(f"registering senders through {api}: {e}")
-        raise AssertionError(f"could not register the workload's senders: {self.errors}")
+                failures.append(f"through {api}: {e!r}")  # a node may be down: the next one
+        raise AssertionError(f"could not register the workload's senders: {failures}")
 
     def make_tx(self, i: int) -> bytes:
         self.nonces[i] += 1
@@ -97,7 +110,7 @@ class Workload:
     async def run_closed_loop(self, count_per_sender: int, alive: list[str] | None = None) -> None:
         """Each sender submits and waits for commit before its next transaction; a node
         that refuses or is down is retried elsewhere with the same signed bytes."""
-        await self.register()
+        await self.register(alive)
 
         async def sender(i: int) -> None:
             for _ in range(count_per_sender):
