@@ -104,7 +104,8 @@ class BlockStore:
     def __init__(self, path: Path, *, sync: bool = True) -> None:
         """``sync=False`` only where a crash means the process, never the machine: the
         simulator, whose crashes keep what the OS already holds."""
-        path.mkdir(parents=True, exist_ok=True)
+        # owner-only; its files follow the process umask (the daemon's is 077)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._sync = sync
         try:
             self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)

@@ -74,8 +74,8 @@ class ChunkStore:
         self.root = root
         self.objects = root / "objects"
         self.tmp = root / "tmp"
-        for d in (self.objects, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (root, self.objects, self.tmp):  # owner-only: chunks are customers' data
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Leftovers of writes interrupted by a crash: never renamed, so never indexed.
         for leftover in self.tmp.iterdir():
             leftover.unlink(missing_ok=True)
@@ -108,7 +108,7 @@ class ChunkStore:
         return digest
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = self.tmp / f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -35,6 +35,8 @@ _U32 = struct.Struct(">I")
 _REFUSAL_STATUS = {
     "unknown_contract": 404,
     "busy": 503,
+    "nonce_quota": 503,
+    "bad_id": 400,
     "supplier_unreachable": 504,
     "malformed": 400,
     "wrong_chain": 400,

@@ -27,6 +27,14 @@ from mdtp.node.api import data as data_routes
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.app.health import LoopLagProbe, health_app, liveness_checks
 from mdtp.node.app.hooks import NodeHooks
+from mdtp.node.app.http_connections import (
+    HttpConnectionMetrics,
+    HttpLimits,
+    HttpPort,
+    serve_http,
+)
+from mdtp.node.app.logs import RemoteLineLimits, limit_remote_lines
+from mdtp.node.app.permissions import owner_only_umask, restrict_home
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
@@ -97,6 +105,8 @@ class Node:
         self.api_ctx = pki.api_server_context(ca, cert, key)
         self.data_dir = cfg.path("node", "data_dir")
         self.registry = CollectorRegistry()
+        self.http_metrics = HttpConnectionMetrics(self.registry)
+        limit_remote_lines(RemoteLineLimits.from_config(cfg), self.registry)
         # Set when a task the node cannot run without dies: run() stops, serve() exits 1.
         self.task_failed = asyncio.Event()
         self.supervisor = Supervisor(self.registry, on_failure=lambda _name: self.task_failed.set())
@@ -201,9 +211,9 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------
 
     def _lock_home(self) -> IO[bytes]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        restrict_home(self.cfg.home, self.data_dir)
         path = self.data_dir / "node.lock"
-        f = open(path, "wb")  # noqa: SIM115 - held for the life of the process
+        f = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -216,16 +226,14 @@ class Node:
 
     async def _serve_http(
         self, app: web.Application, section: str, ctx: ssl.SSLContext | None
-    ) -> web.AppRunner:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        host, port = self.cfg.address(section)
+    ) -> HttpPort:
+        limits = HttpLimits.from_config(self.cfg, section)
         try:
-            await web.TCPSite(runner, host, port, ssl_context=ctx).start()
+            return await serve_http(
+                app, section, self.cfg.address(section), ctx, limits, self.http_metrics
+            )
         except OSError as e:
-            await runner.cleanup()
             raise _bind_error(self.cfg, section, e) from None
-        return runner
 
     def _open_store(self) -> BlockStore:
         return open_store(self.data_dir / "ledger", self.genesis, self.chain_ledger)
@@ -319,11 +327,11 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set or a task dies, then shut down in order and release the
         home (the node cannot be run again)."""
-        runners: list[web.AppRunner] = []
+        ports: list[HttpPort] = []
         self.supervisor.spawn("loop-lag", self.lag.run(), long_lived=True)
         try:
             self.driver.verifier.start(self.supervisor)
-            runners.append(
+            ports.append(
                 await self._serve_http(
                     health_app(
                         self.registry,
@@ -346,7 +354,7 @@ class Node:
                 raise _bind_error(self.cfg, "p2p", e) from None
             await self.driver.start()
             await self.data.start()
-            runners.append(await self._serve_http(self._api_app(), "api", self.api_ctx))
+            ports.append(await self._serve_http(self._api_app(), "api", self.api_ctx))
             self.started = True
             log.info(
                 "node %s up: p2p %s, api %s, metrics %s",
@@ -362,8 +370,8 @@ class Node:
                 log.info("stopping")
         finally:
             self.started = False
-            for runner in reversed(runners):
-                await runner.cleanup()
+            for port in reversed(ports):
+                await port.close()
             await self.data.close()
             await self.driver.close()
             await self.driver.verifier.close()
@@ -395,6 +403,7 @@ async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
 
 async def serve(cfg: NodeConfig, passphrase: bytes | None, hooks: NodeHooks | None = None) -> int:
     """Run a node until SIGTERM or SIGINT; the exit status (1 when a task died)."""
+    owner_only_umask()  # before the node opens or creates any file
     node = Node(cfg, passphrase, hooks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

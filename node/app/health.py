@@ -11,7 +11,8 @@ check passes, 503 with the failed checks otherwise. The checks (:data:`LIVENESS_
 - ``peers``: at least one authenticated peer link is up. A node that is ready (in consensus
   with a quorum) passes it whatever its link count, so a one-member consortium is healthy;
   and it only fails after ``PEERS_GRACE_S`` without any link, so a starting node or a short
-  network outage does not get the process restarted by an orchestrator.
+  network outage does not get the process restarted by an orchestrator;
+- ``tasks``: no task the supervisor owns has died (``node/supervisor.py``).
 
 ``/readyz`` is 200 only when the node is in consensus with a quorum of peers and not lagging
 (the daemon's ``readiness()``); its JSON always lists the ``reasons`` it is not ready.
@@ -38,7 +39,7 @@ from prometheus_client.registry import Collector
 MIN_FREE_DISK_BYTES = 256 * 1024 * 1024
 MAX_LOOP_LAG_S = 1.0
 PEERS_GRACE_S = 60.0
-LIVENESS_CHECKS = ("store_writable", "disk_space", "event_loop_lag", "peers")
+LIVENESS_CHECKS = ("store_writable", "disk_space", "event_loop_lag", "peers", "tasks")
 PEERS_GAUGE = "mdtp_p2p_peers_connected"
 
 

@@ -56,3 +56,31 @@ class DataMetrics:
             ["type"],
             registry=registry,
         )
+        self.receipts_pending = Gauge(
+            "mdtp_data_receipts_pending",
+            "Downloads served (or being served) whose receipt the ledger does not hold yet",
+            registry=registry,
+        )
+        self.receipt_retries = Counter(
+            "mdtp_data_receipt_retries_total",
+            "Delivery receipts posted again (not accepted, not committed in time)",
+            registry=registry,
+        )
+        self.receipts_refused = Counter(
+            "mdtp_data_receipts_refused_total",
+            "Delivery receipts the ledger refused by rule, by reason (the download still counts)",
+            ["reason"],
+            registry=registry,
+        )
+        self.stream_stops = Counter(
+            "mdtp_data_stream_stops_total",
+            "Fetches stopped mid-stream because authorisation no longer held, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.grants_refused = Counter(
+            "mdtp_data_grants_refused_total",
+            "Access grants the ledger refused by rule, by reason (not retried)",
+            ["reason"],
+            registry=registry,
+        )

@@ -8,7 +8,7 @@ names only what the service calls, so a test can hand in a small fake instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from mdtp.node.ledger.state import ReadableKV
@@ -32,6 +32,18 @@ class CommittedLedger(Protocol):
     def record(self, height: int) -> Timestamped | None: ...
 
     def tx_location(self, tx_id: bytes) -> TxLocation | None: ...
+
+
+class KeySpace(Protocol):
+    """A key space of the chunk service's own LevelDB index (a ``plyvel`` prefixed DB)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes, sync: bool = False) -> None: ...
+
+    def delete(self, key: bytes, sync: bool = False) -> None: ...
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 class TxSubmitter(Protocol):

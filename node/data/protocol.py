@@ -1,4 +1,4 @@
-"""Signed requests of the chunk service, its refusal reasons, and the replay cache.
+"""Signed requests of the chunk service and its refusal reasons.
 
 A *signed envelope* is ``msgpack([unsigned, public_key, signature])`` where ``unsigned`` is
 the canonical msgpack of a field list and the signature is Ed25519 over ``tag || unsigned``.
@@ -18,14 +18,15 @@ the envelope alone: a valid signature by a key that is not the account's is ``ba
 
 from __future__ import annotations
 
-import heapq
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from mdtp.node.encoding import public_key_from_account_id
 from mdtp.node.identity.keys import verify_signature
+from mdtp.node.ledger.trading.schema import ID_RE
 from mdtp.node.ledger.tx import canonical
 
 FETCH_TAG = b"mdtp/v1/fetch\x00"
@@ -42,6 +43,9 @@ REFUSALS: dict[str, str] = {
     "expiry_too_far": "the request expires further ahead than the node accepts",
     "bad_signature": "the signature is not by the requester account's current key",
     "replayed_nonce": "the request's nonce was already used",
+    "nonce_quota": "the account has too many unexpired requests remembered; retry later",
+    "foreign_relay": "the request was relayed by a member other than the account's own",
+    "bad_id": "an id does not match the ledger's id grammar",
     "unknown_contract": "no such contract",
     "not_consumer": "the requester is not the contract's consumer",
     "not_active": "the contract is not active yet (or never became active)",
@@ -50,7 +54,7 @@ REFUSALS: dict[str, str] = {
     "outside_use_period": "the use period has not started yet",
     "bad_chunk_range": "the chunk range is empty or outside the dataset",
     "quota_exhausted": "every download the contract allows has been used",
-    "busy": "too many fetches in progress or remembered nonces; retry later",
+    "busy": "too many fetches in progress; retry later",
     "dataset_unavailable": "this node does not hold the dataset's chunks or key",
     "chunk_corrupt": "a stored chunk failed its hash check on the supplier and was not served",
     "bad_chunk": "a chunk from the supplier did not match the dataset's Merkle root",
@@ -160,19 +164,36 @@ def decode_fetch_request(raw: bytes, chain_id: str) -> FetchRequest:
     if not (
         isinstance(chain, str)
         and isinstance(contract_id, str)
-        and 0 < len(contract_id) <= 64
         and _is_int(first)
         and _is_int(last)
         and isinstance(nonce, bytes)
         and len(nonce) == NONCE_BYTES
         and _is_int(expires)
         and isinstance(requester, str)
-        and 0 < len(requester) <= 64
     ):
         raise Refused("malformed", "fetch request fields have the wrong types")
     if chain != chain_id:
-        raise Refused("wrong_chain", f"request is for chain {chain!r}")
+        raise Refused("wrong_chain", "request is for another chain")
+    # Ids in the ledger's grammar only: no field of a request reaches a log line, a key or a
+    # path unless it could name something on the ledger.
+    check_id(contract_id)
+    if not is_account_id(requester):
+        raise Refused("bad_id", "requester is not an account id")
     return FetchRequest(chain, contract_id, first, last, nonce, expires, requester, env)
+
+
+def check_id(value: str) -> None:
+    """:class:`Refused` ``bad_id`` unless ``value`` is an id the ledger could hold."""
+    if not ID_RE.match(value):
+        raise Refused("bad_id", f"ids must match {ID_RE.pattern}")
+
+
+def is_account_id(value: str) -> bool:
+    try:
+        public_key_from_account_id(value)
+    except ValueError:
+        return False
+    return True
 
 
 def check_expiry(expires_at_ms: int, now_ms: int, max_ttl_ms: int) -> None:
@@ -180,36 +201,3 @@ def check_expiry(expires_at_ms: int, now_ms: int, max_ttl_ms: int) -> None:
         raise Refused("request_expired", f"request expired at {expires_at_ms}, now {now_ms}")
     if expires_at_ms - now_ms > max_ttl_ms:
         raise Refused("expiry_too_far", f"requests may expire at most {max_ttl_ms} ms ahead")
-
-
-class NonceCache:
-    """Nonces seen, each kept until its request expires; bounded by ``max_entries``.
-
-    A full cache refuses new requests (``busy``) rather than forget an unexpired nonce, which
-    would reopen the replay window. Since requests expire at most ``max_ttl_ms`` ahead, the
-    cache needs at most (request rate x ttl) entries.
-    """
-
-    def __init__(self, max_entries: int) -> None:
-        assert max_entries > 0
-        self.max_entries = max_entries
-        self._expiry: dict[bytes, int] = {}
-        self._heap: list[tuple[int, bytes]] = []
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def _prune(self, now_ms: int) -> None:
-        while self._heap and self._heap[0][0] <= now_ms:
-            _, nonce = heapq.heappop(self._heap)
-            self._expiry.pop(nonce, None)
-
-    def claim(self, key: bytes, expires_at_ms: int, now_ms: int) -> None:
-        """Remember ``key`` until ``expires_at_ms``; :class:`Refused` if seen or full."""
-        self._prune(now_ms)
-        if key in self._expiry:
-            raise Refused("replayed_nonce")
-        if len(self._expiry) >= self.max_entries:
-            raise Refused("busy", "the replay cache is full")
-        self._expiry[key] = expires_at_ms
-        heapq.heappush(self._heap, (expires_at_ms, key))

@@ -7,7 +7,10 @@ It is composed of one part per job, each in its own module:
 - :mod:`~node.data.grants`: once a contract on one of this node's datasets is ACTIVE, the
   dataset key is sealed to the consumer and posted as ``access.grant``;
 - :mod:`~node.data.supplier`: fetches from consumers' nodes are authorised on committed
-  state, streamed in a window, and paid for with a ``delivery.receipt``;
+  state (each nonce once, :mod:`~node.data.replay`) and streamed in a window, re-checked
+  between windows;
+- :mod:`~node.data.receipts`: every download is written ahead and recorded on the ledger as
+  a ``delivery.receipt``, retried until committed, across restarts;
 - :mod:`~node.data.relay`: the consumer's node relays its own clients' fetches and checks
   every chunk against the Merkle root before the client sees it;
 - :mod:`~node.data.signer`: the node account's signer for the grants and receipts.
@@ -15,6 +18,10 @@ It is composed of one part per job, each in its own module:
 The service depends only on the interfaces of :mod:`~node.data.ports`; the daemon passes it
 the block store, the driver and the transport, installs :attr:`DataService.frame_handlers`
 and :meth:`DataService.on_commit`, and starts it after the driver.
+
+Everything the service writes lives under ``chunks_dir``, which is owner-only (0700, and
+what an earlier version left there is made 0700/0600 on start): chunk files, the dataset
+keys, the LevelDB index with its key spaces ``n/`` (nonces) and ``r/`` (downloads).
 
 Frames (msgpack maps; ``fid`` is a 16-byte fetch id chosen by the consumer's node)::
 
@@ -38,6 +45,7 @@ from mdtp.node.data.keystore import KeyStore
 from mdtp.node.data.limits import DataLimits
 from mdtp.node.data.link import PeerLink
 from mdtp.node.data.metrics import DataMetrics
+from mdtp.node.data.owner_only import make_owner_only
 from mdtp.node.data.ports import (
     ChunkHook,
     CommittedLedger,
@@ -45,8 +53,11 @@ from mdtp.node.data.ports import (
     Mempool,
     PeerSend,
     TxSubmitter,
+    now_ms,
 )
+from mdtp.node.data.receipts import Receipts
 from mdtp.node.data.relay import Relay
+from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.signer import NodeSigner
 from mdtp.node.data.supplier import Supplier
 from mdtp.node.data.tasks import Tasks
@@ -56,6 +67,7 @@ from mdtp.node.ledger.machine import TxResult
 from mdtp.storage.chunkstore import ChunkStore
 
 CHUNK_IO_THREADS = 2
+NONCES, DOWNLOADS = b"n/", b"r/"  # key spaces of the chunk index beside the store's own
 
 
 class DataService:
@@ -74,6 +86,7 @@ class DataService:
         metrics: DataMetrics,
         chunk_hook: ChunkHook | None = None,
     ) -> None:
+        make_owner_only(chunks_dir)
         self._store = ChunkStore(chunks_dir)
         keys = KeyStore(self._store, node_key)
         self._pool = ThreadPoolExecutor(CHUNK_IO_THREADS, thread_name_prefix="chunks")
@@ -90,14 +103,25 @@ class DataService:
             limits=limits,
             metrics=metrics,
         )
+        self.receipts = Receipts(
+            space=self._store.db.prefixed_db(DOWNLOADS),
+            store=self._store,
+            ledger=ledger,
+            submitter=submitter,
+            signer=signer,
+            tasks=self._tasks,
+            metrics=metrics,
+        )
         self.supplier = Supplier(
             node_id=node_id,
             chain_id=chain_id,
             ledger=ledger,
-            submitter=submitter,
             store=self._store,
             link=link,
-            signer=signer,
+            receipts=self.receipts,
+            replay=ReplayGuard(
+                self._store.db.prefixed_db(NONCES), limits.nonce_cache_max, now_ms()
+            ),
             pool=self._pool,
             tasks=self._tasks,
             limits=limits,
@@ -139,6 +163,7 @@ class DataService:
         self.grants.on_commit(height, results)
 
     async def start(self) -> None:
+        self.receipts.resume()
         self._tasks.spawn(self.grants.grant_missing())
 
     async def close(self) -> None:

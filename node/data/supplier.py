@@ -1,17 +1,21 @@
-"""The supplier's node serving a fetch: authorise it on committed state, stream, post receipts.
+"""The supplier's node serving a fetch: authorise it on committed state, stream, record it.
 
 A fetch arrives as a ``data.req`` frame carrying a request signed by the consumer account.
-:meth:`Supplier.authorise` checks it against the *committed* state only (expiry, signature by
-the account's current key, fresh nonce, contract, consumer, status, use period, chunk range,
-download quota, concurrency) — any failure is a ``data.refuse`` frame with a reason code, a
-metric and an audit log line, and no data byte. An authorised fetch streams ``data.chunk``
-frames (chunk, Merkle proof) with a window: at most ``window_chunks`` unacknowledged chunks
-are ever queued, so a fetch cannot flood the peer link that consensus also uses. Every chunk
-is re-hashed on read; a corrupted one stops the fetch (``chunk_corrupt``).
+:meth:`Supplier.authorise` checks it against the *committed* state only, cheapest first and
+before anything is claimed: expiry, signature by the account's current key, that the frame
+came from the account's own member's node, contract, consumer, status, use period, dataset,
+chunk range, download quota, concurrency — and only then claims the nonce
+(:mod:`~node.data.replay`, kept across restarts). Any failure is a ``data.refuse`` frame
+with a reason code, a metric and an audit log line, and no data byte.
 
-When the stream ends (complete, cancelled or broken) the node posts one ``delivery.receipt``
-for the chunks it actually sent; that receipt counts one download. Receipts not yet
-committed count against the quota too, so concurrent requests cannot overdraw it.
+An authorised fetch is written ahead as a download (:mod:`~node.data.receipts`) and streams
+``data.chunk`` frames (chunk, Merkle proof) with a window: at most ``window_chunks``
+unacknowledged chunks are ever queued, so a fetch cannot flood the peer link that consensus
+also uses. Before each window the authorisation is checked again on the committed state
+(contract still ACTIVE, inside the use period, quota not overdrawn, consumer not revoked):
+a consumer who stalls and terminates gets no further window. Every chunk is re-hashed on
+read; a corrupted one stops the fetch (``chunk_corrupt``). However the stream ends, what was
+sent is recorded on the ledger as one ``delivery.receipt``.
 """
 
 from __future__ import annotations
@@ -25,29 +29,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdtp.node.data.audit import audit_log, current_key, refused
-from mdtp.node.data.crypto import MerkleTree, range_content_hash
+from mdtp.node.data.crypto import MerkleTree, sha256
 from mdtp.node.data.limits import DataLimits
 from mdtp.node.data.link import PeerLink
 from mdtp.node.data.metrics import DataMetrics
-from mdtp.node.data.ports import ChunkHook, CommittedLedger, TxSubmitter, ledger_now_ms, now_ms
+from mdtp.node.data.ports import ChunkHook, CommittedLedger, ledger_now_ms, now_ms
 from mdtp.node.data.protocol import (
     FETCH_TAG,
     FetchRequest,
-    NonceCache,
     Refused,
     check_expiry,
     check_signature,
     decode_fetch_request,
 )
-from mdtp.node.data.signer import NodeSigner
+from mdtp.node.data.receipts import Download, Receipts
+from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.tasks import Tasks
+from mdtp.node.ledger.state import ReadableKV
 from mdtp.node.ledger.trading.accounts import load_account
 from mdtp.node.ledger.trading.contracts import Status, effective_status, load_contract, load_version
 from mdtp.storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore
 
 log = logging.getLogger("mdtp.data")
 
-RECEIPT_COMMIT_WAIT_S = 120
 _TREE_CACHE_MAX = 16
 _STATUS_REFUSAL = {
     Status.EXPIRED: "contract_expired",
@@ -61,12 +65,10 @@ class _Serving:
     peer: str
     request: FetchRequest
     dataset_id: str
+    download: Download
     acked: int
     ack: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False
-    sent_chunks: int = 0
-    sent_bytes: int = 0
-    digests: list[bytes] = field(default_factory=list)
 
 
 class Supplier:
@@ -76,10 +78,10 @@ class Supplier:
         node_id: str,
         chain_id: str,
         ledger: CommittedLedger,
-        submitter: TxSubmitter,
         store: ChunkStore,
         link: PeerLink,
-        signer: NodeSigner,
+        receipts: Receipts,
+        replay: ReplayGuard,
         pool: Executor,
         tasks: Tasks,
         limits: DataLimits,
@@ -89,10 +91,10 @@ class Supplier:
         self.node_id = node_id
         self.chain_id = chain_id
         self._ledger = ledger
-        self._submitter = submitter
         self._store = store
         self._link = link
-        self._signer = signer
+        self._receipts = receipts
+        self._replay = replay
         self._pool = pool
         self._tasks = tasks
         self._limits = limits
@@ -100,44 +102,33 @@ class Supplier:
         self._chunk_hook = chunk_hook
         if chunk_hook is not None:
             log.warning("TEST HOOK: chunks are passed through %r before they are sent", chunk_hook)
-        self._nonces = NonceCache(limits.nonce_cache_max)
         self._serving: dict[tuple[str, bytes], _Serving] = {}
-        self._pending_downloads: collections.Counter[str] = collections.Counter()
         self._trees: collections.OrderedDict[str, MerkleTree] = collections.OrderedDict()
 
     # -- authorise ---------------------------------------------------------------------------
 
-    def authorise(self, req: FetchRequest, peer: str) -> tuple[str, int]:
-        """(dataset id, chunk count) if the committed state allows ``req``; else Refused."""
+    def authorise(self, req: FetchRequest, peer: str) -> Download:
+        """The download ``req`` may start now on the committed state; else Refused.
+
+        Nothing is claimed until every check passed: a request that is refused for any
+        reason leaves no nonce, no quota and no slot behind."""
         now = now_ms()
         check_expiry(req.expires_at_ms, now, self._limits.request_ttl_ms_max)
+        height = self._ledger.tip()[0]
         state = self._ledger.state
-        check_signature(req.envelope, FETCH_TAG, current_key(load_account(state, req.requester)))
-        self._nonces.claim(req.requester.encode() + b"\x00" + req.nonce, req.expires_at_ms, now)
-        contract = load_contract(state, req.contract_id)
-        if contract is None:
-            raise Refused("unknown_contract", f"no contract {req.contract_id}")
-        if req.requester != contract["consumer"]:
-            raise Refused("not_consumer", f"{req.requester} is not the consumer")
+        account = load_account(state, req.requester)
+        check_signature(req.envelope, FETCH_TAG, current_key(account))
+        assert account is not None  # the signature checked out against its key
+        if account["member"] != peer:
+            raise Refused("foreign_relay", f"relayed by {peer}, not by {account['member']}")
         at = ledger_now_ms(self._ledger)
-        status = effective_status(contract, at)
-        if status != Status.ACTIVE:
-            raise Refused(_STATUS_REFUSAL.get(status, "not_active"), f"contract is {status}")
-        if contract["supplier_node"] != self.node_id:
-            raise Refused("dataset_unavailable", f"served by {contract['supplier_node']}")
-        version = load_version(state, req.contract_id, contract["activated"]["version"])
-        if at < version["terms"]["use_start_ms"]:
-            raise Refused("outside_use_period", "the use period has not started")
-        dataset_id = contract["dataset_id"]
-        manifest = self._store.manifest(dataset_id)
-        if manifest is None or manifest.merkle_root != version["dataset_merkle_root"]:
-            raise Refused("dataset_unavailable", f"no sealed copy of {dataset_id} here")
-        if not req.first_chunk <= req.last_chunk < manifest.chunk_count:
+        contract, dataset_id, chunk_count = self._still_authorised(req, state, at)
+        if not req.first_chunk <= req.last_chunk < chunk_count:
             raise Refused(
                 "bad_chunk_range",
-                f"chunks {req.first_chunk}..{req.last_chunk} outside 0..{manifest.chunk_count - 1}",
+                f"chunks {req.first_chunk}..{req.last_chunk} outside 0..{chunk_count - 1}",
             )
-        used = contract["downloads"] + self._pending_downloads[req.contract_id]
+        used = contract["downloads"] + self._receipts.uncounted(req.contract_id)
         if used >= contract["max_downloads"]:
             raise Refused("quota_exhausted", f"{used} of {contract['max_downloads']} used")
         per_peer = sum(1 for p, _ in self._serving if p == peer)
@@ -146,7 +137,50 @@ class Supplier:
             or per_peer >= self._limits.max_fetches_per_peer
         ):
             raise Refused("busy", "too many fetches in progress")
-        return dataset_id, manifest.chunk_count
+        self._replay.claim(req.requester, req.nonce, req.expires_at_ms, now)
+        return Download(
+            request_id=sha256(req.envelope.unsigned),
+            contract_id=req.contract_id,
+            dataset_id=dataset_id,
+            first_chunk=req.first_chunk,
+            authorised_height=height,
+            authorised_at_ms=at,
+        )
+
+    def _still_authorised(
+        self, req: FetchRequest, state: ReadableKV, at: int
+    ) -> tuple[dict[str, Any], str, int]:
+        """(contract, dataset id, chunk count) if the contract lets ``req`` be served at ``at``."""
+        contract = load_contract(state, req.contract_id)
+        if contract is None:
+            raise Refused("unknown_contract", f"no contract {req.contract_id}")
+        if req.requester != contract["consumer"]:
+            raise Refused("not_consumer", f"{req.requester} is not the consumer")
+        if contract["supplier_node"] != self.node_id:
+            raise Refused("dataset_unavailable", f"served by {contract['supplier_node']}")
+        status = effective_status(contract, at)
+        if status != Status.ACTIVE:
+            raise Refused(_STATUS_REFUSAL.get(status, "not_active"), f"contract is {status}")
+        version = load_version(state, req.contract_id, contract["activated"]["version"])
+        if at < version["terms"]["use_start_ms"]:
+            raise Refused("outside_use_period", "the use period has not started")
+        dataset_id: str = contract["dataset_id"]
+        manifest = self._store.manifest(dataset_id)
+        if manifest is None or manifest.merkle_root != version["dataset_merkle_root"]:
+            raise Refused("dataset_unavailable", f"no sealed copy of {dataset_id} here")
+        return contract, dataset_id, manifest.chunk_count
+
+    def _recheck(self, s: _Serving) -> None:
+        """Between windows: Refused if the committed state no longer lets this fetch go on."""
+        state = self._ledger.state
+        req = s.request
+        if current_key(load_account(state, req.requester)) != req.envelope.public_key:
+            raise Refused("bad_signature", f"{req.requester} rotated its key or was revoked")
+        contract, _, _ = self._still_authorised(req, state, ledger_now_ms(self._ledger))
+        # this download is among the uncounted ones until its receipt commits
+        used = contract["downloads"] + self._receipts.uncounted(req.contract_id)
+        if used > contract["max_downloads"]:
+            raise Refused("quota_exhausted", f"{used} of {contract['max_downloads']} used")
 
     # -- frames from the consumer's node -----------------------------------------------------
 
@@ -165,7 +199,7 @@ class Supplier:
             what = f"fetch of contract {req.contract_id} chunks {req.first_chunk}..{req.last_chunk}"
             if (peer, fid) in self._serving:
                 raise Refused("malformed", "fetch id in use")
-            dataset_id, _ = self.authorise(req, peer)
+            download = self.authorise(req, peer)
         except Refused as r:
             refused(self._metrics, r.reason, what, f"{who} via {peer}", r.message)
             self._link.send(
@@ -174,9 +208,9 @@ class Supplier:
                 {"fid": fid, "reason": r.reason, "message": r.message, "chunk": None},
             )
             return
-        serving = _Serving(fid, peer, req, dataset_id, acked=req.first_chunk - 1)
+        self._receipts.open(download)  # on disk before the first chunk leaves
+        serving = _Serving(fid, peer, req, download.dataset_id, download, acked=req.first_chunk - 1)
         self._serving[(peer, fid)] = serving
-        self._pending_downloads[req.contract_id] += 1
         self._metrics.active_serving.inc()
         audit_log.info("serving %s to %s via %s", what, who, peer)
         self._tasks.spawn(self._serve(serving))
@@ -219,6 +253,20 @@ class Supplier:
                     await asyncio.wait_for(s.ack.wait(), self._limits.ack_timeout_ms / 1000)
                 if s.cancelled:
                     break
+                if i > req.first_chunk and (i - req.first_chunk) % self._limits.window_chunks == 0:
+                    try:
+                        self._recheck(s)
+                    except Refused as r:
+                        self._metrics.stream_stops.labels(r.reason).inc()
+                        failure = refused(
+                            self._metrics,
+                            r.reason,
+                            f"chunk {i} of contract {req.contract_id}",
+                            f"{req.requester} via {s.peer}",
+                            r.message,
+                        )
+                        failure.chunk = i
+                        break
                 try:
                     data = await loop.run_in_executor(
                         self._pool, self._store.read_chunk, s.dataset_id, i
@@ -233,14 +281,15 @@ class Supplier:
                     )
                     failure.chunk = i
                     break
-                digest = tree.levels[0][i]  # leaf hash; the chunk hash is checked on read
                 if self._chunk_hook is not None:
                     data = self._chunk_hook(s.dataset_id, i, data)
                 frame = {"fid": s.fid, "i": i, "data": data, "proof": tree.proof(i)}
-                await self._send_patiently(s, "data.chunk", frame)
-                s.sent_chunks += 1
-                s.sent_bytes += len(data)
-                s.digests.append(self._store.chunk_digest(s.dataset_id, i) or digest)
+                self._receipts.sending(s.download, len(data))
+                try:
+                    await self._send_patiently(s, "data.chunk", frame)
+                except TimeoutError:
+                    self._receipts.unsend(s.download, len(data))
+                    raise
                 self._metrics.served_chunks.inc()
                 self._metrics.served_bytes.inc(len(data))
         except TimeoutError:
@@ -249,7 +298,7 @@ class Supplier:
         finally:
             self._serving.pop((s.peer, s.fid), None)
             self._metrics.active_serving.dec()
-        receipt = await self._post_receipt(s)
+        receipt = await self._receipts.close(s.download)
         if failure is not None:
             self._link.send(
                 s.peer,
@@ -265,7 +314,12 @@ class Supplier:
             self._link.send(
                 s.peer,
                 "data.end",
-                {"fid": s.fid, "receipt": receipt, "chunks": s.sent_chunks, "bytes": s.sent_bytes},
+                {
+                    "fid": s.fid,
+                    "receipt": receipt,
+                    "chunks": s.download.sent_chunks,
+                    "bytes": s.download.sent_bytes,
+                },
             )
 
     async def _send_patiently(self, s: _Serving, kind: str, body: dict[str, Any]) -> None:
@@ -274,38 +328,3 @@ class Supplier:
             if time.monotonic() > deadline:
                 raise TimeoutError
             await asyncio.sleep(0.05)
-
-    # -- receipts ----------------------------------------------------------------------------
-
-    async def _post_receipt(self, s: _Serving) -> bytes | None:
-        req = s.request
-        if s.sent_chunks == 0:
-            self._pending_downloads[req.contract_id] -= 1
-            return None
-        body = {
-            "contract_id": req.contract_id,
-            "dataset_id": s.dataset_id,
-            "first_chunk": req.first_chunk,
-            "last_chunk": req.first_chunk + s.sent_chunks - 1,
-            "byte_count": s.sent_bytes,
-            "content_hash": range_content_hash(s.digests),
-        }
-        try:
-            tx_id = await self._signer.submit("delivery.receipt", body)
-        except Exception as e:  # logged; the quota must be released
-            log.error("cannot post delivery receipt for %s: %s", req.contract_id, e)
-            self._pending_downloads[req.contract_id] -= 1
-            return None
-        self._metrics.records_posted.labels("delivery.receipt").inc()
-        self._tasks.spawn(self._release_when_committed(req.contract_id, tx_id))
-        return tx_id
-
-    async def _release_when_committed(self, contract_id: str, tx_id: bytes) -> None:
-        try:
-            await asyncio.wait_for(self._submitter.wait_committed(tx_id), RECEIPT_COMMIT_WAIT_S)
-        except TimeoutError:
-            log.error(
-                "delivery receipt %s did not commit in %d s", tx_id.hex(), RECEIPT_COMMIT_WAIT_S
-            )
-        finally:
-            self._pending_downloads[contract_id] -= 1

@@ -1,7 +1,9 @@
 """Uploads to the supplier's own node: ciphertext chunks, the dataset key, then the seal.
 
-Each upload carries an upload authorisation (:mod:`node.data.protocol`) signed by a supplier
-account of this node's member and bound to the action, dataset, chunk index and body digest.
+Every dataset id is checked against the ledger's id grammar before anything else (no file,
+key or log line sees another). Each upload carries an upload authorisation
+(:mod:`node.data.protocol`) signed by a supplier account of this node's member and bound
+to the action, dataset, chunk index and body digest.
 Sealing checks that the stored chunks are complete and hash to the Merkle root the supplier
 will publish, and that the dataset key is here; a sealed dataset never changes.
 """
@@ -21,6 +23,7 @@ from mdtp.node.data.protocol import (
     UPLOAD_TAG,
     Refused,
     check_expiry,
+    check_id,
     check_signature,
     open_envelope,
 )
@@ -57,9 +60,10 @@ class Uploads:
         """The supplier account allowed to store ``action`` for ``dataset_id``, or Refused."""
         who = "?"
         try:
+            # before anything else: the id names a key and folders below the chunk store
+            check_id(dataset_id)
             env = open_envelope(auth, UPLOAD_TAG, 7)
             chain, act, ds, idx, digest, expires, account_id = env.fields
-            who = str(account_id)
             if (chain, act, ds, idx, digest) != (
                 self.chain_id,
                 action,
@@ -74,15 +78,15 @@ class Uploads:
             account = load_account(self._ledger.state, account_id)
             check_signature(env, UPLOAD_TAG, current_key(account))
             assert account is not None  # a signature check passed, so the account exists
+            who = account_id  # only now: an unsigned id never reaches the audit log
             if account["member"] != self.node_id:
                 raise Refused("not_member_account", f"{account_id} is not an account of ours")
             if not has_role(account, "supplier"):
                 raise Refused("not_supplier")
             return account_id
         except Refused as r:
-            raise refused(
-                self._metrics, r.reason, f"upload {action} of {dataset_id}", who, r.message
-            ) from None
+            what = f"upload {action} of {dataset_id if r.reason != 'bad_id' else 'a bad id'}"
+            raise refused(self._metrics, r.reason, what, who, r.message) from None
 
     async def put_chunk(self, dataset_id: str, index: int, data: bytes) -> bytes:
         digest = await asyncio.get_running_loop().run_in_executor(

@@ -10,11 +10,15 @@ A node home holds::
     admin_key.json   the member's admin account key (0600)
     member.json      the public facts genesis needs about this member
     data/            LevelDB and the off-chain chunk store
+
+Everything here is owner-only: directories 0700, files 0600 (public ones too — the owner
+hands out what others need, e.g. member.json).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +36,30 @@ from mdtp.node.identity.genesis import (
 )
 from mdtp.node.identity.keys import SigningKey, save_key
 
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``path`` owner-only (0600), whatever the process umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode on open
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    path.chmod(DIR_MODE)
+
 
 def init_ca(ca_dir: Path, name: str = "mdtp") -> pki.Issued:
-    ca_dir.mkdir(parents=True, exist_ok=True)
+    _mkdir(ca_dir)
     if (ca_dir / "ca.pem").exists():
         raise ConfigError(f"{ca_dir / 'ca.pem'}: a CA already exists here")
     ca = pki.create_ca(name)
     pki.write_private(ca_dir / "ca.key.pem", ca.key_pem)
-    (ca_dir / "ca.pem").write_bytes(ca.cert_pem)
+    _write(ca_dir / "ca.pem", ca.cert_pem)
     return ca
 
 
@@ -67,7 +87,7 @@ def init_home(
         raise ConfigError(f"node id {node_id!r} must match {NODE_ID_RE.pattern}")
     if (home / "config.toml").exists():
         raise ConfigError(f"{home}: already a node home (config.toml exists)")
-    home.mkdir(parents=True, exist_ok=True)
+    _mkdir(home)
     node_key = SigningKey.generate()
     admin_key = SigningKey.generate(with_encryption=True)
     save_key(home / "node_key.json", node_key, passphrase=passphrase)
@@ -75,9 +95,9 @@ def init_home(
     hosts = sorted({p2p.rpartition(":")[0].strip("[]"), api.rpartition(":")[0].strip("[]")})
     hosts += ["localhost"]
     tls = pki.issue_node_certificate(ca, node_id, hosts)
-    (home / "node.pem").write_bytes(tls.cert_pem)
+    _write(home / "node.pem", tls.cert_pem)
     pki.write_private(home / "node.key.pem", tls.key_pem)
-    (home / "ca.pem").write_bytes(ca.cert_pem)
+    _write(home / "ca.pem", ca.cert_pem)
     overrides = {
         "node.id": node_id,
         "p2p.listen": p2p,
@@ -85,8 +105,8 @@ def init_home(
         "metrics.listen": metrics,
     }
     overrides.update(extra_config or {})
-    (home / "config.toml").write_text(render_config(overrides))
-    (home / "data").mkdir(exist_ok=True)
+    _write(home / "config.toml", render_config(overrides).encode())
+    _mkdir(home / "data")
     member = {
         "id": node_id,
         "name": name,
@@ -101,7 +121,7 @@ def init_home(
             "encryption_public_key": (admin_key.encryption_public_key or b"").hex(),
         },
     }
-    (home / "member.json").write_text(json.dumps(member, indent=2) + "\n")
+    _write(home / "member.json", (json.dumps(member, indent=2) + "\n").encode())
     return member
 
 
@@ -124,4 +144,4 @@ def build_genesis(
 
 
 def write_genesis(genesis: Genesis, path: Path) -> None:
-    path.write_text(genesis.to_json())
+    _write(path, genesis.to_json().encode())

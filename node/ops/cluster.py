@@ -159,7 +159,9 @@ def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subproce
     env = {**os.environ, **(env or {})}
     # Test switches take effect only through the test entry point, never in `mdtp start`.
     entry = "mdtp.node.testing" if any(k.startswith(TEST_ENV_PREFIX) for k in env) else "mdtp.node"
-    log = open(node.log_file, "ab")  # noqa: SIM115 - handed to the child
+    # owner-only, like everything else in the home (the node sets its own umask too late
+    # for the files its launcher opens)
+    log = os.fdopen(os.open(node.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", entry, "start", "--home", str(node.home)],
@@ -171,7 +173,9 @@ def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subproce
         )
     finally:
         log.close()
-    node.pid_file.write_text(f"{proc.pid}\n")
+    pid_fd = os.open(node.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(pid_fd, "w") as pid_out:
+        pid_out.write(f"{proc.pid}\n")
     return proc
 
 

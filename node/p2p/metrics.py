@@ -52,6 +52,11 @@ class P2PMetrics:
             ["reason"],
             registry=registry,
         )
+        self.connections_open = Gauge(
+            "mdtp_p2p_connections_open",
+            "Inbound connections held on the p2p port, authenticated or not",
+            registry=registry,
+        )
         self.reconnects = Counter(
             "mdtp_p2p_reconnects_total", "Outbound connection attempts", registry=registry
         )

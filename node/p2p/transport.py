@@ -8,7 +8,10 @@ keeps every link one-way, so a slow reader never blocks a writer it also depends
 Accepting is done in two steps, plain TCP then ``start_tls``, so that every refusal — no
 client certificate, a certificate from another CA, a non-member, a fingerprint that genesis
 does not pin, a node key that cannot answer the challenge — is classified and counted
-instead of vanishing inside the TLS server.
+instead of vanishing inside the TLS server. Before TLS, a connection must be admitted
+(``max_connections`` in all, ``max_connections_per_address``): an excess one is aborted at
+once, and an admitted one has ``handshake_timeout`` to finish TLS and then the identity
+handshake, so neither a flood nor a stalled handshake holds the node's resources.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from mdtp.node.identity.genesis import Genesis
 from mdtp.node.identity.keys import SigningKey, verify_signature
 from mdtp.node.identity.pki import fingerprint_der, node_id_of_der
 from mdtp.node.p2p.channels import CHANNELS, Channel, kinds_of
+from mdtp.node.p2p.connlimit import ConnectionCounter
 from mdtp.node.p2p.frames import encode_frame, read_frame
 from mdtp.node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
 from mdtp.node.p2p.metrics import P2PMetrics
+from mdtp.node.p2p.remote import REMOTE, peer_host
 from mdtp.node.p2p.sendqueue import SendQueues
 
 log = logging.getLogger("mdtp.p2p")
@@ -53,6 +58,8 @@ class TransportLimits:
     backoff_s_max: float = 5.0
     idle_timeout_s: float = 15.0
     write_batch_max_bytes: int = 1024 * 1024
+    max_connections: int = 128
+    max_connections_per_address: int = 32
 
     @classmethod
     def from_config(cls, cfg: NodeConfig) -> TransportLimits:
@@ -71,6 +78,8 @@ class TransportLimits:
             backoff_s_min=cfg.get("p2p", "reconnect_backoff_ms_min") / 1000,
             backoff_s_max=cfg.get("p2p", "reconnect_backoff_ms_max") / 1000,
             idle_timeout_s=cfg.get("p2p", "idle_timeout_ms") / 1000,
+            max_connections=cfg.get("p2p", "max_connections"),
+            max_connections_per_address=cfg.get("p2p", "max_connections_per_address"),
         )
 
 
@@ -131,6 +140,9 @@ class Transport:
         self._kinds = frozenset(kinds_of(limits.channels))
         self._outbound = {p: _OutboundLink(p, limits, metrics) for p in self.peers}
         self._inbound: dict[str, asyncio.StreamWriter] = {}
+        self._admitted = ConnectionCounter(
+            limits.max_connections, limits.max_connections_per_address
+        )
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -139,7 +151,9 @@ class Transport:
 
     async def start(self) -> None:
         host, port = self.listen
-        self._server = await asyncio.start_server(self._accept, host, port, limit=2**16)
+        self._server = await asyncio.start_server(
+            self._accept, host, port, limit=2**16, backlog=max(128, self.limits.max_connections)
+        )
         for link in self._outbound.values():
             link.task = asyncio.create_task(self._dial_forever(link), name=f"dial-{link.peer_id}")
 
@@ -197,6 +211,7 @@ class Transport:
         assert member is not None
         host, _, port = self.dial_overrides.get(link.peer_id, member.p2p).rpartition(":")
         backoff = self.limits.backoff_s_min
+        REMOTE.set(f"p2p:{link.peer_id}")  # this task's own context: its lines are limited
         while not self._closing:
             self.metrics.reconnects.inc()
             writer: asyncio.StreamWriter | None = None
@@ -371,24 +386,32 @@ class Transport:
         await self._expect(reader, "ready")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = peer_host(writer.get_extra_info("peername"))
+        # Each accepted connection runs in its own task, so this is its source alone.
+        REMOTE.set(f"p2p:{address}")
+        refusal = self._admitted.admit(address)
+        if refusal is not None:
+            self.metrics.connections_refused.labels(refusal).inc()
+            log.info("refused inbound connection: %s", refusal)
+            writer.transport.abort()
+            return
+        self.metrics.connections_open.inc()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         peer_id: str | None = None
         try:
             try:
-                await writer.start_tls(
-                    self.server_ctx, ssl_handshake_timeout=self.limits.handshake_timeout_s
-                )
+                # asyncio.timeout, not wait_for: the TLS protocol must take over the socket
+                # in this step, before the ClientHello can land in the stream's buffer.
+                async with asyncio.timeout(self.limits.handshake_timeout_s):
+                    await writer.start_tls(
+                        self.server_ctx, ssl_handshake_timeout=self.limits.handshake_timeout_s + 1
+                    )
             except (ssl.SSLError, TimeoutError, OSError) as e:
                 reason = classify_tls_error(e)
                 self.metrics.connections_refused.labels(reason).inc()
-                log.warning(
-                    "refused inbound connection from %s: %s (%s)",
-                    writer.get_extra_info("peername"),
-                    reason,
-                    e,
-                )
+                log.warning("refused inbound connection: %s (%s)", reason, e)
                 return
             try:
                 peer_id = await asyncio.wait_for(
@@ -405,6 +428,7 @@ class Transport:
                 self.metrics.connections_refused.labels("bad_hello").inc()
                 log.warning("refused inbound connection: %s", e)
                 return
+            REMOTE.set(f"p2p:{peer_id}")
             old = self._inbound.pop(peer_id, None)
             if old is not None:
                 old.close()  # a reconnecting peer replaces its stale link
@@ -423,8 +447,10 @@ class Transport:
             # this task, which would log a spurious traceback for a cancelled one.
             pass
         finally:
-            writer.close()
+            writer.transport.abort()  # nothing is owed to a closing link: free it now
             self._tasks.discard(task)
+            self._admitted.release(address)
+            self.metrics.connections_open.dec()
 
     async def _server_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -7,7 +7,8 @@ decrypted only here, with the key the consumer's grant seals to the consumer's X
 Resume: a fetch writes ``OUT.part`` (plaintext of the chunks verified so far) and
 ``OUT.part.json`` (contract, Merkle root, next chunk, bytes done, receipts), both fsynced
 every few chunks; a later fetch of the same contract to the same ``OUT`` truncates the part
-file to the recorded length and asks only for the missing chunk range.
+file to the recorded length and asks only for the missing chunk range. Plaintext, resume
+state and the disposal registry are owner-only (0600 files, 0700 registry folder).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mdtp.node.data.crypto import (
     sha256,
     verify_proof,
 )
+from mdtp.node.data.owner_only import DIR_MODE, open_owner_only, write_owner_only
 from mdtp.node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading import bodies as b
@@ -396,11 +398,7 @@ def _part_paths(out: Path) -> tuple[Path, Path]:
 
 
 def _save_state(path: Path, state: FetchState) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state.__dict__))
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_owner_only(path, json.dumps(state.__dict__).encode())
 
 
 def _load_state(path: Path, contract_id: str, root: str) -> FetchState | None:
@@ -423,7 +421,7 @@ def registry_dir(explicit: Path | None = None) -> Path:
 
 
 def _record_copy(registry: Path, contract_id: str, out: Path) -> None:
-    registry.mkdir(parents=True, exist_ok=True)
+    registry.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     entry = registry / f"{contract_id}.json"
     try:
         paths: list[str] = json.loads(entry.read_text())["paths"]
@@ -431,7 +429,7 @@ def _record_copy(registry: Path, contract_id: str, out: Path) -> None:
         paths = []
     if str(out.resolve()) not in paths:
         paths.append(str(out.resolve()))
-    entry.write_text(json.dumps({"contract_id": contract_id, "paths": paths}))
+    write_owner_only(entry, json.dumps({"contract_id": contract_id, "paths": paths}).encode())
 
 
 def dataset_key_from_grant(signer: SigningKey, contract: dict[str, Any]) -> bytes | None:
@@ -510,7 +508,8 @@ async def fetch(
     bar.update(state.bytes_done)
     plain = hashlib.sha256() if not resumed else None
     started = time.monotonic()
-    f: IO[bytes] = part.open("r+b" if resumed else "wb")
+    # plaintext: readable by this user only, from the first byte on (the rename keeps it)
+    f: IO[bytes] = os.fdopen(open_owner_only(part, truncate=not resumed), "r+b")
     try:
         f.truncate(state.bytes_done)
         f.seek(state.bytes_done)

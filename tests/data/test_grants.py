@@ -73,3 +73,41 @@ def test_grants_follow_executed_sign_and_review_only(tmp_path: Path) -> None:
         assert sorted(asyncio.run(run())) == ["reviewed", "signed"]
     finally:
         store.close()
+
+
+def test_a_consumer_rotating_its_encryption_key_is_granted_again(tmp_path: Path) -> None:
+    chain, node_key = FakeChain(), SigningKey.generate()
+    store = ChunkStore(tmp_path / "chunks")
+    regranted: list[str | None] = []
+
+    class RecordingRegrants(Grants):
+        async def _grant_all(
+            self, *, account: str | None = None, dataset: str | None = None
+        ) -> None:
+            regranted.append(account)
+
+    async def run() -> None:
+        tasks = Tasks()
+        grants = RecordingRegrants(
+            node_id="node0",
+            ledger=chain,
+            submitter=chain,
+            store=store,
+            keys=KeyStore(store, node_key),
+            signer=NodeSigner(node_key, CHAIN, chain, chain, chain),
+            tasks=tasks,
+            metrics=DataMetrics(CollectorRegistry()),
+        )
+        rotated = executed("account.rotate_key", {"encryption_public_key": b"\x01" * 32})
+        signing_only = executed("account.rotate_key", {"public_key": b"\x02" * 32})
+        refused = executed("account.rotate_key", {"encryption_public_key": b"\x03" * 32}, ok=False)
+        grants.on_commit(8, [rotated, signing_only, refused])
+        await asyncio.sleep(0)
+        await tasks.cancel_all()
+        assert rotated.tx is not None
+        assert regranted == [rotated.tx.sender]
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()

@@ -1,4 +1,4 @@
-"""Fetch requests: signature by the account's current key, nonce replay, expiry."""
+"""Fetch requests: signature by the account's current key, id grammar, expiry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from mdtp.node.data.protocol import (
     FETCH_TAG,
-    NonceCache,
     Refused,
     check_expiry,
     check_signature,
@@ -73,23 +72,30 @@ def test_expired_request_and_request_expiring_too_far_ahead_are_refused() -> Non
     check_expiry(2_000, 1_000, 300_000)
 
 
-def test_nonce_is_accepted_once_until_it_expires() -> None:
-    cache = NonceCache(10)
-    cache.claim(b"n1", 2_000, 1_000)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"contract_id": "c1\nrefused everything by admin"},
+        {"contract_id": "../../pwn"},
+        {"contract_id": "x" * 65},
+    ],
+)
+def test_ids_outside_the_ledger_grammar_are_refused_before_any_lookup(
+    fields: dict[str, object],
+) -> None:
     with pytest.raises(Refused) as e:
-        cache.claim(b"n1", 2_000, 1_500)
-    assert e.value.reason == "replayed_nonce"
-    cache.claim(b"n1", 3_000, 2_001)  # the first expired: its request can no longer be valid
+        decode_fetch_request(_request(SigningKey.generate(), **fields), "chain")
+    assert e.value.reason == "bad_id"
 
 
-def test_full_nonce_cache_refuses_rather_than_forget_a_live_nonce() -> None:
-    cache = NonceCache(2)
-    cache.claim(b"a", 5_000, 1_000)
-    cache.claim(b"b", 5_000, 1_000)
+def test_a_requester_that_is_not_an_account_id_is_refused() -> None:
+    class Forger:
+        public_key = SigningKey.generate().public_key
+        account_id = "did:key:z6Mk\n2024 audit: all good"
+
+        def sign(self, message: bytes) -> bytes:
+            return bytes(64)
+
     with pytest.raises(Refused) as e:
-        cache.claim(b"c", 5_000, 1_000)
-    assert e.value.reason == "busy"
-    with pytest.raises(Refused):
-        cache.claim(b"a", 5_000, 1_000)
-    cache.claim(b"c", 9_000, 5_001)  # expired entries make room
-    assert len(cache) == 1
+        decode_fetch_request(_request(Forger()), "chain")  # type: ignore[arg-type]
+    assert e.value.reason == "bad_id"

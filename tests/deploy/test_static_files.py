@@ -122,6 +122,24 @@ def test_every_member_has_a_statefulset_with_probes_volume_and_secret() -> None:
         assert sts["spec"]["serviceName"] == name
 
 
+def test_kubernetes_never_exposes_the_metrics_port_on_all_interfaces() -> None:
+    docs = [d for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d]
+    statefulsets = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert statefulsets
+    for sts in statefulsets:
+        (container,) = sts["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["MDTP_METRICS_LISTEN"]["value"] == "$(POD_IP):26602"
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    metrics_rules = [
+        rule
+        for rule in policy["spec"]["ingress"]
+        if any(port["port"] == 26602 for port in rule["ports"])
+    ]
+    assert metrics_rules and all(rule.get("from") for rule in metrics_rules)
+
+
 def test_compose_file_follows_the_compose_specification() -> None:
     tool = venv_tool("check-jsonschema")
     compose = DEPLOY / "compose" / "docker-compose.yml"

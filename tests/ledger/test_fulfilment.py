@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from mdtp.node.ledger.trading import layout
@@ -17,7 +19,7 @@ def grant_body(contract_id: str = "c1") -> dict[str, object]:
     return {"contract_id": contract_id, "sealed_key": b"\x01" * 80}
 
 
-def receipt_body(first: int = 0, last: int = 9, **overrides: object) -> dict[str, object]:
+def receipt_body(first: int = 0, last: int = 9, **overrides: Any) -> dict[str, object]:
     return {
         "contract_id": "c1",
         "dataset_id": "ds1",
@@ -121,6 +123,67 @@ def test_no_delivery_after_expiry(market):
     market.activate()
     market.chain.run(at_ms=END)
     market.chain.refused("not_active", market.node, "delivery.receipt", receipt_body())
+
+
+def authorised(market: Market, request: str = "r1", **overrides: object) -> dict[str, object]:
+    """A receipt naming its fetch request, authorised on the state just committed."""
+    fields: dict[str, Any] = {
+        "request_id": digest(request),
+        "authorised_height": market.chain.height,
+        "authorised_at_ms": market.chain.time_ms,
+    }
+    return receipt_body(**{**fields, **overrides})
+
+
+def test_a_download_authorised_while_active_is_recorded_after_termination(market):
+    market.activate()
+    body = authorised(market)
+    market.chain.ok(market.consumer, "contract.terminate", {"contract_id": "c1", "reason": "x"})
+    market.chain.ok(market.node, "delivery.receipt", body)
+    assert market.contract()["downloads"] == 1
+    [receipt_id] = [v for k, v in market.chain.kv.data.items() if k.startswith(b"rcptreq/")]
+    stored = layout.read(market.chain.kv, layout.receipt_key(receipt_id))
+    assert stored["request_id"] == digest("r1")
+
+
+def test_a_download_authorised_after_termination_is_refused(market):
+    market.activate()
+    market.chain.ok(market.consumer, "contract.terminate", {"contract_id": "c1", "reason": "x"})
+    body = authorised(market)
+    market.chain.refused("not_authorised_while_active", market.node, "delivery.receipt", body)
+
+
+def test_a_download_authorised_before_activation_is_refused(market):
+    market.offer()
+    body = authorised(market)
+    market.sign(market.supplier)
+    market.sign(market.consumer)
+    market.chain.ok(market.consumer, "contract.terminate", {"contract_id": "c1", "reason": "x"})
+    market.chain.refused("not_authorised_while_active", market.node, "delivery.receipt", body)
+
+
+def test_a_download_authorised_before_expiry_is_recorded_after_it(market):
+    market.activate()
+    early, late = authorised(market, "early"), authorised(market, "late", authorised_at_ms=END)
+    market.chain.run(at_ms=END + 1)
+    market.chain.ok(market.node, "delivery.receipt", early)
+    market.chain.refused("not_authorised_while_active", market.node, "delivery.receipt", late)
+
+
+def test_an_authorisation_cannot_name_a_height_not_yet_committed(market):
+    market.activate()
+    body = authorised(market, authorised_height=market.chain.height + 5)
+    market.chain.ok(market.consumer, "contract.terminate", {"contract_id": "c1", "reason": "x"})
+    market.chain.refused("not_authorised_while_active", market.node, "delivery.receipt", body)
+
+
+def test_one_receipt_per_fetch_request_so_a_retry_never_counts_twice(market):
+    market.activate()
+    body = authorised(market)
+    market.chain.ok(market.node, "delivery.receipt", body)
+    market.chain.refused("duplicate_receipt", market.node, "delivery.receipt", body)
+    market.chain.ok(market.node, "delivery.receipt", authorised(market, "r2"))
+    assert market.contract()["downloads"] == 2
 
 
 def test_an_active_contract_keeps_delivering_after_the_dataset_is_withdrawn(market):

@@ -278,6 +278,9 @@ class DeliveryReceipt(Body):
     last_chunk: int
     byte_count: int
     content_hash: bytes
+    request_id: bytes | None = None
+    authorised_height: int | None = None
+    authorised_at_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,15 @@ checks who may post them and when, and keeps them for the audit.
   A receipt also needs the block time inside the use period and a download left: each
   receipt counts one of the terms' ``max_downloads``. A receipt's id is the id of the
   transaction that posted it.
+- A download may outlive the contract (the consumer terminates mid-stream, the use period
+  ends): the supplier's node still records what it served. Such a receipt names the fetch
+  request it answered (``request_id``, the hash of the consumer's signed request) and when
+  the node authorised it (``authorised_height``, the committed height it checked, and
+  ``authorised_at_ms``, the time it checked against). The ledger accepts it after the
+  contract ended only if the contract was ACTIVE then: activated at or below that height,
+  not terminated at or below it, and the time inside the use period. Every check uses only
+  the body and the state, so every replica decides alike. One receipt per request: a node
+  that retries a receipt after a crash cannot count a download twice.
 - ``delivery.confirm`` and ``disposal.attest`` are posted by the consumer, also after the
   contract expired or was terminated (disposal comes after use). A disposal attested after
   the deadline is still recorded, flagged ``overdue``: the ledger can only vouch for a
@@ -21,6 +30,7 @@ checks who may post them and when, and keeps them for the audit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
@@ -31,6 +41,7 @@ from mdtp.node.ledger.trading.catalog import load_dataset
 from mdtp.node.ledger.trading.contracts import (
     DISPOSAL_METHOD_MAX_LEN,
     Event,
+    Status,
     effective_status,
     event,
     load_version,
@@ -90,6 +101,40 @@ def access_grant(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Authorisation:
+    """Which fetch request a receipt answers, and the committed state that authorised it."""
+
+    request_id: bytes
+    height: int
+    at_ms: int
+
+    @classmethod
+    def read(cls, f: Fields) -> _Authorisation:
+        return cls(
+            f.blob("request_id", size=HASH_LEN),
+            f.integer("authorised_height"),
+            f.integer("authorised_at_ms"),
+        )
+
+    def require_while_active(
+        self, ctx: BlockContext, state: Overlay, contract: dict[str, Any]
+    ) -> None:
+        """Refuse unless the contract was ACTIVE at the authorising height and time."""
+        terms = load_version(state, contract["id"], contract["activated"]["version"])["terms"]
+        terminated = contract["terminated"]
+        if not (
+            contract["activated"]["height"] <= self.height < ctx.height
+            and (terminated is None or self.height < terminated["height"])
+            and terms["use_start_ms"] <= self.at_ms < contract["use_end_ms"]
+        ):
+            refuse(
+                "not_authorised_while_active",
+                f"contract {contract['id']} was not active at height {self.height}, "
+                f"time {self.at_ms}",
+            )
+
+
 def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     f = Fields(tx.body)
     contract_id = f.ident("contract_id")
@@ -98,10 +143,20 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     last_chunk = f.integer("last_chunk", hi=CHUNK_INDEX_MAX)
     byte_count = f.integer("byte_count")
     content_hash = f.blob("content_hash", size=HASH_LEN)
+    authorisation = _Authorisation.read(f) if f.has("request_id") else None
     f.finish()
     contract = require_contract(state, contract_id)
     _require_supplier_node(state, contract, tx)
-    transition(effective_status(contract, ctx.timestamp_ms), Event.RECEIPT)
+    status = effective_status(contract, ctx.timestamp_ms)
+    if status != Status.ACTIVE and authorisation is not None and contract["activated"]:
+        authorisation.require_while_active(ctx, state, contract)
+    else:
+        transition(status, Event.RECEIPT)
+    if authorisation is not None:
+        request_key = layout.receipt_request_key(contract_id, authorisation.request_id)
+        if state.get(request_key) is not None:
+            refuse("duplicate_receipt", f"request {authorisation.request_id.hex()} is recorded")
+        state.put(request_key, tx.id)
     if dataset_id != contract["dataset_id"]:
         refuse("dataset_mismatch", f"contract {contract_id} is for {contract['dataset_id']}")
     dataset = load_dataset(state, dataset_id)
@@ -109,7 +164,8 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     if not first_chunk <= last_chunk < dataset["chunk_count"]:
         refuse("bad_chunk_range", f"chunks must lie in 0..{dataset['chunk_count'] - 1}")
     terms = load_version(state, contract_id, contract["activated"]["version"])["terms"]
-    if ctx.timestamp_ms < terms["use_start_ms"]:
+    started_ms = authorisation.at_ms if authorisation is not None else ctx.timestamp_ms
+    if started_ms < terms["use_start_ms"]:
         refuse("outside_use_period", f"the use period starts at {terms['use_start_ms']}")
     if contract["downloads"] >= contract["max_downloads"]:
         refuse("quota_exhausted", f"all {contract['max_downloads']} downloads are delivered")
@@ -125,6 +181,7 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
             "last_chunk": last_chunk,
             "byte_count": byte_count,
             "content_hash": content_hash,
+            "request_id": authorisation.request_id if authorisation is not None else None,
             "by": tx.sender,
             **event(ctx, tx),
             "confirmed": None,

@@ -18,6 +18,7 @@ are fixed-width hex so that byte order is numeric order.
 ``ctidx/acct/<account>/<ct id>``   contracts of an account (empty value)
 ``ctidx/ds/<ds id>/<ct id>``       contracts of a dataset (empty value)
 ``rcpt/<receipt id hex>``          delivery receipt (id = id of its transaction)
+``rcptreq/<ct id>/<request hex>``  receipt id recorded for a fetch request (one per request)
 ``due/<deadline:016x>/<ct id>``    disposal deadline of every contract that became active
 ``audit/<kind>/<id>/<seq:08x>``    audit entry ``seq`` of a subject
 ``auditn/<kind>/<id>``             number of audit entries of a subject
@@ -45,6 +46,7 @@ CONTRACT_RECEIPT = b"ctr/"
 CONTRACT_BY_ACCOUNT = b"ctidx/acct/"
 CONTRACT_BY_DATASET = b"ctidx/ds/"
 RECEIPT = b"rcpt/"
+RECEIPT_REQUEST = b"rcptreq/"
 DISPOSAL_DUE = b"due/"
 AUDIT = b"audit/"
 AUDIT_COUNT = b"auditn/"
@@ -102,6 +104,10 @@ def contract_by_dataset_key(dataset_id: str, contract_id: str) -> bytes:
 
 def receipt_key(receipt_id: bytes) -> bytes:
     return RECEIPT + receipt_id.hex().encode()
+
+
+def receipt_request_key(contract_id: str, request_id: bytes) -> bytes:
+    return RECEIPT_REQUEST + contract_id.encode() + b"/" + request_id.hex().encode()
 
 
 def disposal_due_key(deadline_ms: int, contract_id: str) -> bytes:

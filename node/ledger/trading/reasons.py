@@ -78,6 +78,8 @@ TRADING_REASONS: dict[str, str] = {
     "bad_chunk_range": "the chunk range is outside the dataset",
     "outside_use_period": "the block time is before the contract's use period",
     "quota_exhausted": "every download the terms allow has been delivered",
+    "duplicate_receipt": "a receipt for this fetch request is already recorded",
+    "not_authorised_while_active": "the fetch was not authorised while the contract was active",
     "limit_reached": "the contract reached its maximum number of access grants",
     "unknown_receipt": "no such delivery receipt",
     "already_confirmed": "the receipt is already confirmed",
