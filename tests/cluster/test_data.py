@@ -43,10 +43,10 @@ class Trade:
     small: Path
 
     def supplier_client(self) -> DataClient:
-        return client_for(self.dir, self.supplier_node)
+        return client_for(self.dir, self.supplier_node, reader=self.supplier)
 
     def consumer_client(self) -> DataClient:
-        return client_for(self.dir, self.consumer_node)
+        return client_for(self.dir, self.consumer_node, reader=self.consumer)
 
 
 @pytest.fixture(scope="module")

@@ -56,43 +56,11 @@ class Workload:
         self._registered = False
 
     async def register(self, apis: list[str] | None = None) -> None:
-        """Register every sender (once): the admin's registrations are pipelined with
-        consecutive nonces through the first node that answers, then awaited."""
+        """Register every sender (once), see :func:`register_keys`."""
         if self._registered:
             return
-        admin = load_key(member_home(self.cluster_dir) / "admin_key.json")
-        failures = []
-        for api in apis or apis_of(self.cluster_dir):
-            try:
-                async with client(self.cluster_dir, api, timeout_s=60) as c:
-                    base = await TradingClient(c).nonce(admin.account_id)
-                    ids = []
-                    for i, k in enumerate(self.keys):
-                        body = b.AccountRegister.for_key(
-                            k.public_key, k.encryption_public_key or b"", ["consumer"], f"s{i}"
-                        )
-                        raw = sign_tx(
-                            admin,
-                            chain_id=self.chain_id,
-                            type_=body.TYPE,
-                            sender=admin.account_id,
-                            nonce=base + 1 + i,
-                            expires_at_ms=int(time.time() * 1000) + 600_000,
-                            body=body.to_body(),
-                        )
-                        ids.append((await c.submit(raw))["id"])
-                    for tx_id in ids:
-                        for _ in range(600):
-                            doc = await c.tx(tx_id)
-                            if doc["status"] != "pending":
-                                break
-                            await asyncio.sleep(0.1)
-                        assert doc["status"] == "committed", doc
-                self._registered = True
-                return
-            except (ApiError, OSError, TimeoutError) as e:
-                failures.append(f"through {api}: {e!r}")  # a node may be down: the next one
-        raise AssertionError(f"could not register the workload's senders: {failures}")
+        await register_keys(self.cluster_dir, self.keys, apis)
+        self._registered = True
 
     def make_tx(self, i: int) -> bytes:
         self.nonces[i] += 1
@@ -161,6 +129,56 @@ class Workload:
 
         await asyncio.gather(*(sender(i) for i in range(self.senders)))
         return ids
+
+
+async def register_keys(
+    cluster_dir: Path, keys: list[SigningKey], apis: list[str] | None = None
+) -> None:
+    """Register ``keys`` as accounts of the first member: its admin's registrations are
+    pipelined with consecutive nonces through the first node that answers, then awaited (the
+    ledger takes nothing from keys no member registered)."""
+    admin = load_key(member_home(cluster_dir) / "admin_key.json")
+    chain_id = chain_id_of(cluster_dir)
+    failures = []
+    for api in apis or apis_of(cluster_dir):
+        try:
+            async with client(cluster_dir, api, timeout_s=60) as c:
+                base = await TradingClient(c).nonce(admin.account_id)
+                ids = []
+                for i, k in enumerate(keys):
+                    body = b.AccountRegister.for_key(
+                        k.public_key, k.encryption_public_key or b"", ["consumer"], f"s{i}"
+                    )
+                    raw = sign_tx(
+                        admin,
+                        chain_id=chain_id,
+                        type_=body.TYPE,
+                        sender=admin.account_id,
+                        nonce=base + 1 + i,
+                        expires_at_ms=int(time.time() * 1000) + 600_000,
+                        body=body.to_body(),
+                    )
+                    ids.append((await c.submit(raw))["id"])
+                for tx_id in ids:
+                    for _ in range(600):
+                        doc = await c.tx(tx_id)
+                        if doc["status"] != "pending":
+                            break
+                        await asyncio.sleep(0.1)
+                    assert doc["status"] == "committed", doc
+            return
+        except (ApiError, OSError, TimeoutError) as e:
+            failures.append(f"through {api}: {e!r}")  # a node may be down: the next one
+    raise AssertionError(f"could not register the keys: {failures}")
+
+
+async def registered_keys(
+    cluster_dir: Path, count: int, apis: list[str] | None = None
+) -> list[SigningKey]:
+    """``count`` fresh keys, registered as accounts of the first member."""
+    keys = [SigningKey.generate(with_encryption=True) for _ in range(count)]
+    await register_keys(cluster_dir, keys, apis)
+    return keys
 
 
 async def chains(cluster_dir: Path, apis: list[str] | None = None) -> dict[str, list[list[Any]]]:
