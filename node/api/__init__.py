@@ -1,9 +1,10 @@
-"""The HTTPS JSON API (TLS 1.3; member clients may present a consortium certificate).
+"""The HTTPS JSON API (TLS 1.3; member clients present a consortium certificate).
 
 State changes only as signed transactions (``POST /v1/tx``); everything else reads committed
 state. Errors are JSON ``{"error": <reason code>, "message": <text>}`` with a 4xx status, or
 503 with ``Retry-After`` when the node is saturated. Each concern adds its routes from its
-own module (``chain``: status, transactions, blocks; ...).
+own module (``chain``: status, transactions, blocks; ...); :mod:`.auth` declares who may call
+each route and checks it before the route's handler runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
+
+from mdtp.node.api.auth import Authoriser
 
 # Adds one concern's routes to the app; the daemon binds each module's ``add_routes`` to the
 # narrow interfaces that concern reads (so no route module knows the daemon).
@@ -25,6 +28,12 @@ class ApiMetrics:
             "mdtp_api_requests_total",
             "API requests by route and status",
             ["route", "status"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "mdtp_api_refusals_total",
+            "API requests refused by the authorisation rules, by reason",
+            ["reason"],
             registry=registry,
         )
 
@@ -45,6 +54,7 @@ def api_app(
         return response
 
     app = web.Application(client_max_size=max_body_bytes, middlewares=[count])
+    Authoriser(metrics.refusals).install(app)
     for add_routes in routes:
         add_routes(app)
     return app

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from mdtp.node.api import auth
 from mdtp.node.api.common import error, hex32, int_param
 from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.tx import Tx, TxError
@@ -19,6 +20,9 @@ from mdtp.node.txpool.sigverify import VerifierBusy
 
 CHAIN_PAGE_MAX = 1000
 WAIT_S_MAX = 60.0
+# What the status route tells a client without a member certificate: enough to know which
+# chain it reached and whether the node serves, nothing about the chain's activity or peers.
+PUBLIC_STATUS_FIELDS = ("id", "chain_id", "ready")
 
 
 class ChainReader(Protocol):
@@ -48,8 +52,13 @@ def add_routes(
     status: Callable[[], dict[str, Any]],
     max_body_bytes: int,
 ) -> None:
-    async def get_status(_: web.Request) -> web.Response:
-        return web.json_response(status())
+    auth.bind(app, chain_id=lambda: str(status()["chain_id"]))
+
+    async def get_status(request: web.Request) -> web.Response:
+        doc = status()
+        if auth.MEMBER not in request:
+            doc = {k: doc[k] for k in PUBLIC_STATUS_FIELDS if k in doc}
+        return web.json_response(doc)
 
     async def post_tx(request: web.Request) -> web.Response:
         try:

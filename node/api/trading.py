@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from mdtp.consensus.messages import WireLimits
+from mdtp.node.api import auth
 from mdtp.node.api.common import error, hex32
 from mdtp.node.chain.execution import decode_certificate
 from mdtp.node.encoding import dumps
@@ -93,6 +94,7 @@ def _only(request: web.Request, allowed: frozenset[str]) -> None:
 def add_routes(
     app: web.Application, store: BlockStore, genesis_time_ms: int, wire_limits: WireLimits
 ) -> None:
+    auth.bind(app, state=store.state)
 
     def as_of(s: BlockStore) -> tuple[int, int]:
         """(height, block time) of the last committed block; genesis time at height 0."""
@@ -253,9 +255,17 @@ def add_routes(
     def overdue(request: web.Request) -> web.Response:
         _only(request, frozenset({"limit"}))
         limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
-        height, at_ms, found = consistent(
-            lambda s, h, t: queries.overdue_disposals(s.state, at_ms=t, limit=limit)
-        )
+        reader = request[auth.READER]
+
+        def read(s: BlockStore, h: int, t: int) -> list[dict[str, Any]]:
+            # only the rows of contracts the signer may read (as a party or its auditor)
+            rows = queries.overdue_disposals(s.state, at_ms=t, limit=queries.LIMIT_MAX)
+            mine = [
+                r for r in rows if auth.may_read(s.state, reader, {r["supplier"], r["consumer"]})
+            ]
+            return mine[:limit]
+
+        height, at_ms, found = consistent(read)
         return _json({"as_of_height": height, "as_of_time_ms": at_ms, "overdue": found})
 
     # -- audit ------------------------------------------------------------------------------

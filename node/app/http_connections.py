@@ -41,6 +41,11 @@ from mdtp.node.p2p.remote import REMOTE, peer_host
 log = logging.getLogger("mdtp.http")
 
 _HEAD_END = b"\r\n\r\n"
+# TLS may deliver application data in the loop turn that completes its handshake: with a
+# client certificate the client sends its request (head and body) right behind its Finished.
+# Only the head in it counts against max_header_bytes; the rest (one read of the TLS layer)
+# is bounded by this.
+_EARLY_BODY_MAX_BYTES = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -149,7 +154,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is _State.HANDSHAKE:
             self._early.append(data)
-            if sum(map(len, self._early)) > self.gate.limits.max_header_bytes:
+            early = b"".join(self._early)
+            end = early.find(_HEAD_END)
+            head = len(early) if end < 0 else end + len(_HEAD_END)
+            limit = self.gate.limits.max_header_bytes
+            if head > limit or len(early) > limit + _EARLY_BODY_MAX_BYTES:
                 self.gate.refuse("headers_too_large", self.source)
                 self.state, self._early = _State.CLOSED, []
             return

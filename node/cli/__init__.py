@@ -102,7 +102,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
     async def query() -> dict[str, Any]:
-        async with NodeClient(f"{host}:{port}", ca=cfg.path("tls", "ca"), timeout_s=10) as c:
+        async with NodeClient(
+            f"{host}:{port}",
+            ca=cfg.path("tls", "ca"),
+            cert=cfg.path("tls", "cert"),  # the operator sees the whole status
+            key=cfg.path("tls", "key"),
+            timeout_s=10,
+        ) as c:
             return await c.status()
 
     try:

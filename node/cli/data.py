@@ -24,6 +24,7 @@ from mdtp.node.cli import add_command, add_group
 from mdtp.node.cli.options import (
     add_client_options,
     add_tag_options,
+    member_certificate,
     node_address,
     node_label,
     print_json,
@@ -40,7 +41,11 @@ CLIENT_TIMEOUT_S = 600
 
 def _client(args: argparse.Namespace) -> DataClient:
     address, ca = node_address(args)
-    return DataClient(address, ca=ca, timeout_s=CLIENT_TIMEOUT_S)
+    cert, cert_key = member_certificate(args)
+    reader = signing_key(args) if getattr(args, "key", None) else None
+    return DataClient(
+        address, ca=ca, cert=cert, key=cert_key, timeout_s=CLIENT_TIMEOUT_S, reader=reader
+    )
 
 
 def _failed(args: argparse.Namespace, reason: str, message: str, chunk: int | None = None) -> int:

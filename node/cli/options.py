@@ -1,11 +1,14 @@
 """The options every client command shares, so ``mdtp account|dataset|contract|audit|data``
 name a node, a key and an output the same way.
 
-- node: ``--node HOST:PORT --ca ca.pem``, or for a local cluster ``--cluster DIR [--member
-  nodeI]``; defaults from ``MDTP_NODE``, ``MDTP_CA``, ``MDTP_CLUSTER``, ``MDTP_MEMBER``. A flag
-  beats the environment; of the environment, ``MDTP_NODE`` beats ``MDTP_CLUSTER``.
-- key: ``--key FILE`` (required by commands that sign) and ``--passphrase-file`` (else
-  ``MDTP_KEY_PASSPHRASE``) for a sealed key file.
+- node: ``--node HOST:PORT --ca ca.pem --cert node.pem --cert-key node.key.pem`` (the
+  member's client certificate), or for a local cluster ``--cluster DIR [--member nodeI]``
+  (which presents that member's certificate); defaults from ``MDTP_NODE``, ``MDTP_CA``,
+  ``MDTP_CERT``, ``MDTP_CERT_KEY``, ``MDTP_CLUSTER``, ``MDTP_MEMBER``. A flag beats the
+  environment; of the environment, ``MDTP_NODE`` beats ``MDTP_CLUSTER``.
+- key: ``--key FILE`` (required by commands that sign; confidential reads such as ``contract
+  show`` are signed with it) and ``--passphrase-file`` (else ``MDTP_KEY_PASSPHRASE``) for a
+  sealed key file.
 - output: ``--json`` for scripts.
 - tags, where a command takes them: ``--tag T`` (repeatable) and ``--tags T1,T2`` both work.
 """
@@ -23,6 +26,7 @@ from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
 from mdtp.node.ops import cluster
 
 NODE_ENV, CA_ENV, CLUSTER_ENV, MEMBER_ENV = "MDTP_NODE", "MDTP_CA", "MDTP_CLUSTER", "MDTP_MEMBER"
+CERT_ENV, CERT_KEY_ENV = "MDTP_CERT", "MDTP_CERT_KEY"
 
 
 class UsageError(MdtpError):
@@ -36,6 +40,10 @@ def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:
     g = sp.add_argument_group("node")
     g.add_argument("--node", metavar="HOST:PORT", help=f"node API (else ${NODE_ENV})")
     g.add_argument("--ca", help=f"consortium CA certificate, ca.pem (else ${CA_ENV})")
+    g.add_argument(
+        "--cert", help=f"the member's client certificate, e.g. node.pem (else ${CERT_ENV})"
+    )
+    g.add_argument("--cert-key", help=f"its private key, e.g. node.key.pem (else ${CERT_KEY_ENV})")
     g.add_argument(
         "--cluster", metavar="DIR", help=f"local cluster directory (else ${CLUSTER_ENV})"
     )
@@ -63,6 +71,26 @@ def node_address(args: argparse.Namespace) -> tuple[str, Path]:
         if not ca:
             raise UsageError("--node needs --ca ca.pem (the consortium CA certificate)")
         return args.node or str(env(NODE_ENV)), Path(ca)
+    cluster_dir, member = _cluster_member(args)
+    return member.api, cluster_dir / "ca" / "ca.pem"
+
+
+def member_certificate(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """(certificate, key) the client presents as a member: ``--cert``/``--cert-key`` with
+    ``--node``; with ``--cluster``, that member's node certificate (a local cluster's
+    operator is every member)."""
+    env = os.environ.get
+    if args.node or (not args.cluster and env(NODE_ENV)):
+        cert, key = args.cert or env(CERT_ENV), args.cert_key or env(CERT_KEY_ENV)
+        if bool(cert) != bool(key):
+            raise UsageError("give both --cert and --cert-key (the member's client certificate)")
+        return (Path(cert), Path(key)) if cert and key else (None, None)
+    home = _cluster_member(args)[1].home
+    return home / "node.pem", home / "node.key.pem"
+
+
+def _cluster_member(args: argparse.Namespace) -> tuple[Path, cluster.ClusterNode]:
+    env = os.environ.get
     cluster_dir = args.cluster or env(CLUSTER_ENV)
     if not cluster_dir:
         raise UsageError(
@@ -76,7 +104,7 @@ def node_address(args: argparse.Namespace) -> tuple[str, Path]:
     member = args.member or env(MEMBER_ENV) or nodes[0].id
     for n in nodes:
         if n.id == member:
-            return n.api, Path(cluster_dir) / "ca" / "ca.pem"
+            return Path(cluster_dir), n
     raise UsageError(f"--member {member}: not in the cluster ({', '.join(n.id for n in nodes)})")
 
 

@@ -30,6 +30,7 @@ from mdtp.node.cli.options import (
     UsageError,
     add_client_options,
     add_tag_options,
+    member_certificate,
     node_address,
     node_label,
     print_json,
@@ -162,9 +163,14 @@ def run(args: argparse.Namespace, body: Body) -> int:
     """Run ``body`` against the node; turn every expected failure into a clear message."""
     try:
         address, ca = node_address(args)
+        cert, cert_key = member_certificate(args)
+        # confidential reads (contracts, receipts, audit trails) are signed with --key
+        reader = signing_key(args) if getattr(args, "key", None) else None
 
         async def go() -> int:
-            async with NodeClient(address, ca=ca, timeout_s=60) as node:
+            async with NodeClient(
+                address, ca=ca, cert=cert, key=cert_key, timeout_s=60, reader=reader
+            ) as node:
                 return await body(TradingClient(node))
 
         return asyncio.run(go())

@@ -205,7 +205,10 @@ def p2p_client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
 
 
 def api_server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """API server: TLS 1.3; member clients may present a consortium certificate."""
+    """API server: TLS 1.3; a client certificate is requested, not required (``/v1/status`` is
+    public), and one that the consortium CA did not issue fails the handshake. Which member a
+    verified certificate names, and what it may read, is decided per route by
+    :mod:`mdtp.node.api.auth`."""
     ctx = _tls13(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     _load_chain(ctx, cert, key)
     _load_ca(ctx, ca)

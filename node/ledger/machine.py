@@ -6,7 +6,9 @@ Execute-after-order: every transaction in a committed block gets a result, ``ok`
 1. decodes and is for this chain (blocks are validated before votes, so this only fails on
    a bug — still recorded, never raised);
 2. not expired: block time <= ``expires_at_ms`` (else ``expired``; nonce untouched);
-3. signed by the sender's current key (``wrong_key``, ``revoked``; nonce untouched);
+3. the sender is an account the state knows and signed with its current key
+   (``unknown_sender``; ``not_registered`` for a self-certifying id no member registered;
+   ``wrong_key``, ``revoked``; nonce untouched);
 4. nonce is exactly the sender's last nonce + 1 (``bad_nonce``; nonce untouched);
 5. the nonce is consumed, then the type's handler runs in a child overlay; a
    :class:`Refusal` rolls back the handler's writes and records its reason, but the nonce
@@ -54,7 +56,10 @@ class TxResult:
 
 Handler = Callable[[BlockContext, Overlay, Tx], None]
 KeyResolver = Callable[[Overlay, str], tuple[bytes | None, str]]
-"""Returns (current public key or None if unknown, status) for an account id."""
+"""Returns (current public key or None if unknown, status) for an account id. Status
+``unregistered``: a self-certifying id whose key is known but that no member registered."""
+
+UNREGISTERED = "unregistered"
 
 NONCE_PREFIX = b"nonce/"
 
@@ -91,6 +96,10 @@ class Ledger:
     def check_sender(self, state: Overlay, tx: Tx) -> None:
         """Raise :class:`Refusal` unless ``tx`` is signed by its sender's current key."""
         key, status = self.key_resolver(state, tx.sender)
+        # A permissioned ledger: whoever writes to it is accountable to a member, so a key
+        # that merely names itself writes nothing, not even a failed transaction or a nonce.
+        if status == UNREGISTERED:
+            raise Refusal("not_registered", f"{tx.sender} is not registered by a member admin")
         if status == "revoked":
             raise Refusal("revoked", f"account {tx.sender} is revoked")
         if key is None:

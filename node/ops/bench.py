@@ -28,7 +28,8 @@ from typing import Any
 
 import nacl.signing
 
-from mdtp.node.identity.keys import SigningKey
+from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
@@ -67,15 +68,50 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
+async def register_senders(cluster_dir: Path, chain_id: str, count: int) -> list[SigningKey]:
+    """``count`` fresh sender accounts, registered by the first member's admin (the ledger
+    takes nothing from keys no member registered): pipelined, then awaited, before any
+    timing starts."""
+    member = cluster.load_cluster(cluster_dir)[0]
+    admin = load_key(member.home / "admin_key.json")
+    keys = [SigningKey.generate(with_encryption=True) for _ in range(count)]
+    expires = int(time.time() * 1000) + 600_000
+    async with NodeClient.of_home(member.api, member.home, timeout_s=120) as c:
+        nonce = int((await c.get(f"/v1/accounts/{admin.account_id}/nonce"))["nonce"])
+        ids = []
+        for i, k in enumerate(keys):
+            body = b.AccountRegister.for_key(
+                k.public_key, k.encryption_public_key or b"", ["consumer"], f"bench {i}"
+            )
+            raw = sign_tx(
+                admin,
+                chain_id=chain_id,
+                type_=body.TYPE,
+                sender=admin.account_id,
+                nonce=nonce + 1 + i,
+                expires_at_ms=expires,
+                body=body.to_body(),
+            )
+            ids.append((await c.submit(raw))["id"])
+        for tx_id in ids:
+            for _ in range(1200):
+                doc = await c.tx(tx_id)
+                if doc["status"] != "pending":
+                    break
+                await asyncio.sleep(0.1)
+            if doc["status"] != "committed":
+                raise RuntimeError(f"registering a bench sender failed: {doc}")
+    return keys
+
+
 async def _closed_loop(
     cluster_dir: Path, chain_id: str, clients: int, duration_s: float
 ) -> dict[str, float]:
-    apis = [n.api for n in cluster.load_cluster(cluster_dir)]
-    ca = cluster_dir / "ca" / "ca.pem"
+    nodes = cluster.load_cluster(cluster_dir)
     # enough pre-signed transactions per client for a generous upper bound of throughput
     per_client = max(50, int(8000 * duration_s / clients))
     expires = int(time.time() * 1000) + 3_600_000
-    keys = [SigningKey.generate() for _ in range(clients)]
+    keys = await register_senders(cluster_dir, chain_id, clients)
     signed = [
         [
             sign_tx(
@@ -111,7 +147,8 @@ async def _closed_loop(
                 return
             latencies.append(time.perf_counter() - t0)
 
-    sessions = [NodeClient(api, ca=ca, connections=clients) for api in apis]
+    # each node's sessions present that node's member certificate
+    sessions = [NodeClient.of_home(n.api, n.home, connections=clients) for n in nodes]
     for s in sessions:
         await s.__aenter__()
     try:

@@ -239,9 +239,12 @@ def up(cluster_dir: Path, timeout_s: float = 60.0, env: dict[str, str] | None = 
 
 def status(cluster_dir: Path) -> list[dict[str, Any]]:
     nodes = load_cluster(cluster_dir)
-    ctx = pki.api_client_context(cluster_dir / "ca" / "ca.pem")
     rows = []
     for node in nodes:
+        # the operator asks each node as that member, so the node answers its whole status
+        ctx = pki.api_client_context(
+            cluster_dir / "ca" / "ca.pem", node.home / "node.pem", node.home / "node.key.pem"
+        )
         row: dict[str, Any] = {
             "id": node.id,
             "pid": running_pid(node),

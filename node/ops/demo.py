@@ -52,11 +52,11 @@ def _short(value: str, n: int = 16) -> str:
 
 async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
     nodes = cluster.load_cluster(cluster_dir)
-    ca = cluster_dir / "ca" / "ca.pem"
     factory, developer, institute, observer = nodes[0], nodes[1], nodes[2], nodes[3]
 
     def trading(node: cluster.ClusterNode) -> tuple[NodeClient, TradingClient]:
-        client = NodeClient(node.api, ca=ca, timeout_s=120)
+        # each member's client presents its member's certificate
+        client = NodeClient.of_home(node.api, node.home, timeout_s=120)
         return client, TradingClient(client)
 
     c0, t0 = trading(factory)
@@ -107,7 +107,9 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
         csv_path = work / "cnc07-sensors.csv"
         size = generate_csv(csv_path, ROWS)
         plain_sha = hashlib.sha256(csv_path.read_bytes()).hexdigest()
-        async with DataClient(factory.api, ca=ca, timeout_s=120) as d0:
+        async with DataClient.of_home(
+            factory.api, factory.home, timeout_s=120, reader=keys["supplier"]
+        ) as d0:
             published = await publish(
                 d0,
                 keys["supplier"],
@@ -182,13 +184,18 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
         step = await t2.review(keys["reviewer"], contract_id, approve=True, comment="purpose ok")
         await settle(step.height)
         _row("reviewer approved v2", f"block {step.height}")
+        # terms are confidential between the parties: the consumer signs its reads, here
+        # through the observer's node (which replicates the ledger like every member)
+        t3.reader = keys["consumer"]
         contract = await t3.contract(contract_id)
         _row(f"status seen by the observer node: {contract['effective_status']}")
 
         _say(7, "the factory's node grants access; the developer fetches and verifies")
         out = work / "received" / "cnc07-sensors.csv"
         out.parent.mkdir(exist_ok=True)
-        async with DataClient(developer.api, ca=ca, timeout_s=300) as d1:
+        async with DataClient.of_home(
+            developer.api, developer.home, timeout_s=300, reader=keys["consumer"]
+        ) as d1:
             got = await fetch(
                 d1,
                 keys["consumer"],

@@ -19,8 +19,12 @@ from mdtp.node.sdk.data import DataClient, now_ms
 DAY_MS = 86_400_000
 
 
-def client_for(cluster_dir: Path, node: ClusterNode, timeout_s: float = 120.0) -> DataClient:
-    return DataClient(node.api, ca=cluster_dir / "ca" / "ca.pem", timeout_s=timeout_s)
+def client_for(
+    cluster_dir: Path, node: ClusterNode, timeout_s: float = 120.0, **kw: Any
+) -> DataClient:
+    """A client of ``node`` presenting its member's certificate (``reader=`` signs
+    confidential reads)."""
+    return DataClient.of_home(node.api, node.home, timeout_s=timeout_s, **kw)
 
 
 async def register_account(

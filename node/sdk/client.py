@@ -1,14 +1,22 @@
-"""Python client SDK for a node's HTTPS API (used by the CLI, the demo, bench and tests)."""
+"""Python client SDK for a node's HTTPS API (used by the CLI, the demo, bench and tests).
+
+A member's client presents the member's certificate (``cert``/``key``, or
+:meth:`NodeClient.of_home` with a node home's ``node.pem``/``node.key.pem``); confidential
+reads are signed by an account (``reader``, or per call), see
+:mod:`mdtp.node.identity.signed_read`.
+"""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
+from yarl import URL
 
-from mdtp.node.identity import pki
+from mdtp.node.identity import pki, signed_read
+from mdtp.node.identity.keys import SigningKey
 
 
 class ApiError(Exception):
@@ -20,7 +28,12 @@ class ApiError(Exception):
 
 
 class NodeClient:
-    """``async with NodeClient("127.0.0.1:26601", ca=Path("ca.pem")) as c: await c.status()``"""
+    """``async with NodeClient("127.0.0.1:26601", ca=Path("ca.pem"), cert=..., key=...) as c:``
+
+    ``cert``/``key``: the member's client certificate (without one a node answers only
+    ``/v1/status``, and that minimally). ``reader``: the account that signs confidential reads
+    when a call names none.
+    """
 
     def __init__(
         self,
@@ -31,12 +44,22 @@ class NodeClient:
         key: Path | None = None,
         timeout_s: float = 60.0,
         connections: int = 64,
+        reader: SigningKey | None = None,
     ) -> None:
         self.base = f"https://{address}"
         self._ssl: ssl.SSLContext = pki.api_client_context(ca, cert, key)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self.reader = reader
+        self._chain_id: str | None = None
+
+    @classmethod
+    def of_home(cls, address: str, home: Path, **kw: Any) -> Self:
+        """A client presenting the certificate of the member whose node home is ``home``."""
+        return cls(
+            address, ca=home / "ca.pem", cert=home / "node.pem", key=home / "node.key.pem", **kw
+        )
 
     async def __aenter__(self) -> NodeClient:
         self._session = aiohttp.ClientSession(
@@ -53,9 +76,32 @@ class NodeClient:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        signed_by: SigningKey | None = None,
+        **kw: Any,
+    ) -> Any:
         assert self._session is not None, "use NodeClient as an async context manager"
-        async with self._session.request(method, self.base + path, **kw) as resp:
+        url = URL(self.base + path)
+        if params:
+            url = url.with_query(params)
+        if signed_by is not None:
+            body = kw.get("data") or b""
+            assert isinstance(body, bytes), "a signed request's body is bytes"
+            headers = signed_read.sign_headers(
+                signed_by,
+                await self.chain_id(),
+                method,
+                url.raw_path,
+                url.raw_query_string,
+                body,
+            )
+            kw["headers"] = {**kw.get("headers", {}), **headers}
+        async with self._session.request(method, url, **kw) as resp:
             try:
                 doc = await resp.json(content_type=None)
             except ValueError:
@@ -69,6 +115,12 @@ class NodeClient:
     async def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = await self._request("GET", "/v1/status")
         return doc
+
+    async def chain_id(self) -> str:
+        """The chain this node serves (public; it domain-separates signed reads)."""
+        if self._chain_id is None:
+            self._chain_id = str((await self.status())["chain_id"])
+        return self._chain_id
 
     async def submit(
         self, raw_tx: bytes, *, wait: bool = False, timeout_s: float = 30
@@ -105,3 +157,10 @@ class NodeClient:
 
     async def get(self, path: str, **params: str) -> Any:
         return await self._request("GET", path, params=params or None)
+
+    async def get_signed(self, path: str, reader: SigningKey | None = None, **params: str) -> Any:
+        """A confidential read, signed by ``reader`` (else this client's reader; unsigned if
+        neither, which a node refuses with ``signature_required``)."""
+        return await self._request(
+            "GET", path, params=params or None, signed_by=reader or self.reader
+        )

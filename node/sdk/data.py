@@ -450,7 +450,7 @@ async def wait_for_grant(
     """The contract once it holds a grant sealed to ``signer``, and the dataset key."""
     deadline = time.monotonic() + timeout_s
     while True:
-        contract = await client.trading.contract(contract_id)
+        contract = await client.trading.contract(contract_id, reader=signer)
         key = dataset_key_from_grant(signer, contract)
         if key is not None:
             return contract, key
@@ -482,7 +482,7 @@ async def fetch(
     deadline = time.monotonic() + UNKNOWN_CONTRACT_WAIT_S
     while True:
         try:
-            contract = await client.trading.contract(contract_id)
+            contract = await client.trading.contract(contract_id, reader=signer)
             if contract["activated"] is not None or time.monotonic() > deadline:
                 break
         except ApiError as e:
@@ -671,7 +671,7 @@ async def dispose(
     registry: Path | None = None,
 ) -> dict[str, Any]:
     """Delete every local copy recorded for the contract, then post ``disposal.attest``."""
-    contract = await client.trading.contract(contract_id)
+    contract = await client.trading.contract(contract_id, reader=signer)
     if method is None:
         version = contract["versions"][(contract["activated"] or {"version": 1})["version"] - 1]
         method = str(version["terms"]["disposal_method"])

@@ -3,10 +3,15 @@ read the trading queries, on top of :class:`node.sdk.client.NodeClient`.
 
 ::
 
-    async with NodeClient("127.0.0.1:26601", ca=Path("ca.pem")) as node:
-        t = TradingClient(node)
+    async with NodeClient.of_home("127.0.0.1:26601", Path("home")) as node:
+        t = TradingClient(node, reader=supplier_key)
         await t.publish_dataset(supplier_key, dataset_id="ds1", metadata={...})
-        contract = await t.contract("c1")
+        contract = await t.contract("c1")  # a confidential read, signed by the reader
+
+Confidential reads (contracts, receipts, audit trails, overdue disposals) are signed by an
+account: the ``reader=`` of the call, else the client's, else the node client's. Methods that
+act on a contract (counter, sign, review) read it as the configured reader, else as the
+account that acts.
 
 Every transaction is submitted with ``wait=1`` and returns a :class:`Committed` once it
 executed; a transaction the ledger refused raises :class:`TxFailed` with the reason code
@@ -155,10 +160,16 @@ def _terms(terms: b.Terms | Mapping[str, Any]) -> b.Terms:
 
 class TradingClient:
     def __init__(
-        self, node: NodeClient, *, chain_id: str | None = None, wait_s: float = SUBMIT_WAIT_S
+        self,
+        node: NodeClient,
+        *,
+        chain_id: str | None = None,
+        wait_s: float = SUBMIT_WAIT_S,
+        reader: SigningKey | None = None,
     ) -> None:
         self.node = node
         self.wait_s = wait_s
+        self.reader = reader
         self._chain_id = chain_id
         self._signer: Signer | None = None
 
@@ -293,7 +304,7 @@ class TradingClient:
     ) -> Committed:
         """A new version answering ``version`` (the current one by default)."""
         if version is None:
-            version = int((await self.contract(contract_id))["version"])
+            version = int((await self._as_actor(contract_id, signer))["version"])
         body = b.ContractCounter(contract_id, version, _terms(terms))
         return await self.send(signer, body, sender=sender)
 
@@ -308,7 +319,7 @@ class TradingClient:
         """Sign ``version`` (the current one by default). The terms hash is computed here from
         the terms the node returns, so a node cannot make the signer sign other terms than
         the ones it showed."""
-        contract = await self.contract(contract_id)
+        contract = await self._as_actor(contract_id, signer)
         number = version if version is not None else int(contract["version"])
         versions = contract["versions"]
         if not 1 <= number <= len(versions):
@@ -330,7 +341,7 @@ class TradingClient:
         sender: str | None = None,
     ) -> Committed:
         if version is None:
-            version = int((await self.contract(contract_id))["version"])
+            version = int((await self._as_actor(contract_id, reviewer))["version"])
         decision = "approve" if approve else "reject"
         body = b.ContractReview(contract_id, version, decision, comment)
         return await self.send(reviewer, body, sender=sender)
@@ -382,6 +393,21 @@ class TradingClient:
         clean = {k: str(v) for k, v in params.items() if v is not None}
         return await self.node.get(path, **clean)
 
+    async def _as_actor(self, contract_id: str, actor: SigningKey) -> dict[str, Any]:
+        """The contract as read on the way to acting on it, signed by the configured reader,
+        else by the actor. An actor who may not read it gets an empty version 1 instead, so
+        the ledger names the refusal (``not_a_party``, ``not_reviewer``) in a block."""
+        try:
+            return await self.contract(contract_id, reader=self.reader or self.node.reader or actor)
+        except ApiError as e:
+            if e.reason != "not_a_party":
+                raise
+            return {"version": 1, "versions": []}
+
+    async def _get_signed(self, path: str, reader: SigningKey | None, **params: Any) -> Any:
+        clean = {k: str(v) for k, v in params.items() if v is not None}
+        return await self.node.get_signed(path, reader or self.reader, **clean)
+
     async def nonce(self, account_id: str) -> int:
         return int((await self._get(f"/v1/accounts/{account_id}/nonce"))["nonce"])
 
@@ -417,8 +443,12 @@ class TradingClient:
         doc: dict[str, Any] = (await self._get(f"/v1/datasets/{dataset_id}"))["dataset"]
         return doc
 
-    async def contract(self, contract_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = (await self._get(f"/v1/contracts/{contract_id}"))["contract"]
+    async def contract(
+        self, contract_id: str, *, reader: SigningKey | None = None
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get_signed(f"/v1/contracts/{contract_id}", reader))[
+            "contract"
+        ]
         return doc
 
     async def contracts(
@@ -429,9 +459,11 @@ class TradingClient:
         status: str | None = None,
         after: str | None = None,
         limit: int | None = None,
+        reader: SigningKey | None = None,
     ) -> dict[str, Any]:
-        doc: dict[str, Any] = await self._get(
+        doc: dict[str, Any] = await self._get_signed(
             "/v1/contracts",
+            reader,
             account=account,
             dataset=dataset,
             status=status,
@@ -441,18 +473,30 @@ class TradingClient:
         return doc
 
     async def contract_receipts(
-        self, contract_id: str, *, after: int | None = None, limit: int | None = None
+        self,
+        contract_id: str,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+        reader: SigningKey | None = None,
     ) -> list[dict[str, Any]]:
-        doc = await self._get(f"/v1/contracts/{contract_id}/receipts", after=after, limit=limit)
+        doc = await self._get_signed(
+            f"/v1/contracts/{contract_id}/receipts", reader, after=after, limit=limit
+        )
         found: list[dict[str, Any]] = doc["receipts"]
         return found
 
-    async def receipt(self, receipt_id: str) -> dict[str, Any]:
-        doc: dict[str, Any] = (await self._get(f"/v1/receipts/{receipt_id}"))["receipt"]
+    async def receipt(self, receipt_id: str, *, reader: SigningKey | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get_signed(f"/v1/receipts/{receipt_id}", reader))[
+            "receipt"
+        ]
         return doc
 
-    async def overdue_disposals(self, *, limit: int | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = await self._get("/v1/disposals/overdue", limit=limit)
+    async def overdue_disposals(
+        self, *, limit: int | None = None, reader: SigningKey | None = None
+    ) -> dict[str, Any]:
+        """Overdue disposals of the contracts the reader may read."""
+        doc: dict[str, Any] = await self._get_signed("/v1/disposals/overdue", reader, limit=limit)
         return doc
 
     async def audit(
@@ -463,10 +507,12 @@ class TradingClient:
         after: int = 0,
         limit: int | None = None,
         proof: bool = True,
+        reader: SigningKey | None = None,
     ) -> dict[str, Any]:
         """One page: ``{"as_of_height", "entries": [...], "next_after"}``."""
-        doc: dict[str, Any] = await self._get(
+        doc: dict[str, Any] = await self._get_signed(
             f"/v1/audit/{kind}/{subject_id}",
+            reader,
             after=after,
             limit=limit,
             proof="1" if proof else "0",
@@ -474,25 +520,32 @@ class TradingClient:
         return doc
 
     async def audit_trail(
-        self, kind: str, subject_id: str, *, proof: bool = False
+        self,
+        kind: str,
+        subject_id: str,
+        *,
+        proof: bool = False,
+        reader: SigningKey | None = None,
     ) -> list[dict[str, Any]]:
         """Every entry of a trail, following the pages."""
         entries: list[dict[str, Any]] = []
         after = 0
         while True:
-            page = await self.audit(kind, subject_id, after=after, proof=proof)
+            page = await self.audit(kind, subject_id, after=after, proof=proof, reader=reader)
             entries.extend(page["entries"])
             if not page["entries"]:
                 return entries
             after = int(page["next_after"])
 
-    async def audit_export(self, kind: str, subject_id: str) -> list[str]:
+    async def audit_export(
+        self, kind: str, subject_id: str, *, reader: SigningKey | None = None
+    ) -> list[str]:
         """The whole trail as JSON lines, each a self-contained entry that
         ``mdtp verify-receipt`` checks offline (the lines ``.../export`` serves)."""
         lines: list[str] = []
         after = 0
         while True:
-            page = await self.audit(kind, subject_id, after=after, proof=True)
+            page = await self.audit(kind, subject_id, after=after, proof=True, reader=reader)
             if not page["entries"]:
                 return lines
             lines.extend(

@@ -15,7 +15,7 @@ from mdtp.node.ledger.tx import canonical, sign_tx
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import chain_id_of
+from tests.support.workload import chain_id_of, client, registered_keys
 
 pytestmark = pytest.mark.cluster
 
@@ -43,8 +43,8 @@ async def reason_of(client: NodeClient, raw: bytes) -> str:
 async def test_bad_transactions_are_refused_with_reason_codes(running_cluster: Path) -> None:
     node = cluster.load_cluster(running_cluster)[0]
     chain = chain_id_of(running_cluster)
-    key = SigningKey.generate()
-    async with NodeClient(node.api, ca=running_cluster / "ca" / "ca.pem") as c:
+    (key,) = await registered_keys(running_cluster, 1)
+    async with client(running_cluster, node.api) as c:
         forged = msgpack.unpackb(signed(chain, key, 1))
         forged[2] = bytes(64)
         assert await reason_of(c, canonical(forged)) == "bad_signature"
@@ -102,8 +102,8 @@ async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
         body = {"a": body}
     unsigned = msgpack.packb([chain, "note.set", "s", 1, 1, body], use_bin_type=True)
     hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
-    key = SigningKey.generate()
-    async with NodeClient(node.api, ca=running_cluster / "ca" / "ca.pem") as c:
+    (key,) = await registered_keys(running_cluster, 1)
+    async with client(running_cluster, node.api) as c:
         for _ in range(3):
             assert await reason_of(c, hostile) == "malformed"
         done = await c.submit(signed(chain, key, 1), wait=True)
@@ -113,8 +113,8 @@ async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
 async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -> None:
     node = cluster.load_cluster(running_cluster)[2]
     chain = chain_id_of(running_cluster)
-    victim, attacker = SigningKey.generate(), SigningKey.generate()
-    async with NodeClient(node.api, ca=running_cluster / "ca" / "ca.pem") as c:
+    victim, attacker = await registered_keys(running_cluster, 2)
+    async with client(running_cluster, node.api) as c:
         for nonce in (1, 2, 3):
             squat = signed(chain, attacker, nonce, sender=victim.account_id)
             assert await reason_of(c, squat) == "wrong_key"

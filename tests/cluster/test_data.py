@@ -43,16 +43,19 @@ class Trade:
     small: Path
 
     def supplier_client(self) -> DataClient:
-        return client_for(self.dir, self.supplier_node)
+        return client_for(self.dir, self.supplier_node, reader=self.supplier)
 
     def consumer_client(self) -> DataClient:
-        return client_for(self.dir, self.consumer_node)
+        return client_for(self.dir, self.consumer_node, reader=self.consumer)
 
 
 @pytest.fixture(scope="module")
 def data_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cluster_dir = tmp_path_factory.mktemp("data-cluster")
-    cluster.init_cluster(cluster_dir, 4)
+    # every refusal below is asserted in the supplier's log, all of them relayed by node1 within
+    # seconds: more than the default per-source budget of log lines (the security suite tests
+    # that limit)
+    cluster.init_cluster(cluster_dir, 4, extra_config={"log.remote_lines_per_source": 1000})
     try:
         cluster.up(cluster_dir, timeout_s=90, env={TAMPER_ENV: "byz-ds"})
         yield cluster_dir

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from mdtp.node.ops import cluster
-from mdtp.node.sdk.client import NodeClient
-from tests.support.workload import Workload, assert_chains_agree, chains
+from tests.support.workload import Workload, assert_chains_agree, chains, client
 
 pytestmark = pytest.mark.cluster
 
@@ -33,11 +32,10 @@ async def test_paused_replica_catches_up_on_an_idle_chain(running_cluster: Path)
         assert len(w.acked) == 20
     finally:
         os.kill(pid, signal.SIGCONT)
-    ca = running_cluster / "ca" / "ca.pem"
-    async with NodeClient(others[0], ca=ca) as c:
+    async with client(running_cluster, others[0]) as c:
         target = (await c.status())["height"]
     # no more transactions from here on
-    async with NodeClient(laggard.api, ca=ca, timeout_s=10) as c:
+    async with client(running_cluster, laggard.api, timeout_s=10) as c:
         deadline = asyncio.get_running_loop().time() + 90
         while (await c.status())["height"] < target:
             assert asyncio.get_running_loop().time() < deadline, "laggard stayed behind"

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from mdtp.node.ops import cluster
-from mdtp.node.sdk.client import NodeClient
 from tests.support.processes import wait_until
-from tests.support.workload import Workload, apis_of, assert_chains_agree, chains
+from tests.support.workload import Workload, apis_of, assert_chains_agree, chains, client
 
 pytestmark = pytest.mark.cluster
 
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.cluster
 async def statuses(cluster_dir: Path, apis: list[str]) -> list[dict[str, Any]]:
     out = []
     for api in apis:
-        async with NodeClient(api, ca=cluster_dir / "ca" / "ca.pem", timeout_s=5) as c:
+        async with client(cluster_dir, api, timeout_s=5) as c:
             out.append(await c.status())
     return out
 
@@ -45,7 +44,7 @@ async def wait_heights_equal(cluster_dir: Path, apis: list[str], timeout_s: floa
 
 
 async def assert_each_acked_tx_committed_once(cluster_dir: Path, acked: dict[str, str]) -> None:
-    async with NodeClient(apis_of(cluster_dir)[0], ca=cluster_dir / "ca" / "ca.pem") as c:
+    async with client(cluster_dir, apis_of(cluster_dir)[0]) as c:
         for tx_id in acked:
             doc = await c.tx(tx_id)
             assert doc["status"] == "committed", doc
@@ -58,7 +57,7 @@ async def test_ten_thousand_transactions_commit_exactly_once_with_identical_chai
     ids = await w.submit_open_loop(200)
     assert len(ids) == 10_000 and len(set(ids)) == 10_000
     apis = apis_of(running_cluster)
-    async with NodeClient(apis[1], ca=running_cluster / "ca" / "ca.pem") as c:
+    async with client(running_cluster, apis[1]) as c:
 
         async def all_committed() -> bool:
             for tx_id in ids[-50:]:
@@ -79,7 +78,8 @@ async def test_ten_thousand_transactions_commit_exactly_once_with_identical_chai
     by_node = await chains(running_cluster)
     assert_chains_agree(by_node)
     total = sum(row[3] for row in next(iter(by_node.values())))
-    assert total == 10_000  # nothing applied twice: every block's txs counted once
+    # nothing applied twice: every block's txs counted once (and the senders' registrations)
+    assert total == 10_000 + w.senders
 
 
 async def test_kill_9_of_a_replica_under_load_loses_nothing_and_it_catches_up(
@@ -144,6 +144,6 @@ async def test_node_with_wiped_data_catches_up_by_state_transfer_while_others_co
     await asyncio.to_thread(wait_until, lambda: cluster.is_ready(victim), 180, "wiped node ready")
     await wait_heights_equal(running_cluster, apis_of(running_cluster), 180)
     assert_chains_agree(await chains(running_cluster))
-    async with NodeClient(victim.api, ca=running_cluster / "ca" / "ca.pem") as c:
+    async with client(running_cluster, victim.api) as c:
         status = await c.status()
         assert status["height"] > 0 and not status["halted"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mdtp.node.identity import pki
+from mdtp.node.identity import pki, signed_read
 from mdtp.node.identity.keys import SigningKey, load_key, save_key
 from mdtp.node.ledger.signer import NONCE_KEPT
 from mdtp.node.ops import cluster
@@ -96,6 +96,7 @@ class Market:
     consumer: SigningKey
     reviewer: SigningKey
     outsider: SigningKey  # a consumer of another member, party to nothing
+    auditor: SigningKey  # member 0's auditor
     revoked_sdk: SigningKey
     revoked_cli: SigningKey
 
@@ -103,7 +104,8 @@ class Market:
         return str(self.keys / f"{name}.json")
 
     def client(self, member: int = 0) -> NodeClient:
-        return NodeClient(self.apis[member], ca=self.dir / "ca" / "ca.pem", timeout_s=60)
+        """A client of member ``member``, presenting that member's certificate."""
+        return NodeClient.of_home(self.apis[member], self.dir / f"node{member}", timeout_s=60)
 
 
 async def _setup(m: Market) -> None:
@@ -114,6 +116,7 @@ async def _setup(m: Market) -> None:
             (m.consumer, 1, ["consumer"], "Beta Analytics"),
             (m.reviewer, 1, ["reviewer"], "Beta Compliance"),
             (m.outsider, 2, ["consumer"], "Gamma Labs"),
+            (m.auditor, 0, ["auditor"], "Acme Internal Audit"),
             (m.revoked_sdk, 0, ["supplier", "consumer"], "Leaver One"),
             (m.revoked_cli, 0, ["supplier", "consumer"], "Leaver Two"),
         ):
@@ -146,7 +149,15 @@ def market(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     keys = tmp_path_factory.mktemp("keys")
     named = {
         name: SigningKey.generate(with_encryption=True)
-        for name in ("supplier", "consumer", "reviewer", "outsider", "revoked_sdk", "revoked_cli")
+        for name in (
+            "supplier",
+            "consumer",
+            "reviewer",
+            "outsider",
+            "auditor",
+            "revoked_sdk",
+            "revoked_cli",
+        )
     }
     for name, key in named.items():
         save_key(keys / f"{name}.json", key)
@@ -185,11 +196,16 @@ def cli_json(m: Market, *args: str, member: str = "node0") -> Any:
 
 
 def raw_get(m: Market, member: int, path: str) -> tuple[int, str, bytes]:
-    ctx = pki.api_client_context(m.dir / "ca" / "ca.pem")
+    """GET ``path`` as member ``member``'s client, signed by the consumer (a party of the
+    contracts these tests read)."""
+    home = m.dir / f"node{member}"
+    ctx = pki.api_client_context(home / "ca.pem", home / "node.pem", home / "node.key.pem")
+    raw_path, _, query = path.partition("?")
+    chain_id = json.loads((m.dir / "cluster.json").read_text())["chain_id"]
+    headers = signed_read.sign_headers(m.consumer, chain_id, "GET", raw_path, query)
+    request = urllib.request.Request(f"https://{m.apis[member]}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(
-            f"https://{m.apis[member]}{path}", timeout=30, context=ctx
-        ) as r:
+        with urllib.request.urlopen(request, timeout=30, context=ctx) as r:
             return r.status, r.headers.get("Content-Type", ""), r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type", ""), e.read()
@@ -229,7 +245,7 @@ async def test_sdk_trade_goes_offered_signing_pending_review_active_with_full_hi
 ) -> None:
     m = market
     async with m.client(1) as node:
-        t = TradingClient(node)
+        t = TradingClient(node, reader=m.consumer)
         found = await t.search_datasets(text="spindle vibration", tag="cnc")
         assert [d["id"] for d in found["datasets"]] == ["spindle-line3"]
         assert (await t.search_datasets(text="gearbox"))["datasets"] == []
@@ -287,7 +303,7 @@ async def test_sdk_every_bad_step_fails_with_its_reason_code_visible_through_the
 ) -> None:
     m = market
     async with m.client(2) as node:
-        t = TradingClient(node)
+        t = TradingClient(node, reader=m.consumer)
         # a superseded version, a non-party, deleting a signed contract, terminating twice
         await t.offer(
             m.consumer,
@@ -399,7 +415,7 @@ def test_cli_whole_trade_from_publish_to_active_contract(market: Market) -> None
     out = cli_ok(m, "contract", "review", "k-trade", "--approve", "--key", rev, member="node2")
     assert "approved contract k-trade; it is now ACTIVE" in out
 
-    human = cli_ok(m, "contract", "show", "k-trade", member="node3")
+    human = cli_ok(m, "contract", "show", "k-trade", "--key", rev, member="node3")
     assert "k-trade  ACTIVE  (version 2)" in human and "superseded" in human
     assert "99000 EUR one_time" in human
     listed = cli_ok(m, "contract", "list", "--key", con)
@@ -463,7 +479,7 @@ def test_cli_every_bad_step_prints_its_reason_and_what_to_do(market: Market) -> 
         m, "not_reviewer", *offer, "--id", "k-role", "--dataset", "spindle-line3", *with_file,
         "--reviewer", m.outsider.account_id,
     )  # fmt: skip
-    missing = cli(m, "contract", "show", "k-never")
+    missing = cli(m, "contract", "show", "k-never", "--key", m.key_file("consumer"))
     assert missing.returncode == 1 and "not found: no contract k-never" in missing.stderr
 
 
@@ -474,7 +490,8 @@ def test_contract_audit_trail_lists_every_step_in_order_and_each_entry_verifies_
     market: Market,
 ) -> None:
     m = market
-    trail = cli_json(m, "audit", "show", "contract", "s-trade")
+    con = m.key_file("consumer")
+    trail = cli_json(m, "audit", "show", "contract", "s-trade", "--key", con)
     assert [e["type"] for e in trail] == [
         "contract.offer",
         "contract.counter",
@@ -502,7 +519,10 @@ def test_contract_audit_trail_lists_every_step_in_order_and_each_entry_verifies_
         assert len(entry["certificate"]["signatures"]) >= 3 and entry["block_bytes"]
 
     export = m.keys / "s-trade.jsonl"
-    cli_ok(m, "audit", "export", "contract", "s-trade", "--out", str(export), member="node2")
+    cli_ok(
+        m, "audit", "export", "contract", "s-trade", "--out", str(export), "--key", con,
+        member="node2",
+    )  # fmt: skip
     genesis = str(m.dir / "genesis.json")
     verified = cli_ok(m, "verify-receipt", str(export), "--genesis", genesis)
     assert verified.count(": verified: ") == 5 and "NOT VERIFIED" not in verified
@@ -531,9 +551,12 @@ def test_contract_audit_trail_lists_every_step_in_order_and_each_entry_verifies_
 async def test_account_and_dataset_trails_record_their_steps(market: Market) -> None:
     async with market.client(3) as node:
         t = TradingClient(node)
-        dataset = await t.audit_trail("dataset", "gearbox-temp")
+        dataset = await t.audit_trail("dataset", "gearbox-temp", reader=market.supplier)
         assert [e["type"] for e in dataset] == ["dataset.publish", "dataset.withdraw"]
-        account = await t.audit_trail("account", market.revoked_sdk.account_id)
+        # a revoked account reads nothing any more; its member's auditor reads its trail
+        account = await t.audit_trail(
+            "account", market.revoked_sdk.account_id, reader=market.auditor
+        )
         assert [e["type"] for e in account] == ["account.register", "account.revoke"]
 
 

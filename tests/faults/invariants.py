@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from mdtp.node.ops.cluster import ClusterNode
-from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.client import ApiError
+from tests.support.workload import client
 
 MONOTONE_METRICS = ("mdtp_consensus_height", "mdtp_consensus_stable_checkpoint_height")
 
@@ -62,7 +63,7 @@ class Checker:
         """Agreement and prefix stability over ``apis``; returns the common height."""
 
         async def fetch_rows(api: str) -> list[list[Any]]:
-            async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+            async with client(self.cluster_dir, api, timeout_s=30) as c:
                 height = (await c.status())["height"]
                 return await c.chain(1, height) if height else []
 
@@ -89,7 +90,7 @@ class Checker:
         return common
 
     async def _index_blocks(self, api: str, upto: int) -> None:
-        async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+        async with client(self.cluster_dir, api, timeout_s=30) as c:
             for h in range(len(self._block_txs) + 1, upto + 1):
                 doc = await c.block(h)
                 self._block_txs[h] = list(doc["transactions"])
@@ -107,7 +108,7 @@ class Checker:
         self._checked_acked.update(todo)
 
     async def _check_acked_on(self, api: str, todo: list[str]) -> None:
-        async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+        async with client(self.cluster_dir, api, timeout_s=30) as c:
             for tx_id in todo:
                 try:
                     doc = await c.tx(tx_id)
@@ -129,7 +130,7 @@ class Checker:
 
     async def check_no_evidence(self, apis: list[str]) -> None:
         for api in apis:
-            async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+            async with client(self.cluster_dir, api, timeout_s=30) as c:
                 for ev in await c.get("/v1/evidence"):
                     self.violation(
                         f"{api}: evidence against honest node {ev.get('offender')}: "
@@ -139,7 +140,7 @@ class Checker:
     async def check_nonces(self, apis: list[str], committed_per_sender: dict[str, int]) -> None:
         """Each sender's committed nonce equals the count of its committed transactions."""
         for api in apis:
-            async with NodeClient(api, ca=self.ca, timeout_s=30) as c:
+            async with client(self.cluster_dir, api, timeout_s=30) as c:
                 for sender, count in committed_per_sender.items():
                     doc = await c.get(f"/v1/accounts/{sender}/nonce")
                     if doc["nonce"] != count:

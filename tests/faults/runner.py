@@ -25,10 +25,9 @@ from typing import Any
 from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
-from mdtp.node.sdk.client import NodeClient
 from tests.faults.invariants import Checker, MetricSampler
 from tests.faults.proxy import ProxyNet
-from tests.support.workload import Workload
+from tests.support.workload import Workload, client
 
 LAG_BOUND = 2  # blocks a healed node may trail the highest node by
 RECOVERY_TIMEOUT_S = 120.0  # generous: the machine is shared and loaded
@@ -55,6 +54,7 @@ class FaultCluster:
         self.node_env: dict[str, dict[str, str]] = {}
         self.paused: set[str] = set()
         self.sampler: MetricSampler | None = None
+        self._probe: Workload | None = None  # registered once, probes lagging nodes
         self.checker = Checker(cluster_dir)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class FaultCluster:
 
     async def status(self, node: ClusterNode) -> dict[str, Any] | None:
         try:
-            async with NodeClient(node.api, ca=self.ca, timeout_s=5) as c:
+            async with client(self.dir, node.api, timeout_s=5) as c:
                 return await c.status()
         except (OSError, TimeoutError, ValueError):
             return None
@@ -207,7 +207,9 @@ class FaultCluster:
             if len(values) == self.n and max(values) - min(values) <= bound:
                 return last
             if time.monotonic() > next_probe and len(values) == self.n:
-                probe = Workload(self.dir, senders=1)
+                if self._probe is None:  # one registered sender for every probe
+                    self._probe = Workload(self.dir, senders=1)
+                probe = self._probe
                 await asyncio.wait_for(probe.run_closed_loop(1), RECOVERY_TIMEOUT_S)
                 self.checker.record_acked(probe.acked)
                 next_probe = time.monotonic() + PROBE_INTERVAL_S
@@ -241,9 +243,10 @@ async def run_scenario(fc: FaultCluster, sc: Scenario) -> Outcome:
     """Inject, hold under load, heal, then check recovery and every invariant."""
     started = time.monotonic()
     before = len(fc.checker.violations)
+    w = Workload(fc.dir, senders=sc.senders)
+    await w.register()  # before the fault: the load runs while it lasts
     touched: set[str] = await sc.inject(fc)
     untouched = [n.api for n in fc.nodes if n.id not in touched]
-    w = Workload(fc.dir, senders=sc.senders)
     load = asyncio.create_task(w.run_closed_loop(sc.txs_per_sender, alive=untouched))
     await asyncio.sleep(sc.fault_s)
     await sc.heal(fc, touched)

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from mdtp.node.ops.cluster import ClusterNode
-from mdtp.node.sdk.client import NodeClient
 from tests.faults.runner import RECOVERY_TIMEOUT_S, FaultCluster
-from tests.support.workload import Workload
+from tests.support.workload import Workload, client
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -62,7 +61,7 @@ async def test_equivocating_primary_is_recorded_as_evidence_and_honest_nodes_com
     await honest_commit(fc, "equivocate")
     evidence = []
     for node in fc.nodes[1:]:
-        async with NodeClient(node.api, ca=fc.ca) as c:
+        async with client(fc.dir, node.api) as c:
             evidence += await c.get("/v1/evidence")
     assert evidence and all(e["offender"] == BYZANTINE for e in evidence), evidence
     assert {e["kind"] for e in evidence}

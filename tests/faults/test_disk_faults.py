@@ -164,12 +164,12 @@ async def test_torn_log_tail_restarts_lower_and_catches_up_with_identical_blocks
 
 
 async def _assert_every_served_block_matches(fc: FaultCluster, victim: ClusterNode) -> None:
-    from mdtp.node.sdk.client import NodeClient
+    from tests.support.workload import client
 
     other = next(n for n in fc.nodes if n is not victim)
     async with (
-        NodeClient(victim.api, ca=fc.ca) as mine,
-        NodeClient(other.api, ca=fc.ca) as theirs,
+        client(fc.dir, victim.api) as mine,
+        client(fc.dir, other.api) as theirs,
     ):
         height = (await mine.status())["height"]
         for h in range(1, height + 1):

@@ -27,10 +27,10 @@ from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.p2p.frames import encode_frame
-from mdtp.node.sdk.client import NodeClient
 from tests.faults.runner import FaultCluster
 from tests.support.impersonate import impersonate
 from tests.support.processes import metric_value, wait_until
+from tests.support.workload import client, register_keys, registered_keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -70,7 +70,8 @@ def rss_kib(node: ClusterNode) -> int:
 
 
 async def commits(fc: FaultCluster, node: ClusterNode, key: SigningKey, nonce: int) -> None:
-    """A client transaction through ``node`` commits (the node still serves)."""
+    """A client transaction through ``node`` commits (the node still serves); ``key`` is a
+    registered account (:func:`sender`)."""
     chain_id = load_genesis(fc.dir / "genesis.json").chain_id
     raw = sign_tx(
         key,
@@ -81,9 +82,15 @@ async def commits(fc: FaultCluster, node: ClusterNode, key: SigningKey, nonce: i
         expires_at_ms=int(time.time() * 1000) + 600_000,
         body={"key": "k", "value": b"v"},
     )
-    async with NodeClient(node.api, ca=fc.ca) as c:
+    async with client(fc.dir, node.api) as c:
         doc = await c.submit(raw, wait=True, timeout_s=60)
     assert doc["status"] == "committed", doc
+
+
+async def sender(fc: FaultCluster) -> SigningKey:
+    """A fresh account, registered by the first member (the ledger takes nothing else)."""
+    (key,) = await registered_keys(fc.dir, 1)
+    return key
 
 
 def attacker_key(fc: FaultCluster) -> SigningKey:
@@ -115,7 +122,7 @@ async def test_unsigned_proposals_with_hostile_payloads_are_dropped_before_any_w
     await writer.drain()
     wait_until(lambda: dropped(victim, "bad_signature") >= before + 2, 30, "both dropped")
     writer.close()
-    await commits(fc, victim, SigningKey.generate(), 1)
+    await commits(fc, victim, await sender(fc), 1)
     assert fc.alive(victim) and ready(victim)
 
 
@@ -137,7 +144,7 @@ async def test_a_members_far_future_proposal_never_makes_a_node_catch_up(fc: Fau
     writer.close()
     status = (await fc.status(victim)) or {}
     assert status.get("lagging") is False and status.get("ready") is True, status
-    await commits(fc, victim, SigningKey.generate(), 1)
+    await commits(fc, victim, await sender(fc), 1)
 
 
 async def test_far_future_checkpoints_from_a_member_do_not_grow_memory(fc: FaultCluster) -> None:
@@ -159,7 +166,7 @@ async def test_far_future_checkpoints_from_a_member_do_not_grow_memory(fc: Fault
     writer.close()
     grown_mib = (rss_kib(victim) - start_kib) / 1024
     assert grown_mib < 40, f"node grew by {grown_mib:.0f} MiB on 20,000 far checkpoints"
-    await commits(fc, victim, SigningKey.generate(), 1)
+    await commits(fc, victim, await sender(fc), 1)
     assert ready(victim)
 
 
@@ -167,7 +174,7 @@ async def test_a_node_restarted_on_an_idle_chain_resumes_without_phantom_work(
     fc: FaultCluster,
 ) -> None:
     node = fc.node("node1")
-    await commits(fc, node, SigningKey.generate(), 1)
+    await commits(fc, node, await sender(fc), 1)
     views_before = {n.id: ((await fc.status(n)) or {}).get("view") for n in fc.nodes}
     fc.stop(node)
     fc.start(node)
@@ -182,7 +189,7 @@ async def test_a_node_restarted_on_an_idle_chain_resumes_without_phantom_work(
 def test_a_censoring_primary_is_replaced_and_the_victims_transactions_commit(
     tmp_path: Path,
 ) -> None:
-    victim_key, other = SigningKey.generate(), SigningKey.generate()
+    victim_key, other = (SigningKey.generate(with_encryption=True) for _ in range(2))
     c = FaultCluster(tmp_path / "c")
     c.create()
     try:
@@ -191,6 +198,8 @@ def test_a_censoring_primary_is_replaced_and_the_victims_transactions_commit(
         node1 = c.node("node1")
 
         async def run() -> None:
+            await register_keys(c.dir, [victim_key, other])
+
             async def traffic() -> None:  # blocks keep committing while the victim waits
                 for nonce in range(1, 1000):
                     await commits(c, node1, other, nonce)

@@ -4,6 +4,7 @@ never a 5xx, never a hang. One single-node cluster serves the whole module."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -23,12 +24,16 @@ from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.ops import cluster
 from tests.fuzz.strategies import untrusted
 from tests.support.processes import wait_until
-from tests.support.workload import chain_id_of
+from tests.support.workload import chain_id_of, registered_keys
 
 pytestmark = pytest.mark.faults
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 TIMEOUT_S = 30
+# Registered senders for the valid transactions (the ledger takes nothing from a key no
+# member registered), one per transaction, registered once for the module.
+SENDERS = 200
+_senders: list[SigningKey] = []
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,12 @@ def node_api(
     cluster.start_node(node)
     try:
         wait_until(lambda: cluster.is_ready(node), 90, "single node ready")
-        yield node.api, pki.api_client_context(cluster_dir / "ca" / "ca.pem"), cluster_dir
+        _senders[:] = asyncio.run(registered_keys(cluster_dir, SENDERS))
+        # the member's client certificate: POST /v1/tx is for members' clients
+        ctx = pki.api_client_context(
+            cluster_dir / "ca" / "ca.pem", node.home / "node.pem", node.home / "node.key.pem"
+        )
+        yield node.api, ctx, cluster_dir
     finally:
         cluster.down(cluster_dir)
 
@@ -72,7 +82,8 @@ def assert_typed_answer(status: int, doc: Any) -> None:
 
 
 def _valid(cluster_dir: Path, nonce: int) -> bytes:
-    key = SigningKey.generate()
+    # a fresh registered sender while they last (then an unregistered one, refused 4xx)
+    key = _senders.pop() if _senders else SigningKey.generate()
     return sign_tx(
         key,
         chain_id=chain_id_of(cluster_dir),

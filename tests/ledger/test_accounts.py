@@ -1,6 +1,7 @@
 from mdtp.node.encoding import account_id_from_public_key
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger import notes
+from mdtp.node.ledger.machine import nonce_key
 from mdtp.node.ledger.trading import layout
 from mdtp.node.ledger.trading.accounts import rotation_proof
 from tests.ledger.helpers import CHAIN_ID, Chain, register_body
@@ -44,14 +45,19 @@ def test_an_unregistered_key_cannot_trade():
         assert stranger.account_id in result.detail
 
 
-def test_other_applications_stay_open_to_self_certifying_accounts():
+def test_a_key_no_member_registered_writes_nothing():
     chain = Chain()
     notes.register(chain.ledger)
     stranger = SigningKey.generate()
-    chain.ok(stranger, "note.set", {"key": "k", "value": b"v"})
-    assert chain.kv.get(notes.note_key(stranger.account_id, "k")) == b"v"
-    # ... but a registered account that rotated away from its first key stays rotated.
+    result = chain.submit(stranger, "note.set", {"key": "k", "value": b"v"})
+    assert (result.ok, result.reason) == (False, "not_registered")
+    assert chain.kv.get(notes.note_key(stranger.account_id, "k")) is None
+    assert chain.kv.get(nonce_key(stranger.account_id)) is None  # not even a nonce
+    # a registered account writes notes; once it rotated away from its first key, that key
+    # is refused.
     user = chain.user("consumer")
+    chain.ok(user, "note.set", {"key": "k", "value": b"v"})
+    assert chain.kv.get(notes.note_key(user.account_id, "k")) == b"v"
     new = SigningKey.generate()
     chain.ok(user, "account.rotate_key", rotate_body(new, user.account_id))
     result = chain.submit(user, "note.set", {"key": "k", "value": b"v"})

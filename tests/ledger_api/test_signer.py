@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger import notes
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.signer import NONCE_KEPT, TX_LIFETIME_MS, Signer
@@ -29,7 +28,8 @@ class LocalNonces:
 
 
 def notes_chain() -> Chain:
-    """The trading chain plus ``note.set``, as the daemon's ledger has it."""
+    """The trading chain plus ``note.set``, as the daemon's ledger has it (whose senders are
+    registered accounts: ``chain.user(...)``)."""
     chain = Chain()
     notes.register(chain.ledger)
     return chain
@@ -45,7 +45,7 @@ def test_nonce_kept_names_the_ledgers_common_check_refusals() -> None:
 
 async def test_nonces_count_ahead_while_in_flight_and_every_one_executes() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     signer = Signer(CHAIN_ID, LocalNonces(chain), clock_ms=lambda: T0)
     first = await signer.sign(key, "note.set", note("a"))
     second = await signer.sign(key, "note.set", note("b"))
@@ -59,7 +59,7 @@ async def test_nonces_count_ahead_while_in_flight_and_every_one_executes() -> No
 
 async def test_signed_bytes_carry_type_sender_chain_and_the_lifetime() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     signer = Signer(CHAIN_ID, LocalNonces(chain), clock_ms=lambda: T0)
     signed = await signer.sign(key, "note.set", note("a"))
     tx = decode_tx(signed.raw, chain_id=CHAIN_ID)
@@ -80,7 +80,7 @@ async def test_a_sender_other_than_the_key_signs_with_that_senders_nonce() -> No
 
 async def test_a_committed_nonce_ahead_of_the_count_wins() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     ours = Signer(CHAIN_ID, LocalNonces(chain))
     other_client = Signer(CHAIN_ID, LocalNonces(chain))
     assert chain.run((await ours.sign(key, "note.set", note("a"))).raw)[0].ok
@@ -91,7 +91,7 @@ async def test_a_committed_nonce_ahead_of_the_count_wins() -> None:
 
 async def test_a_refusal_that_keeps_the_nonce_makes_the_next_nonce_reuse_it() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     clock = [T0]
     signer = Signer(CHAIN_ID, LocalNonces(chain), lifetime_ms=1000, clock_ms=lambda: clock[0])
     stale = await signer.sign(key, "note.set", note("a"))
@@ -107,7 +107,7 @@ async def test_a_refusal_that_keeps_the_nonce_makes_the_next_nonce_reuse_it() ->
 
 async def test_a_refusal_by_a_rule_consumes_the_nonce_and_the_count_goes_on() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     signer = Signer(CHAIN_ID, LocalNonces(chain))
     bad = await signer.sign(key, "note.set", {"key": ""})
     pending = await signer.sign(key, "note.set", note("b"))
@@ -121,7 +121,7 @@ async def test_a_refusal_by_a_rule_consumes_the_nonce_and_the_count_goes_on() ->
 
 async def test_release_after_a_mempool_rejection_frees_the_nonce() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     signer = Signer(CHAIN_ID, LocalNonces(chain))
     turned_away = await signer.sign(key, "note.set", note("a"))
     signer.release(turned_away)
@@ -130,7 +130,7 @@ async def test_release_after_a_mempool_rejection_frees_the_nonce() -> None:
 
 async def test_concurrent_signing_for_one_sender_never_repeats_a_nonce() -> None:
     chain = notes_chain()
-    key = SigningKey.generate()
+    key = chain.user("consumer")
     signer = Signer(CHAIN_ID, LocalNonces(chain))
     signed = await asyncio.gather(*(signer.sign(key, "note.set", note(str(i))) for i in range(8)))
     assert sorted(s.nonce for s in signed) == list(range(1, 9))

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger import notes
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.state import Overlay
@@ -60,17 +59,20 @@ def note(value: str) -> dict[str, Any]:
 
 
 async def test_a_rule_refusal_consumes_the_nonce_and_the_next_one_follows_it() -> None:
-    node, key = LedgerNode(), SigningKey.generate()
+    node = LedgerNode()
+    key = node.ledger.user("consumer")  # the ledger takes notes from registered accounts
     t = TradingClient(node)
+    registered_at = node.ledger.height
     with pytest.raises(TxFailed) as e:
         await t.submit(key, "note.set", {"key": ""})
     assert e.value.reason == "bad_body"
     done = await t.submit(key, "note.set", note("a"))
-    assert node.nonces == [1, 2] and done.height == 2
+    assert node.nonces == [1, 2] and done.height == registered_at + 2
 
 
 async def test_a_refusal_that_keeps_the_nonce_is_retried_with_the_same_nonce() -> None:
-    node, key = LedgerNode(), SigningKey.generate()
+    node = LedgerNode()
+    key = node.ledger.user("consumer")  # the ledger takes notes from registered accounts
     t = TradingClient(node)
     node.block_at_ms = 2**62  # past the transaction's lifetime
     with pytest.raises(TxFailed) as e:
@@ -81,7 +83,8 @@ async def test_a_refusal_that_keeps_the_nonce_is_retried_with_the_same_nonce() -
 
 
 async def test_a_transaction_the_mempool_turns_away_frees_its_nonce() -> None:
-    node, key = LedgerNode(), SigningKey.generate()
+    node = LedgerNode()
+    key = node.ledger.user("consumer")  # the ledger takes notes from registered accounts
     t = TradingClient(node)
     node.refuse_next = "mempool_full"
     with pytest.raises(ApiError):
@@ -91,7 +94,8 @@ async def test_a_transaction_the_mempool_turns_away_frees_its_nonce() -> None:
 
 
 async def test_a_transaction_still_pending_keeps_its_nonce_counted() -> None:
-    node, key = LedgerNode(), SigningKey.generate()
+    node = LedgerNode()
+    key = node.ledger.user("consumer")  # the ledger takes notes from registered accounts
     t = TradingClient(node)
     node.hold_next = True
     with pytest.raises(TxNotCommitted):

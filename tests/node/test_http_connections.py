@@ -175,3 +175,47 @@ async def test_tls_requests_work_and_a_stalled_handshake_is_cut(
     assert served.refused("tls_handshake_timeout") == 1
     assert served.refused("tls_error") == 1
     assert served.open() == 0
+
+
+async def test_a_request_sent_right_behind_a_client_certificate_is_served(
+    tmp_path: Path,
+) -> None:
+    """With a client certificate (TLS 1.3), the client's request follows its Finished at once,
+    so TLS may deliver it in the turn that completes the server's handshake: only its head
+    counts against max_header_bytes, a body larger than that is served."""
+    ca = pki.create_ca("test")
+    server = pki.issue_node_certificate(ca, "node0", ["127.0.0.1", "localhost"])
+    client = pki.issue_node_certificate(ca, "node1", ["127.0.0.1", "localhost"])
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    for name, cert in (("node", server), ("client", client)):
+        (tmp_path / f"{name}.pem").write_bytes(cert.cert_pem)
+        pki.write_private(tmp_path / f"{name}.key.pem", cert.key_pem)
+    ctx = pki.api_server_context(
+        tmp_path / "ca.pem", tmp_path / "node.pem", tmp_path / "node.key.pem"
+    )
+    registry = CollectorRegistry()
+    port = await serve_http(
+        _app(), "api", ("127.0.0.1", 0), ctx, LIMITS, HttpConnectionMetrics(registry)
+    )
+    served = Served(port, registry, "api")
+    member = pki.api_client_context(
+        tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key.pem"
+    )
+    try:
+        body = b"x" * (4 * LIMITS.max_header_bytes)
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.number, ssl=member)
+            writer.write(head + body)
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            writer.close()
+        assert served.refused("headers_too_large") == 0
+        # a head too large is still refused, however it arrives
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.number, ssl=member)
+        writer.write(b"GET /echo HTTP/1.1\r\nX: " + b"a" * (2 * LIMITS.max_header_bytes))
+        assert await _closed(reader, 3)
+        writer.close()
+        assert served.refused("headers_too_large") == 1
+    finally:
+        await port.close()

@@ -17,8 +17,8 @@ import pytest
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
-from mdtp.node.ops.testbed import make_contract, register_account
-from mdtp.node.sdk.data import publish
+from mdtp.node.ops.testbed import client_for, make_contract, register_account
+from mdtp.node.sdk.data import DataClient, publish
 from tests.cluster.test_data import MiB, Trade, raw_fetch, served_bytes, signed
 from tests.support.processes import metric_value, wait_until
 
@@ -72,8 +72,15 @@ async def contract_for(t: Trade, consumer: SigningKey, dataset: str = "small-ds"
         return await make_contract(c, t.supplier, consumer, dataset, **kw)
 
 
+def ledger_view(t: Trade) -> DataClient:
+    """The consumer's node, read as the supplier: a party of every contract these attacks
+    make, whichever consumer signed it (and whether or not that consumer was since revoked
+    or rotated its key)."""
+    return client_for(t.dir, t.consumer_node, reader=t.supplier)
+
+
 async def wait_granted(t: Trade, contract_id: str, grants: int = 1) -> list[dict[str, Any]]:
-    async with t.consumer_client() as c:
+    async with ledger_view(t) as c:
         deadline = time.monotonic() + SERVE_DEADLINE_S
         while time.monotonic() < deadline:
             found: list[dict[str, Any]] = (await c.contract_view(contract_id))["contract"][
@@ -86,7 +93,7 @@ async def wait_granted(t: Trade, contract_id: str, grants: int = 1) -> list[dict
 
 
 async def receipts_of(t: Trade, contract_ids: list[str]) -> list[dict[str, Any]]:
-    async with t.consumer_client() as c:
+    async with ledger_view(t) as c:
         found: list[dict[str, Any]] = []
         for cid in contract_ids:
             found += (await c.contract_view(cid))["receipts"]

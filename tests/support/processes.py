@@ -30,7 +30,10 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any
 
 
 def api_status(cluster_dir: Path, node: ClusterNode) -> dict[str, Any]:
-    ctx = pki.api_client_context(cluster_dir / "ca" / "ca.pem")
+    """``node``'s whole status, asked as its own member (an outsider gets id and readiness)."""
+    ctx = pki.api_client_context(
+        cluster_dir / "ca" / "ca.pem", node.home / "node.pem", node.home / "node.key.pem"
+    )
     with urllib.request.urlopen(f"https://{node.api}/v1/status", timeout=5, context=ctx) as r:
         doc: dict[str, Any] = json.loads(r.read())
         return doc

@@ -32,7 +32,7 @@ from mdtp.consensus.sim.rng import Rng
 from mdtp.node.chain.driver import Driver, DriverLimits, consensus_config
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
-from mdtp.node.identity.genesis import ConsensusParams, Genesis, Member, MemberSignatures
+from mdtp.node.identity.genesis import Admin, ConsensusParams, Genesis, Member, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import TxResult, account_nonce
 from mdtp.node.ledger.setup import ChainLedger, build_ledger, open_store
@@ -284,12 +284,19 @@ class SimWorld:
         self.rng = Rng(self.seed)
         self.members = tuple(f"n{i}" for i in range(self.n))
         self.keys = {m: _key(self.seed, m) for m in self.members}
+        # the clients are members' admins: the ledger takes transactions only from accounts
+        # on it, and genesis admins are the ones a simulation needs no transaction to create
+        self.clients = [_key(self.seed, f"client{i}") for i in range(3)]
         self.genesis = Genesis(
             chain_id=CHAIN_ID,
             genesis_time_ms=GENESIS_TIME_MS,
             members=tuple(
                 Member(m, m, self.keys[m].public_key.hex(), "00" * 32, f"sim:{i}", f"sim:{i}")
                 for i, m in enumerate(self.members)
+            ),
+            admins=tuple(
+                Admin(self.members[i % self.n], c.account_id, c.public_key.hex(), "")
+                for i, c in enumerate(self.clients)
             ),
             consensus=ConsensusParams(),
         )
@@ -313,7 +320,6 @@ class SimWorld:
                 node = SimNode(self, m, instance, self.keys[m], self.byzantine.get(m), skew)
                 self.nodes.append(node)
                 self.by_member.setdefault(m, []).append(node)
-        self.clients = [_key(self.seed, f"client{i}") for i in range(3)]
         self.client_nonce = [0] * len(self.clients)
         self.submitted: list[Submitted] = []
         self.pending: dict[bytes, bytes] = {}  # tx id -> signed bytes, until it commits
