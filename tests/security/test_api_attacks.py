@@ -3,7 +3,8 @@ mutual TLS): outsiders without or with foreign certificates, members reading wha
 theirs, forged, replayed, stale and re-aimed signed reads, auditors of the wrong member,
 unregistered and revoked accounts. Each attack asserts the refusal and its reason code, that
 the refusal was counted in ``mdtp_api_refusals_total``, and that the legitimate parties are
-still served afterwards.
+still served afterwards; after every attack each node's memory and file descriptors come back
+and it still commits a registered account's transaction (``recovered_and_committing``).
 
 One cluster and one contract (``c-1``: supplier of member 0, consumer of member 1) serve the
 module."""
@@ -32,7 +33,7 @@ from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.trading import TradingClient
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.security]
 
 DAY_MS = 86_400_000
 CONTRACT = "/v1/contracts/c-1"
@@ -428,3 +429,59 @@ async def test_an_unregistered_key_commits_nothing(w: World) -> None:
 @pytest.fixture
 def w(world: World) -> World:
     return world
+
+
+def _usage(node: cluster.ClusterNode) -> tuple[int, int]:
+    pid = cluster.running_pid(node)
+    assert pid is not None, f"{node.id} is not running"
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def _commit_through(w: World, node: cluster.ClusterNode, key: SigningKey) -> None:
+    """A registered account's transaction commits through ``node`` (it still serves)."""
+    ctx = w.member_ctx(w.nodes.index(node))
+    url = f"https://{node.api}/v1/accounts/{key.account_id}/nonce"
+    with urllib.request.urlopen(url, timeout=30, context=ctx) as r:
+        nonce = int(json.loads(r.read())["nonce"]) + 1
+    raw = sign_tx(
+        key,
+        chain_id=w.chain_id,
+        type_="note.set",
+        sender=key.account_id,
+        nonce=nonce,
+        expires_at_ms=int(time.time() * 1000) + 600_000,
+        body={"key": "after-attack", "value": b"ok"},
+    )
+    request = urllib.request.Request(
+        f"https://{node.api}/v1/tx?wait=1&timeout=60",
+        data=json.dumps({"tx": raw.hex()}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=90, context=ctx) as r:
+        assert json.loads(r.read())["status"] == "committed"
+
+
+RSS_SLACK_KB = 64 * 1024  # CPython keeps some freed memory in its arenas
+FD_SLACK = 8  # peer links may be reconnecting when we look
+
+
+@pytest.fixture(autouse=True)
+def recovered_and_committing(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "w" not in request.fixturenames:
+        yield
+        return
+    w: World = request.getfixturevalue("w")
+    before = {n.id: _usage(n) for n in w.nodes}
+    yield
+    for node in w.nodes:
+        rss0, fds0 = before[node.id]
+        deadline = time.monotonic() + 60
+        while True:
+            rss, fds = _usage(node)
+            if rss <= rss0 + RSS_SLACK_KB and fds <= fds0 + FD_SLACK:
+                break
+            assert time.monotonic() < deadline, (node.id, (rss0, fds0), (rss, fds))
+            time.sleep(0.5)
+    _commit_through(w, w.nodes[0], w.supplier)

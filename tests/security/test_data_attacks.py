@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,21 @@ async def stalled_fetch(
         except DataError as e:
             error = e
     return records, error
+
+
+@pytest.fixture(autouse=True)
+def resources_come_back(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every attack the supplier's and the consumer's nodes give their memory and file
+    descriptors back (on top of what each attack checks about commits and the ledger)."""
+    if "trade" not in request.fixturenames:
+        yield
+        return
+    t: Trade = request.getfixturevalue("trade")
+    nodes = [t.supplier_node, t.consumer_node]
+    before = [(open_fds(n), rss_mib(n)) for n in nodes]
+    yield
+    for node, (fds, rss) in zip(nodes, before, strict=True):
+        assert_resources_back(node, fds, rss)
 
 
 async def consumer_terminates(t: Trade, contract_id: str, consumer: SigningKey) -> None:
