@@ -90,37 +90,3 @@ def test_inconsistent_store_is_named_and_the_node_refuses_to_start(tmp_path: Pat
     assert "key space 'blocks' has height 7 above the tip 0" in log
     assert "Traceback" not in log
     wait_until(lambda: cluster.running_pid(node) is None, 10, "no process left")
-
-
-async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
-    running_cluster: Path,
-) -> None:
-    node = cluster.load_cluster(running_cluster)[3]
-    chain = chain_id_of(running_cluster)
-    body: object = {}
-    for _ in range(600):
-        body = {"a": body}
-    unsigned = msgpack.packb([chain, "note.set", "s", 1, 1, body], use_bin_type=True)
-    hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
-    (key,) = await registered_keys(running_cluster, 1)
-    async with client(running_cluster, node.api) as c:
-        for _ in range(3):
-            assert await reason_of(c, hostile) == "malformed"
-        done = await c.submit(signed(chain, key, 1), wait=True)
-        assert done["status"] == "committed"
-
-
-async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -> None:
-    node = cluster.load_cluster(running_cluster)[2]
-    chain = chain_id_of(running_cluster)
-    victim, attacker = await registered_keys(running_cluster, 2)
-    async with client(running_cluster, node.api) as c:
-        for nonce in (1, 2, 3):
-            squat = signed(chain, attacker, nonce, sender=victim.account_id)
-            assert await reason_of(c, squat) == "wrong_key"
-        stale = signed(chain, victim, 1, expires_at_ms=int(time.time() * 1000) - 1)
-        assert await reason_of(c, stale) == "expired"
-        for nonce in (1, 2, 3):  # the victim's own transactions are not blocked
-            done = await c.submit(signed(chain, victim, nonce), wait=True)
-            assert done["status"] == "committed"
-    assert metric_value(node, "mdtp_mempool_rejected_total", {"reason": "wrong_key"}) >= 3

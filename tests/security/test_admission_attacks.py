@@ -1,0 +1,92 @@
+"""Attacks on transaction intake (issue #12 items 1, 2 and 9) on a real 4-node cluster: a
+hostile encoding that once killed the verifier task, and transactions that try to hold other
+accounts' nonces or slip in expired. Each asserts the refusal with its reason code, that the
+node still commits through the same port afterwards, and that memory and descriptors come back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from mdtp.node.ops import cluster
+from tests.cluster.test_bad_input import reason_of, signed
+from tests.support.processes import metric_value, wait_until
+from tests.support.workload import chain_id_of, client, registered_keys
+
+pytestmark = [pytest.mark.security, pytest.mark.cluster]
+
+RSS_SLACK_KB = 64 * 1024
+FD_SLACK = 8
+
+
+@pytest.fixture(scope="module")
+def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cluster_dir = tmp_path_factory.mktemp("admission")
+    cluster.init_cluster(cluster_dir, 4)
+    try:
+        cluster.up(cluster_dir, timeout_s=90)
+        yield cluster_dir
+    finally:
+        cluster.down(cluster_dir)
+
+
+def _usage(node: cluster.ClusterNode) -> tuple[int, int]:
+    pid = cluster.running_pid(node)
+    assert pid is not None
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+@pytest.fixture(autouse=True)
+def resources_come_back(running_cluster: Path) -> Iterator[None]:
+    nodes = cluster.load_cluster(running_cluster)
+    before = {n.id: _usage(n) for n in nodes}
+    yield
+    for n in nodes:
+        rss0, fds0 = before[n.id]
+
+        def back(node: cluster.ClusterNode = n, rss0: int = rss0, fds0: int = fds0) -> bool:
+            rss, fds = _usage(node)
+            return rss <= rss0 + RSS_SLACK_KB and fds <= fds0 + FD_SLACK
+
+        wait_until(back, 60, f"{n.id} memory and descriptors back")
+
+
+async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
+    running_cluster: Path,
+) -> None:
+    node = cluster.load_cluster(running_cluster)[3]
+    chain = chain_id_of(running_cluster)
+    body: object = {}
+    for _ in range(600):
+        body = {"a": body}
+    unsigned = msgpack.packb([chain, "note.set", "s", 1, 1, body], use_bin_type=True)
+    hostile = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    (key,) = await registered_keys(running_cluster, 1)
+    async with client(running_cluster, node.api) as c:
+        for _ in range(3):
+            assert await reason_of(c, hostile) == "malformed"
+        done = await c.submit(signed(chain, key, 1), wait=True)
+        assert done["status"] == "committed"
+
+
+async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -> None:
+    node = cluster.load_cluster(running_cluster)[2]
+    chain = chain_id_of(running_cluster)
+    victim, attacker = await registered_keys(running_cluster, 2)
+    async with client(running_cluster, node.api) as c:
+        for nonce in (1, 2, 3):
+            squat = signed(chain, attacker, nonce, sender=victim.account_id)
+            assert await reason_of(c, squat) == "wrong_key"
+        stale = signed(chain, victim, 1, expires_at_ms=int(time.time() * 1000) - 1)
+        assert await reason_of(c, stale) == "expired"
+        for nonce in (1, 2, 3):  # the victim's own transactions are not blocked
+            done = await c.submit(signed(chain, victim, nonce), wait=True)
+            assert done["status"] == "committed"
+    assert metric_value(node, "mdtp_mempool_rejected_total", {"reason": "wrong_key"}) >= 3
