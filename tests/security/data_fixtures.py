@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,8 @@ SERVE_DEADLINE_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def sec_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cluster_dir = tmp_path_factory.mktemp("sec-data-cluster")
-    cluster.init_cluster(cluster_dir, 4)
-    try:
-        cluster.up(cluster_dir, timeout_s=90)
-        yield cluster_dir
-    finally:
-        cluster.down(cluster_dir)
+def sec_cluster(running_cluster: Path) -> Path:
+    return running_cluster
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,6 @@ RSS_SLACK_KB = 64 * 1024
 FD_SLACK = 8
 
 
-@pytest.fixture(scope="module")
-def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    cluster_dir = tmp_path_factory.mktemp("admission")
-    cluster.init_cluster(cluster_dir, 4)
-    try:
-        cluster.up(cluster_dir, timeout_s=90)
-        yield cluster_dir
-    finally:
-        cluster.down(cluster_dir)
-
-
 def _usage(node: cluster.ClusterNode) -> tuple[int, int]:
     pid = cluster.running_pid(node)
     assert pid is not None
