@@ -269,7 +269,11 @@ class Driver:
                 broadcast=broadcast,
             )
         )
-        metrics.export_rejections(lambda: dict(self.replica.rejections))
+        metrics.export_core(
+            rejections=lambda: dict(self.replica.rejections),
+            suspicions=lambda: dict(self.replica.suspicions),
+            requests_tracked=lambda: self.replica.requests_tracked,
+        )
 
     # -- construction ---------------------------------------------------------------------
 

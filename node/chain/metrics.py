@@ -11,20 +11,19 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 
 
-class _RejectionsCollector(Collector):
-    """Exports the consensus core's per-reason rejection counters as they are."""
+class _CoreCounters(Collector):
+    """Exports counters the consensus core keeps itself (by one label), as they are."""
 
-    def __init__(self, source: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self, name: str, documentation: str, label: str, source: Callable[[], dict[str, int]]
+    ) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
         self.source = source
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "mdtp_consensus_messages_rejected",
-            "Consensus messages rejected by the core, by reason",
-            labels=["reason"],
-        )
-        for reason, count in sorted(self.source().items()):
-            family.add_metric([reason], count)
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(self.source().items()):
+            family.add_metric([value], count)
         yield family
 
 
@@ -97,5 +96,34 @@ class DriverMetrics:
             "mdtp_consensus_halted", "1 if this replica halted (state diverged)", registry=registry
         )
 
-    def export_rejections(self, source: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_RejectionsCollector(source))
+    def export_core(
+        self,
+        *,
+        rejections: Callable[[], dict[str, int]],
+        suspicions: Callable[[], dict[str, int]],
+        requests_tracked: Callable[[], int],
+    ) -> None:
+        """What the core counts itself: rejected messages, suspicions of the primary (by
+        cause: progress, request, ...) and transactions under the request timer."""
+        self.registry.register(
+            _CoreCounters(
+                "mdtp_consensus_messages_rejected",
+                "Consensus messages rejected by the core, by reason",
+                "reason",
+                rejections,
+            )
+        )
+        self.registry.register(
+            _CoreCounters(
+                "mdtp_consensus_suspicions",
+                "Times this replica suspected the primary, by cause (progress, request, ...)",
+                "cause",
+                suspicions,
+            )
+        )
+        tracked = Gauge(
+            "mdtp_consensus_requests_tracked",
+            "Transactions whose request timer runs at this replica",
+            registry=self.registry,
+        )
+        tracked.set_function(lambda: float(requests_tracked()))

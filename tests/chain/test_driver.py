@@ -197,3 +197,25 @@ def test_a_slow_disk_never_kills_the_consensus_task(tmp_path: Path) -> None:
         assert all(n.failed_tasks == [] for n in w.nodes)
         assert len({n.height for n in w.nodes}) == 1
         assert w.checker.violations == []
+
+
+def test_a_censored_transaction_trips_the_request_timer_and_the_metrics_show_it(
+    tmp_path: Path,
+) -> None:
+    with world(tmp_path, byzantine={"n0": "censor-client"}) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await load(w, 45.0, every_s=0.2)
+            await asyncio.sleep(5.0)
+
+        run(w, body)
+        registry = w.nodes[1].driver.metrics.registry
+        suspicions = registry.get_sample_value(
+            "mdtp_consensus_suspicions_total", {"cause": "request"}
+        )
+        assert suspicions is not None and suspicions >= 1
+        assert registry.get_sample_value("mdtp_consensus_requests_tracked") is not None
+        assert w.nodes[1].driver.replica.view >= 1
+        assert all(w.committed_everywhere(s.tx_id) for s in w.submitted)

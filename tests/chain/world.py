@@ -13,9 +13,11 @@ from mdtp.node.testing.sim.world import SimWorld
 
 
 @contextmanager
-def world(tmp_path: Path, n: int = 4, seed: int = 1) -> Iterator[SimWorld]:
+def world(
+    tmp_path: Path, n: int = 4, seed: int = 1, byzantine: dict[str, str] | None = None
+) -> Iterator[SimWorld]:
     loop = VirtualTimeLoop()
-    w = SimWorld(seed, n, tmp_path / "sim", loop)
+    w = SimWorld(seed, n, tmp_path / "sim", loop, byzantine or {})
     try:
         yield w
     finally:
