@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -33,6 +34,8 @@ MANIFEST = "cluster.json"
 HOST = "127.0.0.1"
 # Environment switches of the test entry point (python -m mdtp.node.testing).
 TEST_ENV_PREFIX = "MDTP_TEST_"
+# Local clusters take ports from here up to the kernel's ephemeral range (see free_ports).
+PORT_MIN = 20000
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,38 @@ class ClusterNode:
         return self.home / "node.log"
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' source ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(count: int, host: str = HOST) -> list[int]:
-    """Ports the kernel hands out now; all sockets are held until all are chosen."""
+    """Free ports below the kernel's ephemeral range, so that no outgoing connection's source
+    port can take a node's port while the node restarts; all held until all are chosen."""
+    high = _ephemeral_low() - 1
+    low = min(PORT_MIN, high - 1000)
+    rng = random.Random(os.urandom(8))
     with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            s.bind((host, 0))
-            ports.append(s.getsockname()[1])
+        ports: list[int] = []
+        for _ in range(count * 200):
+            if len(ports) == count:
+                break
+            port = rng.randint(low, high)
+            if port in ports:
+                continue
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            stack.enter_context(s)
+            ports.append(port)
+        if len(ports) < count:
+            raise ClusterError(f"no {count} free ports between {low} and {high} on {host}")
         return ports
 
 
