@@ -51,6 +51,13 @@ class ConsensusConfig:
     request_timer: bool = True
     request_timeout_ms: int = 30_000
     requests_tracked_max: int = 4_096
+    # Aardvark (``primary_monitor``): after ``throughput_grace_ms`` in a view a backup
+    # suspects a primary delivering under ``throughput_floor_pct`` % of the best of the last
+    # n views (scaled to today's load), and a view under load ends after ``rotation_ms``
+    # so every primary is measured. 0 switches either off.
+    throughput_floor_pct: int = 50
+    throughput_grace_ms: int = 1_000
+    rotation_ms: int = 5_000
     evidence_max: int = 1_024
     state_transfer_blocks_max: int = 64
 
@@ -82,6 +89,10 @@ class ConsensusConfig:
             raise ConfigError("bad_timeout", "request_timeout_ms must exceed timeout_ms_base")
         if self.requests_tracked_max < 1 or self.checkpoint_horizon < self.window_size:
             raise ConfigError("bad_bound", "requests_tracked_max >= 1, horizon >= window")
+        if not 0 <= self.throughput_floor_pct <= 100 or self.throughput_grace_ms <= 0:
+            raise ConfigError("bad_bound", "throughput_floor_pct 0..100, grace > 0")
+        if self.rotation_ms and self.rotation_ms <= self.throughput_grace_ms:
+            raise ConfigError("bad_timeout", "rotation_ms must exceed throughput_grace_ms")
         if self.future_bytes_per_sender_max <= self.block_bytes_max:
             raise ConfigError("bad_bound", "future buffer must hold a full proposal")
 

@@ -137,6 +137,7 @@ from mdtp.consensus.messages import (
     sorted_signatures,
     verify_message,
 )
+from mdtp.consensus.primary_monitor import PrimaryMonitor
 from mdtp.consensus.state import PersistedState
 from mdtp.consensus.view_change import NewViewPlan, plan_new_view, validate_view_change
 
@@ -227,6 +228,12 @@ class Replica:
         self._requests: OrderedDict[bytes, int] = OrderedDict()
         self._request_timer_at: int | None = None
         self._view_started_ms = 0
+        self._monitor = PrimaryMonitor(
+            grace_ms=config.throughput_grace_ms,
+            floor_pct=config.throughput_floor_pct,
+            rotation_ms=config.rotation_ms,
+            history=config.n,
+        )
         self._transfer: tuple[int, bytes | None, tuple[str, ...]] | None = None
         self._transfer_attempts = 0
         self._failed_views = 0
@@ -305,6 +312,7 @@ class Replica:
         """First call after construction or restore: arms timers, resumes work."""
         self._begin(now_ms)
         self._view_started_ms = now_ms
+        self._monitor.view_started(now_ms, judging=self._judging)
         self._set_timer(TimerKind.RETRANSMIT, now_ms + self.config.retransmit_interval_ms)
         if self._in_view_change and self._my_view_change is not None:
             self._out.append(Broadcast(self._my_view_change))
@@ -323,6 +331,7 @@ class Replica:
         self._begin(event.now_ms)
         if self._halted:
             return []
+        self._monitor.advance(event.now_ms)
         if isinstance(event, MessageReceived):
             self._on_message(event.message)
         elif isinstance(event, TimerFired):
@@ -337,6 +346,7 @@ class Replica:
         else:
             self._on_state_transfer_done(event.block, event.state_roots)
         if not self._halted:
+            self._judge_primary()
             self._arm_request_timer()
             self._check_invariants()
         return self._finish()
@@ -756,6 +766,7 @@ class Replica:
         if self._requests:
             for tx in block.payload:
                 self._requests.pop(transaction_id(tx), None)
+        self._monitor.committed(len(block.payload), sum(len(tx) for tx in block.payload))
         self._progress(slot.height)
         self._deliver_ready()
         self._maybe_commit(slot.height + 1)
@@ -866,6 +877,22 @@ class Replica:
         elif deadline != self._request_timer_at or not self._timer_armed[TimerKind.REQUEST]:
             self._request_timer_at = deadline
             self._set_timer(TimerKind.REQUEST, deadline)
+
+    @property
+    def _judging(self) -> bool:
+        """Whether this replica measures the primary of its view: a backup, in the view."""
+        return not self._in_view_change and not self.is_primary
+
+    def _judge_primary(self) -> None:
+        """Aardvark: suspect a primary that delivers far less than recent views did, or
+        whose turn under load is over (``primary_monitor``).  Runs after every event; the
+        retransmit timer makes one at least every ``retransmit_interval_ms``."""
+        self._monitor.advance(self._now, len(self._requests))
+        if not self._judging or self._my_suspect is not None or self._transfer is not None:
+            return
+        cause = self._monitor.verdict(self._now)
+        if cause is not None:
+            self._suspect(cause)
 
     def _check_invariants(self) -> None:
         """Bounds every structure fed by other members must keep (cheap: sizes only)."""
@@ -1159,6 +1186,7 @@ class Replica:
         self._new_view_msg = None
         self._my_suspect = None
         self._suspects = {s: v for s, v in self._suspects.items() if v >= new_view}
+        self._monitor.view_started(self._now, judging=False)
         self._failed_views += 1
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         vc = self._build_view_change()
@@ -1297,6 +1325,7 @@ class Replica:
         # Request timers restart: the new primary gets a full timeout for every
         # transaction, whatever its predecessor left waiting.
         self._view_started_ms = self._now
+        self._monitor.view_started(self._now, judging=self._judging)
         self._dirty = True
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         self._view_changes = {s: v for s, v in self._view_changes.items() if v.new_view > nv.view}

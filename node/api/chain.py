@@ -13,6 +13,7 @@ from aiohttp import web
 
 from mdtp.node.api import auth
 from mdtp.node.api.common import error, hex32, int_param
+from mdtp.node.api.throttle import RefusalBudget
 from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.tx import Tx, TxError
 from mdtp.node.txpool.mempool import MempoolFull
@@ -60,7 +61,24 @@ def add_routes(
             doc = {k: doc[k] for k in PUBLIC_STATUS_FIELDS if k in doc}
         return web.json_response(doc)
 
+    refusals = RefusalBudget()
+
     async def post_tx(request: web.Request) -> web.Response:
+        conn = request.transport
+        if conn is not None and refusals.exhausted(conn):
+            await asyncio.sleep(refusals.penalty_s)
+            return error(
+                429,
+                "too_many_refused",
+                "this connection sent too many transactions the node refused; slow down",
+                {"Retry-After": str(math.ceil(refusals.penalty_s))},
+            )
+        response = await _post_tx(request)
+        if 400 <= response.status < 500 and conn is not None:
+            refusals.refused(conn)
+        return response
+
+    async def _post_tx(request: web.Request) -> web.Response:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -10,7 +10,9 @@ simulator runs this very code under virtual time.
 Ordering rules (the reasons this module exists):
 
 - One task, ``_consensus_loop``, calls ``Replica.handle``; events are queued (network events
-  in a bounded queue whose overflow is dropped and counted — the protocol tolerates loss —,
+  in bounded queues whose overflow is dropped and counted — the protocol tolerates loss;
+  peer frames wait in one bounded queue per peer link, taken round robin within a frame
+  budget per peer (:mod:`.ingress`), so one member's flood delays no other member —,
   internal events such as timers and executed blocks in a small unbounded one, bounded in
   practice by the number of timer kinds and the window).
 - Every peer message is checked before any work is done for it: decoded within the wire
@@ -28,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mdtp.consensus.actions import (
@@ -79,6 +81,7 @@ from mdtp.node.chain.execution import (
     decode_certificate,
     encode_block,
 )
+from mdtp.node.chain.ingress import FairIngress, IngressLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
 from mdtp.node.chain.ports import BroadcastFn, Clock, Disk, SendFn, SystemClock, ThreadDisk
@@ -104,7 +107,16 @@ log = logging.getLogger("mdtp.driver")
 @dataclass(frozen=True)
 class DriverLimits:
     network_queue_max: int = 20_000
-    ingress_queue_max: int = 20_000
+    # peer input: a bounded queue and a budget of signature checks per peer link
+    # (``ingress``); consensus frames cost one each, gossip one per transaction
+    ingress: IngressLimits = field(default_factory=IngressLimits)
+    gossip_ingress: IngressLimits = field(
+        default_factory=lambda: IngressLimits(
+            items_per_peer_max=64, bytes_per_peer_max=32 * 1024 * 1024, work_per_s=20_000
+        )
+    )
+    # a peer whose gossip held a transaction with a bad signature is not listened to
+    gossip_shut_out_s: float = 60.0
     events_per_batch_max: int = 512
     block_txs_max: int = 2_000
     block_bytes_max: int = 4 * 1024 * 1024
@@ -123,6 +135,12 @@ class DriverLimits:
     request_timeout_ms: int = 30_000
     # how many waiting transactions a backup reports to the core at a time (request timer)
     requests_offered_max: int = 64
+    # Aardvark's primary checks (``consensus/primary_monitor.py``): a view under load ends
+    # after ``rotation_ms``; after ``throughput_grace_ms`` one delivering under
+    # ``throughput_floor_pct`` % of the best recent view (at today's load) is suspected.
+    rotation_ms: int = 5_000
+    throughput_grace_ms: int = 1_000
+    throughput_floor_pct: int = 50
     # off only in the simulator's control run, which must then catch a censoring primary
     request_timer: bool = True
 
@@ -146,6 +164,9 @@ def consensus_config(
         block_bytes_max=limits.block_bytes_max,
         request_timeout_ms=max(limits.request_timeout_ms, 10 * p.view_timeout_ms),
         request_timer=limits.request_timer,
+        rotation_ms=limits.rotation_ms,
+        throughput_grace_ms=limits.throughput_grace_ms,
+        throughput_floor_pct=limits.throughput_floor_pct,
     )
 
 
@@ -244,11 +265,19 @@ class Driver:
         self.commit_listeners = self.executor.listeners
         self._network: deque[tuple[str, Message]] = deque()
         self._internal: deque[InternalItem] = deque()
-        self._ingress: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(limits.ingress_queue_max)
+        peers = [m for m in self.config.members if m != node_id]
+        self._ingress: FairIngress[bytes] = FairIngress(peers, limits.ingress, self.clock.monotonic)
+        self._gossip_in: FairIngress[list[bytes]] = FairIngress(
+            peers, limits.gossip_ingress, self.clock.monotonic
+        )
         self._wake = asyncio.Event()
         self._timers: dict[TimerKind, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._first_seen: dict[int, float] = {}
+        # proposals whose transactions were checked, and views whose primary proposed a
+        # transaction with a bad signature (``_worth_preverifying``)
+        self._preverified: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._bad_proposal_views: set[int] = set()
         self._proposal_handle: asyncio.TimerHandle | None = None
         self._pending_since: float | None = None
         self._last_view = 0
@@ -317,6 +346,7 @@ class Driver:
         spawn = self.supervisor.spawn
         self._tasks.append(spawn("consensus", self._consensus_loop(), long_lived=True))
         self._tasks.append(spawn("ingress", self._ingress_loop(), long_lived=True))
+        self._tasks.append(spawn("gossip", self._gossip_loop(), long_lived=True))
         self._tasks.append(spawn("housekeeping", self._housekeeping(), long_lived=True))
         self._internal.append(_START)
         self._wake.set()
@@ -345,13 +375,14 @@ class Driver:
         if not isinstance(body, bytes):
             self.metrics.frames_dropped.labels("not_bytes").inc()
             return
-        try:
-            self._ingress.put_nowait((peer_id, body))
-        except asyncio.QueueFull:
-            self.metrics.frames_dropped.labels("ingress_full").inc()
+        dropped = self._ingress.put(peer_id, body, len(body))
+        if dropped is not None:
+            self.metrics.frames_dropped.labels(dropped).inc()
 
     def on_gossip_frame(self, peer_id: str, body: Any) -> None:
-        dropped = self.admission.on_gossip(body)
+        dropped = self.admission.check_gossip(body)
+        if dropped is None:
+            dropped = self._gossip_in.put(peer_id, body, sum(map(len, body)), len(body))
         if dropped is not None:
             self.metrics.frames_dropped.labels(dropped).inc()
 
@@ -402,15 +433,59 @@ class Driver:
             # A proposal's height is one member's claim, so it never counts as the chain's
             # height (``highest_seen`` moves on certificates, checkpoints and the (f+1)-th
             # highest beacon only): a Byzantine member cannot make this node "catch up".
-            if isinstance(msg, PrePrepare):
-                await self.admission.preverify([msg.block])
-            elif isinstance(msg, NewView):
-                await self.admission.preverify([pp.block for pp in msg.pre_prepares])
+            if isinstance(msg, PrePrepare | NewView) and self._worth_preverifying(msg):
+                blocks = (
+                    [msg.block]
+                    if isinstance(msg, PrePrepare)
+                    else [pp.block for pp in msg.pre_prepares]
+                )
+                if await self.admission.preverify(blocks):
+                    # an honest primary proposes only transactions it verified
+                    self._bad_proposal_views.add(msg.view)
             if len(self._network) >= self.limits.network_queue_max:
                 self.metrics.frames_dropped.labels("network_queue_full").inc()
                 continue
             self._network.append((peer_id, msg))
             self._wake.set()
+
+    def _worth_preverifying(self, msg: PrePrepare | NewView) -> bool:
+        """Checking a proposal's transactions is the costliest work a member can ask of
+        us, so only a proposal the core could accept gets it: from the primary of a view
+        not behind ours, the first per (view, height) -- a second one is equivocation --,
+        inside the window, and not from a primary already caught proposing a transaction
+        with a bad signature in that view. The others go to the core unchecked, which
+        refuses them (``unverified_transaction``) or drops them as stale."""
+        r = self.replica
+        if msg.sender != self.config.primary(msg.view) or msg.view < r.view:
+            return False
+        if msg.view in self._bad_proposal_views:
+            return False
+        height = msg.height if isinstance(msg, PrePrepare) else -1
+        low = r.stable_checkpoint.height
+        if height != -1 and not low < height <= low + self.config.window_size:
+            return False
+        key = (msg.view, height)
+        if key in self._preverified:
+            return False
+        self._preverified[key] = None
+        while len(self._preverified) > 4 * self.config.window_size:
+            self._preverified.popitem(last=False)
+        self._bad_proposal_views = {v for v in self._bad_proposal_views if v >= r.view}
+        return True
+
+    async def _gossip_loop(self) -> None:
+        """Peers' gossip, one batch at a time, fairly per peer (``_gossip_in``)."""
+        while True:
+            peer_id, raws = await self._gossip_in.get()
+            if await self.admission.admit_gossip(raws):
+                log.warning(
+                    "peer %s gossiped transactions with bad signatures: ignoring its "
+                    "gossip for %.0f s",
+                    peer_id,
+                    self.limits.gossip_shut_out_s,
+                )
+                self.metrics.frames_dropped.labels("bad_gossip_transaction").inc()
+                self._gossip_in.penalize(peer_id, self.limits.gossip_shut_out_s)
 
     # -- the consensus loop ---------------------------------------------------------------
 
@@ -481,11 +556,13 @@ class Driver:
             elif isinstance(action, Deliver):
                 if await self._deliver(action.block, action.certificate):
                     # the core wants BlockExecuted before any other event; what it answers
-                    # runs after this list (its own Persist still precedes its own votes)
+                    # runs after this list (its own Persist still precedes its own votes).
+                    # The height is the block's, not the tip's: state transfer may have
+                    # executed the next heights while this one was being written.
+                    height = action.block.height
+                    root = self.executor.state_root_at(height)
                     follow_up.extend(
-                        self.replica.handle(
-                            BlockExecuted(self.clock.now_ms(), self.height, self.state_root)
-                        )
+                        self.replica.handle(BlockExecuted(self.clock.now_ms(), height, root))
                     )
             elif isinstance(action, RequestStateTransfer):
                 self.highest_seen = max(self.highest_seen, action.to_height)
@@ -503,9 +580,15 @@ class Driver:
             await self._execute(follow_up)
 
     async def _deliver(self, block: Block, cert: CommitCertificate) -> bool:
-        """Execute a block the core delivered; False if state transfer executed it first."""
-        if not await self.executor.deliver(block, cert):
-            log.info("height %d was already executed by state transfer", block.height)
+        """Execute a block the core delivered. If state transfer executed that height
+        first, the block is the same (one block is certified per height), and the core
+        hears of it all the same: its executed height must follow its delivered one,
+        whichever path wrote the block. False only if the node halted."""
+        if await self.executor.deliver(block, cert):
+            return True
+        log.info("height %d was already executed by state transfer", block.height)
+        if self.executor.hash_at(block.height) != block.hash():
+            self._halt(f"block {block.height} executed here differs from the one committed")
             return False
         return True
 

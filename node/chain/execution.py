@@ -69,12 +69,13 @@ class BlockExecutor:
         self.listeners: list[CommitListener] = []
         self._lock = asyncio.Lock()
         self.height, self.state_root = store.tip()
-        self.tip_hash = self._record_hash(self.height)
+        self.tip_hash = self.hash_at(self.height)
         metrics.height.set(self.height)
 
     # -- the committed chain ----------------------------------------------------------------
 
-    def _record_hash(self, height: int) -> bytes:
+    def hash_at(self, height: int) -> bytes:
+        """The hash of the executed block at ``height`` (at most the tip)."""
         if height == 0:
             return genesis_hash(self.chain_id, self.genesis_state_root)
         record = self.store.record(height)

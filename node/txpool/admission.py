@@ -78,19 +78,22 @@ class Admission:
                 return "unverified_transaction"
         return None
 
-    async def preverify(self, blocks: Sequence[Block]) -> None:
-        """Verify the signatures of proposed transactions not seen yet, in one batch."""
+    async def preverify(self, blocks: Sequence[Block]) -> int:
+        """Verify the signatures of proposed transactions not seen yet, in one batch;
+        returns how many failed (a proposal with any is invalid)."""
         unknown = [
             tx
             for b in blocks
             for tx in b.payload
             if hashlib.sha256(tx).digest() not in self._verified
         ]
-        if not unknown:
-            return
-        for result in await self.verifier.check_many(unknown):
-            if not isinstance(result, TxError):
+        failed = 0
+        for result in await self.verifier.check_many(unknown) if unknown else []:
+            if isinstance(result, TxError):
+                failed += 1
+            else:
                 self.remember(result.id)
+        return failed
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -117,23 +120,29 @@ class Admission:
             self._on_activity()
         return added
 
-    def on_gossip(self, body: Any) -> str | None:
-        """A peer's gossip frame; the reason it was dropped, or None."""
+    def check_gossip(self, body: Any) -> str | None:
+        """The shape of a peer's gossip frame: the reason to drop it, or None."""
         if not isinstance(body, list) or not all(isinstance(t, bytes) for t in body):
             return "bad_gossip"
         if len(body) > self.gossip_batch_max * 4:
             return "gossip_too_large"
-        self._supervisor.spawn("gossip-admission", self._admit_gossip(body))
         return None
 
-    async def _admit_gossip(self, raws: list[bytes]) -> None:
+    async def admit_gossip(self, raws: list[bytes]) -> int:
+        """Verify and admit a peer's gossip (one batch at a time: the driver's gossip
+        intake); returns how many carry a signature that does not verify, which an honest
+        peer never sends: it gossips only what it verified, and unlike size or encoding
+        rules a signature does not depend on a node's configuration or version."""
         fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
-        for result in await self.verifier.check_many(fresh):
+        failed = 0
+        for result in await self.verifier.check_many(fresh) if fresh else []:
             if isinstance(result, TxError):
                 self.mempool.metrics.rejected.labels(result.reason).inc()
+                failed += result.reason == "bad_signature"
                 continue
             with contextlib.suppress(MempoolReject, MempoolFull):  # counted by the mempool
                 self.admit(result)
+        return failed
 
     def regossip(self) -> None:
         """Offer the oldest waiting transactions to every peer again. Gossip is sent once and

@@ -17,6 +17,7 @@ from mdtp.consensus.messages import (
     encode_message,
     sign_message,
 )
+from mdtp.node.chain.driver import DriverLimits
 from mdtp.node.chain.statesync import StateSync
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.tx import Tx, TxError, sign_tx
@@ -113,11 +114,12 @@ def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
                 victim.on_consensus_frame("n0", encode_message(msg))
             await asyncio.sleep(0.5)
             assert checked == [], "payload work was done for a message no member signed"
-            # one a Byzantine member really signed: valid, checked, but one member's claim
+            # one a Byzantine member really signed: valid, but outside the window, so its
+            # payload is not worth checking, and only one member's claim of a height
             member_signed = sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", w.keys["n0"].sign)
             victim.on_consensus_frame("n0", encode_message(member_signed))
             await asyncio.sleep(0.5)
-            assert checked == [len(unseen)]
+            assert checked == []
             assert victim.highest_seen < 10**9
             assert not victim.lagging
 
@@ -128,6 +130,111 @@ def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
             for reason in ("bad_signature", "not_a_member")
         }
         assert dropped == {"bad_signature": 2, "not_a_member": 1}
+
+
+def test_a_primary_proposing_bad_signatures_gets_its_payload_checked_once_per_view(
+    tmp_path: Path,
+) -> None:
+    """Signed proposals full of transactions with bad signatures would make every backup
+    verify a whole block per frame. Only a proposal the core could accept is checked: from
+    the primary of its view, inside the window, one per (view, height); after one with a
+    bad signature, none of that primary's proposals in that view."""
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await load(w, 1.0)
+            await asyncio.sleep(1.0)
+            victim = w.nodes[1].driver
+            checked: list[int] = []
+            check_many = victim.verifier.check_many
+
+            async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
+                checked.append(len(raws))
+                return await check_many(raws)
+
+            victim.verifier.check_many = counting  # type: ignore[method-assign]
+            key = SigningKey.generate()
+            junk = tuple(
+                sign_tx(
+                    key,
+                    chain_id="sim",
+                    type_="note.set",
+                    sender=key.account_id,
+                    nonce=1,
+                    expires_at_ms=2**40,
+                    body={"i": i},
+                )[:-1]
+                + b"\x00"
+                for i in range(40)
+            )
+            view = victim.replica.view
+            primary = victim.config.primary(view)
+            other = next(m for m in w.members if m not in (primary, "n1"))
+            h = victim.height + 1
+
+            def proposal(height: int, sender: str, stamp: int) -> bytes:
+                header = BlockHeader(
+                    "sim", height, bytes(32), bytes(32), stamp, sender, payload_hash(junk)
+                )
+                pp = PrePrepare(view, height, Block(header, junk), sender)
+                return encode_message(sign_message(pp, "sim", w.keys[sender].sign))
+
+            victim.on_consensus_frame(other, proposal(h, other, 1))  # not its view
+            await asyncio.sleep(0.2)
+            assert checked == []
+            for i in range(5):  # the primary, five heights: checked for the first only
+                victim.on_consensus_frame(primary, proposal(h + i, primary, 2 + i))
+                await asyncio.sleep(0.2)
+            assert checked == [len(junk)]
+
+        run(w, body)
+
+
+def test_a_peer_gossiping_bad_signatures_is_shut_out_and_others_are_heard(
+    tmp_path: Path,
+) -> None:
+    """Gossip is verified one batch at a time, fairly per peer; an honest member gossips
+    only transactions it verified, so one with a bad signature shuts the sender's gossip
+    out for a while (counted), and the other members' gossip is still admitted."""
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await asyncio.sleep(1.0)
+            victim = w.nodes[1].driver
+            key = w.clients[0]
+
+            def tx(nonce: int, bad: bool = False) -> bytes:
+                raw = sign_tx(
+                    key,
+                    chain_id="sim",
+                    type_="note.set",
+                    sender=key.account_id,
+                    nonce=nonce,
+                    expires_at_ms=2**42,
+                    body={"key": "k", "value": b"v"},
+                )
+                return raw[:-1] + bytes([raw[-1] ^ 1]) if bad else raw
+
+            victim.on_gossip_frame("n0", [tx(n, bad=True) for n in range(1, 50)])
+            await asyncio.sleep(0.5)
+            victim.on_gossip_frame("n0", [tx(1)])
+            await asyncio.sleep(0.5)
+            assert len(victim.mempool) == 0  # n0 is not listened to any more
+            victim.on_gossip_frame("n2", [tx(1)])
+            await asyncio.sleep(0.5)
+            assert len(victim.mempool) == 1
+
+        run(w, body)
+        driver = w.nodes[1].driver
+        dropped = {
+            reason: driver.metrics.frames_dropped.labels(reason)._value.get()
+            for reason in ("bad_gossip_transaction", "peer_shut_out")
+        }
+        assert dropped == {"bad_gossip_transaction": 1, "peer_shut_out": 1}
 
 
 def _drip(sync: StateSync, w: SimWorld) -> None:
@@ -202,7 +309,9 @@ def test_a_slow_disk_never_kills_the_consensus_task(tmp_path: Path) -> None:
 def test_a_censored_transaction_trips_the_request_timer_and_the_metrics_show_it(
     tmp_path: Path,
 ) -> None:
-    with world(tmp_path, byzantine={"n0": "censor-client"}) as w:
+    # rotation would replace the censor before its request timers ran out
+    limits = DriverLimits(block_txs_max=64, rotation_ms=0)
+    with world(tmp_path, byzantine={"n0": "censor-client"}, limits=limits) as w:
 
         async def body() -> None:
             for node in w.nodes:
@@ -219,3 +328,31 @@ def test_a_censored_transaction_trips_the_request_timer_and_the_metrics_show_it(
         assert registry.get_sample_value("mdtp_consensus_requests_tracked") is not None
         assert w.nodes[1].driver.replica.view >= 1
         assert all(w.committed_everywhere(s.tx_id) for s in w.submitted)
+
+
+def test_a_slow_primary_loses_its_turn_and_is_replaced_early_when_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Aardvark's slow primary (n0) proposes just under the progress timeout, so PBFT's
+    timers never fire. Rotation ends its first turn (nothing to compare with yet); the
+    honest views that follow leave a measurement, and on its next turn (view 4) the
+    backups suspect it for throughput long before its rotation is due."""
+    with world(tmp_path, byzantine={"n0": "slow-primary"}) as w:
+        views: list[tuple[float, int]] = []
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            loop = asyncio.get_running_loop()
+            for _ in range(40):
+                await load(w, 1.0, every_s=0.01)
+                views.append((loop.time(), w.nodes[1].driver.replica.view))
+
+        run(w, body)
+        causes = w.nodes[1].driver.replica.suspicions
+        assert causes.get("rotation", 0) >= 1 and causes.get("throughput", 0) >= 1, causes
+        turns = [t for t, v in views if v % 4 == 0]
+        assert w.nodes[1].driver.replica.view >= 5
+        # n0 held views 0 and 4 for less time together than two rotations
+        assert len(turns) * 1.0 < 2 * 5.0 + 2, views
+        assert w.checker.violations == []

@@ -8,16 +8,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mdtp.node.chain.driver import DriverLimits
 from mdtp.node.testing.sim.loop import VirtualTimeLoop
 from mdtp.node.testing.sim.world import SimWorld
 
 
 @contextmanager
 def world(
-    tmp_path: Path, n: int = 4, seed: int = 1, byzantine: dict[str, str] | None = None
+    tmp_path: Path,
+    n: int = 4,
+    seed: int = 1,
+    byzantine: dict[str, str] | None = None,
+    limits: DriverLimits | None = None,
 ) -> Iterator[SimWorld]:
     loop = VirtualTimeLoop()
-    w = SimWorld(seed, n, tmp_path / "sim", loop, byzantine or {})
+    w = SimWorld(
+        seed, n, tmp_path / "sim", loop, byzantine or {}, limits=limits or DriverLimits(64)
+    )
     try:
         yield w
     finally:

@@ -28,6 +28,10 @@ def config(me: str = "n1", **overrides: Any) -> ConsensusConfig:
         "pipeline_depth": 1,
         "timeout_ms_base": 1_000,
         "timeout_ms_cap": 8_000,
+        # the primary monitor has tests of its own (test_primary_monitor.py); here it
+        # would add rotations to scenarios about other things
+        "rotation_ms": 0,
+        "throughput_floor_pct": 0,
     }
     params.update(overrides)
     return ConsensusConfig(**params)

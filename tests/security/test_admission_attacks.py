@@ -14,6 +14,7 @@ import msgpack
 import pytest
 
 from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import ApiError
 from tests.cluster.test_bad_input import reason_of, signed
 from tests.support.processes import metric_value, wait_until
 from tests.support.workload import chain_id_of, client, registered_keys
@@ -79,3 +80,31 @@ async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -
             done = await c.submit(signed(chain, victim, nonce), wait=True)
             assert done["status"] == "committed"
     assert metric_value(node, "mdtp_mempool_rejected_total", {"reason": "wrong_key"}) >= 3
+
+
+async def test_a_connection_flooding_refused_transactions_is_slowed_and_others_commit(
+    running_cluster: Path,
+) -> None:
+    """Refusals come back as fast as the node produces them, so a client in a closed loop
+    of junk would take the event loop from everyone. Past its budget a connection's
+    submissions wait and get ``429 too_many_refused``; another connection still commits."""
+    node = cluster.load_cluster(running_cluster)[1]
+    chain = chain_id_of(running_cluster)
+    (key,) = await registered_keys(running_cluster, 1)
+    forged = signed(chain, key, 1)[:-1] + b"\x00"  # a bad signature
+    statuses: list[tuple[int, str]] = []
+    started = time.monotonic()
+    async with client(running_cluster, node.api, connections=1) as flood:
+        for _ in range(60):
+            try:
+                await flood.submit(forged)
+            except ApiError as e:
+                statuses.append((e.status, e.reason))
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {(400, "bad_signature"), (429, "too_many_refused")}, set(statuses)
+    # at most a second's worth at once, then about the budget per second
+    assert elapsed >= 1.0
+    async with client(running_cluster, node.api) as c:
+        done = await c.submit(signed(chain, key, 1), wait=True)
+        assert done["status"] == "committed"
+    assert metric_value(node, "mdtp_api_requests_total", {"route": "/v1/tx", "status": "429"}) >= 1

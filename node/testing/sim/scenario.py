@@ -22,9 +22,9 @@ from mdtp.consensus.sim.byzantine import BEHAVIORS
 from mdtp.consensus.sim.network import LinkFaults
 from mdtp.consensus.sim.rng import Rng
 from mdtp.node.testing.sim.loop import VirtualTimeLoop
-from mdtp.node.testing.sim.world import CENSORS, DiskFaults, SimNode, SimWorld
+from mdtp.node.testing.sim.world import CENSORS, SLOW_PRIMARY, DiskFaults, SimNode, SimWorld
 
-BYZANTINE_FAULTS = (*sorted(set(BEHAVIORS) | set(CENSORS)), "twins")
+BYZANTINE_FAULTS = (*sorted(set(BEHAVIORS) | set(CENSORS) | {SLOW_PRIMARY}), "twins")
 NETWORK_FAULTS = ("loss", "dup", "delay", "reorder", "mutate", "replay", "partition")
 NODE_FAULTS = ("crash", "slowdisk")
 ALL_FAULTS = frozenset(NETWORK_FAULTS + NODE_FAULTS + BYZANTINE_FAULTS)
@@ -83,7 +83,7 @@ def run_seed(
     faults: frozenset[str],
     *,
     byzantine: dict[str, str] | None = None,
-    request_timer: bool = True,
+    primary_checks: bool = True,
 ) -> SimResult:
     """One seeded run; ``byzantine`` (member -> behaviour) overrides the seed's choice."""
     setup = Rng(seed * 1_000_003 + n)
@@ -93,7 +93,7 @@ def run_seed(
         mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
     loop = VirtualTimeLoop()
     root = _scratch_dir()
-    world = SimWorld(seed, n, root, loop, chosen, twins, request_timer=request_timer)
+    world = SimWorld(seed, n, root, loop, chosen, twins, primary_checks=primary_checks)
     result = SimResult(seed, n, faults, mix)
     try:
         loop.run_until_complete(_run(world, setup, faults, result))
@@ -257,7 +257,7 @@ def run_twins_control(seed: int = 0) -> SimResult:
 def run_censorship_control(seed: int = 0, n: int = 4) -> SimResult:
     """The first primary drops one client's transactions while blocks keep committing, and
     the request timer is switched off: the checker must report the censored transactions."""
-    return run_seed(seed, n, frozenset(), byzantine={"n0": "censor-client"}, request_timer=False)
+    return run_seed(seed, n, frozenset(), byzantine={"n0": "censor-client"}, primary_checks=False)
 
 
 def parse_faults(text: str) -> frozenset[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import shutil
 from collections.abc import Callable, Sequence
@@ -134,6 +135,15 @@ class BehaviorOutbox:
 # transaction format): they propose what the mempool offers, minus a victim's transactions,
 # or only a friend's. Blocks keep committing either way; only request timers catch them.
 CENSORS = ("censor-client", "censor-own")
+# Aardvark's slow primary: proposes everything it has, one block at a time, each just
+# under the progress timeout, so no timer of PBFT's fires while the chain crawls.
+SLOW_PRIMARY = "slow-primary"
+
+
+def slow_primary_limits(limits: DriverLimits, timeout_ms: int) -> DriverLimits:
+    return dataclasses.replace(
+        limits, proposal_wait_ms=max(1, timeout_ms - 200), proposals_in_flight_max=1
+    )
 
 
 @dataclass
@@ -197,7 +207,10 @@ class SimNode:
         verifier = BatchVerifier(CHAIN_ID, 64 * 1024, threads=1, executor=InlineExecutor())
         outbox: Callable[[OutboxContext], ConsensusOutbox] | None = None
         proposal_filter: Callable[[list[Tx]], list[Tx]] | None = None
-        if self.behavior in CENSORS:
+        limits = w.limits
+        if self.behavior == SLOW_PRIMARY:
+            limits = slow_primary_limits(limits, w.genesis.consensus.view_timeout_ms)
+        elif self.behavior in CENSORS:
             victim, friend = w.clients[0].account_id, w.clients[1].account_id
             keep_friend = self.behavior == "censor-own"
             block_max = w.limits.block_txs_max
@@ -228,7 +241,7 @@ class SimNode:
             send=lambda peer, kind, body: w.send(self, peer, kind, body),
             broadcast=lambda kind, body: w.broadcast(self, kind, body),
             metrics=DriverMetrics(registry),
-            limits=w.limits,
+            limits=limits,
             supervisor=supervisor,
             clock=self.clock,
             disk=self.disk,
@@ -278,7 +291,10 @@ class SimWorld:
     byzantine: dict[str, str] = field(default_factory=dict)
     twins: set[str] = field(default_factory=set)
     skew_ms_max: int = 200
-    request_timer: bool = True
+    # False: no request timer, rotation or throughput check -- the control build that must
+    # then be caught letting a censoring primary stay
+    primary_checks: bool = True
+    limits: DriverLimits = field(default_factory=lambda: DriverLimits(block_txs_max=64))
 
     def __post_init__(self) -> None:
         self.rng = Rng(self.seed)
@@ -301,7 +317,10 @@ class SimWorld:
             consensus=ConsensusParams(),
         )
         self.chain: ChainLedger = build_ledger(self.genesis)
-        self.limits = DriverLimits(block_txs_max=64, request_timer=self.request_timer)
+        if not self.primary_checks:
+            self.limits = dataclasses.replace(
+                self.limits, request_timer=False, rotation_ms=0, throughput_floor_pct=0
+            )
         self.honest = frozenset(
             m for m in self.members if m not in self.byzantine and m not in self.twins
         )
