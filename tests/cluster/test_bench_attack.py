@@ -1,5 +1,6 @@
 """``mdtp bench --attack --json`` (4 s per behaviour) runs every Aardvark behaviour on a real
-reports every figure it promises (timing is never asserted: the figures go in the README)."""
+cluster and reports every figure it promises (timing is never asserted: the figures go in
+the README)."""
 
 from __future__ import annotations
 
