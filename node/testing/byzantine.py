@@ -83,6 +83,8 @@ class ByzantineSender:
         # where this node is, as its own outgoing messages tell (for flood-signed)
         self.view = 0
         self.height = 0
+        self.checkpointed = 0  # our last checkpoint's height, and the interval between them
+        self.checkpoint_gap = 8
         self.flood_rate = int(os.environ.get(FLOOD_RATE_ENV, FLOOD_RATE_DEFAULT))
         self.flood_sent = 0
         self.flood_refused = 0
@@ -150,6 +152,10 @@ class ByzantineSender:
             self.height = max(self.height, msg.height)
         elif isinstance(msg, Checkpoint):
             self.height = max(self.height, msg.height)
+            if msg.height > self.checkpointed:
+                if self.checkpointed:
+                    self.checkpoint_gap = msg.height - self.checkpointed
+                self.checkpointed = msg.height
         elif isinstance(msg, ViewChange):
             self.view = max(self.view, msg.new_view)
         elif isinstance(msg, NewView):
@@ -157,20 +163,23 @@ class ByzantineSender:
 
     def useless_messages(self, count: int) -> list[Message]:
         """``count`` unsigned messages that will verify once signed but carry nothing:
-        votes for blocks no one proposed, checkpoints of blocks that do not exist, suspicions
-        of views already left (never of the current one, which would count towards a view
-        change)."""
+        votes for blocks no one proposed (at heights inside the window), the next checkpoint
+        of a block that does not exist, suspicions of views already left (never of the
+        current one, which would count towards a view change)."""
         out: list[Message] = []
         rng = self.rng
         for _ in range(count):
             kind = rng.randrange(4)
-            height = self.height + rng.randint(1, 12)
+            # around our height, mostly above: the honest quorum runs ahead of a replica busy
+            # flooding, and a vote is worth the most inside a peer's window
+            gap = self.checkpoint_gap
+            height = rng.randint(max(1, self.height - gap + 1), self.height + 6 * gap)
             if kind == 3 and self.view > 0:
                 out.append(Suspect(view=rng.randrange(self.view), sender=self.node_id))
             elif kind == 2:
                 out.append(
                     Checkpoint(
-                        height=height,
+                        height=self.checkpointed + rng.randint(1, 6) * self.checkpoint_gap,
                         block_hash=rng.randbytes(32),
                         state_root=rng.randbytes(32),
                         sender=self.node_id,

@@ -47,7 +47,9 @@ def test_flood_signed_messages_verify_with_the_members_key_and_look_current() ->
     sent: list[tuple[str, str, object]] = []
     sender, verify = _flooder(sent)
     # what the node itself sent tells the flooder where the chain is
-    sender.broadcast(Prepare(view=3, height=40, digest=b"\x01" * 32, sender="node1"))
+    for h in (32, 40):
+        sender.broadcast(Checkpoint(h, b"\x02" * 32, b"\x03" * 32, sender="node1"))
+    sender.broadcast(Prepare(view=3, height=42, digest=b"\x01" * 32, sender="node1"))
     sent.clear()
     frames = sender._sign_frames(sender.useless_messages(400))
     kinds = set()
@@ -57,10 +59,12 @@ def test_flood_signed_messages_verify_with_the_members_key_and_look_current() ->
         assert verify_message(msg, CHAIN, verify)
         assert not verify_message(msg, "another-chain", verify)
         kinds.add(type(msg))
-        if isinstance(msg, Prepare | Commit | Checkpoint):
-            assert 40 < msg.height <= 40 + 12
         if isinstance(msg, Prepare | Commit):
-            assert msg.view == 3
+            # around our height: within a checkpoint interval below, six above
+            assert 42 - 8 < msg.height <= 42 + 6 * 8 and msg.view == 3
+        if isinstance(msg, Checkpoint):
+            # next checkpoints, of blocks that do not exist
+            assert msg.height > 40 and msg.height % 8 == 0
         if isinstance(msg, Suspect):
             assert msg.view < 3  # never the current view: that would count to a view change
     assert kinds == {Prepare, Commit, Checkpoint, Suspect}
