@@ -230,12 +230,16 @@ async def _flood_clients(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         total = sum(answers.values())
+        errors = sum(v for k, v in answers.items() if k.startswith("error "))
         return {
             "connections": connections,
             "sent": sum(sent.values()),
             "sent_by_kind": dict(sent),
             "answered": total,
             "answered_per_s": round(total / elapsed, 1) if elapsed > 0 else 0.0,
+            # an HTTP refusal (4xx/5xx with a reason); errors: the connection failed or closed
+            "refused": total - errors - answers["accepted"],
+            "errors": errors,
             "answers": dict(answers.most_common()),
             "accepted": answers["accepted"],
         }
@@ -410,7 +414,7 @@ def print_table(results: dict[str, Any]) -> None:
     for name, r in results["behaviours"].items():
         refused = r["consensus_refused"]
         if "flood_clients" in r:
-            refused = r["flood_clients"]["answered"] - r["flood_clients"]["accepted"]
+            refused = r["flood_clients"]["refused"]
         print(
             f"{name:<18} {r['tx_per_s']:>8} {r['fraction_of_fault_free']!s:>9} "
             f"{r['latency_ms_p50']:>9} {r['latency_ms_p99']:>9} {r['view_changes_max']:>6} "
@@ -419,7 +423,7 @@ def print_table(results: dict[str, Any]) -> None:
     print(
         "views: view changes at the honest nodes (most at any one); refused: consensus frames "
         "and messages the honest nodes dropped or rejected (for flooding_clients: invalid "
-        "transactions refused to the flooders)"
+        "transactions refused to the flooders by an HTTP answer)"
     )
 
 

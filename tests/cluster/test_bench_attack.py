@@ -37,5 +37,6 @@ def test_bench_attack_quick_json_reports_every_behaviour() -> None:
     # the honest nodes checked the flooder's signed messages and refused them
     assert runs["flooding_replica"]["consensus_refused"] > 0
     flood = runs["flooding_clients"]["flood_clients"]
-    assert flood["answered"] > 0 and flood["accepted"] == 0
-    assert all(answer.startswith("4") for answer in flood["answers"]), flood["answers"]
+    # refused by an answer or throttled (a closed connection): never accepted
+    assert flood["answered"] > 0 and flood["accepted"] == 0, flood["answers"]
+    assert flood["refused"] + flood["errors"] == flood["answered"]
