@@ -9,11 +9,12 @@ through ``python -m mdtp.node.testing`` (never in production).
   transactions to every peer.
 - ``flood-signed``: besides behaving, keep sending every peer *valid-looking* consensus
   messages: signed with this node's own key for the right chain, so they pass the signature
-  check, but useless (PREPAREs and COMMITs for random digests at heights inside the window,
+  check, but useless (PREPAREs and COMMITs for random digests around the current height,
   CHECKPOINTs of random blocks, SUSPECTs of views already left). The view and height come
-  from this node's own outgoing messages. ``MDTP_TEST_FLOOD_RATE`` (default 2000) is the
-  messages per second to each peer; each batch is signed off the event loop, so the rate is
-  bounded by what this node's CPU can sign.
+  from this node's own outgoing messages; while blocks commit fast, many reach a peer when its
+  window has moved on, but every one costs it a signature check first.
+  ``MDTP_TEST_FLOOD_RATE`` (default 2000) is the messages per second to each peer; each batch
+  is signed off the event loop, so the rate is bounded by what this node's CPU can sign.
 - ``slow-primary``: as primary, propose only just under the view-change timeout (see
   :mod:`.hooks`); the node is otherwise honest and this sender is not installed.
 
