@@ -245,6 +245,8 @@ class Node:
             block_bytes_max=cfg.get("consensus", "block_bytes_max"),
             proposal_wait_ms=cfg.get("consensus", "proposal_wait_ms"),
         )
+        if self.hooks.driver_limits is not None:
+            limits = self.hooks.driver_limits(limits, self.genesis.consensus.view_timeout_ms)
         verifier = BatchVerifier(self.genesis.chain_id, cfg.get("mempool", "max_tx_bytes"))
         mempool = Mempool(
             MempoolLimits(

@@ -8,9 +8,10 @@ imports a test switch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mdtp.node.chain.driver import ProposalFilter
+from mdtp.node.chain.driver import DriverLimits, ProposalFilter
 from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
 from mdtp.node.data.ports import ChunkHook
 
@@ -20,3 +21,6 @@ class NodeHooks:
     consensus_outbox: OutboxFactory = WireOutbox
     chunk: ChunkHook | None = None  # None: the chunk service sends what it read
     proposal_filter: ProposalFilter | None = None  # None: a primary proposes what it has
+    # None: the limits of the node's config; else (limits, view timeout ms) -> the limits
+    # the driver runs with (a test primary that proposes late, see mdtp.node.testing)
+    driver_limits: Callable[[DriverLimits, int], DriverLimits] | None = None

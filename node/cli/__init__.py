@@ -188,6 +188,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data_result = run_data_bench(size_mib=size, progress=not args.json)
         print(json.dumps(data_result, indent=2 if not args.json else None))
         return 0
+    if args.attack:
+        from mdtp.node.ops import bench_attack
+
+        attack = bench_attack.run_attack_bench(
+            quick=args.quick,
+            duration_s=args.duration,
+            progress=None if args.json else lambda line: print(line, file=sys.stderr),
+        )
+        if args.json:
+            print(json.dumps(attack, indent=2))
+        else:
+            bench_attack.print_table(attack)
+        return 0
     from mdtp.node.ops.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick)
@@ -307,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", action="store_true", help="off-chain data: chunk fetch rate vs raw mutual TLS"
     )
     sp.add_argument("--size-mib", type=int, default=256, help="dataset size for --data")
+    sp.add_argument(
+        "--attack",
+        action="store_true",
+        help="16 clients under a slow primary, a flooding replica, flooding clients (Aardvark)",
+    )
+    sp.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per behaviour for --attack (default 30, 8 with --quick)",
+    )
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return p

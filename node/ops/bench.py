@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,15 @@ async def register_senders(cluster_dir: Path, chain_id: str, count: int) -> list
     return keys
 
 
-async def _closed_loop(
-    cluster_dir: Path, chain_id: str, clients: int, duration_s: float
+async def closed_loop(
+    cluster_dir: Path,
+    chain_id: str,
+    clients: int,
+    duration_s: float,
+    on_timed_phase: Callable[[], None] | None = None,
 ) -> dict[str, float]:
+    """The closed loop of ``clients`` for ``duration_s``; ``on_timed_phase`` is called once
+    the senders are registered and their transactions signed, just before timing starts."""
     nodes = cluster.load_cluster(cluster_dir)
     # enough pre-signed transactions per client for a generous upper bound of throughput
     per_client = max(50, int(8000 * duration_s / clients))
@@ -129,7 +136,7 @@ async def _closed_loop(
     ]
     latencies: list[float] = []
     failures = 0
-    stop_at = time.perf_counter() + duration_s
+    stop_at = float("inf")  # set when timing starts
 
     async def client(i: int, session: NodeClient) -> None:
         nonlocal failures
@@ -152,6 +159,9 @@ async def _closed_loop(
     for s in sessions:
         await s.__aenter__()
     try:
+        if on_timed_phase is not None:
+            on_timed_phase()
+        stop_at = time.perf_counter() + duration_s
         started = time.perf_counter()
         await asyncio.gather(*(client(i, sessions[i % len(sessions)]) for i in range(clients)))
         elapsed = time.perf_counter() - started
@@ -195,7 +205,7 @@ def run_bench(*, quick: bool, nodes: int = 4, workdir: Path | None = None) -> di
         }
         for clients in CLIENT_COUNTS:
             results[f"clients_{clients}"] = asyncio.run(
-                _closed_loop(cluster_dir, chain_id, clients, duration_s)
+                closed_loop(cluster_dir, chain_id, clients, duration_s)
             )
         rate = ed25519_verify_rate(2.0 if quick else 5.0)
         ceiling = rate / nodes

@@ -233,11 +233,19 @@ def log_tail(node: ClusterNode, lines: int = 12) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def up(cluster_dir: Path, timeout_s: float = 60.0, env: dict[str, str] | None = None) -> None:
+def up(
+    cluster_dir: Path,
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+    node_env: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Start every node not running; ``env`` is added to every node's environment,
+    ``node_env[node_id]`` to that node's only (e.g. a test switch on one member)."""
     nodes = load_cluster(cluster_dir)
     procs: dict[str, subprocess.Popen[bytes] | None] = {}
     for node in nodes:
-        procs[node.id] = None if running_pid(node) else start_node(node, env)
+        own = {**(env or {}), **(node_env or {}).get(node.id, {})}
+        procs[node.id] = None if running_pid(node) else start_node(node, own)
     deadline = time.monotonic() + timeout_s
     pending = {n.id: n for n in nodes}
     while pending:
