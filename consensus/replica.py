@@ -247,6 +247,7 @@ class Replica:
         self._out: list[Action] = []
         self._dirty = False
         self.rejections: dict[str, int] = {}
+        self.rejected_total = 0  # sum of ``rejections``: did the last event help?
         # Why this replica suspected a primary: "progress", "request", ...
         self.suspicions: dict[str, int] = {}
         self.evidence: list[Evidence] = []
@@ -433,6 +434,7 @@ class Replica:
 
     def _reject(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        self.rejected_total += 1
 
     def _signed(self, msg: M) -> M:
         return sign_message(msg, self.config.chain_id, self._sign)

@@ -423,11 +423,15 @@ class Driver:
                 self.metrics.frames_dropped.labels("bad_signature").inc()
                 continue
             if isinstance(msg, StateTransferRequest):
-                if not self.sync.serve(msg):
+                if self.sync.serve(msg):
+                    self._ingress.refund(peer_id)
+                else:
                     self.metrics.frames_dropped.labels("bad_state_request").inc()
                 continue
             if isinstance(msg, StateTransferResponse):
-                if not self.sync.on_response(peer_id, msg):
+                if self.sync.on_response(peer_id, msg):
+                    self._ingress.refund(peer_id)
+                else:
                     self.metrics.frames_dropped.labels("unexpected_response").inc()
                 continue
             # A proposal's height is one member's claim, so it never counts as the chain's
@@ -509,8 +513,11 @@ class Driver:
                         actions.extend(self.replica.handle(event))
                     handled += 1
                 while self._network and handled < self.limits.events_per_batch_max:
-                    _, msg = self._network.popleft()
+                    peer_id, msg = self._network.popleft()
+                    refused = self.replica.rejected_total
                     actions.extend(self.replica.handle(MessageReceived(now, msg)))
+                    if self.replica.rejected_total == refused:
+                        self._ingress.refund(peer_id)  # of use: it costs the peer nothing
                     handled += 1
                 await self._execute(actions)
                 self._observe_view()

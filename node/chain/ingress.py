@@ -2,13 +2,14 @@
 
 One queue per authenticated peer link, bounded in items and bytes, served round robin, one
 item per peer per turn; and a token bucket per peer on the work an item asks for (a
-consensus frame: one signature check; a gossip batch: one per transaction). A member that
-floods -- garbage or validly signed -- fills and drains only its own queue at its own
-budget, so every other member's input is taken at once and a flood costs at most the
-budget's worth of checks. The budgets are far above what the protocol asks of an honest
-member, so honest bursts are only delayed by their own backlog, never dropped for another
-member's. A peer caught sending what no honest member sends (a transaction with a bad
-signature in its gossip) can be shut out for a while (``penalize``).
+consensus frame: one signature check; a gossip batch: one per transaction). Work that
+proves useful is refunded (a consensus message the core took without refusing it), so the
+budget bounds what a peer makes us do in vain. A member that floods -- garbage or validly
+signed -- fills and drains only its own queue at its own budget, so every other member's
+input is taken at once and a flood costs at most the budget's worth of checks; honest
+bursts are only delayed by their own backlog, never dropped for another member's. A
+peer caught sending what no honest member sends (a transaction with a bad signature in
+its gossip) can be shut out for a while (``penalize``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ T = TypeVar("T")
 class IngressLimits:
     items_per_peer_max: int = 4_096
     bytes_per_peer_max: int = 64 * 1024 * 1024
-    # work units (signature checks) per second and peer; a second's worth at once
-    work_per_s: int = 2_000
+    # work units (signature checks) per second and peer that were of no use (see
+    # ``refund``); a second's worth at once
+    work_per_s: int = 500
 
     def __post_init__(self) -> None:
         assert self.items_per_peer_max >= 1 and self.bytes_per_peer_max >= 1
@@ -83,6 +85,12 @@ class FairIngress(Generic[T]):
         peer.bytes += size
         self._ready.set()
         return None
+
+    def refund(self, peer_id: str, work: int = 1) -> None:
+        """Give back the budget of an item that proved useful: the budget then bounds
+        only the useless work a peer causes, and an honest peer never runs out."""
+        peer = self._peers[peer_id]
+        peer.tokens = min(float(self.limits.work_per_s), peer.tokens + work)
 
     def penalize(self, peer_id: str, seconds: float) -> None:
         """Drop what ``peer_id`` queued and everything it sends for ``seconds``."""

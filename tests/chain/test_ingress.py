@@ -79,3 +79,20 @@ def test_work_is_charged_per_item_and_a_shut_out_peer_is_dropped() -> None:
     assert ingress.put("a", batch, 500, work=len(batch)) == "peer_shut_out"
     clock.now += 61.0
     assert ingress.put("a", batch, 500, work=len(batch)) is None
+
+
+def test_useful_work_is_refunded_so_only_useless_work_is_budgeted() -> None:
+    clock = FakeClock()
+    ingress = FairIngress[bytes](["a"], IngressLimits(work_per_s=10), clock)
+    for _ in range(30):
+        ingress.put("a", b"vote", 4)
+
+    async def take(count: int, useful: bool) -> int:
+        for _ in range(count):
+            peer, _ = await ingress.get()
+            if useful:
+                ingress.refund(peer)
+        return len(ingress)
+
+    # thirty useful votes go through on a budget of ten, with no time passing
+    assert asyncio.run(take(30, useful=True)) == 0

@@ -40,6 +40,7 @@ from mdtp.node.ledger.setup import ChainLedger, build_ledger, open_store
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.tx import Tx, sign_tx
 from mdtp.node.supervisor import Supervisor
+from mdtp.node.testing.hooks import slow_primary_limits
 from mdtp.node.testing.sim.loop import InlineExecutor
 from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
 from mdtp.node.txpool.sigverify import BatchVerifier
@@ -140,12 +141,6 @@ CENSORS = ("censor-client", "censor-own")
 SLOW_PRIMARY = "slow-primary"
 
 
-def slow_primary_limits(limits: DriverLimits, timeout_ms: int) -> DriverLimits:
-    return dataclasses.replace(
-        limits, proposal_wait_ms=max(1, timeout_ms - 200), proposals_in_flight_max=1
-    )
-
-
 @dataclass
 class Submitted:
     tx_id: bytes
@@ -209,7 +204,7 @@ class SimNode:
         proposal_filter: Callable[[list[Tx]], list[Tx]] | None = None
         limits = w.limits
         if self.behavior == SLOW_PRIMARY:
-            limits = slow_primary_limits(limits, w.genesis.consensus.view_timeout_ms)
+            limits = slow_primary_limits(None, limits, w.genesis.consensus.view_timeout_ms)
         elif self.behavior in CENSORS:
             victim, friend = w.clients[0].account_id, w.clients[1].account_id
             keep_friend = self.behavior == "censor-own"
