@@ -30,7 +30,7 @@ from mdtp.node.p2p.frames import encode_frame
 from tests.faults.runner import FaultCluster
 from tests.support.impersonate import impersonate
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import client, register_keys, registered_keys
+from tests.support.workload import Workload, client, register_keys, registered_keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -216,5 +216,69 @@ def test_a_censoring_primary_is_replaced_and_the_victims_transactions_commit(
         asyncio.run(run())
         views = [metric_value(n, "mdtp_consensus_view") for n in c.nodes[1:]]
         assert min(views) >= 1, views
+    finally:
+        c.close()
+
+
+def _suspicions(node: ClusterNode, cause: str) -> float:
+    return metric_value(node, "mdtp_consensus_suspicions_total", {"cause": cause})
+
+
+def test_a_slow_primary_loses_its_turn_and_is_replaced_for_throughput_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    """Aardvark's slow primary (node0, primary of view 0) proposes everything just under
+    the progress timeout, so PBFT's timers never fire. Under load its first turn ends by
+    rotation (nothing to compare it with yet); the honest views leave measurements, and
+    when its turn comes back the backups suspect it for throughput."""
+    c = FaultCluster(tmp_path / "c")
+    c.create()
+    try:
+        c.start_all({"node0": {"MDTP_TEST_BYZANTINE": "slow-primary"}})
+        honest = c.nodes[1:]
+        load = Workload(c.dir, senders=8)
+
+        async def run() -> None:
+            await load.register([n.api for n in honest])
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                await load.run_closed_loop(5, alive=[n.api for n in honest])
+                if any(_suspicions(n, "throughput") >= 1 for n in honest):
+                    return
+
+        asyncio.run(run())
+        assert not load.errors, load.errors[:3]
+        assert any(_suspicions(n, "rotation") >= 1 for n in honest)
+        assert any(_suspicions(n, "throughput") >= 1 for n in honest)
+        assert min(metric_value(n, "mdtp_consensus_view") for n in honest) >= 4
+    finally:
+        c.close()
+
+
+def test_a_replica_flooding_signed_messages_costs_only_its_own_budget(tmp_path: Path) -> None:
+    """node3 floods every peer with validly signed, useless consensus messages (thousands
+    a second). They wait in node3's own queue at the honest nodes, which drop what exceeds
+    it and check signatures only within its budget of useless frames, while the clients'
+    transactions keep committing through every honest node."""
+    c = FaultCluster(tmp_path / "c")
+    c.create()
+    try:
+        c.start_all({"node3": {"MDTP_TEST_BYZANTINE": "flood-signed"}})
+        honest = c.nodes[:3]
+        load = Workload(c.dir, senders=8)
+
+        async def run() -> None:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                await load.run_closed_loop(5, alive=[n.api for n in honest])
+                if all(dropped(n, "peer_queue_full") > 0 for n in honest):
+                    return
+
+        asyncio.run(run())
+        assert not load.errors, load.errors[:3]
+        # the flood outran its budget at every honest node, and the clients were served
+        assert all(dropped(n, "peer_queue_full") > 0 for n in honest)
+        assert len(load.acked) >= 80
+        assert all(ready(n) for n in honest)
     finally:
         c.close()
