@@ -17,7 +17,7 @@ from mdtp.consensus.messages import (
     encode_message,
     sign_message,
 )
-from mdtp.node.chain.driver import DriverLimits
+from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.statesync import StateSync
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.tx import Tx, TxError, sign_tx
@@ -69,6 +69,19 @@ def test_an_executed_height_delivered_again_is_skipped_and_a_gap_is_refused(
         assert w.nodes[0].failed_tasks == []
 
 
+def count_payload_checks(driver: Driver) -> list[int]:
+    """From now on, the size of every batch of transaction signatures ``driver`` checks."""
+    checked: list[int] = []
+    check_many = driver.verifier.check_many
+
+    async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
+        checked.append(len(raws))
+        return await check_many(raws)
+
+    driver.verifier.check_many = counting  # type: ignore[method-assign]
+    return checked
+
+
 def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
     """Sender and signature are checked before any work: a PRE-PREPARE for height 10^9 that
     a member did not sign is dropped unread, and even one a (Byzantine) member signed never
@@ -102,14 +115,7 @@ def test_a_forged_far_future_proposal_changes_nothing(tmp_path: Path) -> None:
                 sign_message(PrePrepare(0, 10**9, far, "n0"), "sim", intruder.sign),  # wrong key
                 sign_message(PrePrepare(0, 10**9, far, "intruder"), "sim", intruder.sign),
             ]
-            checked: list[int] = []
-            check_many = victim.verifier.check_many
-
-            async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
-                checked.append(len(raws))
-                return await check_many(raws)
-
-            victim.verifier.check_many = counting  # type: ignore[method-assign]
+            checked = count_payload_checks(victim)
             for msg in forged:
                 victim.on_consensus_frame("n0", encode_message(msg))
             await asyncio.sleep(0.5)
@@ -147,14 +153,7 @@ def test_a_primary_proposing_bad_signatures_gets_its_payload_checked_once_per_vi
             await load(w, 1.0)
             await asyncio.sleep(1.0)
             victim = w.nodes[1].driver
-            checked: list[int] = []
-            check_many = victim.verifier.check_many
-
-            async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
-                checked.append(len(raws))
-                return await check_many(raws)
-
-            victim.verifier.check_many = counting  # type: ignore[method-assign]
+            checked = count_payload_checks(victim)
             key = SigningKey.generate()
             junk = tuple(
                 sign_tx(
