@@ -41,7 +41,11 @@ per-request timer) runs on a backup for every transaction the driver offered
 appears in a block we commit or the driver reports it gone (``TransactionsRemoved``).
 Its deadline is ``request_timeout_ms`` after max(first seen, start of the view), and
 commits of other blocks do not move it: a primary that proposes only empty blocks, or
-only some clients' transactions, is suspected although the chain grows.  Either timer
+only some clients' transactions, is suspected although the chain grows.  A third judge
+(``primary_monitor``, after Aardvark) measures each view a backup spends under load: a
+primary delivering far less than recent views did is suspected (``throughput``), and
+every view ends after ``rotation_ms`` of time under load (``rotation``), so a primary
+that proposes just under every timeout crawls for one turn at most.  Each of these
 makes the replica broadcast SUSPECT(v) and keep working in v.  f+1 SUSPECTs for v or
 later (so one at least from an honest replica) make a replica start the view change.
 A suspicion promises nothing, so a replica whose timer alone fired (partitioned,
