@@ -271,6 +271,8 @@ class Node:
             supervisor=self.supervisor,
             outbox=self.hooks.consensus_outbox,
             proposal_filter=self.hooks.proposal_filter,
+            disk=self.hooks.disk() if self.hooks.disk is not None else None,
+            state_server=self.hooks.state_server,
         )
         return driver
 

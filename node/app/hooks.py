@@ -8,10 +8,13 @@ imports a test switch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mdtp.node.chain.driver import ProposalFilter
 from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
+from mdtp.node.chain.ports import Disk
+from mdtp.node.chain.statesync import StateServer
 from mdtp.node.data.ports import ChunkHook
 
 
@@ -20,3 +23,5 @@ class NodeHooks:
     consensus_outbox: OutboxFactory = WireOutbox
     chunk: ChunkHook | None = None  # None: the chunk service sends what it read
     proposal_filter: ProposalFilter | None = None  # None: a primary proposes what it has
+    disk: Callable[[], Disk] | None = None  # None: the real disk (one writer thread)
+    state_server: StateServer | None = None  # None: state transfer answers honestly
