@@ -185,6 +185,8 @@ class Node:
             reasons.append(
                 f"catching up: at {self.driver.height}, chain at {self.driver.highest_seen}"
             )
+        if not self.driver.sync.heard_chain:
+            reasons.append("waiting for the peers' heights (status beacons)")
         return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
 
     def status(self) -> dict[str, Any]:

@@ -293,6 +293,13 @@ class StateSync:
             self._peer_heights[peer] = height
         return None
 
+    @property
+    def heard_chain(self) -> bool:
+        """Whether enough peers told their heights for :meth:`beacon_target` to be the
+        chain's (f+1 of them, or all when fewer): until then a restarted node cannot know
+        that it is behind, so it must not say it is ready."""
+        return len(self._peer_heights) >= min(self.config.f + 1, len(self.peers))
+
     def beacon_target(self) -> int:
         heights = sorted(self._peer_heights.values(), reverse=True)
         f = self.config.f
