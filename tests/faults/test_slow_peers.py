@@ -46,6 +46,7 @@ BEHIND_BLOCKS = 4 * PARAMS.window
 # more than READY_LAG blocks below the height the others had HEARD_S seconds before.
 READY_LAG = 8 + 4
 HEARD_S = 6.0
+POLL_S = 0.1  # /readyz is polled this often: a node restarted behind knows it within seconds
 CAUGHT_UP = 2  # blocks a caught-up node may trail the others by when it is asked
 PACE_S = 0.5  # between the rounds of a paced load (one transaction per sender a round)
 # how long a slow-disk node, just restarted behind, takes load as fast as it comes: it falls
@@ -176,13 +177,15 @@ async def watch_catch_up(
     :data:`READY_LAG`; and with a slow disk it must stay up and healthy with no task failure.
     Its height when caught up."""
     deadline = max(time.monotonic(), not_before) + CATCH_UP_S
-    history = [(-math.inf, max(await heights(fc, others)))]  # (when, the others' highest)
+    chain = await heights(fc, others)
+    history = [(-math.inf, max(chain))]  # (when, the others' highest)
     last: tuple[list[int], int, dict[str, Any]] = ([], -1, {})
     while time.monotonic() < deadline:
         if not fc.alive(node):
             raise AssertionError(f"{node.id} exited:\n{errors(node) or log_tail(node, 40)}")
-        chain = await heights(fc, others)  # before the node is asked: the chain is higher now
-        history.append((time.monotonic(), max(chain)))
+        if time.monotonic() - history[-1][0] >= 1.0:  # asked before the node: now higher
+            chain = await heights(fc, others)
+            history.append((time.monotonic(), max(chain)))
         try:
             if slow_disk:
                 failures = await asyncio.to_thread(task_failures, node)
@@ -191,7 +194,7 @@ async def watch_catch_up(
                 assert health == 200, body
             code, doc = await asyncio.to_thread(readyz, node)
         except OSError:
-            await asyncio.sleep(0.5)  # not listening yet, or just exited (checked above)
+            await asyncio.sleep(POLL_S)  # not listening yet, or just exited (checked above)
             continue
         mine = int(doc.get("height", -1))
         last = (chain, code, doc)
@@ -203,7 +206,7 @@ async def watch_catch_up(
             )
         if code == 200 and mine >= min(chain) - CAUGHT_UP and time.monotonic() >= not_before:
             return mine
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(POLL_S)
     raise AssertionError(f"{node.id} did not catch up in {CATCH_UP_S} s: {last}")
 
 
