@@ -185,6 +185,8 @@ class Node:
             reasons.append(
                 f"catching up: at {self.driver.height}, chain at {self.driver.highest_seen}"
             )
+        if not self.driver.sync.heard_chain:
+            reasons.append("waiting for the peers' heights (status beacons)")
         return {"ready": not reasons, "reasons": reasons, "peers": peers, "height": self.height}
 
     def status(self) -> dict[str, Any]:
@@ -273,6 +275,8 @@ class Node:
             supervisor=self.supervisor,
             outbox=self.hooks.consensus_outbox,
             proposal_filter=self.hooks.proposal_filter,
+            disk=self.hooks.disk() if self.hooks.disk is not None else None,
+            state_server=self.hooks.state_server,
         )
         return driver
 

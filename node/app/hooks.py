@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from mdtp.node.chain.driver import DriverLimits, ProposalFilter
 from mdtp.node.chain.outbox import OutboxFactory, WireOutbox
+from mdtp.node.chain.ports import Disk
+from mdtp.node.chain.statesync import StateServer
 from mdtp.node.data.ports import ChunkHook
 
 
@@ -24,3 +26,5 @@ class NodeHooks:
     # None: the limits of the node's config; else (limits, view timeout ms) -> the limits
     # the driver runs with (a test primary that proposes late, see mdtp.node.testing)
     driver_limits: Callable[[DriverLimits, int], DriverLimits] | None = None
+    disk: Callable[[], Disk] | None = None  # None: the real disk (one writer thread)
+    state_server: StateServer | None = None  # None: state transfer answers honestly

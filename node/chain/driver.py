@@ -85,7 +85,7 @@ from mdtp.node.chain.ingress import FairIngress, IngressLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
 from mdtp.node.chain.ports import BroadcastFn, Clock, Disk, SendFn, SystemClock, ThreadDisk
-from mdtp.node.chain.statesync import StateSync, SyncLimits
+from mdtp.node.chain.statesync import StateServer, StateSync, SyncLimits
 from mdtp.node.identity.genesis import Genesis, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import Ledger, account_nonce
@@ -202,6 +202,7 @@ class Driver:
         clock: Clock | None = None,
         disk: Disk | None = None,
         proposal_filter: ProposalFilter | None = None,
+        state_server: StateServer | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_key = node_key
@@ -258,6 +259,7 @@ class Driver:
             view=lambda: self.replica.view,
             on_done=self._state_transfer_done,
             on_diverged=self._halt,
+            server=state_server,
         )
         # the mempool and waiters settle before anyone else hears of a commit
         self.executor.listeners.append(self.admission.on_commit)

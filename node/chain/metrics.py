@@ -82,6 +82,12 @@ class DriverMetrics:
             "Blocks applied by state transfer",
             registry=registry,
         )
+        self.state_transfer_peer_strikes = Counter(
+            "mdtp_state_transfer_peer_strikes_total",
+            "Strikes state transfer gave a peer (timeout, bad_response, slow), by peer and reason",
+            ["peer", "reason"],
+            registry=registry,
+        )
         self.state_transfer_active = Gauge(
             "mdtp_state_transfer_active", "1 while this node is catching up", registry=registry
         )

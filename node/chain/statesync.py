@@ -47,6 +47,23 @@ DoneFn = Callable[[Block, tuple[tuple[int, bytes], ...]], None]
 
 
 @dataclass(frozen=True)
+class ServeContext:
+    """What a :data:`StateServer` may use: the chain id and this node's signer (to sign a
+    response it changed), the requester's timeout (the same configuration as ours) and a
+    way to send a response to the requester."""
+
+    chain_id: str
+    sign: Signer
+    timeout_s: float
+    send: Callable[[StateTransferResponse], None]
+
+
+# How this node answers a member's request, given the honest answer; None (production) sends
+# it as it is. Only a test entry point installs one (``mdtp.node.testing.state_server``).
+StateServer = Callable[[StateTransferResponse, ServeContext], None]
+
+
+@dataclass(frozen=True)
 class SyncLimits:
     request_timeout_s: float = 5.0
     stall_s: float = 60.0
@@ -72,6 +89,7 @@ class StateSync:
         view: Callable[[], int],
         on_done: DoneFn,
         on_diverged: Callable[[str], None],
+        server: StateServer | None = None,
     ) -> None:
         self.config = config
         self._sign = sign
@@ -86,6 +104,7 @@ class StateSync:
         self._view = view
         self._on_done = on_done
         self._on_diverged = on_diverged
+        self._server = server
         self.target = 0
         self._task: asyncio.Task[None] | None = None
         self._waiter: tuple[str, asyncio.Future[StateTransferResponse]] | None = None
@@ -127,6 +146,7 @@ class StateSync:
     def _strike(self, peer: str, why: str) -> None:
         self._strikes[peer] = self._strikes.get(peer, 0) + 1
         self.metrics.frames_dropped.labels(f"state_transfer_{why}").inc()
+        self.metrics.state_transfer_peer_strikes.labels(peer, why).inc()
 
     async def _run(self) -> None:
         self.metrics.state_transfer_active.set(1)
@@ -143,13 +163,17 @@ class StateSync:
                     )
                     return
                 peer = self._pick_peer()
+                struck = self._strikes.get(peer, 0)
                 blocks = await self._ask(peer)
                 if blocks is None:
                     continue
                 if blocks:
                     last_block = blocks[-1]
                     last_progress = self.clock.monotonic()
-                    self._strikes.pop(peer, None)
+                    if self._strikes.get(peer, 0) == struck:
+                        # a full, timely answer forgives the past; a drip (a block, slowly)
+                        # moved us on too, but keeps its strike
+                        self._strikes.pop(peer, None)
         finally:
             self.metrics.state_transfer_active.set(0)
             if last_block is not None:
@@ -249,9 +273,17 @@ class StateSync:
         )
         if response is None:
             return False
-        # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
-        # holds votes back; the receiver feeds both kinds to the same core.
-        self._send(request.sender, "blocks", encode_message(response))
+
+        def send(answer: StateTransferResponse) -> None:
+            # "blocks", not "consensus": a bulk answer travels on the p2p channel that never
+            # holds votes back; the receiver feeds both kinds to the same core.
+            self._send(request.sender, "blocks", encode_message(answer))
+
+        if self._server is None:
+            send(response)
+        else:
+            timeout_s = self.limits.request_timeout_s
+            self._server(response, ServeContext(self.config.chain_id, self._sign, timeout_s, send))
         return True
 
     # -- beacons ---------------------------------------------------------------------------
@@ -264,6 +296,13 @@ class StateSync:
         if peer in self.config.members:
             self._peer_heights[peer] = height
         return None
+
+    @property
+    def heard_chain(self) -> bool:
+        """Whether enough peers told their heights for :meth:`beacon_target` to be the
+        chain's (f+1 of them, or all when fewer): until then a restarted node cannot know
+        that it is behind, so it must not say it is ready."""
+        return len(self._peer_heights) >= min(self.config.f + 1, len(self.peers))
 
     def beacon_target(self) -> int:
         heights = sorted(self._peer_heights.values(), reverse=True)

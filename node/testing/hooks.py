@@ -8,7 +8,12 @@
   of an honest backup fires (Aardvark's slow primary); otherwise honest;
 - ``MDTP_TEST_BYZANTINE_DATASETS=ID,...``: serve tampered chunks of these datasets;
 - ``MDTP_TEST_CENSOR=ACCOUNT_ID,...``: as primary, never propose these accounts'
-  transactions (while proposing everyone else's, so blocks keep committing).
+  transactions (while proposing everyone else's, so blocks keep committing);
+- ``MDTP_TEST_DISK_DELAY_MS=N``: every store write waits N ms (a slow disk, see
+  :mod:`.slow_disk`);
+- ``MDTP_TEST_STATE_SERVER=drip|lie|drip,lie``: answer state-transfer requests with one
+  block just before the requester's timeout, or with a tampered block (see
+  :mod:`.state_server`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
 from mdtp.node.ledger.tx import Tx
 from mdtp.node.testing import tamper
 from mdtp.node.testing.byzantine import ByzantineSender, mode_from_env
+from mdtp.node.testing.slow_disk import disk_from_env
+from mdtp.node.testing.state_server import server_from_env
 
 CENSOR_ENV = "MDTP_TEST_CENSOR"
 SLOW_PRIMARY_MARGIN_ENV = "MDTP_TEST_SLOW_PRIMARY_MARGIN_MS"
@@ -54,6 +61,7 @@ def slow_primary_limits(
 
 def hooks_from_env() -> NodeHooks:
     hooks = NodeHooks(chunk=tamper.hook_from_env())
+    hooks = dataclasses.replace(hooks, disk=disk_from_env(), state_server=server_from_env())
     victims = frozenset(a for a in os.environ.get(CENSOR_ENV, "").split(",") if a)
     if victims:
         log.warning("TEST HOOK: censoring the transactions of %s", sorted(victims))

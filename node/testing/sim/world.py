@@ -32,7 +32,7 @@ from mdtp.consensus.sim.network import Network
 from mdtp.consensus.sim.rng import Rng
 from mdtp.node.chain.driver import Driver, DriverLimits, consensus_config
 from mdtp.node.chain.metrics import DriverMetrics
-from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext
+from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext, WireOutbox
 from mdtp.node.identity.genesis import Admin, ConsensusParams, Genesis, Member, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import TxResult, account_nonce
@@ -241,7 +241,7 @@ class SimNode:
             clock=self.clock,
             disk=self.disk,
             proposal_filter=proposal_filter,
-            **({"outbox": outbox} if outbox is not None else {}),
+            outbox=outbox if outbox is not None else WireOutbox,
         )
         driver.commit_listeners.append(lambda h, results: w.on_commit(self, h, results))
         self._parts = (driver, store, supervisor)
