@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdtp.node.errors import MdtpError
 from mdtp.node.ops import cluster
+from mdtp.node.version import build_info
 from mdtp.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -31,6 +32,19 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 # -- node -----------------------------------------------------------------------------------
+
+
+def version_line() -> str:
+    info = build_info()
+    return f"mdtp {info['version']} (Python {info['python']})"
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps({"name": "mdtp", **build_info()}, indent=2))
+    else:
+        print(version_line())
+    return 0
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
@@ -240,12 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mdtp", description="Manufacturing Data Trading Platform: consortium ledger node"
     )
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str, parent: Any = sub
     ) -> argparse.ArgumentParser:
         return add_command(parent, name, fn, help)
+
+    sp = add("version", cmd_version, "print mdtp's version and the Python version running it")
+    sp.add_argument("--json", action="store_true")
 
     pass_help = "file whose first line is the key passphrase (else MDTP_KEY_PASSPHRASE)"
 
