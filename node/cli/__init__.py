@@ -7,6 +7,8 @@ import asyncio
 import importlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -364,9 +366,24 @@ def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> i
     args.hooks = hooks
     try:
         code: int = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except (MdtpError, StorageError) as e:
         print(f"mdtp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``mdtp ... | head -1``): exit quietly, as a Unix tool
+    killed by SIGPIPE would (status 128 + 13), without a traceback at interpreter exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
+import subprocess
+import sys
 from importlib import metadata
 
 import pytest
@@ -41,3 +45,23 @@ def test_a_node_registry_carries_build_info_and_the_process_metrics() -> None:
     assert f'mdtp_build_info{{python="{python}",version="{version}"}} 1.0' in text
     assert "process_resident_memory_bytes " in text
     assert "python_info{" in text
+
+
+@pytest.mark.parametrize("argv", [["reasons", "--json"], ["reasons"], ["version"]])
+def test_a_closed_pipe_ends_the_command_quietly_like_a_unix_tool(argv: list[str]) -> None:
+    """``mdtp ... | head -1``: no traceback, the status of a process killed by SIGPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "mdtp.node", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert r.stderr == ""
+    assert r.returncode == 128 + signal.SIGPIPE
