@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdtp.node.cli.options import add_home_option
 from mdtp.node.errors import MdtpError
 from mdtp.node.ops import cluster
 from mdtp.node.version import build_info
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="mdtp", help="consortium name in the CA certificate")
 
     sp = add("init", cmd_init, "create a node home (keys, certificate, config.toml)")
-    sp.add_argument("--home", required=True)
+    add_home_option(sp)
     sp.add_argument("--id", required=True, help="member/node id, e.g. acme-works")
     sp.add_argument("--name", help="member display name")
     sp.add_argument("--ca-dir", required=True, help="the consortium CA directory")
@@ -295,11 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("members", nargs="+", help="member.json files, in membership order")
 
     sp = add("start", cmd_start, "run a node in the foreground (SIGTERM/SIGINT stop it)")
-    sp.add_argument("--home", required=True)
+    add_home_option(sp)
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
 
     sp = add("status", cmd_status, "show a running node's status (from its home)")
-    sp.add_argument("--home", required=True)
+    add_home_option(sp)
     sp.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="account keys").add_subparsers(

@@ -10,6 +10,8 @@ name a node, a key and an output the same way.
   show`` are signed with it) and ``--passphrase-file`` (else ``MDTP_KEY_PASSPHRASE``) for a
   sealed key file.
 - output: ``--json`` for scripts.
+- node home, for the commands run on a member's own machine (``init``, ``start``,
+  ``status``): ``--home DIR``, else ``MDTP_HOME``.
 - tags, where a command takes them: ``--tag T`` (repeatable) and ``--tags T1,T2`` both work.
 """
 
@@ -27,12 +29,25 @@ from mdtp.node.ops import cluster
 
 NODE_ENV, CA_ENV, CLUSTER_ENV, MEMBER_ENV = "MDTP_NODE", "MDTP_CA", "MDTP_CLUSTER", "MDTP_MEMBER"
 CERT_ENV, CERT_KEY_ENV = "MDTP_CERT", "MDTP_CERT_KEY"
+HOME_ENV = "MDTP_HOME"
 
 
 class UsageError(MdtpError):
     """Bad local input; the message says what to give instead."""
 
     reason = "usage"
+
+
+def add_home_option(sp: argparse.ArgumentParser) -> None:
+    """``--home DIR``, defaulting to ``$MDTP_HOME``; required when that is not set."""
+    home = os.environ.get(HOME_ENV) or None
+    sp.add_argument(
+        "--home",
+        metavar="DIR",
+        default=home,
+        required=home is None,
+        help=f"the node's home directory (else ${HOME_ENV})",
+    )
 
 
 def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:

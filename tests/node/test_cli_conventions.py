@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mdtp.node.app.health import register_process_metrics
-from mdtp.node.cli import main
+from mdtp.node.cli import build_parser, main
 
 
 def test_version_comes_from_the_installed_package_metadata(
@@ -65,3 +68,41 @@ def test_a_closed_pipe_ends_the_command_quietly_like_a_unix_tool(argv: list[str]
         os.close(write_end)
     assert r.stderr == ""
     assert r.returncode == 128 + signal.SIGPIPE
+
+
+def all_commands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every leaf command of ``parser`` with its words (``cluster status``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                words = f"{prefix} {name}".strip()
+                if any(isinstance(a, argparse._SubParsersAction) for a in sp._actions):
+                    yield from all_commands(sp, words)
+                else:
+                    yield words, sp
+
+
+def home_actions() -> dict[str, argparse.Action]:
+    return {
+        words: action
+        for words, sp in all_commands(build_parser())
+        for action in sp._actions
+        if "--home" in action.option_strings
+    }
+
+
+def test_every_home_option_defaults_to_mdtp_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MDTP_HOME", raising=False)
+    without = home_actions()
+    assert {"init", "start", "status"} <= set(without)
+    assert all(a.required and a.default is None for a in without.values())
+    monkeypatch.setenv("MDTP_HOME", str(tmp_path))
+    with_env = home_actions()
+    assert set(with_env) == set(without)
+    assert all(not a.required and a.default == str(tmp_path) for a in with_env.values())
+    assert build_parser().parse_args(["status"]).home == str(tmp_path)
+    assert build_parser().parse_args(["status", "--home", "elsewhere"]).home == "elsewhere"
