@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdtp.node.cli.options import add_home_option
+from mdtp.node.cli.output import add_json_option, emit, failed, print_json, wants_json
 from mdtp.node.errors import MdtpError
 from mdtp.node.ops import cluster
 from mdtp.node.version import build_info
@@ -43,19 +44,19 @@ def version_line() -> str:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps({"name": "mdtp", **build_info()}, indent=2))
-    else:
-        print(version_line())
-    return 0
+    return emit(args, {"name": "mdtp", **build_info()}, version_line())
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
     from mdtp.node.identity.home import init_ca
 
     init_ca(Path(args.dir), args.name)
-    print(f"consortium CA written to {args.dir}/ca.pem (keep {args.dir}/ca.key.pem offline)")
-    return 0
+    ca, ca_key = Path(args.dir) / "ca.pem", Path(args.dir) / "ca.key.pem"
+    return emit(
+        args,
+        {"ca": str(ca), "ca_key": str(ca_key)},
+        f"consortium CA written to {ca} (keep {ca_key} offline)",
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -72,15 +73,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         passphrase=read_passphrase_file(args.passphrase_file),
     )
-    print(
+    text = (
         f"node home {args.home} created for {args.id}; public member facts in "
-        f"{args.home}/member.json (node key {member['node_public_key'][:16]}...)"
-    )
-    print(
+        f"{args.home}/member.json (node key {member['node_public_key'][:16]}...)\n"
         "next: collect every member.json, run `mdtp genesis build`, copy genesis.json into "
         "each home, then `mdtp start --home DIR`"
     )
-    return 0
+    doc = {"home": str(args.home), "member_file": str(Path(args.home) / "member.json")}
+    return emit(args, {**doc, "member": member}, text)
 
 
 def cmd_genesis_build(args: argparse.Namespace) -> int:
@@ -95,8 +95,11 @@ def cmd_genesis_build(args: argparse.Namespace) -> int:
             raise GenesisError(f"{path}: cannot read member file ({e})") from None
     genesis = build_genesis(args.chain_id, members)
     write_genesis(genesis, Path(args.out))
-    print(f"genesis for chain {genesis.chain_id} with {len(members)} members written to {args.out}")
-    return 0
+    return emit(
+        args,
+        {"chain_id": genesis.chain_id, "members": len(members), "out": str(args.out)},
+        f"genesis for chain {genesis.chain_id} with {len(members)} members written to {args.out}",
+    )
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -131,17 +134,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         doc = asyncio.run(query())
     except (OSError, ApiError) as e:
-        print(
-            f"mdtp: error: node {cfg.node_id} does not answer on {host}:{port}: {e}",
-            file=sys.stderr,
-        )
-        return 1
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        for key in ("id", "chain_id", "height", "view", "peers", "ready", "reasons", "mempool"):
-            print(f"{key:>9}: {doc.get(key)}")
-    return 0
+        message = f"node {cfg.node_id} does not answer on {host}:{port}: {e}"
+        return failed(args, "unreachable", message)
+    keys = ("id", "chain_id", "height", "view", "peers", "ready", "reasons", "mempool")
+    return emit(args, doc, "\n".join(f"{key:>9}: {doc.get(key)}" for key in keys))
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -149,8 +145,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
     key = SigningKey.generate(with_encryption=True)
     save_key(Path(args.out), key, passphrase=read_passphrase_file(args.passphrase_file))
-    print(key.account_id)
-    return 0
+    return emit(args, {"account_id": key.account_id, "out": str(args.out)}, key.account_id)
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
@@ -162,8 +157,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         "public_key": key.public_key.hex(),
         "encryption_public_key": (key.encryption_public_key or b"").hex() or None,
     }
-    print(json.dumps(doc, indent=2))
-    return 0
+    return emit(args, doc)  # JSON with or without --json: `--account-key` reads it back
 
 
 # -- cluster --------------------------------------------------------------------------------
@@ -171,30 +165,36 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 def cmd_cluster_init(args: argparse.Namespace) -> int:
     nodes = cluster.init_cluster(Path(args.dir), args.nodes)
-    print(f"cluster of {len(nodes)} nodes initialised in {args.dir}")
-    _print_table([n.__dict__ for n in nodes], ["id", "p2p", "api", "metrics"])
-    return 0
+    rows = [{k: str(v) for k, v in n.__dict__.items()} for n in nodes]
+
+    def text() -> None:
+        print(f"cluster of {len(nodes)} nodes initialised in {args.dir}")
+        _print_table(rows, ["id", "p2p", "api", "metrics"])
+
+    return emit(args, {"dir": str(args.dir), "nodes": rows}, text)
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
     cluster.up(Path(args.dir), timeout_s=args.timeout)
-    print(f"all nodes ready; logs in {args.dir}/node*/node.log")
-    return 0
+    nodes = cluster.load_cluster(Path(args.dir))
+    doc = {
+        "dir": str(args.dir),
+        "ready": [n.id for n in nodes],
+        "logs": {n.id: str(n.log_file) for n in nodes},
+    }
+    return emit(args, doc, f"all nodes ready; logs in {args.dir}/node*/node.log")
 
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     rows = cluster.status(Path(args.dir))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "pid", "api", "p2p", "metrics", "peers", "height", "ready"])
-    return 0
+    columns = ["id", "pid", "api", "p2p", "metrics", "peers", "height", "ready"]
+    return emit(args, rows, lambda: _print_table(rows, columns))
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
     stopped = cluster.down(Path(args.dir))
-    print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
-    return 0
+    text = f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else "")
+    return emit(args, {"stopped": stopped}, text)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -213,19 +213,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             progress=None if args.json else lambda line: print(line, file=sys.stderr),
         )
-        if args.json:
-            print(json.dumps(attack, indent=2))
-        else:
-            bench_attack.print_table(attack)
-        return 0
+        return emit(args, attack, lambda: bench_attack.print_table(attack))
     from mdtp.node.ops.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-    return 0
+    return emit(args, results, lambda: print_table(results))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -266,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         return add_command(parent, name, fn, help)
 
     sp = add("version", cmd_version, "print mdtp's version and the Python version running it")
-    sp.add_argument("--json", action="store_true")
+    add_json_option(sp)
 
     pass_help = "file whose first line is the key passphrase (else MDTP_KEY_PASSPHRASE)"
 
@@ -276,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_ca_init, "create a consortium CA", ca)
     sp.add_argument("--dir", required=True, help="directory for ca.pem and ca.key.pem")
     sp.add_argument("--name", default="mdtp", help="consortium name in the CA certificate")
+    add_json_option(sp)
 
     sp = add("init", cmd_init, "create a node home (keys, certificate, config.toml)")
     add_home_option(sp)
@@ -286,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api", default="127.0.0.1:26601", help="API host:port")
     sp.add_argument("--metrics", default="127.0.0.1:26602", help="metrics host:port")
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
+    add_json_option(sp)
 
     genesis = sub.add_parser("genesis", help="genesis file").add_subparsers(
         dest="genesis_command", required=True, metavar="COMMAND"
@@ -294,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chain-id", required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("members", nargs="+", help="member.json files, in membership order")
+    add_json_option(sp)
 
     sp = add("start", cmd_start, "run a node in the foreground (SIGTERM/SIGINT stop it)")
     add_home_option(sp)
@@ -301,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("status", cmd_status, "show a running node's status (from its home)")
     add_home_option(sp)
-    sp.add_argument("--json", action="store_true")
+    add_json_option(sp)
 
     keys = sub.add_parser("keys", help="account keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"
@@ -309,9 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("generate", cmd_keys_generate, "generate an account key file (mode 0600)", keys)
     sp.add_argument("--out", required=True)
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
-    sp = add("show", cmd_keys_show, "show the public part of a key file", keys)
+    add_json_option(sp)
+    sp = add("show", cmd_keys_show, "show the public part of a key file (JSON)", keys)
     sp.add_argument("file")
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
+    add_json_option(sp)
 
     cl = sub.add_parser("cluster", help="local consortium on this machine").add_subparsers(
         dest="cluster_command", required=True, metavar="COMMAND"
@@ -319,14 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_cluster_init, "create N node homes with free loopback ports", cl)
     sp.add_argument("--dir", required=True)
     sp.add_argument("--nodes", type=int, default=4)
+    add_json_option(sp)
     sp = add("up", cmd_cluster_up, "start every node in the background, wait until ready", cl)
     sp.add_argument("--dir", required=True)
     sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
+    add_json_option(sp)
     sp = add("status", cmd_cluster_status, "show every node's status", cl)
     sp.add_argument("--dir", required=True)
-    sp.add_argument("--json", action="store_true")
+    add_json_option(sp)
     sp = add("down", cmd_cluster_down, "stop every node process of the cluster", cl)
     sp.add_argument("--dir", required=True)
+    add_json_option(sp)
 
     sp = add("demo", cmd_demo, "run a whole trade on a local 4-member consortium")
     sp.add_argument("--dir", default=".mdtp/demo", help="where the demo cluster lives")
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop", action="store_true", help="stop the cluster at the end (default: keep it)"
     )
     sp = add("bench", cmd_bench, "measure a local 4-node cluster: tx/s, latency, ceiling")
-    sp.add_argument("--json", action="store_true", help="one JSON object")
+    add_json_option(sp)
     sp.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     sp.add_argument(
         "--data", action="store_true", help="off-chain data: chunk fetch rate vs raw mutual TLS"
@@ -370,6 +370,10 @@ def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> i
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except (MdtpError, StorageError) as e:
+        if wants_json(args):
+            print_json(
+                {"status": "failed", "reason": getattr(e, "reason", "error"), "message": str(e)}
+            )
         print(f"mdtp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,11 +18,12 @@ name a node, a key and an output the same way.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from mdtp.node.cli.output import add_json_option
+from mdtp.node.cli.output import print_json as print_json  # re-exported: commands import it here
 from mdtp.node.errors import ClusterError, MdtpError
 from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
 from mdtp.node.ops import cluster
@@ -65,7 +66,7 @@ def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:
     g.add_argument(
         "--member", help=f"node of --cluster to use (else ${MEMBER_ENV}, else the first)"
     )
-    sp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_json_option(sp)
     sp.add_argument(
         "--key", required=signs, help="account key file that signs" if signs else "your key file"
     )
@@ -136,10 +137,6 @@ def signing_key(args: argparse.Namespace, attr: str = "key") -> SigningKey:
     if path is None:
         raise UsageError(f"give --{attr.replace('_', '-')} FILE (an account key file)")
     return load_key(Path(path), passphrase=read_passphrase_file(args.passphrase_file))
-
-
-def print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
 def add_tag_options(g: Any) -> None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -106,3 +107,55 @@ def test_every_home_option_defaults_to_mdtp_home(
     assert all(not a.required and a.default == str(tmp_path) for a in with_env.values())
     assert build_parser().parse_args(["status"]).home == str(tmp_path)
     assert build_parser().parse_args(["status", "--home", "elsewhere"]).home == "elsewhere"
+
+
+# Commands that print nothing a script would read: a foreground daemon and a narrated demo.
+NO_JSON = {"start", "demo"}
+
+
+def test_every_command_that_prints_takes_json() -> None:
+    missing = [
+        words
+        for words, sp in all_commands(build_parser())
+        if words not in NO_JSON and not any("--json" in a.option_strings for a in sp._actions)
+    ]
+    assert not missing, f"commands without --json: {missing}"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> Any:
+    assert main([*argv, "--json"]) == code
+    return json.loads(capsys.readouterr().out)
+
+
+def test_local_commands_print_one_json_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDTP_KEY_PASSPHRASE", raising=False)
+    ca = run_json(capsys, "ca", "init", "--dir", str(tmp_path / "ca"))
+    assert Path(ca["ca"]).exists()
+    home = tmp_path / "h"
+    init = run_json(
+        capsys, "init", "--home", str(home), "--id", "acme", "--ca-dir", str(tmp_path / "ca")
+    )
+    assert init["member"]["id"] == "acme" and Path(init["member_file"]).exists()
+    out = tmp_path / "genesis.json"
+    gen = run_json(
+        capsys, "genesis", "build", "--chain-id", "c1", "--out", str(out), init["member_file"]
+    )
+    assert gen == {"chain_id": "c1", "members": 1, "out": str(out)}
+    key = run_json(capsys, "keys", "generate", "--out", str(tmp_path / "k.json"))
+    shown = run_json(capsys, "keys", "show", str(tmp_path / "k.json"))
+    assert shown["account_id"] == key["account_id"]
+    cl = run_json(capsys, "cluster", "init", "--dir", str(tmp_path / "c"), "--nodes", "1")
+    assert [n["id"] for n in cl["nodes"]] == ["node0"]
+    assert run_json(capsys, "cluster", "down", "--dir", str(tmp_path / "c")) == {"stopped": []}
+
+
+def test_a_failure_with_json_prints_a_json_error_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = run_json(capsys, "status", "--home", str(tmp_path / "none"), code=2)
+    assert doc["status"] == "failed" and doc["reason"] == "bad_config" and doc["message"]
+    ca = run_json(capsys, "ca", "init", "--dir", str(tmp_path / "ca"))["ca"]
+    doc = run_json(capsys, "data", "overdue", "--node", "127.0.0.1:1", "--ca", ca, code=2)
+    assert doc["status"] == "failed" and doc["reason"] == "usage" and "--key" in doc["message"]
