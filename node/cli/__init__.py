@@ -202,7 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from mdtp.node.ops.bench_data import run_data_bench
 
         size = 64 if args.quick else args.size_mib
-        data_result = run_data_bench(size_mib=size, progress=not args.json)
+        data_result = run_data_bench(size_mib=size, progress=False if args.json else None)
         print(json.dumps(data_result, indent=2 if not args.json else None))
         return 0
     if args.attack:

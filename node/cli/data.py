@@ -3,9 +3,9 @@
 Each command talks to the member's own node, named by the shared options of
 :mod:`node.cli.options` (``--node``/``--ca`` or ``--cluster``/``--member``); it signs with
 ``--key FILE`` (the supplier's account to publish, the consumer's to fetch and dispose).
-Results are JSON on stdout, with or without ``--json``; progress bars go to stderr. A refusal
-prints ``mdtp: error: REASON: message`` on stderr (with ``--json`` also
-``{"status": "failed", "reason", ...}`` on stdout) and exits 1.
+Results are JSON on stdout, with or without ``--json``; progress bars (with ETA) go to stderr,
+only when it is a terminal. A refusal prints ``mdtp: error: REASON: message`` on stderr (with
+``--json`` also ``{"status": "failed", "reason", ...}`` on stdout) and exits 1.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 fmt=args.format,
                 quality=quality,
                 chunk_bytes=args.chunk_size,
-                progress=not args.no_progress,
+                progress=progress_bar(args),
             )
         return {
             "dataset_id": p.dataset_id,
@@ -112,7 +112,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 key,
                 args.contract,
                 Path(args.out),
-                progress=not args.no_progress,
+                progress=progress_bar(args),
                 grant_timeout_s=args.grant_timeout,
             )
         return {
@@ -158,8 +158,13 @@ def cmd_overdue(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mdtp.node.ops.bench_data import run_data_bench
 
-    result = run_data_bench(size_mib=args.size_mib, progress=not args.json)
+    result = run_data_bench(size_mib=args.size_mib, progress=False if args.json else None)
     return emit(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def progress_bar(args: argparse.Namespace) -> bool | None:
+    """``--no-progress``: none; else None: a bar only when stderr is a terminal."""
+    return False if args.no_progress else None
 
 
 def _client_options(sp: argparse.ArgumentParser, *, signs: bool = True) -> None:

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mdtp.node.app.health import register_process_metrics
 from mdtp.node.cli import build_parser, main
+from mdtp.node.cli.data import progress_bar
+from mdtp.node.sdk.data import Progress
 
 
 def test_version_comes_from_the_installed_package_metadata(
@@ -159,3 +161,26 @@ def test_a_failure_with_json_prints_a_json_error_and_exits_non_zero(
     ca = run_json(capsys, "ca", "init", "--dir", str(tmp_path / "ca"))["ca"]
     doc = run_json(capsys, "data", "overdue", "--node", "127.0.0.1:1", "--ca", ca, code=2)
     assert doc["status"] == "failed" and doc["reason"] == "usage" and "--key" in doc["message"]
+
+
+def test_progress_bars_only_on_a_terminal_and_with_an_eta(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bar = Progress("fetch c-1", 100 * 2**20)  # stderr is captured here: not a terminal
+    bar.update(50 * 2**20)
+    bar.finish()
+    assert capsys.readouterr().err == ""
+    assert "ETA 0:05" in bar.line(5.0)  # half of 100 MiB in 5 s: 5 s to go
+    slow = Progress("x", 3700, enabled=True)
+    slow.done = 1
+    assert slow.line(1.0).endswith("ETA 1:01:39")
+    forced = Progress("x", 10, enabled=True)
+    forced.update(10)
+    assert "100.0%" in capsys.readouterr().err
+    for words in (["data", "fetch", "c-1", "--out", "o"], ["data", "publish", "f", "--id", "d"]):
+        args = build_parser().parse_args([*words, "--key", "k"])
+        assert progress_bar(args) is None  # the bar decides: a terminal or nothing
+        assert (
+            progress_bar(build_parser().parse_args([*words, "--key", "k", "--no-progress"]))
+            is False
+        )
