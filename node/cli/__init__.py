@@ -358,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each concern's client commands live beside it and register themselves here.
-_COMMAND_MODULES: tuple[str, ...] = ("mdtp.node.cli.trading", "mdtp.node.cli.data")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "mdtp.node.cli.trading",
+    "mdtp.node.cli.data",
+    "mdtp.node.cli.blocks",
+)
 
 
 def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> int:
