@@ -217,6 +217,9 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------
 
     def _lock_home(self) -> IO[bytes]:
+        """Lock ``DATA_DIR/node.lock`` for as long as the node runs and write this process's
+        pid into it, so tools find the process that holds a home however it was started
+        (``mdtp cluster status/down`` on a node run with ``mdtp start``)."""
         restrict_home(self.cfg.home, self.data_dir)
         path = self.data_dir / "node.lock"
         f = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb")
@@ -228,6 +231,9 @@ class Node:
                 f"{path}: another mdtp process is already running on this node home",
                 reason="home_locked",
             ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n".encode())
+        f.flush()
         return f
 
     async def _serve_http(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import pytest
 
 from mdtp.node.cli import main
+from mdtp.node.ops import cluster
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -105,3 +109,30 @@ def test_a_missing_object_with_json_prints_a_json_error(
 ) -> None:
     doc = run_json(capsys, *argv, "--cluster", str(one), code=1)
     assert doc["status"] == "failed" and doc["reason"] == "not_found" and doc["message"]
+
+
+def test_a_node_started_by_hand_is_seen_by_cluster_status_and_stopped_by_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mdtp start --home node0`` (a relative home, no node.pid): the cluster commands find
+    the process through the pid it writes into its home's lock."""
+    run(capsys, "cluster", "init", "--dir", str(tmp_path), "--nodes", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdtp.node", "start", "--home", "node0"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        rows = wait_until(
+            lambda: (r := cluster.status(tmp_path))[0]["ready"] and r, 60, "node0 ready"
+        )
+        assert rows[0]["pid"] == proc.pid
+        assert run_json(capsys, "cluster", "down", "--dir", str(tmp_path)) == {"stopped": ["node0"]}
+        assert proc.wait(timeout=30) == 0
+        assert cluster.status(tmp_path)[0]["pid"] is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
