@@ -191,6 +191,12 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     return emit(args, rows, lambda: _print_table(rows, columns))
 
 
+def cmd_cluster_restart(args: argparse.Namespace) -> int:
+    pid = cluster.restart(Path(args.dir), args.node, timeout_s=args.timeout)
+    doc = {"node": args.node, "pid": pid, "ready": True}
+    return emit(args, doc, f"{args.node} restarted (pid {pid}) and ready")
+
+
 def cmd_cluster_down(args: argparse.Namespace) -> int:
     stopped = cluster.down(Path(args.dir))
     text = f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else "")
@@ -323,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_option(sp)
     sp = add("status", cmd_cluster_status, "show every node's status", cl)
     sp.add_argument("--dir", required=True)
+    add_json_option(sp)
+    sp = add("restart", cmd_cluster_restart, "stop one node, start it, wait until ready", cl)
+    sp.add_argument("node", help="node id, e.g. node2")
+    sp.add_argument("--dir", required=True)
+    sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
     add_json_option(sp)
     sp = add("down", cmd_cluster_down, "stop every node process of the cluster", cl)
     sp.add_argument("--dir", required=True)

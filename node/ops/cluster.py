@@ -337,6 +337,12 @@ def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
     """Stop every node process this cluster started; returns the ids that were stopped."""
     nodes = load_cluster(cluster_dir)
     pids = {n.id: p for n in nodes if (p := running_pid(n)) is not None}
+    _stop(nodes, pids, timeout_s)
+    return list(pids)
+
+
+def _stop(nodes: list[ClusterNode], pids: dict[str, int], timeout_s: float) -> None:
+    """SIGTERM each process, SIGKILL it after ``timeout_s``, wait for it; forget its pid."""
     for pid in pids.values():
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -348,7 +354,33 @@ def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
             time.sleep(0.05)
         node = next(n for n in nodes if n.id == node_id)
         node.pid_file.unlink(missing_ok=True)
-    return list(pids)
+
+
+def restart(cluster_dir: Path, node_id: str, timeout_s: float = 60.0) -> int:
+    """Stop one node (if it runs), start it again and wait until it is ready; returns its
+    new pid. On failure the error carries its log's last lines (a node that does not get
+    ready keeps running, so ``status`` and its log can say why)."""
+    nodes = load_cluster(cluster_dir)
+    node = next((n for n in nodes if n.id == node_id), None)
+    if node is None:
+        raise ClusterError(f"{node_id}: not in the cluster ({', '.join(n.id for n in nodes)})")
+    pid = running_pid(node)
+    _stop(nodes, {node.id: pid} if pid is not None else {}, 15.0)
+    proc = start_node(node)
+    deadline = time.monotonic() + timeout_s
+    while not is_ready(node):
+        if proc.poll() is not None:
+            raise ClusterError(
+                f"{node_id} exited with code {proc.returncode} while starting; "
+                f"last lines of {node.log_file}:\n{log_tail(node)}"
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"{node_id} not ready after {timeout_s:.0f} s (still running; a quorum of the "
+                f"cluster must run); last lines of {node.log_file}:\n{log_tail(node)}"
+            )
+        time.sleep(0.2)
+    return proc.pid
 
 
 def _alive(pid: int) -> bool:

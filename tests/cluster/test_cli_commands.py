@@ -111,6 +111,20 @@ def test_a_missing_object_with_json_prints_a_json_error(
     assert doc["status"] == "failed" and doc["reason"] == "not_found" and doc["message"]
 
 
+def test_cluster_restart_brings_one_node_back_with_its_chain(
+    one: Path, committed_tx: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = cluster.status(one)[0]["pid"]
+    doc = run_json(capsys, "cluster", "restart", "node0", "--dir", str(one))
+    assert doc["node"] == "node0" and doc["ready"] is True and doc["pid"] != before
+    row = cluster.status(one)[0]
+    assert row["pid"] == doc["pid"] and row["height"] >= committed_tx["height"]
+    tx = run_json(capsys, "tx", committed_tx["id"], "--cluster", str(one))
+    assert tx["status"] == "committed"
+    failed = run_json(capsys, "cluster", "restart", "node9", "--dir", str(one), code=2)
+    assert failed["status"] == "failed" and "node9" in failed["message"]
+
+
 def test_a_node_started_by_hand_is_seen_by_cluster_status_and_stopped_by_down(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
