@@ -373,6 +373,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "mdtp.node.cli.trading",
     "mdtp.node.cli.data",
     "mdtp.node.cli.blocks",
+    "mdtp.node.cli.completion",
 )
 
 

@@ -7,6 +7,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,8 +113,9 @@ def test_every_home_option_defaults_to_mdtp_home(
     assert build_parser().parse_args(["status", "--home", "elsewhere"]).home == "elsewhere"
 
 
-# Commands that print nothing a script would read: a foreground daemon and a narrated demo.
-NO_JSON = {"start", "demo"}
+# Commands that print nothing a script would read: a foreground daemon, a narrated demo and
+# a shell script.
+NO_JSON = {"start", "demo", "completion"}
 
 
 def test_every_command_that_prints_takes_json() -> None:
@@ -184,3 +187,37 @@ def test_progress_bars_only_on_a_terminal_and_with_an_eta(
             progress_bar(build_parser().parse_args([*words, "--key", "k", "--no-progress"]))
             is False
         )
+
+
+def complete(script: Path, *words: str) -> list[str]:
+    """What bash offers for the last of ``words`` with the generated completion loaded."""
+    array = " ".join(shlex.quote(w) for w in ("mdtp", *words))
+    r = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {shlex.quote(str(script))}; COMP_WORDS=({array}); "
+            f'COMP_CWORD={len(words)}; _mdtp; printf "%s\\n" "${{COMPREPLY[@]}}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return r.stdout.split()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_bash_completion_offers_every_command_and_its_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "mdtp.bash"
+    script.write_text(capsys.readouterr().out)
+    assert complete(script, "clu") == ["cluster"]
+    assert set(complete(script, "cluster", "")) >= {"init", "up", "status", "restart", "down"}
+    assert set(complete(script, "cluster", "up", "--")) >= {"--dir", "--timeout", "--json"}
+    assert "--json" in complete(script, "block", "--j")
+    for words, _ in all_commands(build_parser()):
+        *parent, last = words.split()
+        assert last in complete(script, *parent, last[:2]), words
