@@ -37,7 +37,7 @@ from mdtp.node.cli.options import (
     signing_key,
     tags_of,
 )
-from mdtp.node.cli.output import failed
+from mdtp.node.cli.output import emit, failed
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.accounts import ROLES
 from mdtp.node.ledger.trading.audit import KINDS
@@ -792,11 +792,7 @@ def cmd_reasons(args: argparse.Namespace) -> int:
         {"code": code, "description": description, "what_to_do": HINTS.get(code, "")}
         for code, description in REASONS.items()
     ]
-    if args.json:
-        print_json(rows)
-    else:
-        _print_table(rows, ["code", "description"])
-    return 0
+    return emit(args, rows, lambda: _print_table(rows, ["code", "description"]))
 
 
 # -- parser -----------------------------------------------------------------------------------
