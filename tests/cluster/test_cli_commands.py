@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,13 @@ def test_tx_block_and_chain_read_a_committed_transaction(
     }
     assert run_json(capsys, "chain", *c) == chain  # --to defaults to the node's height
     assert block["hash"] in run(capsys, "chain", *c)
+    # the API latency histogram labels by canonical route, never by the raw path
+    (node,) = cluster.load_cluster(one)
+    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'mdtp_api_request_duration_seconds_count{route="/v1/blocks/{height}"}' in metrics
+    assert 'mdtp_api_request_duration_seconds_count{route="/v1/tx/{tx_id}"}' in metrics
+    assert f'route="/v1/blocks/{height}"' not in metrics
 
 
 def test_evidence_of_an_honest_cluster_is_empty(
