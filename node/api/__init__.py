@@ -9,11 +9,12 @@ each route and checks it before the route's handler runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mdtp.node.api.auth import Authoriser
 
@@ -28,6 +29,13 @@ class ApiMetrics:
             "mdtp_api_requests_total",
             "API requests by route and status",
             ["route", "status"],
+            registry=registry,
+        )
+        # By canonical route (``/v1/blocks/{height}``), never by raw path: bounded labels.
+        self.duration = Histogram(
+            "mdtp_api_request_duration_seconds",
+            "Time from a request's routing to its response (a streamed one: to its end), by route",
+            ["route"],
             registry=registry,
         )
         self.refusals = Counter(
@@ -45,11 +53,14 @@ def api_app(
     async def count(request: web.Request, handler: Any) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource else "unmatched"
+        started = time.monotonic()
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as e:
             metrics.requests.labels(route, str(e.status)).inc()
             raise
+        finally:
+            metrics.duration.labels(route).observe(time.monotonic() - started)
         metrics.requests.labels(route, str(response.status)).inc()
         return response
 

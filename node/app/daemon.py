@@ -25,7 +25,12 @@ from mdtp.node.api import ApiMetrics, api_app
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import trading as trading_routes
-from mdtp.node.app.health import LoopLagProbe, health_app, liveness_checks
+from mdtp.node.app.health import (
+    LoopLagProbe,
+    health_app,
+    liveness_checks,
+    register_process_metrics,
+)
 from mdtp.node.app.hooks import NodeHooks
 from mdtp.node.app.http_connections import (
     HttpConnectionMetrics,
@@ -105,6 +110,7 @@ class Node:
         self.api_ctx = pki.api_server_context(ca, cert, key)
         self.data_dir = cfg.path("node", "data_dir")
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)
         self.http_metrics = HttpConnectionMetrics(self.registry)
         limit_remote_lines(RemoteLineLimits.from_config(cfg), self.registry)
         # Set when a task the node cannot run without dies: run() stops, serve() exits 1.
@@ -213,6 +219,9 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------
 
     def _lock_home(self) -> IO[bytes]:
+        """Lock ``DATA_DIR/node.lock`` for as long as the node runs and write this process's
+        pid into it, so tools find the process that holds a home however it was started
+        (``mdtp cluster status/down`` on a node run with ``mdtp start``)."""
         restrict_home(self.cfg.home, self.data_dir)
         path = self.data_dir / "node.lock"
         f = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb")
@@ -224,6 +233,9 @@ class Node:
                 f"{path}: another mdtp process is already running on this node home",
                 reason="home_locked",
             ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n".encode())
+        f.flush()
         return f
 
     async def _serve_http(

@@ -32,15 +32,40 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from mdtp.node.version import build_info
 
 MIN_FREE_DISK_BYTES = 256 * 1024 * 1024
 MAX_LOOP_LAG_S = 1.0
 PEERS_GRACE_S = 60.0
 LIVENESS_CHECKS = ("store_writable", "disk_space", "event_loop_lag", "peers", "tasks")
 PEERS_GAUGE = "mdtp_p2p_peers_connected"
+
+
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """The metrics every Prometheus exporter has: ``process_*`` (memory, CPU, open files,
+    start time; Linux), ``python_info`` (``PlatformCollector``), and
+    ``mdtp_build_info{version,python}`` = 1."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    info = Gauge(
+        "mdtp_build_info",
+        "Always 1; the labels name the running build's version and its Python version",
+        ["version", "python"],
+        registry=registry,
+    )
+    facts = build_info()
+    info.labels(facts["version"], facts["python"]).set(1)
 
 
 class LoopLagProbe:

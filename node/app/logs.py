@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
@@ -47,24 +49,54 @@ class _TextFormatter(logging.Formatter):
         return escape(line)
 
 
+# A LogRecord's own attributes; anything else on a record came with ``extra=`` (a field).
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "source",
+    "node_id",
+}
+
+
+def iso_utc(created: float) -> str:
+    """``2026-11-30T13:14:57.123Z``: ISO 8601, UTC, milliseconds."""
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO 8601 UTC), ``level``, ``logger``, ``node``,
+    ``message``, ``source`` for a line an outsider caused, ``exc`` for a traceback, and every
+    field the call site passed with ``extra=`` (as ``extra_NAME`` if NAME is one of those)."""
+
+    def __init__(self, node_id: str = "") -> None:
+        super().__init__()
+        self.node_id = node_id
+
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "ts": round(record.created, 3),
+        doc: dict[str, Any] = {
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
-        node_id = getattr(record, "node_id", None)
+        node_id = getattr(record, "node_id", None) or self.node_id
         if node_id:
             doc["node"] = node_id
+        doc["message"] = record.getMessage()
         source = getattr(record, "source", None)
         if source:
             doc["source"] = source
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        # ensure_ascii escapes every control character and U+2028/U+2029 as well
-        return json.dumps(doc, ensure_ascii=True)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and not key.startswith("_"):
+                doc["extra_" + key if key in doc else key] = value
+        # ensure_ascii escapes every control character and U+2028/U+2029 as well; a field that
+        # is not JSON is written as its str()
+        return json.dumps(doc, ensure_ascii=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -153,10 +185,12 @@ class _NodeLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def setup_logging(level: str, as_json: bool, node_id: str = "") -> None:
     handler = _NodeLogHandler()
     if as_json:
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(node_id))
     else:
         fmt = f"%(asctime)s %(levelname)-7s {node_id + ' ' if node_id else ''}%(name)s: %(message)s"
         formatter = _TextFormatter(fmt)
+        formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"  # ISO 8601 UTC, as in JSON lines
+        formatter.default_msec_format = "%s.%03dZ"
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -7,13 +7,18 @@ import asyncio
 import importlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdtp.node.cli.options import add_home_option
+from mdtp.node.cli.output import add_json_option, emit, failed, print_json, wants_json
 from mdtp.node.errors import MdtpError
 from mdtp.node.ops import cluster
+from mdtp.node.version import build_info
 from mdtp.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -33,12 +38,25 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 # -- node -----------------------------------------------------------------------------------
 
 
+def version_line() -> str:
+    info = build_info()
+    return f"mdtp {info['version']} (Python {info['python']})"
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    return emit(args, {"name": "mdtp", **build_info()}, version_line())
+
+
 def cmd_ca_init(args: argparse.Namespace) -> int:
     from mdtp.node.identity.home import init_ca
 
     init_ca(Path(args.dir), args.name)
-    print(f"consortium CA written to {args.dir}/ca.pem (keep {args.dir}/ca.key.pem offline)")
-    return 0
+    ca, ca_key = Path(args.dir) / "ca.pem", Path(args.dir) / "ca.key.pem"
+    return emit(
+        args,
+        {"ca": str(ca), "ca_key": str(ca_key)},
+        f"consortium CA written to {ca} (keep {ca_key} offline)",
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -55,15 +73,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         passphrase=read_passphrase_file(args.passphrase_file),
     )
-    print(
+    text = (
         f"node home {args.home} created for {args.id}; public member facts in "
-        f"{args.home}/member.json (node key {member['node_public_key'][:16]}...)"
-    )
-    print(
+        f"{args.home}/member.json (node key {member['node_public_key'][:16]}...)\n"
         "next: collect every member.json, run `mdtp genesis build`, copy genesis.json into "
         "each home, then `mdtp start --home DIR`"
     )
-    return 0
+    doc = {"home": str(args.home), "member_file": str(Path(args.home) / "member.json")}
+    return emit(args, {**doc, "member": member}, text)
 
 
 def cmd_genesis_build(args: argparse.Namespace) -> int:
@@ -78,8 +95,11 @@ def cmd_genesis_build(args: argparse.Namespace) -> int:
             raise GenesisError(f"{path}: cannot read member file ({e})") from None
     genesis = build_genesis(args.chain_id, members)
     write_genesis(genesis, Path(args.out))
-    print(f"genesis for chain {genesis.chain_id} with {len(members)} members written to {args.out}")
-    return 0
+    return emit(
+        args,
+        {"chain_id": genesis.chain_id, "members": len(members), "out": str(args.out)},
+        f"genesis for chain {genesis.chain_id} with {len(members)} members written to {args.out}",
+    )
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -114,17 +134,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         doc = asyncio.run(query())
     except (OSError, ApiError) as e:
-        print(
-            f"mdtp: error: node {cfg.node_id} does not answer on {host}:{port}: {e}",
-            file=sys.stderr,
-        )
-        return 1
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        for key in ("id", "chain_id", "height", "view", "peers", "ready", "reasons", "mempool"):
-            print(f"{key:>9}: {doc.get(key)}")
-    return 0
+        message = f"node {cfg.node_id} does not answer on {host}:{port}: {e}"
+        return failed(args, "unreachable", message)
+    keys = ("id", "chain_id", "height", "view", "peers", "ready", "reasons", "mempool")
+    return emit(args, doc, "\n".join(f"{key:>9}: {doc.get(key)}" for key in keys))
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -132,8 +145,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
     key = SigningKey.generate(with_encryption=True)
     save_key(Path(args.out), key, passphrase=read_passphrase_file(args.passphrase_file))
-    print(key.account_id)
-    return 0
+    return emit(args, {"account_id": key.account_id, "out": str(args.out)}, key.account_id)
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
@@ -145,8 +157,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         "public_key": key.public_key.hex(),
         "encryption_public_key": (key.encryption_public_key or b"").hex() or None,
     }
-    print(json.dumps(doc, indent=2))
-    return 0
+    return emit(args, doc)  # JSON with or without --json: `--account-key` reads it back
 
 
 # -- cluster --------------------------------------------------------------------------------
@@ -154,30 +165,42 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 def cmd_cluster_init(args: argparse.Namespace) -> int:
     nodes = cluster.init_cluster(Path(args.dir), args.nodes)
-    print(f"cluster of {len(nodes)} nodes initialised in {args.dir}")
-    _print_table([n.__dict__ for n in nodes], ["id", "p2p", "api", "metrics"])
-    return 0
+    rows = [{k: str(v) for k, v in n.__dict__.items()} for n in nodes]
+
+    def text() -> None:
+        print(f"cluster of {len(nodes)} nodes initialised in {args.dir}")
+        _print_table(rows, ["id", "p2p", "api", "metrics"])
+
+    return emit(args, {"dir": str(args.dir), "nodes": rows}, text)
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
     cluster.up(Path(args.dir), timeout_s=args.timeout)
-    print(f"all nodes ready; logs in {args.dir}/node*/node.log")
-    return 0
+    nodes = cluster.load_cluster(Path(args.dir))
+    doc = {
+        "dir": str(args.dir),
+        "ready": [n.id for n in nodes],
+        "logs": {n.id: str(n.log_file) for n in nodes},
+    }
+    return emit(args, doc, f"all nodes ready; logs in {args.dir}/node*/node.log")
 
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     rows = cluster.status(Path(args.dir))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["id", "pid", "api", "p2p", "metrics", "peers", "height", "ready"])
-    return 0
+    columns = ["id", "pid", "api", "p2p", "metrics", "peers", "height", "ready"]
+    return emit(args, rows, lambda: _print_table(rows, columns))
+
+
+def cmd_cluster_restart(args: argparse.Namespace) -> int:
+    pid = cluster.restart(Path(args.dir), args.node, timeout_s=args.timeout)
+    doc = {"node": args.node, "pid": pid, "ready": True}
+    return emit(args, doc, f"{args.node} restarted (pid {pid}) and ready")
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
     stopped = cluster.down(Path(args.dir))
-    print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
-    return 0
+    text = f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else "")
+    return emit(args, {"stopped": stopped}, text)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -185,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from mdtp.node.ops.bench_data import run_data_bench
 
         size = 64 if args.quick else args.size_mib
-        data_result = run_data_bench(size_mib=size, progress=not args.json)
+        data_result = run_data_bench(size_mib=size, progress=False if args.json else None)
         print(json.dumps(data_result, indent=2 if not args.json else None))
         return 0
     if args.attack:
@@ -196,19 +219,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             progress=None if args.json else lambda line: print(line, file=sys.stderr),
         )
-        if args.json:
-            print(json.dumps(attack, indent=2))
-        else:
-            bench_attack.print_table(attack)
-        return 0
+        return emit(args, attack, lambda: bench_attack.print_table(attack))
     from mdtp.node.ops.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-    return 0
+    return emit(args, results, lambda: print_table(results))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -240,12 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mdtp", description="Manufacturing Data Trading Platform: consortium ledger node"
     )
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str, parent: Any = sub
     ) -> argparse.ArgumentParser:
         return add_command(parent, name, fn, help)
+
+    sp = add("version", cmd_version, "print mdtp's version and the Python version running it")
+    add_json_option(sp)
 
     pass_help = "file whose first line is the key passphrase (else MDTP_KEY_PASSPHRASE)"
 
@@ -255,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_ca_init, "create a consortium CA", ca)
     sp.add_argument("--dir", required=True, help="directory for ca.pem and ca.key.pem")
     sp.add_argument("--name", default="mdtp", help="consortium name in the CA certificate")
+    add_json_option(sp)
 
     sp = add("init", cmd_init, "create a node home (keys, certificate, config.toml)")
-    sp.add_argument("--home", required=True)
+    add_home_option(sp)
     sp.add_argument("--id", required=True, help="member/node id, e.g. acme-works")
     sp.add_argument("--name", help="member display name")
     sp.add_argument("--ca-dir", required=True, help="the consortium CA directory")
@@ -265,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api", default="127.0.0.1:26601", help="API host:port")
     sp.add_argument("--metrics", default="127.0.0.1:26602", help="metrics host:port")
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
+    add_json_option(sp)
 
     genesis = sub.add_parser("genesis", help="genesis file").add_subparsers(
         dest="genesis_command", required=True, metavar="COMMAND"
@@ -273,14 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chain-id", required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("members", nargs="+", help="member.json files, in membership order")
+    add_json_option(sp)
 
     sp = add("start", cmd_start, "run a node in the foreground (SIGTERM/SIGINT stop it)")
-    sp.add_argument("--home", required=True)
+    add_home_option(sp)
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
 
     sp = add("status", cmd_status, "show a running node's status (from its home)")
-    sp.add_argument("--home", required=True)
-    sp.add_argument("--json", action="store_true")
+    add_home_option(sp)
+    add_json_option(sp)
 
     keys = sub.add_parser("keys", help="account keys").add_subparsers(
         dest="keys_command", required=True, metavar="COMMAND"
@@ -288,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("generate", cmd_keys_generate, "generate an account key file (mode 0600)", keys)
     sp.add_argument("--out", required=True)
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
-    sp = add("show", cmd_keys_show, "show the public part of a key file", keys)
+    add_json_option(sp)
+    sp = add("show", cmd_keys_show, "show the public part of a key file (JSON)", keys)
     sp.add_argument("file")
     sp.add_argument("--passphrase-file", type=Path, help=pass_help)
+    add_json_option(sp)
 
     cl = sub.add_parser("cluster", help="local consortium on this machine").add_subparsers(
         dest="cluster_command", required=True, metavar="COMMAND"
@@ -298,14 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("init", cmd_cluster_init, "create N node homes with free loopback ports", cl)
     sp.add_argument("--dir", required=True)
     sp.add_argument("--nodes", type=int, default=4)
+    add_json_option(sp)
     sp = add("up", cmd_cluster_up, "start every node in the background, wait until ready", cl)
     sp.add_argument("--dir", required=True)
     sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
+    add_json_option(sp)
     sp = add("status", cmd_cluster_status, "show every node's status", cl)
     sp.add_argument("--dir", required=True)
-    sp.add_argument("--json", action="store_true")
+    add_json_option(sp)
+    sp = add("restart", cmd_cluster_restart, "stop one node, start it, wait until ready", cl)
+    sp.add_argument("node", help="node id, e.g. node2")
+    sp.add_argument("--dir", required=True)
+    sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
+    add_json_option(sp)
     sp = add("down", cmd_cluster_down, "stop every node process of the cluster", cl)
     sp.add_argument("--dir", required=True)
+    add_json_option(sp)
 
     sp = add("demo", cmd_demo, "run a whole trade on a local 4-member consortium")
     sp.add_argument("--dir", default=".mdtp/demo", help="where the demo cluster lives")
@@ -314,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop", action="store_true", help="stop the cluster at the end (default: keep it)"
     )
     sp = add("bench", cmd_bench, "measure a local 4-node cluster: tx/s, latency, ceiling")
-    sp.add_argument("--json", action="store_true", help="one JSON object")
+    add_json_option(sp)
     sp.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     sp.add_argument(
         "--data", action="store_true", help="off-chain data: chunk fetch rate vs raw mutual TLS"
@@ -337,7 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Each concern's client commands live beside it and register themselves here.
-_COMMAND_MODULES: tuple[str, ...] = ("mdtp.node.cli.trading", "mdtp.node.cli.data")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "mdtp.node.cli.trading",
+    "mdtp.node.cli.data",
+    "mdtp.node.cli.blocks",
+    "mdtp.node.cli.completion",
+)
 
 
 def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> int:
@@ -346,9 +383,28 @@ def main(argv: Sequence[str] | None = None, hooks: NodeHooks | None = None) -> i
     args.hooks = hooks
     try:
         code: int = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
     except (MdtpError, StorageError) as e:
+        if wants_json(args):
+            print_json(
+                {"status": "failed", "reason": getattr(e, "reason", "error"), "message": str(e)}
+            )
         print(f"mdtp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``mdtp ... | head -1``): exit quietly, as a Unix tool
+    killed by SIGPIPE would (status 128 + 13), without a traceback at interpreter exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE

@@ -3,9 +3,9 @@
 Each command talks to the member's own node, named by the shared options of
 :mod:`node.cli.options` (``--node``/``--ca`` or ``--cluster``/``--member``); it signs with
 ``--key FILE`` (the supplier's account to publish, the consumer's to fetch and dispose).
-Results are JSON on stdout, with or without ``--json``; progress bars go to stderr. A refusal
-prints ``error: REASON: message`` (with ``--json``: ``{"status": "failed", "reason", ...}``)
-and exits 1.
+Results are JSON on stdout, with or without ``--json``; progress bars (with ETA) go to stderr,
+only when it is a terminal. A refusal prints ``mdtp: error: REASON: message`` on stderr (with
+``--json`` also ``{"status": "failed", "reason", ...}`` on stdout) and exits 1.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import aiohttp
 
 from mdtp.node.cli import add_command, add_group
 from mdtp.node.cli.options import (
+    UsageError,
     add_client_options,
     add_tag_options,
     member_certificate,
@@ -31,6 +31,7 @@ from mdtp.node.cli.options import (
     signing_key,
     tags_of,
 )
+from mdtp.node.cli.output import add_json_option, emit, failed
 from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
 from mdtp.node.sdk.client import ApiError
 from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
@@ -49,13 +50,10 @@ def _client(args: argparse.Namespace) -> DataClient:
 
 
 def _failed(args: argparse.Namespace, reason: str, message: str, chunk: int | None = None) -> int:
-    if args.json:
-        print_json({"status": "failed", "reason": reason, "message": message, "chunk": chunk})
-        print(f"mdtp: error: {reason}: {message}", file=sys.stderr)
-    else:
-        where = f" (chunk {chunk})" if chunk is not None else ""
-        print(f"error: {reason}{where}: {message}")
-    return 1
+    where = f" (chunk {chunk})" if chunk is not None else ""
+    return failed(
+        args, reason, message, chunk=chunk, line=f"mdtp: error: {reason}{where}: {message}"
+    )
 
 
 def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
@@ -90,7 +88,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 fmt=args.format,
                 quality=quality,
                 chunk_bytes=args.chunk_size,
-                progress=not args.no_progress,
+                progress=progress_bar(args),
             )
         return {
             "dataset_id": p.dataset_id,
@@ -114,7 +112,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                 key,
                 args.contract,
                 Path(args.out),
-                progress=not args.no_progress,
+                progress=progress_bar(args),
                 grant_timeout_s=args.grant_timeout,
             )
         return {
@@ -143,7 +141,12 @@ def cmd_dispose(args: argparse.Namespace) -> int:
 
 
 def cmd_overdue(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = _client(args)  # first: no node named is the first thing to say
+    if not args.key:
+        raise UsageError(
+            "give --key FILE: overdue disposals are read as an account (any account; the rows "
+            "are the contracts it may read)"
+        )
 
     async def go() -> list[dict[str, Any]]:
         async with client as c:
@@ -155,13 +158,13 @@ def cmd_overdue(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mdtp.node.ops.bench_data import run_data_bench
 
-    result = run_data_bench(size_mib=args.size_mib, progress=not args.json)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
-    return 0
+    result = run_data_bench(size_mib=args.size_mib, progress=False if args.json else None)
+    return emit(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+def progress_bar(args: argparse.Namespace) -> bool | None:
+    """``--no-progress``: none; else None: a bar only when stderr is a terminal."""
+    return False if args.no_progress else None
 
 
 def _client_options(sp: argparse.ArgumentParser, *, signs: bool = True) -> None:
@@ -191,8 +194,10 @@ def register(sub: Any) -> None:
     sp.add_argument("contract")
     sp.add_argument("--method", help="disposal method (default: the one the terms name)")
     _client_options(sp)
-    sp = add_command(data, "overdue", cmd_overdue, "contracts whose disposal is overdue")
+    sp = add_command(
+        data, "overdue", cmd_overdue, "contracts whose disposal is overdue (--key: as whom)"
+    )
     _client_options(sp, signs=False)
     sp = add_command(data, "bench", cmd_bench, "fetch throughput vs raw mutual TLS")
     sp.add_argument("--size-mib", type=int, default=256)
-    sp.add_argument("--json", action="store_true")
+    add_json_option(sp)

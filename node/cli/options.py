@@ -10,29 +10,45 @@ name a node, a key and an output the same way.
   show`` are signed with it) and ``--passphrase-file`` (else ``MDTP_KEY_PASSPHRASE``) for a
   sealed key file.
 - output: ``--json`` for scripts.
+- node home, for the commands run on a member's own machine (``init``, ``start``,
+  ``status``): ``--home DIR``, else ``MDTP_HOME``.
 - tags, where a command takes them: ``--tag T`` (repeatable) and ``--tags T1,T2`` both work.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from mdtp.node.cli.output import add_json_option
+from mdtp.node.cli.output import print_json as print_json  # re-exported: commands import it here
 from mdtp.node.errors import ClusterError, MdtpError
 from mdtp.node.identity.keys import SigningKey, load_key, read_passphrase_file
 from mdtp.node.ops import cluster
 
 NODE_ENV, CA_ENV, CLUSTER_ENV, MEMBER_ENV = "MDTP_NODE", "MDTP_CA", "MDTP_CLUSTER", "MDTP_MEMBER"
 CERT_ENV, CERT_KEY_ENV = "MDTP_CERT", "MDTP_CERT_KEY"
+HOME_ENV = "MDTP_HOME"
 
 
 class UsageError(MdtpError):
     """Bad local input; the message says what to give instead."""
 
     reason = "usage"
+
+
+def add_home_option(sp: argparse.ArgumentParser) -> None:
+    """``--home DIR``, defaulting to ``$MDTP_HOME``; required when that is not set."""
+    home = os.environ.get(HOME_ENV) or None
+    sp.add_argument(
+        "--home",
+        metavar="DIR",
+        default=home,
+        required=home is None,
+        help=f"the node's home directory (else ${HOME_ENV})",
+    )
 
 
 def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:
@@ -50,7 +66,7 @@ def add_client_options(sp: argparse.ArgumentParser, *, signs: bool) -> None:
     g.add_argument(
         "--member", help=f"node of --cluster to use (else ${MEMBER_ENV}, else the first)"
     )
-    sp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_json_option(sp)
     sp.add_argument(
         "--key", required=signs, help="account key file that signs" if signs else "your key file"
     )
@@ -121,10 +137,6 @@ def signing_key(args: argparse.Namespace, attr: str = "key") -> SigningKey:
     if path is None:
         raise UsageError(f"give --{attr.replace('_', '-')} FILE (an account key file)")
     return load_key(Path(path), passphrase=read_passphrase_file(args.passphrase_file))
-
-
-def print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
 
 def add_tag_options(g: Any) -> None:

@@ -37,6 +37,7 @@ from mdtp.node.cli.options import (
     signing_key,
     tags_of,
 )
+from mdtp.node.cli.output import emit, failed
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.accounts import ROLES
 from mdtp.node.ledger.trading.audit import KINDS
@@ -178,22 +179,17 @@ def run(args: argparse.Namespace, body: Body) -> int:
         return _fail(args, e)
     except ApiError as e:
         if e.status == 404:
-            print(f"mdtp: not found: {e.message}", file=sys.stderr)
-        else:
-            print(f"mdtp: the node refused the request: {e.reason}: {e.message}", file=sys.stderr)
-        return 1
+            return failed(args, e.reason, e.message, line=f"mdtp: not found: {e.message}")
+        line = f"mdtp: the node refused the request: {e.reason}: {e.message}"
+        return failed(args, e.reason, e.message, line=line)
     except TradingError as e:
-        print(f"mdtp: {e.message}", file=sys.stderr)
-        return 1
+        return failed(args, "error", e.message, line=f"mdtp: {e.message}")
     except UsageError as e:
-        return _usage(e)
+        return _usage(args, e)
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
-        print(
-            f"mdtp: cannot reach the node ({node_label(args)}): {e or type(e).__name__}; "
-            "is it running? (`mdtp cluster status --dir DIR`)",
-            file=sys.stderr,
-        )
-        return 1
+        message = f"cannot reach the node ({node_label(args)}): {e or type(e).__name__}"
+        line = f"mdtp: {message}; is it running? (`mdtp cluster status --dir DIR`)"
+        return failed(args, "unreachable", message, line=line)
 
 
 def _committed(args: argparse.Namespace, c: Committed, what: str, extra: Any = None) -> int:
@@ -351,7 +347,7 @@ def cmd_dataset_publish(args: argparse.Namespace) -> int:
     try:
         metadata = _metadata(args, publish=True)
     except UsageError as e:
-        return _usage(e)
+        return _usage(args, e)
 
     async def body(t: TradingClient) -> int:
         supplier = signing_key(args)
@@ -528,16 +524,15 @@ def _terms(args: argparse.Namespace, base: dict[str, Any]) -> b.Terms:
         raise UsageError(e.message) from None
 
 
-def _usage(e: UsageError) -> int:
-    print(f"mdtp: {e}", file=sys.stderr)
-    return 2
+def _usage(args: argparse.Namespace, e: UsageError) -> int:
+    return failed(args, e.reason, str(e), status=2, line=f"mdtp: {e}")
 
 
 def cmd_contract_offer(args: argparse.Namespace) -> int:
     try:  # before connecting: a missing term is the user's to fix, whatever the node
         terms = _terms(args, _OFFER_DEFAULTS)
     except UsageError as e:
-        return _usage(e)
+        return _usage(args, e)
 
     async def body(t: TradingClient) -> int:
         signer = signing_key(args)
@@ -797,11 +792,7 @@ def cmd_reasons(args: argparse.Namespace) -> int:
         {"code": code, "description": description, "what_to_do": HINTS.get(code, "")}
         for code, description in REASONS.items()
     ]
-    if args.json:
-        print_json(rows)
-    else:
-        _print_table(rows, ["code", "description"])
-    return 0
+    return emit(args, rows, lambda: _print_table(rows, ["code", "description"]))
 
 
 # -- parser -----------------------------------------------------------------------------------

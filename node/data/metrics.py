@@ -42,9 +42,9 @@ class DataMetrics:
             registry=registry,
         )
         self.fetch_throughput = Histogram(
-            "mdtp_data_fetch_throughput_mib_per_s",
-            "Throughput of completed fetches (MiB/s)",
-            buckets=(1, 5, 10, 25, 50, 100, 200, 400, 800, 1600),
+            "mdtp_data_fetch_throughput_bytes_per_second",
+            "Throughput of completed fetches, in bytes per second",
+            buckets=tuple(mib * 2**20 for mib in (1, 5, 10, 25, 50, 100, 200, 400, 800, 1600)),
             registry=registry,
         )
         self.stored_bytes = Counter(

@@ -193,4 +193,4 @@ class FetchSession:
             self.relay.metrics.active_fetching.dec()
             if self.next_index > self.request.last_chunk:
                 elapsed = max(time.monotonic() - self.started, 1e-6)
-                self.relay.metrics.fetch_throughput.observe(self.bytes / 2**20 / elapsed)
+                self.relay.metrics.fetch_throughput.observe(self.bytes / elapsed)

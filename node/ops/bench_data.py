@@ -93,7 +93,9 @@ def measure_raw_tls(server_home: Path, client_home: Path, size_mib: int) -> floa
         proc.wait(timeout=60)
 
 
-async def _fetch_between_nodes(cluster_dir: Path, size_mib: int, progress: bool) -> dict[str, Any]:
+async def _fetch_between_nodes(
+    cluster_dir: Path, size_mib: int, progress: bool | None
+) -> dict[str, Any]:
     nodes = cluster.load_cluster(cluster_dir)
     supplier_node, consumer_node = nodes[0], nodes[1]
     supplier = await register_account(cluster_dir, supplier_node, ["supplier"], "bench supplier")
@@ -133,7 +135,7 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def run_data_bench(
-    size_mib: int = 256, *, cluster_dir: Path | None = None, progress: bool = False
+    size_mib: int = 256, *, cluster_dir: Path | None = None, progress: bool | None = False
 ) -> dict[str, Any]:
     """Start a 4-node local cluster, fetch ``size_mib`` MiB from node0 to node1, measure the
     raw mutual-TLS rate between the same two homes, stop the cluster; return the figures."""

@@ -3,11 +3,13 @@
 ``DIR/cluster.json`` lists the nodes and their homes (``DIR/nodeI``); each home gets its own
 ``node.log`` and ``node.pid``. ``up`` returns when every node is ready, ``down`` stops exactly
 the processes whose pids it recorded (checking that the pid still runs ``mdtp`` on that home
-before signalling it) and waits for them.
+before signalling it), or that hold a home's lock (a node started by hand with ``mdtp start``),
+and waits for them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -25,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdtp.node.errors import ClusterError
+from mdtp.node.errors import ClusterError, MdtpError
 from mdtp.node.identity import pki
+from mdtp.node.identity.config import load_config
 from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.identity.home import build_genesis, init_ca, init_home, write_genesis
 
@@ -164,19 +167,43 @@ def _cmdline(pid: int) -> str:
 
 
 def running_pid(node: ClusterNode) -> int | None:
-    """The recorded pid if that process is still this node's mdtp process."""
+    """The pid of the process running this node: the one ``up`` recorded if it still runs
+    ``mdtp`` on this home, else the one holding the home's lock (a node started by hand with
+    ``mdtp start --home``, which writes its pid into the lock file)."""
     try:
         pid = int(node.pid_file.read_text().strip())
     except (OSError, ValueError):
-        return None
+        return _lock_holder(node)
     cmd = _cmdline(pid)
     if str(node.home) in cmd and "start" in cmd:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return None
+            return _lock_holder(node)
         return pid
-    return None
+    return _lock_holder(node)
+
+
+def _lock_holder(node: ClusterNode) -> int | None:
+    """The pid written in ``DATA_DIR/node.lock`` if a process holds that lock now."""
+    try:
+        data_dir = load_config(node.home).path("node", "data_dir")
+    except MdtpError:
+        data_dir = node.home / "data"
+    try:
+        with open(data_dir / "node.lock", "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = int(f.read().strip() or 0)
+            else:
+                return None  # nobody holds it: no node runs on this home
+    except (OSError, ValueError):
+        return None
+    # a node run inside this very process (a test) is not ours to report or signal
+    if pid <= 0 or pid == os.getpid() or "start" not in _cmdline(pid):
+        return None
+    return pid
 
 
 def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -310,6 +337,12 @@ def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
     """Stop every node process this cluster started; returns the ids that were stopped."""
     nodes = load_cluster(cluster_dir)
     pids = {n.id: p for n in nodes if (p := running_pid(n)) is not None}
+    _stop(nodes, pids, timeout_s)
+    return list(pids)
+
+
+def _stop(nodes: list[ClusterNode], pids: dict[str, int], timeout_s: float) -> None:
+    """SIGTERM each process, SIGKILL it after ``timeout_s``, wait for it; forget its pid."""
     for pid in pids.values():
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -321,7 +354,33 @@ def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
             time.sleep(0.05)
         node = next(n for n in nodes if n.id == node_id)
         node.pid_file.unlink(missing_ok=True)
-    return list(pids)
+
+
+def restart(cluster_dir: Path, node_id: str, timeout_s: float = 60.0) -> int:
+    """Stop one node (if it runs), start it again and wait until it is ready; returns its
+    new pid. On failure the error carries its log's last lines (a node that does not get
+    ready keeps running, so ``status`` and its log can say why)."""
+    nodes = load_cluster(cluster_dir)
+    node = next((n for n in nodes if n.id == node_id), None)
+    if node is None:
+        raise ClusterError(f"{node_id}: not in the cluster ({', '.join(n.id for n in nodes)})")
+    pid = running_pid(node)
+    _stop(nodes, {node.id: pid} if pid is not None else {}, 15.0)
+    proc = start_node(node)
+    deadline = time.monotonic() + timeout_s
+    while not is_ready(node):
+        if proc.poll() is not None:
+            raise ClusterError(
+                f"{node_id} exited with code {proc.returncode} while starting; "
+                f"last lines of {node.log_file}:\n{log_tail(node)}"
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"{node_id} not ready after {timeout_s:.0f} s (still running; a quorum of the "
+                f"cluster must run); last lines of {node.log_file}:\n{log_tail(node)}"
+            )
+        time.sleep(0.2)
+    return proc.pid
 
 
 def _alive(pid: int) -> bool:

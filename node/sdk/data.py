@@ -73,7 +73,8 @@ def now_ms() -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal, or when forced)."""
+    """A one-line progress bar with rate and ETA on stderr, only when stderr is a terminal
+    (``enabled=None``, the default) or when forced; never written into a redirected file."""
 
     def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
         self.label, self.total, self.done = label, max(total, 1), 0
@@ -86,19 +87,36 @@ class Progress:
         now = time.monotonic()
         if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
             self._last = now
-            frac = min(self.done / self.total, 1.0)
-            rate = self.done / 2**20 / max(now - self.started, 1e-6)
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(
-                f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% "
-                f"{self.done / 2**20:8.1f}/{self.total / 2**20:.1f} MiB {rate:7.1f} MiB/s"
-            )
+            sys.stderr.write("\r" + self.line(now - self.started))
             sys.stderr.flush()
+
+    def line(self, elapsed_s: float) -> str:
+        frac = min(self.done / self.total, 1.0)
+        rate = self.done / max(elapsed_s, 1e-6)
+        bar = "#" * int(frac * 30)
+        if self.done >= self.total:
+            eta = f"in {_clock(elapsed_s)}"
+        elif self.done:
+            eta = f"ETA {_clock((self.total - self.done) / rate)}"
+        else:
+            eta = "ETA --:--"
+        return (
+            f"{self.label} [{bar:<30}] {frac * 100:5.1f}% "
+            f"{self.done / 2**20:8.1f}/{self.total / 2**20:.1f} MiB {rate / 2**20:7.1f} MiB/s "
+            f"{eta}"
+        )
 
     def finish(self) -> None:
         if self.enabled:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
+    s = round(seconds)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
 class DataClient(NodeClient):

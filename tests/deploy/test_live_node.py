@@ -1,10 +1,13 @@
-"""Against a real node process: its ``/metrics`` follow Prometheus naming conventions, and
-every metric the dashboard and the alert rules read is one the node exports."""
+"""Against a real node process: its ``/metrics`` follow Prometheus naming conventions (and
+``promtool check metrics`` accepts them), carry the standard process metrics, the build info
+and the API latency histogram, and every metric the dashboard and the alert rules read is one
+the node exports."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ import pytest
 
 from mdtp.node.app.health import LIVENESS_CHECKS
 from mdtp.node.ops import cluster
+from mdtp.node.version import build_info
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.promql import dashboard_exprs, exported_series, metric_names, rule_exprs
 from tests.support.processes import wait_until
@@ -21,6 +25,9 @@ from tests.support.processes import wait_until
 pytestmark = pytest.mark.cluster
 
 CONCERNS = ("consensus", "mempool", "p2p", "store", "transactions", "data", "api", "state")
+# What prometheus_client's ProcessCollector and PlatformCollector export (every exporter has
+# them, so operators' dashboards and alerts can watch memory and CPU).
+STANDARD = ("process_", "python_info")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +36,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ClusterNo
     (member,) = cluster.init_cluster(cluster_dir, 1)
     try:
         cluster.up(cluster_dir, timeout_s=90)
+        cluster.status(cluster_dir)  # one API request (GET /v1/status) before the scrape
         yield member
     finally:
         cluster.down(cluster_dir)
@@ -49,6 +57,8 @@ def test_metric_names_follow_prometheus_conventions(metrics_text: str) -> None:
     for name, kind in types.items():
         if name.endswith("_created"):
             continue  # prometheus_client's creation timestamps of counters and histograms
+        if name.startswith(STANDARD):
+            continue
         assert name.startswith("mdtp_"), name
         assert re.fullmatch(r"[a-z][a-z0-9_]*", name), name
         if kind == "counter":
@@ -108,3 +118,39 @@ def test_every_metric_has_help_text(metrics_text: str) -> None:
         if line.startswith("# HELP ")
     }
     assert all(h.strip() for h in helps.values()), [n for n, h in helps.items() if not h.strip()]
+
+
+def test_promtool_check_metrics_accepts_the_live_metrics(promtool: str, metrics_text: str) -> None:
+    r = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=metrics_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def test_process_metrics_build_info_and_api_latency_are_exported(metrics_text: str) -> None:
+    names = exported_series(metrics_text)
+    for wanted in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+    ):
+        assert wanted in names, wanted
+    info = build_info()
+    assert (
+        f'mdtp_build_info{{python="{info["python"]}",version="{info["version"]}"}} 1.0'
+        in metrics_text.splitlines()
+    )
+    # by canonical route, so a path's variable part never becomes a label value
+    assert re.search(
+        r'^mdtp_api_request_duration_seconds_count\{route="/v1/status"\} [1-9]',
+        metrics_text,
+        re.M,
+    ), "no API latency histogram for GET /v1/status"
+    assert "mdtp_api_request_duration_seconds_bucket" in names

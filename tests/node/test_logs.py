@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -58,7 +59,7 @@ def test_an_input_with_newlines_stays_on_its_line(captured: io.StringIO, as_json
         assert all(c.isprintable() for c in line), line
         if as_json:
             doc = json.loads(line)
-            assert FORGED in doc["msg"]  # the reader gets the input back, exactly
+            assert FORGED in doc["message"]  # the reader gets the input back, exactly
         else:
             assert line.startswith(tuple("0123456789")) and "\\n2030-01-01" in line
 
@@ -99,3 +100,28 @@ def test_dropped_lines_are_exported(captured: io.StringIO) -> None:
     value = registry.get_sample_value("mdtp_log_lines_dropped_total", {"reason": "per_source"})
     assert value == 3.0
     assert json.loads(captured.getvalue().splitlines()[0])["source"] == "p2p:node1"
+
+
+def test_json_lines_carry_an_iso_utc_time_the_node_and_the_call_sites_fields(
+    captured: io.StringIO,
+) -> None:
+    _install(captured, as_json=True)
+    log = logging.getLogger("mdtp.test")
+    log.warning(
+        "fetch %s refused", "f-1", extra={"contract": "c-9", "chunks": 3, "level": "x", "p": b"\0"}
+    )
+    doc = json.loads(captured.getvalue().splitlines()[0])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["ts"]), doc["ts"]
+    assert doc["level"] == "warning" and doc["logger"] == "mdtp.test" and doc["node"] == "node0"
+    assert doc["message"] == "fetch f-1 refused"
+    assert doc["contract"] == "c-9" and doc["chunks"] == 3
+    assert doc["extra_level"] == "x"  # a field never overwrites the line's own keys
+    assert doc["p"] == str(b"\0")  # not JSON: written as its str()
+    assert "args" not in doc and "msg" not in doc and "created" not in doc
+
+
+def test_text_lines_carry_an_iso_utc_time(captured: io.StringIO) -> None:
+    _install(captured, as_json=False)
+    logging.getLogger("mdtp.test").warning("hello")
+    line = captured.getvalue().splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING node0 mdtp.test: hello$", line)
