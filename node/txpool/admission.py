@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mdtp.consensus.block import Block
+from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.machine import Ledger, Refusal, TxResult
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.tx import Tx, TxError
@@ -103,6 +104,26 @@ class Admission:
         if self.admit(tx):
             self._gossip(raw)
         return tx
+
+    async def submit_many(self, raws: Sequence[bytes]) -> list[Tx | MdtpError]:
+        """A client's batch: every signature checked in one batch off the event loop, then
+        each admitted in order; per transaction the admitted :class:`Tx` or the error that
+        refused it (``TxError``, ``MempoolReject``, ``MempoolFull``). The admitted ones are
+        gossiped together (one frame per ``gossip_batch_max``). Raises :class:`VerifierBusy`,
+        with nothing admitted, if the verifier has no room for the batch."""
+        out: list[Tx | MdtpError] = []
+        for raw, result in zip(raws, await self.verifier.check_batch(raws), strict=True):
+            if isinstance(result, TxError):
+                out.append(result)
+                continue
+            try:
+                if self.admit(result):
+                    self._gossip(raw)
+            except (MempoolReject, MempoolFull) as e:
+                out.append(e)
+            else:
+                out.append(result)
+        return out
 
     def admit(self, tx: Tx) -> bool:
         """Keep a verified transaction; False if the mempool already has it."""
