@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,7 +92,20 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(Path(args.home))
     setup_logging(cfg.get("log", "level"), cfg.get("log", "json"), cfg.node_id)
-    return asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file), args.hooks))
+    run = functools.partial(serve, cfg, read_passphrase_file(args.passphrase_file), args.hooks)
+    profile_dir = os.environ.get("MDTP_PROFILE_DIR")
+    if not profile_dir:
+        return asyncio.run(run())
+    # A developer's switch (``mdtp bench --profile``): the event loop's thread under cProfile,
+    # written to <dir>/<node id>.prof when the node stops (signature checks run in other
+    # threads and are not in it).
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(asyncio.run, run())
+    finally:
+        profiler.dump_stats(Path(profile_dir) / f"{cfg.node_id}.prof")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
