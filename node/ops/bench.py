@@ -356,13 +356,21 @@ def _rss_mb(pid: int | None) -> float | None:
     return None
 
 
-def run_bench(*, quick: bool, nodes: int = 4, workdir: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    *, quick: bool, nodes: int = 4, workdir: Path | None = None, profile_dir: Path | None = None
+) -> dict[str, Any]:
+    """``profile_dir``: each node writes a cProfile of its event-loop thread there when it
+    stops (``<node id>.prof``; read with ``python -m pstats``)."""
     duration_s = 4.0 if quick else 15.0
     own_dir = workdir is None
     cluster_dir = Path(tempfile.mkdtemp(prefix="mdtp-bench-")) if workdir is None else workdir
+    env = None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        env = {"MDTP_PROFILE_DIR": str(profile_dir.resolve())}
     try:
         cluster.init_cluster(cluster_dir, nodes)
-        cluster.up(cluster_dir, timeout_s=90)
+        cluster.up(cluster_dir, timeout_s=90, env=env)
         chain_id = json.loads((cluster_dir / cluster.MANIFEST).read_text())["chain_id"]
         results: dict[str, Any] = {
             "machine": {"cpus": os.cpu_count(), "nodes": nodes},

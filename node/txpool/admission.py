@@ -112,21 +112,28 @@ class Admission:
         gossiped together (one frame per ``gossip_batch_max``). Raises :class:`VerifierBusy`,
         with nothing admitted, if the verifier has no room for the batch."""
         out: list[Tx | MdtpError] = []
+        added = False
         for raw, result in zip(raws, await self.verifier.check_batch(raws), strict=True):
             if isinstance(result, TxError):
                 out.append(result)
                 continue
             try:
-                if self.admit(result):
+                if self.admit(result, notify=False):
+                    added = True
                     self._gossip(raw)
             except (MempoolReject, MempoolFull) as e:
                 out.append(e)
             else:
                 out.append(result)
+        if added:
+            self._on_activity()
         return out
 
-    def admit(self, tx: Tx) -> bool:
-        """Keep a verified transaction; False if the mempool already has it."""
+    def admit(self, tx: Tx, *, notify: bool = True) -> bool:
+        """Keep a verified transaction; False if the mempool already has it. ``notify=False``:
+        the caller admits a batch in one turn of the event loop and tells the driver once
+        (its proposal check reads the whole mempool, so once per transaction would make a
+        batch cost its square)."""
         self.remember(tx.id)
         if self.store.tx_location(tx.id) is not None:
             raise MempoolReject("transaction already committed", reason="duplicate")
@@ -137,7 +144,7 @@ class Admission:
         if tx.expires_at_ms < self._now_ms():
             raise self.mempool.reject("expired", "the transaction's expires_at has passed")
         added = self.mempool.add(tx)
-        if added:
+        if added and notify:
             self._on_activity()
         return added
 
@@ -156,13 +163,16 @@ class Admission:
         rules a signature does not depend on a node's configuration or version."""
         fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
         failed = 0
+        added = False
         for result in await self.verifier.check_many(fresh) if fresh else []:
             if isinstance(result, TxError):
                 self.mempool.metrics.rejected.labels(result.reason).inc()
                 failed += result.reason == "bad_signature"
                 continue
             with contextlib.suppress(MempoolReject, MempoolFull):  # counted by the mempool
-                self.admit(result)
+                added |= self.admit(result, notify=False)
+        if added:
+            self._on_activity()
         return failed
 
     def regossip(self) -> None:
