@@ -16,6 +16,7 @@ every node verifies every transaction once, the cluster cannot commit faster tha
 ``rate / nodes`` (``verify_ceiling_tx_per_s``); ``ratio_to_ceiling`` is the 64-client
 throughput divided by that, ``batched_ratio_to_ceiling`` the batched level's. All nodes and
 the load generator share the machine, so the figures are for the whole consortium on one box.
+``*_cpu_ratio_to_ceiling`` is the same ratio from CPU times only (:func:`cpu_ratio`).
 
 CPU cost: for every level, each node process's own CPU time (user + system, all its threads,
 from ``/proc/<pid>/stat``) over the timed phase, divided by the transactions committed in
@@ -121,6 +122,14 @@ def _verify_batch(items: list[tuple[bytes, bytes, bytes]]) -> int:
 
 def ed25519_verify_rate(duration_s: float, threads: int | None = None) -> float:
     """Verifications per second on all cores (libsodium releases the GIL)."""
+    return ed25519_verify_rate_and_cpu(duration_s, threads)[0]
+
+
+def ed25519_verify_rate_and_cpu(
+    duration_s: float, threads: int | None = None
+) -> tuple[float, float]:
+    """Verifications per second on all cores, and CPU microseconds per verification (this
+    process's CPU time over the run: unlike the rate, it holds on a busy machine)."""
     threads = threads or os.cpu_count() or 1
     key = nacl.signing.SigningKey.generate()
     items = []
@@ -128,11 +137,12 @@ def ed25519_verify_rate(duration_s: float, threads: int | None = None) -> float:
         message = b"mdtp bench %d" % i + bytes(200)
         items.append((bytes(key.verify_key), message, key.sign(message).signature))
     done = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         while time.perf_counter() - started < duration_s:
             done += sum(pool.map(_verify_batch, [items] * threads))
-    return done / (time.perf_counter() - started)
+    cpu_us = (time.process_time() - cpu_started) * 1e6 / done
+    return done / (time.perf_counter() - started), cpu_us
 
 
 def _percentile(sorted_values: list[float], p: float) -> float:
@@ -344,6 +354,18 @@ async def batched_loop(
     }
 
 
+def cpu_ratio(level: dict[str, Any], nodes: int, verify_cpu_us: float) -> float | None:
+    """The fraction of the verification ceiling a level would reach if CPU were its only
+    limit: the CPU the ceiling spends per transaction (one verification per node) over the
+    CPU the level spent per committed transaction (every node and the load generator).
+    Made of CPU times only, it stays comparable on a busy machine, where tx/s and the
+    measured ceiling do not."""
+    mean, loadgen = level.get("cpu_us_per_tx_mean"), level.get("loadgen_cpu_us_per_tx")
+    if mean is None or loadgen is None:
+        return None
+    return round(nodes * verify_cpu_us / (nodes * float(mean) + float(loadgen)), 3)
+
+
 def _rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -385,12 +407,17 @@ def run_bench(
         results["batched"] = asyncio.run(
             batched_loop(cluster_dir, chain_id, duration_s, cpu=CpuMeter(pids))
         )
-        rate = ed25519_verify_rate(2.0 if quick else 5.0)
+        rate, verify_cpu_us = ed25519_verify_rate_and_cpu(2.0 if quick else 5.0)
         ceiling = rate / nodes
         results["ed25519_verify_per_s"] = round(rate, 1)
+        results["ed25519_verify_cpu_us"] = round(verify_cpu_us, 2)
         results["verify_ceiling_tx_per_s"] = round(ceiling, 1)
         results["ratio_to_ceiling"] = round(results["clients_64"]["tx_per_s"] / ceiling, 3)
         results["batched_ratio_to_ceiling"] = round(results["batched"]["tx_per_s"] / ceiling, 3)
+        for level in ("clients_64", "batched"):
+            results[f"{level}_cpu_ratio_to_ceiling"] = cpu_ratio(
+                results[level], nodes, verify_cpu_us
+            )
         results["node_rss_mb"] = {
             n.id: _rss_mb(cluster.running_pid(n)) for n in cluster.load_cluster(cluster_dir)
         }
@@ -424,5 +451,10 @@ def print_table(results: dict[str, Any]) -> None:
         f"{results['ed25519_verify_per_s']}; ceiling {results['verify_ceiling_tx_per_s']} tx/s "
         f"for {results['machine']['nodes']} nodes; ratio at 64 clients "
         f"{results['ratio_to_ceiling']}, batched {results['batched_ratio_to_ceiling']}"
+    )
+    print(
+        f"by CPU time ({results['ed25519_verify_cpu_us']} us per verification): ratio at 64 "
+        f"clients {results['clients_64_cpu_ratio_to_ceiling']}, batched "
+        f"{results['batched_cpu_ratio_to_ceiling']}"
     )
     print(f"node RSS (MB): {results['node_rss_mb']}")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from mdtp.node.ops.bench import CpuMeter, process_cpu_s, stat_cpu_s
+from mdtp.node.ops.bench import CpuMeter, cpu_ratio, process_cpu_s, stat_cpu_s
 
 
 def _spin(seconds: float) -> None:
@@ -62,3 +62,10 @@ def test_cpu_meter_reports_per_committed_transaction() -> None:
     assert doc["cpu_us_per_tx_mean"] == doc["cpu_us_per_tx"]["node0"]
     assert doc["loadgen_cpu_us_per_tx"] == doc["cpu_us_per_tx"]["node0"]
     assert meter.per_tx(0)["cpu_us_per_tx_mean"] is None
+
+
+def test_the_cpu_ratio_compares_cpu_per_transaction_with_the_ceilings() -> None:
+    # 4 nodes each verifying once at 50 us: 200 us; the level spent 4 x 100 + 100 = 500 us
+    level = {"cpu_us_per_tx_mean": 100.0, "loadgen_cpu_us_per_tx": 100.0}
+    assert cpu_ratio(level, 4, 50.0) == 0.4
+    assert cpu_ratio({"cpu_us_per_tx_mean": None, "loadgen_cpu_us_per_tx": 1.0}, 4, 50.0) is None
