@@ -202,12 +202,25 @@ class Admission:
     # -- commits -----------------------------------------------------------------------------
 
     def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
+        """Done when ``tx_id`` is committed; a waiter that gives up cancels it, and then it is
+        forgotten at once (a batch's ``wait`` leaves up to 1,000 behind at a timeout, and a
+        transaction that never commits would otherwise keep them)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.store.tx_location(tx_id) is not None:
             fut.set_result(None)
         else:
             self._waiters.setdefault(tx_id, []).append(fut)
+            fut.add_done_callback(lambda f: self._forget_waiter(tx_id, f))
         return fut
+
+    def _forget_waiter(self, tx_id: bytes, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled():
+            return
+        waiters = self._waiters.get(tx_id)
+        if waiters is not None and fut in waiters:
+            waiters.remove(fut)
+            if not waiters:
+                del self._waiters[tx_id]
 
     def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
         self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])

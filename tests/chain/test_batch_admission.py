@@ -70,3 +70,21 @@ def test_a_batch_beyond_the_verifiers_room_is_refused_whole() -> None:
         assert [isinstance(r, TxError) for r in results] == [True] * 3
 
     asyncio.run(body())
+
+
+def test_a_waiter_that_gives_up_is_forgotten(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            w.nodes[0].start()
+            admission = w.nodes[0].driver.admission
+            kept = admission.wait_committed(b"\x01" * 32)
+            given_up = admission.wait_committed(b"\x01" * 32)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(given_up, 0.1)
+            assert admission._waiters == {b"\x01" * 32: [kept]}
+            kept.cancel()
+            await asyncio.sleep(0)
+            assert admission._waiters == {}
+
+        run(w, body)
