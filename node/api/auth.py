@@ -142,6 +142,7 @@ _CONTRACT_PARTY = "supplier, consumer or reviewer of the contract, or an auditor
 POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/status"): _PUBLIC,
     ("POST", "/v1/tx"): _LEDGER,
+    ("POST", "/v1/txs"): _LEDGER,
     ("GET", "/v1/tx/{tx_id}"): _LEDGER,
     ("GET", "/v1/blocks/{height}"): _LEDGER,
     ("GET", "/v1/chain"): _LEDGER,

@@ -6,9 +6,10 @@ import asyncio
 import binascii
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import msgpack
 from aiohttp import web
 
 from mdtp.node.api import auth
@@ -21,6 +22,11 @@ from mdtp.node.txpool.sigverify import VerifierBusy
 
 CHAIN_PAGE_MAX = 1000
 WAIT_S_MAX = 60.0
+# Most transactions in one ``POST /v1/txs``; the body is bounded by ``api.max_body_bytes``.
+BATCH_TXS_MAX = 1000
+# Refusals of a batch that say "try again later" rather than "this transaction is wrong":
+# they do not count against the connection's refusal budget (nor does a 503 of one tx).
+TRANSIENT_REASONS = frozenset({"mempool_full", "verifier_busy"})
 # What the status route tells a client without a member certificate: enough to know which
 # chain it reached and whether the node serves, nothing about the chain's activity or peers.
 PUBLIC_STATUS_FIELDS = ("id", "chain_id", "ready")
@@ -42,6 +48,8 @@ class Submitter(Protocol):
     """Admission of signed transactions (``mdtp.node.chain.driver.Driver``)."""
 
     async def submit(self, raw: bytes) -> Tx: ...
+
+    async def submit_many(self, raws: Sequence[bytes]) -> list[Tx | MdtpError]: ...
 
     def wait_committed(self, tx_id: bytes) -> Awaitable[None]: ...
 
@@ -115,6 +123,68 @@ def add_routes(
             return web.json_response(reader.tx_status(tx.id), status=200)
         return web.json_response(doc, status=202)
 
+    async def post_txs(request: web.Request) -> web.Response:
+        conn = request.transport
+        if conn is not None and refusals.exhausted(conn):
+            await asyncio.sleep(refusals.penalty_s)
+            return error(
+                429,
+                "too_many_refused",
+                "this connection sent too many transactions the node refused; slow down",
+                {"Retry-After": str(math.ceil(refusals.penalty_s))},
+            )
+        response, refused = await _post_txs(request)
+        if conn is not None:
+            # one refusal per refused transaction (a whole-batch 4xx counts as one), so a
+            # batch of junk costs the connection what as many single submissions would
+            if 400 <= response.status < 500:
+                refused = max(refused, 1)
+            for _ in range(refused):
+                refusals.refused(conn)
+        return response
+
+    async def _post_txs(request: web.Request) -> tuple[web.Response, int]:
+        """The response and how many transactions it refused (for the refusal budget)."""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, "oversized", f"request body above {max_body_bytes} bytes"), 0
+        raws = _batch_of(body, json_body=request.content_type == "application/json")
+        if isinstance(raws, web.Response):
+            return raws, 0
+        wait = request.query.get("wait") in ("1", "true", "commit")
+        try:
+            timeout = float(request.query.get("timeout", "30") or 30)
+        except ValueError:
+            timeout = math.nan
+        if not 0 <= timeout < math.inf:  # checked before any transaction is admitted
+            return error(400, "bad_request", "timeout must be a finite number of seconds >= 0"), 0
+        timeout = min(timeout, WAIT_S_MAX)
+        try:
+            results = await submitter.submit_many(raws)
+        except VerifierBusy as e:  # nothing was checked or admitted
+            return error(503, e.reason, str(e), {"Retry-After": "1"}), 0
+        admitted = [r for r in results if isinstance(r, Tx)]
+        if wait and admitted:
+            waits = [asyncio.ensure_future(submitter.wait_committed(t.id)) for t in admitted]
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for fut in pending:
+                fut.cancel()
+        docs: list[dict[str, Any]] = []
+        refused = 0
+        transient = False
+        for i, r in enumerate(results):
+            if isinstance(r, Tx):
+                docs.append(
+                    reader.tx_status(r.id) if wait else {"id": r.id.hex(), "status": "pending"}
+                )
+            else:
+                docs.append({"index": i, "error": r.reason, "message": str(r)})
+                transient |= r.reason in TRANSIENT_REASONS
+                refused += r.reason not in TRANSIENT_REASONS
+        headers = {"Retry-After": "1"} if transient else None
+        return web.json_response({"results": docs}, headers=headers), refused
+
     async def get_tx(request: web.Request) -> web.Response:
         tx_id = hex32(request.match_info["tx_id"], "transaction id")
         status = reader.tx_status(tx_id)
@@ -140,7 +210,59 @@ def add_routes(
 
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/tx", post_tx)
+    app.router.add_post("/v1/txs", post_txs)
     app.router.add_get("/v1/tx/{tx_id}", get_tx)
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/chain", get_chain)
     app.router.add_get("/v1/evidence", get_evidence)
+
+
+def _array_len(body: bytes) -> int | None:
+    """The length a msgpack array header announces, or None if ``body`` is not an array."""
+    if not body:
+        return None
+    head = body[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(body) >= 3:
+        return int.from_bytes(body[1:3], "big")
+    if head == 0xDD and len(body) >= 5:
+        return int.from_bytes(body[1:5], "big")
+    return None
+
+
+def _batch_of(body: bytes, *, json_body: bool) -> list[bytes] | web.Response:
+    """The signed transactions of a ``POST /v1/txs`` body (its bytes already bounded), or the
+    refusal. A msgpack body's count is read from its array header before anything is
+    decoded; a JSON body's count before any transaction is."""
+
+    def too_many() -> web.Response:
+        return error(413, "too_many_txs", f"a batch holds at most {BATCH_TXS_MAX} transactions")
+
+    if json_body:
+        shape = 'expected {"txs": ["<hex of a signed transaction>", ...]}'
+        try:
+            items = json.loads(body)["txs"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "bad_request", shape)
+        if not isinstance(items, list):
+            return error(400, "bad_request", shape)
+        if len(items) > BATCH_TXS_MAX:
+            return too_many()
+        try:
+            return [bytes.fromhex(t) for t in items]
+        except (ValueError, TypeError, binascii.Error):
+            return error(400, "bad_request", shape)
+    shape = "expected a msgpack array of signed transactions (bin)"
+    count = _array_len(body)
+    if count is None:
+        return error(400, "bad_request", shape)
+    if count > BATCH_TXS_MAX:
+        return too_many()
+    try:
+        raws = msgpack.unpackb(body, raw=False, max_array_len=BATCH_TXS_MAX, max_map_len=0)
+    except Exception:  # any malformed msgpack (the library raises several types)
+        return error(400, "bad_request", shape)
+    if not isinstance(raws, list) or not all(isinstance(r, bytes) for r in raws):
+        return error(400, "bad_request", shape)
+    return raws

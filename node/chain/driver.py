@@ -31,7 +31,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
 from mdtp.node.chain.ports import BroadcastFn, Clock, Disk, SendFn, SystemClock, ThreadDisk
 from mdtp.node.chain.statesync import StateServer, StateSync, SyncLimits
+from mdtp.node.errors import MdtpError
 from mdtp.node.identity.genesis import Genesis, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import Ledger, account_nonce
@@ -398,6 +399,10 @@ class Driver:
     async def submit(self, raw: bytes) -> Tx:
         """A client transaction: verify, admit, gossip once. Raises TxError/MempoolError."""
         return await self.admission.submit(raw)
+
+    async def submit_many(self, raws: Sequence[bytes]) -> list[Tx | MdtpError]:
+        """A client batch: one signature batch, each admitted in order (``Admission``)."""
+        return await self.admission.submit_many(raws)
 
     def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
         return self.admission.wait_committed(tx_id)

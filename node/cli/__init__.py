@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import logging
@@ -110,7 +111,21 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     cfg = load_config(Path(args.home))
     setup_logging(cfg.get("log", "level"), cfg.get("log", "json"), cfg.node_id)
-    return asyncio.run(serve(cfg, read_passphrase_file(args.passphrase_file), args.hooks))
+    run = functools.partial(serve, cfg, read_passphrase_file(args.passphrase_file), args.hooks)
+    profile_dir = os.environ.get("MDTP_PROFILE_DIR")
+    if not profile_dir:
+        return asyncio.run(run())
+    # A developer's switch (``mdtp bench --profile``): the CPU time of the event loop's thread
+    # under cProfile, written to <dir>/<node id>.prof when the node stops (signature checks
+    # and disk writes run in other threads and are not in it).
+    import cProfile
+    import time
+
+    profiler = cProfile.Profile(time.thread_time)
+    try:
+        return profiler.runcall(asyncio.run, run())
+    finally:
+        profiler.dump_stats(Path(profile_dir) / f"{cfg.node_id}.prof")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -222,7 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emit(args, attack, lambda: bench_attack.print_table(attack))
     from mdtp.node.ops.bench import print_table, run_bench
 
-    results = run_bench(quick=args.quick)
+    results = run_bench(quick=args.quick, profile_dir=Path(args.profile) if args.profile else None)
     return emit(args, results, lambda: print_table(results))
 
 
@@ -352,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", action="store_true", help="off-chain data: chunk fetch rate vs raw mutual TLS"
     )
     sp.add_argument("--size-mib", type=int, default=256, help="dataset size for --data")
+    sp.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="write each node's cProfile (event-loop thread) to DIR/<node>.prof",
+    )
     sp.add_argument(
         "--attack",
         action="store_true",

@@ -9,10 +9,12 @@ reads are signed by an account (``reader``, or per call), see
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
+import msgpack
 from yarl import URL
 
 from mdtp.node.identity import pki, signed_read
@@ -134,6 +136,36 @@ class NodeClient:
             headers={"Content-Type": "application/octet-stream"},
         )
         return doc
+
+    async def submit_many(
+        self, raw_txs: Sequence[bytes], *, wait: bool = False, timeout_s: float = 30
+    ) -> list[dict[str, Any]]:
+        """Submit up to 1,000 signed transactions in one request (``POST /v1/txs``, a msgpack
+        array): the node checks their signatures in one batch and admits them in order.
+
+        Returns one result per transaction, in order: ``{"id": hex, "status": "pending"}``
+        (with ``wait``: the status once committed or failed, ``pending`` if ``timeout_s``
+        passed first) or ``{"index": i, "error": reason, "message": ...}`` for one the node
+        refused (``mempool_full`` may be retried after a second). Raises :class:`ApiError`
+        for the whole batch: 413 ``too_many_txs``/``oversized``, 503 ``verifier_busy``
+        (nothing admitted; retry), 429 ``too_many_refused``. Example::
+
+            raws = [sign_tx(key, chain_id=chain, type_="note.set", sender=key.account_id,
+                            nonce=n, expires_at_ms=expires, body={"key": "k", "value": b"v"})
+                    for n in range(first, first + 200)]
+            results = await node.submit_many(raws, wait=True)
+            failed = [r for r in results if r.get("status") != "committed"]
+        """
+        params = {"wait": "1", "timeout": str(timeout_s)} if wait else None
+        doc: dict[str, Any] = await self._request(
+            "POST",
+            "/v1/txs",
+            data=msgpack.packb(list(raw_txs), use_bin_type=True),
+            params=params,
+            headers={"Content-Type": "application/msgpack"},
+        )
+        results: list[dict[str, Any]] = doc["results"]
+        return results
 
     async def tx(self, tx_id: str) -> dict[str, Any]:
         doc: dict[str, Any] = await self._request("GET", f"/v1/tx/{tx_id}")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mdtp.consensus.block import Block
+from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.machine import Ledger, Refusal, TxResult
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.tx import Tx, TxError
@@ -104,8 +105,35 @@ class Admission:
             self._gossip(raw)
         return tx
 
-    def admit(self, tx: Tx) -> bool:
-        """Keep a verified transaction; False if the mempool already has it."""
+    async def submit_many(self, raws: Sequence[bytes]) -> list[Tx | MdtpError]:
+        """A client's batch: every signature checked in one batch off the event loop, then
+        each admitted in order; per transaction the admitted :class:`Tx` or the error that
+        refused it (``TxError``, ``MempoolReject``, ``MempoolFull``). The admitted ones are
+        gossiped together (one frame per ``gossip_batch_max``). Raises :class:`VerifierBusy`,
+        with nothing admitted, if the verifier has no room for the batch."""
+        out: list[Tx | MdtpError] = []
+        added = False
+        for raw, result in zip(raws, await self.verifier.check_batch(raws), strict=True):
+            if isinstance(result, TxError):
+                out.append(result)
+                continue
+            try:
+                if self.admit(result, notify=False):
+                    added = True
+                    self._gossip(raw)
+            except (MempoolReject, MempoolFull) as e:
+                out.append(e)
+            else:
+                out.append(result)
+        if added:
+            self._on_activity()
+        return out
+
+    def admit(self, tx: Tx, *, notify: bool = True) -> bool:
+        """Keep a verified transaction; False if the mempool already has it. ``notify=False``:
+        the caller admits a batch in one turn of the event loop and tells the driver once
+        (its proposal check reads the whole mempool, so once per transaction would make a
+        batch cost its square)."""
         self.remember(tx.id)
         if self.store.tx_location(tx.id) is not None:
             raise MempoolReject("transaction already committed", reason="duplicate")
@@ -116,7 +144,7 @@ class Admission:
         if tx.expires_at_ms < self._now_ms():
             raise self.mempool.reject("expired", "the transaction's expires_at has passed")
         added = self.mempool.add(tx)
-        if added:
+        if added and notify:
             self._on_activity()
         return added
 
@@ -135,13 +163,16 @@ class Admission:
         rules a signature does not depend on a node's configuration or version."""
         fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
         failed = 0
+        added = False
         for result in await self.verifier.check_many(fresh) if fresh else []:
             if isinstance(result, TxError):
                 self.mempool.metrics.rejected.labels(result.reason).inc()
                 failed += result.reason == "bad_signature"
                 continue
             with contextlib.suppress(MempoolReject, MempoolFull):  # counted by the mempool
-                self.admit(result)
+                added |= self.admit(result, notify=False)
+        if added:
+            self._on_activity()
         return failed
 
     def regossip(self) -> None:
@@ -171,12 +202,25 @@ class Admission:
     # -- commits -----------------------------------------------------------------------------
 
     def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
+        """Done when ``tx_id`` is committed; a waiter that gives up cancels it, and then it is
+        forgotten at once (a batch's ``wait`` leaves up to 1,000 behind at a timeout, and a
+        transaction that never commits would otherwise keep them)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.store.tx_location(tx_id) is not None:
             fut.set_result(None)
         else:
             self._waiters.setdefault(tx_id, []).append(fut)
+            fut.add_done_callback(lambda f: self._forget_waiter(tx_id, f))
         return fut
+
+    def _forget_waiter(self, tx_id: bytes, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled():
+            return
+        waiters = self._waiters.get(tx_id)
+        if waiters is not None and fut in waiters:
+            waiters.remove(fut)
+            if not waiters:
+                del self._waiters[tx_id]
 
     def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
         self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])

@@ -48,6 +48,8 @@ class BatchVerifier:
         self.max_tx_bytes = max_tx_bytes
         self.batch_max = batch_max
         self.threads = threads
+        self.queue_max = queue_max
+        self._client_batches = 0  # transactions of client batches being checked now
         # where signature checks run: threads by default (the simulator runs them inline)
         self._pool = executor or ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="sigverify"
@@ -92,6 +94,19 @@ class BatchVerifier:
             )
         )
         return [r for part in results for r in part]
+
+    async def check_batch(self, raws: Sequence[bytes]) -> list[Tx | TxError]:
+        """A client's batch (``POST /v1/txs``): checked at once like :meth:`check_many`, but
+        bounded like :meth:`check`: if the client batches being checked plus this one would
+        exceed ``queue_max`` transactions, the whole batch is refused with
+        :class:`VerifierBusy` before any work is done for it."""
+        if self._client_batches + len(raws) > self.queue_max:
+            raise VerifierBusy("signature verification queue is full; retry later")
+        self._client_batches += len(raws)
+        try:
+            return await self.check_many(raws)
+        finally:
+            self._client_batches -= len(raws)
 
     async def _run(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""``POST /v1/tx`` of a real node with hostile bodies, content types and query strings:
+"""``POST /v1/tx`` and ``POST /v1/txs`` of a real node with hostile bodies, content types and
+query strings:
 every answer is a 4xx (or a 2xx for a valid transaction) with ``{"error", "message"}`` —
 never a 5xx, never a hang. One single-node cluster serves the whole module."""
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,10 +58,10 @@ def node_api(
 
 
 def post(
-    api: str, ctx: ssl.SSLContext, body: bytes, ctype: str, query: str = ""
+    api: str, ctx: ssl.SSLContext, body: bytes, ctype: str, query: str = "", path: str = "/v1/tx"
 ) -> tuple[int, Any]:
     req = urllib.request.Request(
-        f"https://{api}/v1/tx{query}", data=body, method="POST", headers={"Content-Type": ctype}
+        f"https://{api}{path}{query}", data=body, method="POST", headers={"Content-Type": ctype}
     )
     started = time.monotonic()
     try:
@@ -138,5 +140,42 @@ def test_wait_and_timeout_query_values_never_cause_a_server_error(
         assert_typed_answer(
             *post(api, ctx, _valid(cluster_dir, 1), "application/octet-stream", query)
         )
+
+    check()
+
+
+def test_batch_bodies_get_typed_answers_one_per_transaction(
+    node_api: tuple[str, ssl.SSLContext, Path],
+) -> None:
+    api, ctx, cluster_dir = node_api
+    valid = [_valid(cluster_dir, 1), _valid(cluster_dir, 1)]
+    items = st.lists(untrusted(valid), max_size=5)
+    bodies = st.one_of(
+        items.map(lambda ts: (msgpack.packb(ts, use_bin_type=True), "application/msgpack")),
+        items.map(
+            lambda ts: (json.dumps({"txs": [t.hex() for t in ts]}).encode(), "application/json")
+        ),
+        st.binary(max_size=200).map(lambda b: (b, "application/msgpack")),
+        st.binary(max_size=200).map(lambda b: (b, "application/json")),
+        st.sampled_from(
+            [
+                (b'{"txs": "00"}', "application/json"),
+                (b'{"txs": [5, null]}', "application/json"),
+                (msgpack.packb([[b"x"]]), "application/msgpack"),
+                (msgpack.packb({"txs": []}), "application/msgpack"),
+                (b"\xdd\xff\xff\xff\xff", "application/msgpack"),
+                (b"\x90", "application/msgpack"),
+            ]
+        ),
+    )
+
+    @FUZZ
+    @given(bodies)
+    def check(case: tuple[bytes, str]) -> None:
+        status, doc = post(api, ctx, *case, path="/v1/txs")
+        assert_typed_answer(status, doc)
+        if status == 200:
+            for i, r in enumerate(doc["results"]):
+                assert ("id" in r and "status" in r) or (r["index"] == i and r["error"]), r
 
     check()

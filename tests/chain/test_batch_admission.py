@@ -1,0 +1,90 @@
+"""A client batch through the real driver (``Driver.submit_many``) on the simulator: one
+signature batch, each transaction admitted in order with its own answer, all committed."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor, Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mdtp.node.errors import MdtpError
+from mdtp.node.ledger.tx import Tx, TxError, sign_tx
+from mdtp.node.testing.sim.world import CHAIN_ID, GENESIS_TIME_MS
+from mdtp.node.txpool.sigverify import BatchVerifier, VerifierBusy
+from tests.chain.world import run, world
+
+
+def test_a_batch_is_admitted_in_order_and_commits_everywhere(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        key = w.clients[0]
+
+        def signed(nonce: int, chain: str = CHAIN_ID) -> bytes:
+            return sign_tx(
+                key,
+                chain_id=chain,
+                type_="note.set",
+                sender=key.account_id,
+                nonce=nonce,
+                expires_at_ms=GENESIS_TIME_MS + 10**9,
+                body={"key": f"k{nonce}", "value": b"v"},
+            )
+
+        good = [signed(n) for n in range(1, 41)]
+        forged = good[0][:-1] + bytes([good[0][-1] ^ 1])
+        batch = [*good[:20], forged, signed(21, chain="other"), *good[20:], good[0]]
+
+        async def body() -> list[Tx | MdtpError]:
+            for node in w.nodes:
+                node.start()
+            await asyncio.sleep(1.0)
+            results = await w.nodes[1].driver.submit_many(batch)
+            await asyncio.sleep(5.0)
+            return results
+
+        results = run(w, body)
+        assert len(results) == len(batch)
+        assert [r.nonce for r in results if isinstance(r, Tx)] == [*range(1, 41), 1]
+        errors = {i: r.reason for i, r in enumerate(results) if not isinstance(r, Tx)}
+        assert errors == {20: "bad_signature", 21: "wrong_chain"}
+        assert all(w.committed_everywhere(r.id) for r in results if isinstance(r, Tx))
+        assert w.checker.violations == []
+
+
+class _Inline(Executor):
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+
+def test_a_batch_beyond_the_verifiers_room_is_refused_whole() -> None:
+    verifier = BatchVerifier(CHAIN_ID, 1024, queue_max=3, executor=_Inline())
+
+    async def body() -> None:
+        with pytest.raises(VerifierBusy):
+            await verifier.check_batch([b"x"] * 4)
+        results = await verifier.check_batch([b"x"] * 3)  # room again: checked, each refused
+        assert [isinstance(r, TxError) for r in results] == [True] * 3
+
+    asyncio.run(body())
+
+
+def test_a_waiter_that_gives_up_is_forgotten(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+
+        async def body() -> None:
+            w.nodes[0].start()
+            admission = w.nodes[0].driver.admission
+            kept = admission.wait_committed(b"\x01" * 32)
+            given_up = admission.wait_committed(b"\x01" * 32)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(given_up, 0.1)
+            assert admission._waiters == {b"\x01" * 32: [kept]}
+            kept.cancel()
+            await asyncio.sleep(0)
+            assert admission._waiters == {}
+
+        run(w, body)

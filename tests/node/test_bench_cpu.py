@@ -1,0 +1,71 @@
+"""``mdtp bench``'s CPU figures: a process's own CPU time read from ``/proc/<pid>/stat``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from mdtp.node.ops.bench import CpuMeter, cpu_ratio, process_cpu_s, stat_cpu_s
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_process_cpu_time_matches_the_processes_own_account() -> None:
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    before = process_cpu_s(os.getpid())
+    own_before = sum(os.times()[:2])
+    _spin(0.2)
+    after = process_cpu_s(os.getpid())
+    own_after = sum(os.times()[:2])
+    assert before is not None and after is not None
+    # the same clock ticks the kernel reports to the process itself (os.times)
+    assert abs((after - before) - (own_after - own_before)) <= 2 * tick
+    assert after - before >= 0.2 - 2 * tick
+
+
+def test_a_command_name_with_spaces_and_parentheses_is_skipped() -> None:
+    tps = os.sysconf("SC_CLK_TCK")
+    rest = " ".join(["0"] * 10 + [str(3 * tps), str(2 * tps)] + ["0"] * 30)
+    assert stat_cpu_s(f"4242 (a) b (c)) S {rest}") == 5.0
+
+
+def test_another_process_is_read_and_a_gone_one_is_none() -> None:
+    code = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", code + "input()"], stdin=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            used = process_cpu_s(proc.pid)
+            if used is not None and used >= 0.2:
+                break
+            time.sleep(0.05)
+        assert used is not None and used >= 0.2 - 2 / os.sysconf("SC_CLK_TCK")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process_cpu_s(proc.pid) is None  # gone
+
+
+def test_cpu_meter_reports_per_committed_transaction() -> None:
+    meter = CpuMeter({"node0": os.getpid(), "node1": None})
+    meter.start()
+    _spin(0.1)
+    meter.stop()
+    doc = meter.per_tx(100)
+    assert list(doc["cpu_us_per_tx"]) == ["node0"]  # a node without a process is left out
+    assert doc["cpu_us_per_tx"]["node0"] >= 0.09 * 1e6 / 100
+    assert doc["cpu_us_per_tx_mean"] == doc["cpu_us_per_tx"]["node0"]
+    assert doc["loadgen_cpu_us_per_tx"] == doc["cpu_us_per_tx"]["node0"]
+    assert meter.per_tx(0)["cpu_us_per_tx_mean"] is None
+
+
+def test_the_cpu_ratio_compares_cpu_per_transaction_with_the_ceilings() -> None:
+    # 4 nodes each verifying once at 50 us: 200 us; the level spent 4 x 100 + 100 = 500 us
+    level = {"cpu_us_per_tx_mean": 100.0, "loadgen_cpu_us_per_tx": 100.0}
+    assert cpu_ratio(level, 4, 50.0) == 0.4
+    assert cpu_ratio({"cpu_us_per_tx_mean": None, "loadgen_cpu_us_per_tx": 1.0}, 4, 50.0) is None
