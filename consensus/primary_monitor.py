@@ -13,11 +13,14 @@ chain crawls. Aardvark's answer, kept here:
   closed loop of fewer clients commits fewer transactions under any primary (Little's
   law). A view below it in transactions *and* in bytes is suspected (cause
   ``throughput``).
-- **Regular rotation.** With no history (the very first view, or right after a restart)
-  nothing can be expected, so a view ends after ``rotation_ms`` of busy time (cause
-  ``rotation``): every primary gets turns, every turn leaves a measurement, and a slow
-  primary holds at most its own turn before the expectation it cannot meet exists. Busy
-  time, not age: a chain with a transaction now and then rotates rarely.
+- **Rotation until there is something to expect.** With no history (the first views of a
+  chain, or right after a restart) nothing can be expected, and a Byzantine primary could
+  set the bar itself. So while fewer than f+1 different primaries have been measured (one
+  of them then is honest), a view ends after ``rotation_ms`` of busy time (cause
+  ``rotation``): a slow first primary holds one turn, and from then on is judged against
+  an honest one. Rotation then stops: rotating for ever would hand every faulty member
+  (a crashed one included) a turn, and a view-change timeout, every n views. Busy time,
+  not age: a chain with a transaction now and then rotates rarely.
 
 A verdict is only this replica's suspicion: f+1 of them are needed to change the view
 (``Replica._check_suspects``), so one replica's noisy measurement changes nothing.
@@ -37,6 +40,7 @@ MEASURE_MS_MIN = 500
 class ViewRate:
     """What one view delivered while this backup held work: per ms of busy time."""
 
+    primary: str
     txs: int
     tx_bytes: int
     busy_ms: int
@@ -44,12 +48,17 @@ class ViewRate:
 
 
 class PrimaryMonitor:
-    def __init__(self, *, grace_ms: int, floor_pct: int, rotation_ms: int, history: int) -> None:
-        assert grace_ms > 0 and 0 <= floor_pct <= 100 and rotation_ms >= 0 and history >= 1
+    def __init__(
+        self, *, grace_ms: int, floor_pct: int, rotation_ms: int, history: int, f: int
+    ) -> None:
+        assert grace_ms > 0 and 0 <= floor_pct <= 100 and rotation_ms >= 0
+        assert 0 <= f < history
         self.grace_ms = grace_ms
         self.floor_pct = floor_pct
         self.rotation_ms = rotation_ms
+        self.primaries_needed = f + 1
         self.history: deque[ViewRate] = deque(maxlen=history)
+        self._primary = ""
         self._started_ms = 0
         self._judging = False  # a backup of a view not in view change
         self._last_ms = 0
@@ -59,12 +68,15 @@ class PrimaryMonitor:
         self._busy_ms = 0
         self._backlog_ms = 0
 
-    def view_started(self, now_ms: int, *, judging: bool) -> None:
-        """A view begins (or this replica stops judging one): close the last view's
-        measurement and start a new one."""
+    def view_started(self, now_ms: int, *, judging: bool, primary: str) -> None:
+        """A view led by ``primary`` begins (or this replica stops judging one): close
+        the last view's measurement and start a new one."""
         self.advance(now_ms)
         if self._judging and self._busy_ms >= MEASURE_MS_MIN and self._txs > 0:
-            self.history.append(ViewRate(self._txs, self._bytes, self._busy_ms, self._backlog_ms))
+            self.history.append(
+                ViewRate(self._primary, self._txs, self._bytes, self._busy_ms, self._backlog_ms)
+            )
+        self._primary = primary
         self._started_ms = now_ms
         self._judging = judging
         self._txs = self._bytes = self._busy_ms = self._backlog_ms = 0
@@ -87,7 +99,12 @@ class PrimaryMonitor:
         """``throughput`` or ``rotation`` if the primary of this view should be replaced."""
         if not self._judging or self._backlog == 0:
             return None
-        if self.rotation_ms and self._busy_ms >= self.rotation_ms:
+        measured = {r.primary for r in self.history}
+        if (
+            self.rotation_ms
+            and self._busy_ms >= self.rotation_ms
+            and len(measured) < self.primaries_needed
+        ):
             return "rotation"
         age = now_ms - self._started_ms
         if not self.floor_pct or age < self.grace_ms or self._busy_ms < MEASURE_MS_MIN:

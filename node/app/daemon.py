@@ -157,18 +157,19 @@ class Node:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _on_frame(self, peer_id: str, kind: str, body: Any) -> None:
+    def _on_frame(self, peer_id: str, kind: str, body: Any) -> float | None:
         driver = self.driver
         if kind in ("consensus", "blocks"):  # "blocks": state transfer, a p2p channel apart
-            driver.on_consensus_frame(peer_id, body)
-        elif kind == "txs":
-            driver.on_gossip_frame(peer_id, body)
-        elif kind == "status":
+            return driver.on_consensus_frame(peer_id, body)
+        if kind == "txs":
+            return driver.on_gossip_frame(peer_id, body)
+        if kind == "status":
             driver.on_status_frame(peer_id, body)
         elif kind in self.frame_handlers:
-            self.frame_handlers[kind](peer_id, kind, body)
+            return self.frame_handlers[kind](peer_id, kind, body)
         else:
             self.p2p_metrics.frames_dropped.labels("unknown_kind").inc()
+        return None
 
     @property
     def height(self) -> int:

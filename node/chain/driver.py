@@ -118,6 +118,8 @@ class DriverLimits:
     )
     # a peer whose gossip held a transaction with a bad signature is not listened to
     gossip_shut_out_s: float = 60.0
+    # a peer whose queue overflows: its link is not read for this long
+    overrun_pause_s: float = 0.05
     events_per_batch_max: int = 512
     block_txs_max: int = 2_000
     block_bytes_max: int = 4 * 1024 * 1024
@@ -374,20 +376,25 @@ class Driver:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def on_consensus_frame(self, peer_id: str, body: Any) -> None:
+    def on_consensus_frame(self, peer_id: str, body: Any) -> float | None:
+        """Queue a peer's consensus frame; seconds to stop reading its link, if it sends
+        faster than its budget is served (see ``p2p.transport.FrameHandler``)."""
         if not isinstance(body, bytes):
             self.metrics.frames_dropped.labels("not_bytes").inc()
-            return
-        dropped = self._ingress.put(peer_id, body, len(body))
-        if dropped is not None:
-            self.metrics.frames_dropped.labels(dropped).inc()
+            return None
+        return self._dropped(self._ingress.put(peer_id, body, len(body)))
 
-    def on_gossip_frame(self, peer_id: str, body: Any) -> None:
+    def on_gossip_frame(self, peer_id: str, body: Any) -> float | None:
         dropped = self.admission.check_gossip(body)
         if dropped is None:
             dropped = self._gossip_in.put(peer_id, body, sum(map(len, body)), len(body))
-        if dropped is not None:
-            self.metrics.frames_dropped.labels(dropped).inc()
+        return self._dropped(dropped)
+
+    def _dropped(self, reason: str | None) -> float | None:
+        if reason is None:
+            return None
+        self.metrics.frames_dropped.labels(reason).inc()
+        return self.limits.overrun_pause_s if reason == "peer_queue_full" else None
 
     def on_status_frame(self, peer_id: str, body: Any) -> None:
         dropped = self.sync.on_status(peer_id, body)

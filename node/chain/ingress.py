@@ -26,7 +26,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class IngressLimits:
-    items_per_peer_max: int = 4_096
+    # small: a peer's useful messages are taken at once (refunded), so only a flood
+    # queues up, and a message of the flooder's own waits behind at most this many
+    items_per_peer_max: int = 256
     bytes_per_peer_max: int = 64 * 1024 * 1024
     # work units (signature checks) per second and peer that were of no use (see
     # ``refund``); a second's worth at once
@@ -70,21 +72,30 @@ class FairIngress(Generic[T]):
         return sum(p.bytes for p in self._peers.values())
 
     def put(self, peer_id: str, item: T, size: int, work: int = 1) -> str | None:
-        """Queue one item of ``size`` bytes; the reason it was dropped, or None."""
+        """Queue one item of ``size`` bytes; the reason something was dropped, or None.
+
+        A full queue drops its *oldest* items to make room: a peer's newest message (its
+        retransmitted NEW-VIEW, its next proposal) is the one that matters, and it must
+        not be refused for ever behind a backlog of the same peer's useless ones."""
         peer = self._peers.get(peer_id)
         if peer is None:
             return "not_a_member"
         if peer.shut_until > self._monotonic():
             return "peer_shut_out"
-        if (
+        if size > self.limits.bytes_per_peer_max:
+            return "peer_queue_full"
+        dropped = None
+        while peer.items and (
             len(peer.items) >= self.limits.items_per_peer_max
             or peer.bytes + size > self.limits.bytes_per_peer_max
         ):
-            return "peer_queue_full"
+            _, old_size, _ = peer.items.popleft()
+            peer.bytes -= old_size
+            dropped = "peer_queue_full"
         peer.items.append((item, size, max(1, work)))
         peer.bytes += size
         self._ready.set()
-        return None
+        return dropped
 
     def refund(self, peer_id: str, work: int = 1) -> None:
         """Give back the budget of an item that proved useful: the budget then bounds

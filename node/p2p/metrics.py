@@ -34,6 +34,11 @@ class P2PMetrics:
             ["reason"],
             registry=registry,
         )
+        self.reads_paused = Counter(
+            "mdtp_p2p_reads_paused_total",
+            "Times a link stopped reading because its peer outran what the node serves it",
+            registry=registry,
+        )
         self.send_queue_full = Counter(
             "mdtp_p2p_send_queue_full_total",
             "Frames refused because the peer's queue of their channel was full, by channel",

@@ -42,8 +42,10 @@ from mdtp.node.p2p.sendqueue import SendQueues
 
 log = logging.getLogger("mdtp.p2p")
 
-FrameHandler = Callable[[str, str, Any], None]
-"""Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer."""
+FrameHandler = Callable[[str, str, Any], float | None]
+"""Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer; a
+number of seconds asks the link to stop reading that long (backpressure: the peer sends
+faster than it is served, so its frames wait in its own TCP buffers, not in ours)."""
 
 _CONTROL_KINDS = frozenset({"hello", "auth", "ready", "ping"})
 
@@ -500,6 +502,10 @@ class Transport:
                 continue
             self.metrics.frames_received.labels(kind).inc()
             try:
-                self.handler(peer_id, kind, body)
+                pause = self.handler(peer_id, kind, body)
             except Exception:  # a handler bug must not kill the link; it is logged loudly
                 log.exception("frame handler failed on %s frame from %s", kind, peer_id)
+                pause = None
+            if pause:
+                self.metrics.reads_paused.inc()
+                await asyncio.sleep(pause)

@@ -96,3 +96,18 @@ def test_useful_work_is_refunded_so_only_useless_work_is_budgeted() -> None:
 
     # thirty useful votes go through on a budget of ten, with no time passing
     assert asyncio.run(take(30, useful=True)) == 0
+
+
+def test_a_full_queue_drops_its_oldest_so_the_newest_message_gets_through() -> None:
+    """A flooder's own NEW-VIEW or proposal, retransmitted behind its junk, is never
+    refused for ever: the junk ahead of it goes first."""
+    ingress = FairIngress[bytes](["a"], IngressLimits(items_per_peer_max=10), FakeClock())
+    for _ in range(1_000):
+        ingress.put("a", b"junk", 4)
+    assert ingress.put("a", b"new-view", 8) == "peer_queue_full"
+
+    async def drain() -> list[bytes]:
+        return [(await ingress.get())[1] for _ in range(10)]
+
+    taken = asyncio.run(drain())
+    assert taken[-1] == b"new-view" and taken.count(b"junk") == 9

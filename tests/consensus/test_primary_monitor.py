@@ -1,8 +1,9 @@
 """Aardvark's defence against a slow primary: a backup expects each view to deliver a
-share of what recent views delivered under the same load, and rotates the primary of a
-view under load after ``rotation_ms`` so that there is always a recent view to compare
-with. A primary that proposes just under every timeout is replaced; an honest primary
-whose clients simply send less is not."""
+share of what recent views delivered under the same load, and until f+1 different
+primaries have been measured it rotates a view under load after ``rotation_ms``, so there
+is an honest view to compare with. A primary that proposes just under every timeout is
+replaced; an honest primary whose clients simply send less is not, and once measured,
+views no longer rotate (which would hand a crashed member a turn every n views)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from tests.consensus.helpers import broadcasts, commit, feed, pre_prepare, prepa
 
 
 def _monitor(**overrides: int) -> PrimaryMonitor:
-    params = {"grace_ms": 1_000, "floor_pct": 50, "rotation_ms": 0, "history": 4}
+    params = {"grace_ms": 1_000, "floor_pct": 50, "rotation_ms": 0, "history": 4, "f": 1}
     params.update(overrides)
     return PrimaryMonitor(**params)
 
 
-def _run_view(m: PrimaryMonitor, start: int, *, backlog: int, txs_per_s: int, ms: int) -> int:
+def _run_view(
+    m: PrimaryMonitor, start: int, *, backlog: int, txs_per_s: int, ms: int, primary: str = "p"
+) -> int:
     """A view of ``ms`` under a constant backlog committing ``txs_per_s``; returns its end."""
-    m.view_started(start, judging=True)
+    m.view_started(start, judging=True, primary=primary)
     m.advance(start, backlog)
     for t in range(start + 100, start + ms + 1, 100):
         m.advance(t, backlog)
@@ -43,7 +46,7 @@ def test_no_history_no_throughput_verdict_but_rotation_under_load() -> None:
 def test_an_idle_view_is_never_rotated_or_judged() -> None:
     m = _monitor(rotation_ms=5_000)
     _run_view(m, 0, backlog=16, txs_per_s=300, ms=3_000)
-    m.view_started(3_000, judging=True)
+    m.view_started(3_000, judging=True, primary="q")
     m.advance(60_000, 0)
     assert m.verdict(60_000) is None
 
@@ -76,7 +79,7 @@ def test_lighter_load_lowers_the_expectation() -> None:
 def test_bigger_transactions_are_judged_by_bytes_too() -> None:
     m = _monitor()
     end = _run_view(m, 0, backlog=16, txs_per_s=300, ms=3_000)
-    m.view_started(end, judging=True)
+    m.view_started(end, judging=True, primary="q")
     m.advance(end, 16)
     for t in range(end + 100, end + 3_001, 100):
         m.advance(t, 16)
@@ -87,7 +90,7 @@ def test_bigger_transactions_are_judged_by_bytes_too() -> None:
 def test_views_without_measurement_leave_no_history() -> None:
     m = _monitor()
     _run_view(m, 0, backlog=16, txs_per_s=300, ms=200)  # too short to measure
-    m.view_started(200, judging=True)
+    m.view_started(200, judging=True, primary="q")
     assert not m.history
 
 
@@ -126,10 +129,27 @@ def test_an_idle_backup_never_rotates() -> None:
 def test_rotation_counts_time_under_load_not_age() -> None:
     """A transaction now and then (busy a tenth of the time) does not churn views."""
     m = _monitor(rotation_ms=5_000)
-    m.view_started(0, judging=True)
+    m.view_started(0, judging=True, primary="p")
     for t in range(0, 30_000, 1_000):
         m.advance(t, 1)
         m.advance(t + 100, 0)
         m.committed(1, 100)
     m.advance(30_000, 1)
     assert m.verdict(30_000) is None
+
+
+def test_rotation_stops_once_f_plus_one_primaries_are_measured() -> None:
+    """f = 1: two different primaries measured, one of them honest; from then on a view
+    stays while it meets the floor, so a crashed member never gets another turn."""
+    m = _monitor(rotation_ms=5_000)
+    end = _run_view(m, 0, backlog=16, txs_per_s=10, ms=5_000, primary="p0")
+    assert m.verdict(end) == "rotation"
+    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=5_000, primary="p1")
+    assert m.verdict(end) == "rotation"  # only p0 measured so far
+    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=60_000, primary="p2")
+    assert m.verdict(end) is None
+    # the same primary measured twice is still one
+    m2 = _monitor(rotation_ms=5_000)
+    end = _run_view(m2, 0, backlog=16, txs_per_s=300, ms=5_000, primary="p0")
+    end = _run_view(m2, end, backlog=16, txs_per_s=300, ms=5_000, primary="p0")
+    assert m2.verdict(end) == "rotation"

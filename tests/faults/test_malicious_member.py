@@ -224,18 +224,19 @@ def _suspicions(node: ClusterNode, cause: str) -> float:
     return metric_value(node, "mdtp_consensus_suspicions_total", {"cause": cause})
 
 
-def test_a_slow_primary_loses_its_turn_and_is_replaced_for_throughput_when_it_returns(
+def test_a_slow_primary_is_replaced_for_throughput_against_the_view_before(
     tmp_path: Path,
 ) -> None:
-    """Aardvark's slow primary (node0, primary of view 0) proposes everything just under
-    the progress timeout, so PBFT's timers never fire. Under load its first turn ends by
-    rotation (nothing to compare it with yet); the honest views leave measurements, and
-    when its turn comes back the backups suspect it for throughput."""
+    """Aardvark's slow primary (node1, primary of view 1) proposes everything just under
+    the progress timeout, so PBFT's timers never fire. Under load view 0 (honest) ends by
+    rotation, since nothing has been measured yet; in view 1 the backups measure node1
+    against view 0 and suspect it for throughput, and the views then settle on an honest
+    primary."""
     c = FaultCluster(tmp_path / "c")
     c.create()
     try:
-        c.start_all({"node0": {"MDTP_TEST_BYZANTINE": "slow-primary"}})
-        honest = c.nodes[1:]
+        c.start_all({"node1": {"MDTP_TEST_BYZANTINE": "slow-primary"}})
+        honest = [c.nodes[0], *c.nodes[2:]]
         load = Workload(c.dir, senders=8)
 
         async def run() -> None:
@@ -250,7 +251,7 @@ def test_a_slow_primary_loses_its_turn_and_is_replaced_for_throughput_when_it_re
         assert not load.errors, load.errors[:3]
         assert any(_suspicions(n, "rotation") >= 1 for n in honest)
         assert any(_suspicions(n, "throughput") >= 1 for n in honest)
-        assert min(metric_value(n, "mdtp_consensus_view") for n in honest) >= 4
+        assert min(metric_value(n, "mdtp_consensus_view") for n in honest) >= 2
     finally:
         c.close()
 
@@ -278,7 +279,7 @@ def test_a_replica_flooding_signed_messages_costs_only_its_own_budget(tmp_path: 
         assert not load.errors, load.errors[:3]
         # the flood outran its budget at every honest node, and the clients were served
         assert all(dropped(n, "peer_queue_full") > 0 for n in honest)
-        assert len(load.acked) >= 80
+        assert len(load.acked) >= 40
         assert all(ready(n) for n in honest)
     finally:
         c.close()
