@@ -13,13 +13,13 @@ chain crawls. Aardvark's answer, kept here:
   closed loop of fewer clients commits fewer transactions under any primary (Little's
   law). A view below it in transactions *and* in bytes is suspected (cause
   ``throughput``).
-- **Rotation until there is something to expect.** With no history (the first views of a
-  chain, or right after a restart) nothing can be expected, and a Byzantine primary could
-  set the bar itself. So while fewer than f+1 different primaries have been measured (one
-  of them then is honest), a view ends after ``rotation_ms`` of busy time (cause
-  ``rotation``): a slow first primary holds one turn, and from then on is judged against
-  an honest one. Rotation then stops: rotating for ever would hand every faulty member
-  (a crashed one included) a turn, and a view-change timeout, every n views. Busy time,
+- **Rotation until there is something to expect.** In the first view of a chain nothing
+  can be expected, and a Byzantine primary would set the bar itself. So views 0..f (led
+  by f+1 different members, one of them honest) end after ``rotation_ms`` of busy time
+  (cause ``rotation``): a slow first primary holds one turn, and from then on is judged
+  against the views after it. Rotation then stops: rotating for ever would hand every
+  faulty member (a crashed one included) a turn, and a view-change timeout, every n
+  views. The view number decides, so every replica agrees which views rotate. Busy time,
   not age: a chain with a transaction now and then rotates rarely.
 
 A verdict is only this replica's suspicion: f+1 of them are needed to change the view
@@ -40,7 +40,6 @@ MEASURE_MS_MIN = 500
 class ViewRate:
     """What one view delivered while this backup held work: per ms of busy time."""
 
-    primary: str
     txs: int
     tx_bytes: int
     busy_ms: int
@@ -56,9 +55,9 @@ class PrimaryMonitor:
         self.grace_ms = grace_ms
         self.floor_pct = floor_pct
         self.rotation_ms = rotation_ms
-        self.primaries_needed = f + 1
+        self.rotating_views = f + 1  # views 0..f rotate
         self.history: deque[ViewRate] = deque(maxlen=history)
-        self._primary = ""
+        self._view = 0
         self._started_ms = 0
         self._judging = False  # a backup of a view not in view change
         self._last_ms = 0
@@ -68,15 +67,13 @@ class PrimaryMonitor:
         self._busy_ms = 0
         self._backlog_ms = 0
 
-    def view_started(self, now_ms: int, *, judging: bool, primary: str) -> None:
-        """A view led by ``primary`` begins (or this replica stops judging one): close
-        the last view's measurement and start a new one."""
+    def view_started(self, now_ms: int, *, view: int, judging: bool) -> None:
+        """``view`` begins (or this replica stops judging it):
+        close the last view's measurement and start a new one."""
         self.advance(now_ms)
         if self._judging and self._busy_ms >= MEASURE_MS_MIN and self._txs > 0:
-            self.history.append(
-                ViewRate(self._primary, self._txs, self._bytes, self._busy_ms, self._backlog_ms)
-            )
-        self._primary = primary
+            self.history.append(ViewRate(self._txs, self._bytes, self._busy_ms, self._backlog_ms))
+        self._view = view
         self._started_ms = now_ms
         self._judging = judging
         self._txs = self._bytes = self._busy_ms = self._backlog_ms = 0
@@ -99,11 +96,10 @@ class PrimaryMonitor:
         """``throughput`` or ``rotation`` if the primary of this view should be replaced."""
         if not self._judging or self._backlog == 0:
             return None
-        measured = {r.primary for r in self.history}
         if (
             self.rotation_ms
+            and self._view < self.rotating_views
             and self._busy_ms >= self.rotation_ms
-            and len(measured) < self.primaries_needed
         ):
             return "rotation"
         age = now_ms - self._started_ms

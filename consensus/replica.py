@@ -44,9 +44,8 @@ commits of other blocks do not move it: a primary that proposes only empty block
 only some clients' transactions, is suspected although the chain grows.  A third judge
 (``primary_monitor``, after Aardvark) measures each view a backup spends under load: a
 primary delivering far less than recent views did is suspected (``throughput``), and
-until f+1 different primaries have been measured a view ends after ``rotation_ms`` of
-time under load (``rotation``), so a primary that proposes just under every timeout
-crawls for one turn at most.  Each of these
+views 0..f end after ``rotation_ms`` of time under load (``rotation``), so a first
+primary that proposes just under every timeout crawls for one turn at most.  Each of these
 makes the replica broadcast SUSPECT(v) and keep working in v.  f+1 SUSPECTs for v or
 later (so one at least from an honest replica) make a replica start the view change.
 A suspicion promises nothing, so a replica whose timer alone fired (partitioned,
@@ -319,7 +318,7 @@ class Replica:
         """First call after construction or restore: arms timers, resumes work."""
         self._begin(now_ms)
         self._view_started_ms = now_ms
-        self._monitor.view_started(now_ms, judging=self._judging, primary=self._primary)
+        self._monitor.view_started(now_ms, view=self._view, judging=self._judging)
         self._set_timer(TimerKind.RETRANSMIT, now_ms + self.config.retransmit_interval_ms)
         if self._in_view_change and self._my_view_change is not None:
             self._out.append(Broadcast(self._my_view_change))
@@ -887,10 +886,6 @@ class Replica:
             self._set_timer(TimerKind.REQUEST, deadline)
 
     @property
-    def _primary(self) -> str:
-        return self.config.primary(self._view)
-
-    @property
     def _judging(self) -> bool:
         """Whether this replica measures the primary of its view: a backup, in the view."""
         return not self._in_view_change and not self.is_primary
@@ -1198,7 +1193,7 @@ class Replica:
         self._new_view_msg = None
         self._my_suspect = None
         self._suspects = {s: v for s, v in self._suspects.items() if v >= new_view}
-        self._monitor.view_started(self._now, judging=False, primary=self._primary)
+        self._monitor.view_started(self._now, view=self._view, judging=False)
         self._failed_views += 1
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         vc = self._build_view_change()
@@ -1337,7 +1332,7 @@ class Replica:
         # Request timers restart: the new primary gets a full timeout for every
         # transaction, whatever its predecessor left waiting.
         self._view_started_ms = self._now
-        self._monitor.view_started(self._now, judging=self._judging, primary=self._primary)
+        self._monitor.view_started(self._now, view=self._view, judging=self._judging)
         self._dirty = True
         self._cancel_timer(TimerKind.VIEW_CHANGE)
         self._view_changes = {s: v for s, v in self._view_changes.items() if v.new_view > nv.view}

@@ -23,10 +23,10 @@ def _monitor(**overrides: int) -> PrimaryMonitor:
 
 
 def _run_view(
-    m: PrimaryMonitor, start: int, *, backlog: int, txs_per_s: int, ms: int, primary: str = "p"
+    m: PrimaryMonitor, start: int, *, backlog: int, txs_per_s: int, ms: int, view: int = 9
 ) -> int:
     """A view of ``ms`` under a constant backlog committing ``txs_per_s``; returns its end."""
-    m.view_started(start, judging=True, primary=primary)
+    m.view_started(start, view=view, judging=True)
     m.advance(start, backlog)
     for t in range(start + 100, start + ms + 1, 100):
         m.advance(t, backlog)
@@ -36,7 +36,7 @@ def _run_view(
 
 def test_no_history_no_throughput_verdict_but_rotation_under_load() -> None:
     m = _monitor(rotation_ms=5_000)
-    end = _run_view(m, 0, backlog=16, txs_per_s=10, ms=4_000)
+    end = _run_view(m, 0, backlog=16, txs_per_s=10, ms=4_000, view=0)
     assert m.verdict(end) is None  # nothing to compare with yet
     _run_view_more = end + 1_000
     m.advance(_run_view_more, 16)
@@ -46,7 +46,7 @@ def test_no_history_no_throughput_verdict_but_rotation_under_load() -> None:
 def test_an_idle_view_is_never_rotated_or_judged() -> None:
     m = _monitor(rotation_ms=5_000)
     _run_view(m, 0, backlog=16, txs_per_s=300, ms=3_000)
-    m.view_started(3_000, judging=True, primary="q")
+    m.view_started(3_000, view=0, judging=True)
     m.advance(60_000, 0)
     assert m.verdict(60_000) is None
 
@@ -79,7 +79,7 @@ def test_lighter_load_lowers_the_expectation() -> None:
 def test_bigger_transactions_are_judged_by_bytes_too() -> None:
     m = _monitor()
     end = _run_view(m, 0, backlog=16, txs_per_s=300, ms=3_000)
-    m.view_started(end, judging=True, primary="q")
+    m.view_started(end, view=9, judging=True)
     m.advance(end, 16)
     for t in range(end + 100, end + 3_001, 100):
         m.advance(t, 16)
@@ -90,7 +90,7 @@ def test_bigger_transactions_are_judged_by_bytes_too() -> None:
 def test_views_without_measurement_leave_no_history() -> None:
     m = _monitor()
     _run_view(m, 0, backlog=16, txs_per_s=300, ms=200)  # too short to measure
-    m.view_started(200, judging=True, primary="q")
+    m.view_started(200, view=9, judging=True)
     assert not m.history
 
 
@@ -129,7 +129,7 @@ def test_an_idle_backup_never_rotates() -> None:
 def test_rotation_counts_time_under_load_not_age() -> None:
     """A transaction now and then (busy a tenth of the time) does not churn views."""
     m = _monitor(rotation_ms=5_000)
-    m.view_started(0, judging=True, primary="p")
+    m.view_started(0, view=0, judging=True)
     for t in range(0, 30_000, 1_000):
         m.advance(t, 1)
         m.advance(t + 100, 0)
@@ -138,18 +138,13 @@ def test_rotation_counts_time_under_load_not_age() -> None:
     assert m.verdict(30_000) is None
 
 
-def test_rotation_stops_once_f_plus_one_primaries_are_measured() -> None:
-    """f = 1: two different primaries measured, one of them honest; from then on a view
+def test_only_views_0_to_f_rotate() -> None:
+    """f = 1: views 0 and 1 (two members, one of them honest) rotate; from view 2 on a view
     stays while it meets the floor, so a crashed member never gets another turn."""
     m = _monitor(rotation_ms=5_000)
-    end = _run_view(m, 0, backlog=16, txs_per_s=10, ms=5_000, primary="p0")
+    end = _run_view(m, 0, backlog=16, txs_per_s=10, ms=5_000, view=0)
     assert m.verdict(end) == "rotation"
-    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=5_000, primary="p1")
-    assert m.verdict(end) == "rotation"  # only p0 measured so far
-    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=60_000, primary="p2")
+    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=5_000, view=1)
+    assert m.verdict(end) == "rotation"
+    end = _run_view(m, end, backlog=16, txs_per_s=300, ms=60_000, view=2)
     assert m.verdict(end) is None
-    # the same primary measured twice is still one
-    m2 = _monitor(rotation_ms=5_000)
-    end = _run_view(m2, 0, backlog=16, txs_per_s=300, ms=5_000, primary="p0")
-    end = _run_view(m2, end, backlog=16, txs_per_s=300, ms=5_000, primary="p0")
-    assert m2.verdict(end) == "rotation"
