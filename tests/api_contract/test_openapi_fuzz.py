@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests.adapters import HTTPAdapter
-from schemathesis import Case, GenerationMode
+from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -37,6 +38,8 @@ from schemathesis.core.result import Ok
 from mdtp.node.api import auth, spec
 from mdtp.node.identity import pki, signed_read
 from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.ledger.trading import bodies
+from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.ops import cluster
 from tests.cluster.conftest import running_cluster
 
@@ -44,6 +47,7 @@ pytestmark = pytest.mark.cluster
 __all__ = ["running_cluster"]
 
 EXAMPLES_PER_MODE = 50
+OUTSIDER_EXAMPLES_PER_MODE = 5
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -67,7 +71,8 @@ class _MemberTls(HTTPAdapter):
 
 
 class Node:
-    """One node's API, called as a member's client; signed reads by ``reader``."""
+    """One node's API, called as a member's client (or, ``outsider``, with no certificate);
+    signed reads by ``reader`` unless a call names another key."""
 
     def __init__(self, cluster_dir: Path) -> None:
         node = cluster.load_cluster(cluster_dir)[0]
@@ -77,13 +82,23 @@ class Node:
         ctx = pki.api_client_context(home / "ca.pem", home / "node.pem", home / "node.key.pem")
         self.session.mount("https://", _MemberTls(ctx))
         self.ca = home / "ca.pem"
+        self.outsider = requests.Session()
+        self.outsider.mount("https://", _MemberTls(pki.api_client_context(self.ca)))
         self.reader: SigningKey = load_key(home / "admin_key.json")
         status = self.session.get(f"{self.base_url}/v1/status", timeout=10).json()
         self.chain_id = str(status["chain_id"])
 
-    def send(self, case: Case[Any], signed: bool) -> requests.Response:
+    def send(
+        self,
+        case: Case[Any],
+        signed: bool,
+        *,
+        reader: SigningKey | None = None,
+        outsider: bool = False,
+    ) -> requests.Response:
+        session = self.outsider if outsider else self.session
         kwargs = case.as_transport_kwargs(base_url=self.base_url)
-        prepared = self.session.prepare_request(
+        prepared = session.prepare_request(
             requests.Request(
                 method=kwargs["method"],
                 url=kwargs["url"],
@@ -102,14 +117,19 @@ class Node:
             assert isinstance(body, bytes), type(body)  # a generated body, never a stream
             prepared.headers.update(
                 signed_read.sign_headers(
-                    self.reader, self.chain_id, case.method.upper(), url.path, url.query, body
+                    reader or self.reader,
+                    self.chain_id,
+                    case.method.upper(),
+                    url.path,
+                    url.query,
+                    body,
                 )
             )
         if case.method.upper() == "POST" and case.path == "/v1/tx":
             # each submission on its own connection: the refusal budget is per connection, and
             # junk transactions are refused, so one connection would soon wait a second a call
             prepared.headers["Connection"] = "close"
-        return self.session.send(prepared, timeout=30)
+        return session.send(prepared, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +137,7 @@ def node(running_cluster: Path) -> Iterator[Node]:
     n = Node(running_cluster)
     yield n
     n.session.close()
+    n.outsider.close()
 
 
 def test_the_node_serves_its_description_to_anyone(node: Node) -> None:
@@ -139,21 +160,30 @@ def operations() -> list[tuple[str, str]]:
     return sorted((m.upper(), path) for path, item in doc["paths"].items() for m in item)
 
 
-@pytest.mark.parametrize(("method", "path"), operations(), ids=lambda v: str(v))
-def test_every_operation_answers_as_described(node: Node, method: str, path: str) -> None:
+def operation_of(node: Node, method: str, path: str) -> APIOperation[Any, Any, Any, Any]:
+    """The operation in the description the node serves (not the one in the package)."""
     served = node.session.get(f"{node.base_url}{spec.SPEC_ROUTE}", timeout=10).json()
     schema = schemathesis.openapi.from_dict(served)
-    [operation] = [
-        r.ok()
-        for r in schema.get_all_operations()
-        if isinstance(r, Ok) and r.ok().method.upper() == method and r.ok().path == path
-    ]
-    signed = auth.POLICY[(method, path)].tier is auth.Tier.PARTY
+    found = [r.ok() for r in schema.get_all_operations() if isinstance(r, Ok)]
+    [operation] = [o for o in found if o.method.upper() == method and o.path == path]
+    return operation
 
+
+@pytest.mark.parametrize("caller", ["member", "outsider"])
+@pytest.mark.parametrize(("method", "path"), operations(), ids=lambda v: str(v))
+def test_every_operation_answers_as_described(
+    node: Node, method: str, path: str, caller: str
+) -> None:
+    """Generated requests, valid and invalid, by a member's client (signed where the route
+    asks for it) and by an outsider without a certificate."""
+    operation = operation_of(node, method, path)
+    signed = auth.POLICY[(method, path)].tier is auth.Tier.PARTY
+    outsider = caller == "outsider"
     strategies = [operation.as_strategy(mode) for mode in GenerationMode]
+    examples = (OUTSIDER_EXAMPLES_PER_MODE if outsider else EXAMPLES_PER_MODE) * len(strategies)
 
     @settings(
-        max_examples=EXAMPLES_PER_MODE * len(strategies),
+        max_examples=examples,
         derandomize=True,
         database=None,
         deadline=None,
@@ -161,6 +191,81 @@ def test_every_operation_answers_as_described(node: Node, method: str, path: str
     )
     @given(case=st.one_of(strategies))
     def run(case: Case[Any]) -> None:
-        case.validate_response(node.send(case, signed), checks=CHECKS)
+        case.validate_response(node.send(case, signed, outsider=outsider), checks=CHECKS)
 
     run()
+
+
+def test_real_answers_conform(node: Node) -> None:
+    """What random requests rarely reach: answers about things that exist. A genesis admin
+    registers an account (the transaction, its block, the chain, the account, its nonce and
+    audit trail with proofs), each answer checked against the description."""
+    fresh = SigningKey.generate(with_encryption=True)
+    admin = node.reader
+
+    def call(
+        method: str,
+        path: str,
+        status: int,
+        *,
+        reader: SigningKey | None = None,
+        **parts: Any,
+    ) -> requests.Response:
+        case = operation_of(node, method, path).Case(**parts)
+        signed = auth.POLICY[(method, path)].tier is auth.Tier.PARTY
+        response = node.send(case, signed, reader=reader)
+        assert response.status_code == status, (method, path, response.text[:500])
+        case.validate_response(response, checks=CHECKS)
+        return response
+
+    nonce = call(
+        "GET",
+        "/v1/accounts/{account_id}/nonce",
+        200,
+        path_parameters={"account_id": admin.account_id},
+    ).json()["nonce"]
+    body = bodies.AccountRegister.for_key(
+        fresh.public_key, fresh.encryption_public_key or b"", ["consumer"], "API contract"
+    )
+    raw = sign_tx(
+        admin,
+        chain_id=node.chain_id,
+        type_=body.TYPE,
+        sender=admin.account_id,
+        nonce=nonce + 1,
+        expires_at_ms=int(time.time() * 1000) + 60_000,
+        body=body.to_body(),
+    )
+    tx = call(
+        "POST",
+        "/v1/tx",
+        200,
+        query={"wait": "1", "timeout": 30},
+        body=raw,
+        media_type="application/octet-stream",
+    ).json()
+    assert tx["status"] == "committed", tx
+    duplicate = call(
+        "POST", "/v1/tx", 400, body={"tx": raw.hex()}, media_type="application/json"
+    ).json()
+    assert duplicate["error"] == "duplicate", duplicate
+    call("GET", "/v1/tx/{tx_id}", 200, path_parameters={"tx_id": tx["id"]})
+    call("GET", "/v1/tx/{tx_id}", 404, path_parameters={"tx_id": "00" * 32})
+    block = call("GET", "/v1/blocks/{height}", 200, path_parameters={"height": tx["height"]})
+    assert tx["id"] in block.json()["transactions"]
+    rows = call("GET", "/v1/chain", 200, query={"from": 1}).json()
+    assert [tx["height"], block.json()["hash"]] == rows[tx["height"] - 1][:2]
+    call("GET", "/v1/accounts/{account_id}", 200, path_parameters={"account_id": fresh.account_id})
+    for path in ("/v1/audit/{kind}/{subject_id}", "/v1/audit/{kind}/{subject_id}/export"):
+        trail = call(
+            "GET",
+            path,
+            200,
+            reader=fresh,
+            path_parameters={"kind": "account", "subject_id": fresh.account_id},
+        )
+        assert tx["id"] in trail.text
+    call("GET", "/v1/contracts", 200, reader=fresh, query={"account": fresh.account_id})
+    call("GET", "/v1/datasets", 200, query={"limit": 5})
+    for path in ("/v1/status", "/v1/evidence", "/v1/reasons", "/v1/disposals/overdue"):
+        call("GET", path, 200, reader=fresh)
