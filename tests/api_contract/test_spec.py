@@ -139,3 +139,22 @@ async def test_the_description_is_served_publicly(client: TestClient[Any, Any]) 
     r = await client.get(spec.SPEC_ROUTE)
     assert r.status == 200 and r.content_type == "application/json"
     assert await r.json() == spec.spec()
+
+
+async def test_errors_aiohttp_raises_and_unexpected_exceptions_answer_json() -> None:
+    async def read(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    async def broken(_: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application(client_max_size=16, middlewares=[api.json_errors])
+    app.router.add_post("/read", read)
+    app.router.add_get("/broken", broken)
+    async with TestClient(TestServer(app)) as c:
+        r = await c.post("/read", data=b"x" * 100)
+        assert r.status == 413 and (await r.json())["error"] == "oversized"
+        r = await c.get("/broken")
+        assert r.status == 500 and (await r.json())["error"] == "internal"
+        r = await c.post("/read", data=b"small")
+        assert r.status == 200 and await r.read() == b"small"
