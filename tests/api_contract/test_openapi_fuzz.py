@@ -149,6 +149,12 @@ def test_the_node_serves_its_description_to_anyone(node: Node) -> None:
         assert json.loads(r.read()) == spec.spec()
 
 
+def test_a_request_the_http_parser_refuses_answers_json(node: Node) -> None:
+    """A request line above 8190 bytes never reaches the app; it is still answered JSON."""
+    r = node.session.get(f"{node.base_url}/v1/status?pad={'x' * 9000}", timeout=10)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"
+
+
 def test_unknown_routes_answer_json_404(node: Node) -> None:
     r = node.session.get(f"{node.base_url}/v1/no/such/route", timeout=10)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
