@@ -262,7 +262,8 @@ def test_real_answers_conform(node: Node) -> None:
     assert tx["id"] in block.json()["transactions"]
     rows = call("GET", "/v1/chain", 200, query={"from": 1}).json()
     assert [tx["height"], block.json()["hash"]] == rows[tx["height"] - 1][:2]
-    call("GET", "/v1/accounts/{account_id}", 200, path_parameters={"account_id": fresh.account_id})
+    for account in (fresh.account_id, admin.account_id):
+        call("GET", "/v1/accounts/{account_id}", 200, path_parameters={"account_id": account})
     for path in ("/v1/audit/{kind}/{subject_id}", "/v1/audit/{kind}/{subject_id}/export"):
         trail = call(
             "GET",
