@@ -72,7 +72,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         reason = _HTTP_REASONS.get(e.status, "bad_request" if e.status < 500 else "internal")
         return error(e.status, reason, e.reason, headers)
     except Exception:
-        log.exception("API %s %s failed", request.method, request.rel_url.raw_path)
+        log.exception("API %r %r failed", request.method, request.rel_url.raw_path[:200])
         return error(500, "internal", "the node failed to answer this request")
     return response
 
