@@ -2,9 +2,9 @@
 
 Three tiers (:data:`POLICY` is the table the README prints):
 
-- ``public``: anyone who completes TLS. Only ``GET /v1/status``, which answers an outsider
+- ``public``: anyone who completes TLS. ``GET /v1/status``, which answers an outsider
   with the node id, chain id and readiness (what a load balancer or a client about to sign
-  needs) and a member with everything.
+  needs) and a member with everything; and ``GET /v1/openapi.json``, the API's description.
 - ``member``: a client certificate issued by the consortium CA (checked in the TLS handshake,
   :func:`mdtp.node.identity.pki.api_server_context`) whose ``mdtp://node/<id>`` URI SAN names
   a member of the ledger. The member's node stores and verifies the whole replicated ledger,
@@ -141,6 +141,7 @@ _CONTRACT_PARTY = "supplier, consumer or reviewer of the contract, or an auditor
 # (``no_policy``): adding a route means deciding who may call it.
 POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/status"): _PUBLIC,
+    ("GET", "/v1/openapi.json"): Rule(Tier.PUBLIC, "anyone"),
     ("POST", "/v1/tx"): _LEDGER,
     ("POST", "/v1/txs"): _LEDGER,
     ("GET", "/v1/tx/{tx_id}"): _LEDGER,

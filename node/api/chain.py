@@ -21,6 +21,8 @@ from mdtp.node.txpool.mempool import MempoolFull
 from mdtp.node.txpool.sigverify import VerifierBusy
 
 CHAIN_PAGE_MAX = 1000
+# Heights are stored as unsigned 64-bit keys: none lies outside 1..HEIGHT_MAX.
+HEIGHT_MAX = 2**64 - 1
 WAIT_S_MAX = 60.0
 # Most transactions in one ``POST /v1/txs``; the body is bounded by ``api.max_body_bytes``.
 BATCH_TXS_MAX = 1000
@@ -195,7 +197,7 @@ def add_routes(
             height = int(request.match_info["height"])
         except ValueError:
             return error(400, "bad_request", "height must be an integer")
-        doc = reader.block(height)
+        doc = reader.block(height) if 1 <= height <= HEIGHT_MAX else None
         if doc is None:
             return error(404, "not_found", f"no block at height {height}")
         return web.json_response(doc)
@@ -203,7 +205,7 @@ def add_routes(
     async def get_chain(request: web.Request) -> web.Response:
         start = max(1, int_param(request, "from", 1))
         end = min(int_param(request, "to", start + CHAIN_PAGE_MAX - 1), start + CHAIN_PAGE_MAX - 1)
-        return web.json_response(reader.chain(start, end))
+        return web.json_response(reader.chain(start, min(end, HEIGHT_MAX)))
 
     async def get_evidence(_: web.Request) -> web.Response:
         return web.json_response(reader.evidence())

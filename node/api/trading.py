@@ -53,7 +53,7 @@ _SEARCH_PARAMS = frozenset({"text", "tag", "supplier", "limit", "after", "includ
 
 
 class BadParam(Exception):
-    """A query parameter the route cannot use; answered with 400 ``bad_param``."""
+    """A query parameter the route cannot use; answered with 400 ``bad_request``."""
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -125,9 +125,9 @@ def add_routes(
             try:
                 return handler(request)
             except BadParam as e:
-                return error(400, "bad_param", str(e))
+                return error(400, "bad_request", str(e))
             except ValueError as e:  # the queries name the bad argument
-                return error(400, "bad_param", str(e))
+                return error(400, "bad_request", str(e))
 
         return wrapped
 

@@ -30,8 +30,11 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
+from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mdtp.node.identity.config import NodeConfig
@@ -358,6 +361,29 @@ class HttpPort:
         await self.runner.cleanup()
 
 
+class JsonErrorsHandler(web.RequestHandler):
+    """aiohttp's HTTP protocol, but a request it cannot parse (a request line or header above
+    8190 bytes, a malformed head) is answered JSON ``{"error", "message"}`` like every other
+    error of the API, instead of aiohttp's text/plain page."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; refuses if already sent
+        reason = "bad_request" if status < 500 else "internal"
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "error"
+        response = web.json_response({"error": reason, "message": phrase}, status=status)
+        response.force_close()
+        return response
+
+
 async def serve_http(
     app: web.Application,
     port: str,
@@ -367,26 +393,27 @@ async def serve_http(
     metrics: HttpConnectionMetrics,
 ) -> HttpPort:
     """Serve ``app`` on ``address`` behind a gate; raises OSError when it cannot listen."""
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
+    handler_args: dict[str, Any] = {
+        "access_log": None,
         # aiohttp's own idle close is a backstop behind the gate's deadlines
-        keepalive_timeout=limits.idle_timeout_s + limits.header_timeout_s,
-        max_line_size=min(8190, limits.max_header_bytes),
-        max_field_size=min(8190, limits.max_header_bytes),
-    )
+        "keepalive_timeout": limits.idle_timeout_s + limits.header_timeout_s,
+        "max_line_size": min(8190, limits.max_header_bytes),
+        "max_field_size": min(8190, limits.max_header_bytes),
+    }
+    runner = web.AppRunner(app, handle_signals=False, **handler_args)
     gate = ConnectionGate(port, limits, metrics, ssl_context)
     app.middlewares.insert(0, gate.middleware)
     await runner.setup()
-    assert runner.server is not None
-    gate.protocol_factory = runner.server
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+    gate.protocol_factory = lambda: JsonErrorsHandler(server, loop=loop, **handler_args)
     host, number = address
     try:
-        server = await asyncio.get_running_loop().create_server(
+        listening = await loop.create_server(
             gate.protocol, host, number, backlog=max(128, limits.max_connections)
         )
     except OSError:
         await runner.cleanup()
         raise
-    return HttpPort(runner, server, gate)
+    return HttpPort(runner, listening, gate)

@@ -599,12 +599,12 @@ def test_every_node_returns_byte_identical_query_results_at_the_same_height(
 def test_bad_parameters_are_400_with_a_reason_and_unknown_ids_404(market: Market) -> None:
     m = market
     for path, reason in (
-        ("/v1/datasets?limit=501", "bad_param"),
-        ("/v1/datasets?colour=red", "bad_param"),
-        ("/v1/datasets?size_bytes=big", "bad_param"),
-        ("/v1/contracts", "bad_param"),
-        ("/v1/contracts?account=a&status=SLEEPING", "bad_param"),
-        ("/v1/audit/invoice/x", "bad_param"),
+        ("/v1/datasets?limit=501", "bad_request"),
+        ("/v1/datasets?colour=red", "bad_request"),
+        ("/v1/datasets?size_bytes=big", "bad_request"),
+        ("/v1/contracts", "bad_request"),
+        ("/v1/contracts?account=a&status=SLEEPING", "bad_request"),
+        ("/v1/audit/invoice/x", "bad_request"),
         ("/v1/receipts/zz", "bad_request"),
     ):
         status, _, body = raw_get(m, 1, path)
