@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -195,11 +195,13 @@ async def closed_loop(
     duration_s: float,
     on_timed_phase: Callable[[], None] | None = None,
     cpu: CpuMeter | None = None,
+    serving: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The closed loop of ``clients`` for ``duration_s``; ``on_timed_phase`` is called once
     the senders are registered and their transactions signed, just before timing starts;
-    ``cpu`` (if given) measures the timed phase and adds its figures."""
-    nodes = cluster.load_cluster(cluster_dir)
+    ``cpu`` (if given) measures the timed phase and adds its figures; ``serving``: the ids of
+    the nodes the clients talk to (all by default), spread evenly."""
+    nodes = [n for n in cluster.load_cluster(cluster_dir) if serving is None or n.id in serving]
     # enough pre-signed transactions per client for a generous upper bound of throughput
     per_client = max(50, int(8000 * duration_s / clients))
     expires = int(time.time() * 1000) + 3_600_000

@@ -348,7 +348,14 @@ def run_behaviour(
 
         loop = asyncio.run(
             bench.closed_loop(
-                workdir, chain_id, clients, duration_s, on_timed_phase=timed_phase_starts
+                workdir,
+                chain_id,
+                clients,
+                duration_s,
+                on_timed_phase=timed_phase_starts,
+                # clients talk to honest members: what a Byzantine member does with its own
+                # clients' transactions is beyond any protocol
+                serving=[n.id for n in honest],
             )
         )
         flood_result = flood.stop() if flood is not None else None
