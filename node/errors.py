@@ -19,6 +19,12 @@ class MdtpError(Exception):
             self.reason = reason
 
 
+class Unavailable(MdtpError):
+    """The node cannot take this request now (the API answers 503 with Retry-After)."""
+
+    reason = "unavailable"
+
+
 class ConfigError(MdtpError):
     reason = "bad_config"
 

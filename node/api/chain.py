@@ -15,7 +15,7 @@ from aiohttp import web
 from mdtp.node.api import auth
 from mdtp.node.api.common import error, hex32, int_param
 from mdtp.node.api.throttle import RefusalBudget
-from mdtp.node.errors import MdtpError
+from mdtp.node.errors import MdtpError, Unavailable
 from mdtp.node.ledger.tx import Tx, TxError
 from mdtp.node.txpool.mempool import MempoolFull
 from mdtp.node.txpool.sigverify import VerifierBusy
@@ -112,7 +112,7 @@ def add_routes(
         timeout = min(timeout, WAIT_S_MAX)
         try:
             tx = await submitter.submit(raw)
-        except (MempoolFull, VerifierBusy) as e:
+        except (MempoolFull, VerifierBusy, Unavailable) as e:
             return error(503, e.reason, str(e), {"Retry-After": "1"})
         except (TxError, MdtpError) as e:
             return error(400, e.reason, str(e))
@@ -164,7 +164,7 @@ def add_routes(
         timeout = min(timeout, WAIT_S_MAX)
         try:
             results = await submitter.submit_many(raws)
-        except VerifierBusy as e:  # nothing was checked or admitted
+        except (VerifierBusy, Unavailable) as e:  # nothing was checked or admitted
             return error(503, e.reason, str(e), {"Retry-After": "1"}), 0
         admitted = [r for r in results if isinstance(r, Tx)]
         if wait and admitted:

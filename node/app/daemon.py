@@ -40,6 +40,7 @@ from mdtp.node.app.http_connections import (
 )
 from mdtp.node.app.logs import RemoteLineLimits, limit_remote_lines
 from mdtp.node.app.permissions import owner_only_umask, restrict_home
+from mdtp.node.app.submission import QuorumGatedSubmitter
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
@@ -327,7 +328,11 @@ class Node:
                 functools.partial(
                     chain_routes.add_routes,
                     reader=ChainReads(store, driver),
-                    submitter=driver,
+                    submitter=QuorumGatedSubmitter(
+                        driver,
+                        lambda: len(self.transport.outbound_connected),
+                        self.genesis.quorum,
+                    ),
                     status=self.status,
                     max_body_bytes=max_body_bytes,
                 ),
