@@ -757,7 +757,7 @@ class Driver:
         while True:
             await asyncio.sleep(1.0)
             tick += 1
-            self.mempool.evict_expired(self.clock.now_ms())
+            self.admission.evict_expired()
             if len(self.mempool):
                 self._on_mempool_activity()
                 if tick % self.limits.regossip_interval_s == 0:

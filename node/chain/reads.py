@@ -26,8 +26,12 @@ class ChainReads:
                 "index": loc.index,
                 "reason": loc.reason or None,
             }
-        if tx_id in self.driver.mempool:
+        mempool = self.driver.mempool
+        if tx_id in mempool:
             return {"id": tx_id.hex(), "status": "pending"}
+        dropped = mempool.dropped_reason(tx_id)
+        if dropped is not None:
+            return {"id": tx_id.hex(), "status": "dropped", "reason": dropped}
         return {"id": tx_id.hex(), "status": "unknown"}
 
     def block(self, height: int) -> dict[str, Any] | None:

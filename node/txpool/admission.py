@@ -202,11 +202,13 @@ class Admission:
     # -- commits -----------------------------------------------------------------------------
 
     def wait_committed(self, tx_id: bytes) -> asyncio.Future[None]:
-        """Done when ``tx_id`` is committed; a waiter that gives up cancels it, and then it is
-        forgotten at once (a batch's ``wait`` leaves up to 1,000 behind at a timeout, and a
-        transaction that never commits would otherwise keep them)."""
+        """Done when ``tx_id`` is committed, failed or dropped; a waiter that gives up
+        cancels it, and then it is forgotten at once (a batch's ``wait`` leaves up to 1,000
+        behind at a timeout, and a transaction that never settles would otherwise keep
+        them)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.store.tx_location(tx_id) is not None:
+        settled = self.store.tx_location(tx_id) is not None
+        if settled or self.mempool.dropped_reason(tx_id) is not None:
             fut.set_result(None)
         else:
             self._waiters.setdefault(tx_id, []).append(fut)
@@ -223,9 +225,19 @@ class Admission:
                 del self._waiters[tx_id]
 
     def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
-        self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])
-        for r in results:
-            for fut in self._waiters.pop(r.tx_id, []):
+        dropped = self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])
+        self._settle([r.tx_id for r in results])
+        self._settle(dropped)
+
+    def evict_expired(self) -> None:
+        """Drop what expired unexecuted; whoever waits for it hears now."""
+        self._settle(self.mempool.evict_expired(self._now_ms()))
+
+    def _settle(self, tx_ids: Sequence[bytes]) -> None:
+        """These have a definitive status (committed, failed or dropped): wake their
+        waiters."""
+        for tx_id in tx_ids:
+            for fut in self._waiters.pop(tx_id, []):
                 if not fut.done():
                     fut.set_result(None)
 

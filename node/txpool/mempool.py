@@ -24,6 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.tx import Tx
 
+# how many dropped transactions ``GET /v1/tx`` can still explain (about 100 bytes each)
+DROPPED_REMEMBERED = 50_000
+
 
 class MempoolFull(MdtpError):
     reason = "mempool_full"
@@ -55,6 +58,12 @@ class MempoolMetrics:
             registry=registry,
         )
         self.added = Counter("mdtp_mempool_added_total", "Transactions accepted", registry=registry)
+        self.dropped = Counter(
+            "mdtp_mempool_dropped_total",
+            "Accepted transactions that left without being executed, by reason",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class Mempool:
@@ -71,6 +80,9 @@ class Mempool:
         self._by_sender: dict[str, dict[int, bytes]] = {}
         self._in_flight: set[bytes] = set()
         self._bytes = 0
+        # transactions that left without being executed, and why (bounded, newest kept):
+        # ``GET /v1/tx`` reports them as dropped instead of not knowing them
+        self._dropped: OrderedDict[bytes, str] = OrderedDict()
         # bumped whenever the set of proposable transactions may have changed
         self.generation = 0
 
@@ -113,6 +125,7 @@ class Mempool:
             self.metrics.rejected.labels("mempool_full").inc()
             raise MempoolFull("mempool is full; retry later")
         self._txs[tx_id] = tx
+        self._dropped.pop(tx_id, None)
         slots[tx.nonce] = tx_id
         self._bytes += size
         self.metrics.added.inc()
@@ -135,6 +148,19 @@ class Mempool:
             slots.pop(tx.nonce, None)
             if not slots:
                 del self._by_sender[tx.sender]
+
+    def _drop(self, tx_id: bytes, reason: str) -> None:
+        """Remove a transaction that will never be executed, and remember why."""
+        self._remove(tx_id)
+        self._dropped[tx_id] = reason
+        self._dropped.move_to_end(tx_id)
+        while len(self._dropped) > DROPPED_REMEMBERED:
+            self._dropped.popitem(last=False)
+        self.metrics.dropped.labels(reason).inc()
+
+    def dropped_reason(self, tx_id: bytes) -> str | None:
+        """Why a transaction this node accepted left without being executed, if it did."""
+        return self._dropped.get(tx_id)
 
     def take(self, max_txs: int, max_bytes: int) -> list[Tx]:
         """Transactions for a proposal, in arrival order, gap-free per sender, after the
@@ -172,13 +198,16 @@ class Mempool:
         block commits or the view changes."""
         self._in_flight.update(i for i in tx_ids if i in self._txs)
 
-    def committed(self, results: list[tuple[bytes, bool, str]]) -> None:
-        """After a block: evict what it settled, keep what may still succeed.
+    def committed(self, results: list[tuple[bytes, bool, str]]) -> list[bytes]:
+        """After a block: evict what it settled, keep what may still succeed; returns the
+        ids dropped (see :meth:`dropped_reason`).
 
         ``results`` are (tx id, ok, reason). A transaction that failed only because its
         nonce was not yet due (``bad_nonce`` with a nonce above the committed one) stays
-        and is offered again; everything else in the block, and every pending transaction
-        whose nonce the block consumed, leaves.
+        and is offered again; everything else in the block leaves, and every pending
+        transaction whose nonce the block consumed is dropped (``nonce_used``: another
+        transaction of its sender took that nonce, e.g. one this node accepted while it
+        lagged behind the chain).
         """
         senders = set()
         for tx_id, ok, reason in results:
@@ -190,12 +219,15 @@ class Mempool:
                 self._remove(tx_id)
             else:
                 self._in_flight.discard(tx_id)
+        dropped = []
         for sender in senders:
             nonce = self.committed_nonce(sender)
             for n, tx_id in list(self._by_sender.get(sender, {}).items()):
                 if n <= nonce:
-                    self._remove(tx_id)
+                    self._drop(tx_id, "nonce_used")
+                    dropped.append(tx_id)
         self._gauges()
+        return dropped
 
     def has_proposable(self) -> bool:
         """True if some pending transaction is not in flight and is its sender's next."""
@@ -221,9 +253,10 @@ class Mempool:
         self._in_flight.clear()
         self.generation += 1
 
-    def evict_expired(self, now_ms: int) -> int:
+    def evict_expired(self, now_ms: int) -> list[bytes]:
+        """Drop what expired before it was executed (``expired``); returns their ids."""
         expired = [i for i, tx in self._txs.items() if tx.expires_at_ms < now_ms]
         for tx_id in expired:
-            self._remove(tx_id)
+            self._drop(tx_id, "expired")
         self._gauges()
-        return len(expired)
+        return expired

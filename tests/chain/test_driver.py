@@ -355,3 +355,46 @@ def test_a_slow_first_primary_loses_its_turn_and_a_later_one_is_judged_by_throug
         assert slow_turns <= 6, (slow, views)  # seconds the slow one led, of 30
         assert views[-10:] == [views[-1]] * 10, views  # settled on an honest primary
         assert w.checker.violations == []
+
+
+def test_a_transaction_a_lagging_node_accepted_ends_dropped_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """A node restarted behind takes a transaction whose nonce the chain has already used
+    (its own state is old): once it catches up, the transaction is dropped, its waiters
+    hear it, and the node says why (``nonce_used``) instead of forgetting it."""
+    with world(tmp_path) as w:
+        key = w.clients[0]
+
+        def tx(nonce: int, value: bytes) -> bytes:
+            return sign_tx(
+                key,
+                chain_id="sim",
+                type_="note.set",
+                sender=key.account_id,
+                nonce=nonce,
+                expires_at_ms=2**42,
+                body={"key": "k", "value": value},
+            )
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            await asyncio.sleep(1.0)
+            lagging = w.nodes[3]
+            lagging.crash()
+            await asyncio.sleep(0.5)
+            first = await w.nodes[0].driver.submit(tx(1, b"first"))
+            await asyncio.wait_for(w.nodes[0].driver.wait_committed(first.id), 30)
+            lagging.restart()
+            stale = await lagging.driver.submit(tx(1, b"stale"))  # its state: nonce 0
+            settled = lagging.driver.wait_committed(stale.id)
+            w.client_nonce[0] = 1  # the clients' load goes on from the chain's nonces
+            await load(w, 5.0)
+            await asyncio.wait_for(settled, 60)
+            assert lagging.driver.mempool.dropped_reason(stale.id) == "nonce_used"
+            assert lagging.driver.height >= 1
+            # a waiter that comes after the drop hears at once
+            await asyncio.wait_for(lagging.driver.wait_committed(stale.id), 1)
+
+        run(w, body)

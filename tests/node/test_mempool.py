@@ -97,8 +97,11 @@ def test_commit_evicts_settled_and_stale_but_keeps_not_yet_due():
     p.committed([(t1.id, True, ""), (t3.id, False, "bad_nonce")])
     assert t1.id not in p and t2.id in p and t3.id in p
     committed[a.account_id] = 3
-    p.committed([(t2.id, True, "")])
+    # t3's nonce was taken by another transaction of a (it failed in its own block):
+    # it is dropped, and the pool remembers why
+    assert p.committed([(t2.id, True, "")]) == [t3.id]
     assert len(p) == 0
+    assert p.dropped_reason(t3.id) == "nonce_used" and p.dropped_reason(t2.id) is None
 
 
 def test_expired_transactions_leave_by_themselves():
@@ -113,5 +116,9 @@ def test_expired_transactions_leave_by_themselves():
         expires_at_ms=1000,
         body={},
     )
-    p.add(decode_tx(raw, chain_id=CHAIN))
-    assert p.evict_expired(2000) == 1 and len(p) == 0
+    t = decode_tx(raw, chain_id=CHAIN)
+    p.add(t)
+    assert p.evict_expired(2000) == [t.id] and len(p) == 0
+    assert p.dropped_reason(t.id) == "expired"
+    p.add(t)  # accepted again: no longer dropped
+    assert p.dropped_reason(t.id) is None
