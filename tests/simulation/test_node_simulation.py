@@ -11,6 +11,8 @@ with the primary checks (request timer, rotation, throughput floor) switched off
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -18,8 +20,8 @@ import pytest
 from mdtp.node.testing.sim.__main__ import main
 from mdtp.node.testing.sim.scenario import (
     ALL_FAULTS,
-    SimResult,
     run_censorship_control,
+    run_job,
     run_seed,
     run_twins_control,
 )
@@ -28,16 +30,12 @@ pytestmark = pytest.mark.sim
 WORKERS = 2
 
 
-def _job(job: tuple[int, int, frozenset[str]]) -> SimResult:
-    return run_seed(*job)
-
-
 def _run_all(seeds: range, n: int, faults: frozenset[str]) -> None:
     jobs = [(seed, n, faults) for seed in seeds]
     # spawned, not forked: a fork of this multi-threaded test process can inherit a lock held
     # by another thread and hang on its first log line
     with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
-        failed = [r for r in pool.map(_job, jobs) if not r.ok]
+        failed = [r for r in pool.map(run_job, jobs) if not r.ok]
     assert not failed, "\n".join(
         f"seed {r.seed} n={r.nodes} ({r.mix}): {r.violations[:3]}  replay: python -m "
         f"mdtp.node.testing.sim --nodes {r.nodes} --faults {','.join(sorted(r.faults))} "
@@ -142,3 +140,26 @@ def test_cli_replays_a_seed_and_exits_1_on_the_control(capsys: pytest.CaptureFix
     assert main(["--control"]) == 1
     out = capsys.readouterr().out
     assert "agreement" in out and "censorship/liveness" in out
+
+
+def test_the_command_runs_seeds_in_worker_processes() -> None:
+    """``python -m mdtp.node.testing.sim --workers 2`` (the README's command): a spawned
+    worker must find the function it runs in an importable module, not in ``__main__``."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mdtp.node.testing.sim",
+            "--seeds",
+            "2",
+            "--nodes",
+            "4",
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 seeds, 0 with violations" in done.stdout

@@ -16,13 +16,9 @@ from mdtp.node.testing.sim.scenario import (
     SimResult,
     parse_faults,
     run_censorship_control,
-    run_seed,
+    run_job,
     run_twins_control,
 )
-
-
-def _run(job: tuple[int, int, frozenset[str]]) -> SimResult:
-    return run_seed(*job)
 
 
 def replay_command(result: SimResult, faults_arg: str) -> str:
@@ -68,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         spawn = multiprocessing.get_context("spawn")  # never fork a process that has threads
         with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
-            results = list(pool.map(_run, jobs))
+            results = list(pool.map(run_job, jobs))
     else:
-        results = [_run(job) for job in jobs]
+        results = [run_job(job) for job in jobs]
     elapsed = time.monotonic() - started
     failed = [r for r in results if not r.ok]
     for r in results if args.seed is not None else failed:

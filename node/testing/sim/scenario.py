@@ -254,6 +254,12 @@ def run_twins_control(seed: int = 0) -> SimResult:
     return result
 
 
+def run_job(job: tuple[int, int, frozenset[str]]) -> SimResult:
+    """``run_seed(seed, n, faults)`` for a process pool: a function of an importable module,
+    since a spawned worker cannot find one defined in ``__main__``."""
+    return run_seed(*job)
+
+
 def run_censorship_control(seed: int = 0, n: int = 4) -> SimResult:
     """The first primary drops one client's transactions while blocks keep committing, and
     the request timer is switched off: the checker must report the censored transactions."""
