@@ -113,7 +113,7 @@ class DriverLimits:
     ingress: IngressLimits = field(default_factory=IngressLimits)
     gossip_ingress: IngressLimits = field(
         default_factory=lambda: IngressLimits(
-            items_per_peer_max=64, bytes_per_peer_max=32 * 1024 * 1024, work_per_s=20_000
+            items_per_peer_max=4_096, bytes_per_peer_max=64 * 1024 * 1024, work_per_s=20_000
         )
     )
     # a peer whose gossip held a transaction with a bad signature is not listened to
@@ -495,7 +495,12 @@ class Driver:
         """Peers' gossip, one batch at a time, fairly per peer (``_gossip_in``)."""
         while True:
             peer_id, raws = await self._gossip_in.get()
-            if await self.admission.admit_gossip(raws):
+            bad, useful = await self.admission.admit_gossip(raws)
+            if not bad:
+                # admitted or known transactions were worth checking: only a flood of ones
+                # the ledger refuses runs out of budget
+                self._gossip_in.refund(peer_id, useful)
+            else:
                 log.warning(
                     "peer %s gossiped transactions with bad signatures: ignoring its "
                     "gossip for %.0f s",

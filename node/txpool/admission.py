@@ -156,13 +156,15 @@ class Admission:
             return "gossip_too_large"
         return None
 
-    async def admit_gossip(self, raws: list[bytes]) -> int:
+    async def admit_gossip(self, raws: list[bytes]) -> tuple[int, int]:
         """Verify and admit a peer's gossip (one batch at a time: the driver's gossip
-        intake); returns how many carry a signature that does not verify, which an honest
-        peer never sends: it gossips only what it verified, and unlike size or encoding
-        rules a signature does not depend on a node's configuration or version."""
+        intake); returns (bad, useful): how many carry a signature that does not verify,
+        which an honest peer never sends (it gossips only what it verified, and unlike size
+        or encoding rules a signature does not depend on a node's configuration or
+        version), and how many were known already or admitted now."""
         fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
         failed = 0
+        useful = len(raws) - len(fresh)
         added = False
         for result in await self.verifier.check_many(fresh) if fresh else []:
             if isinstance(result, TxError):
@@ -170,10 +172,12 @@ class Admission:
                 failed += result.reason == "bad_signature"
                 continue
             with contextlib.suppress(MempoolReject, MempoolFull):  # counted by the mempool
-                added |= self.admit(result, notify=False)
+                admitted = self.admit(result, notify=False)
+                added |= admitted
+                useful += 1
         if added:
             self._on_activity()
-        return failed
+        return failed, useful
 
     def regossip(self) -> None:
         """Offer the oldest waiting transactions to every peer again. Gossip is sent once and
