@@ -73,16 +73,23 @@ def add_routes(
 
     refusals = RefusalBudget()
 
+    async def throttled(conn: object | None) -> web.Response | None:
+        """Past its refusal budget a connection waits, then gets 429 before any work."""
+        if conn is None or not refusals.exhausted(conn):
+            return None
+        await asyncio.sleep(refusals.penalty_s)
+        return error(
+            429,
+            "too_many_refused",
+            "this connection sent too many transactions the node refused; slow down",
+            {"Retry-After": str(math.ceil(refusals.penalty_s))},
+        )
+
     async def post_tx(request: web.Request) -> web.Response:
         conn = request.transport
-        if conn is not None and refusals.exhausted(conn):
-            await asyncio.sleep(refusals.penalty_s)
-            return error(
-                429,
-                "too_many_refused",
-                "this connection sent too many transactions the node refused; slow down",
-                {"Retry-After": str(math.ceil(refusals.penalty_s))},
-            )
+        slowed = await throttled(conn)
+        if slowed is not None:
+            return slowed
         response = await _post_tx(request)
         if 400 <= response.status < 500 and conn is not None:
             refusals.refused(conn)
@@ -127,14 +134,9 @@ def add_routes(
 
     async def post_txs(request: web.Request) -> web.Response:
         conn = request.transport
-        if conn is not None and refusals.exhausted(conn):
-            await asyncio.sleep(refusals.penalty_s)
-            return error(
-                429,
-                "too_many_refused",
-                "this connection sent too many transactions the node refused; slow down",
-                {"Retry-After": str(math.ceil(refusals.penalty_s))},
-            )
+        slowed = await throttled(conn)
+        if slowed is not None:
+            return slowed
         response, refused = await _post_txs(request)
         if conn is not None:
             # one refusal per refused transaction (a whole-batch 4xx counts as one), so a
