@@ -48,10 +48,11 @@ DoneFn = Callable[[Block, tuple[tuple[int, bytes], ...]], None]
 
 @dataclass(frozen=True)
 class ServeContext:
-    """What a :data:`StateServer` may use: the chain id and this node's signer (to sign a
-    response it changed), the requester's timeout (the same configuration as ours) and a
-    way to send a response to the requester."""
+    """What a :data:`StateServer` may use: the requester, the chain id and this node's
+    signer (to sign a response it changed), the requester's timeout (the same configuration
+    as ours) and a way to send a response to the requester."""
 
+    requester: str
     chain_id: str
     sign: Signer
     timeout_s: float
@@ -283,7 +284,9 @@ class StateSync:
             send(response)
         else:
             timeout_s = self.limits.request_timeout_s
-            self._server(response, ServeContext(self.config.chain_id, self._sign, timeout_s, send))
+            chain_id = self.config.chain_id
+            context = ServeContext(request.sender, chain_id, self._sign, timeout_s, send)
+            self._server(response, context)
         return True
 
     # -- beacons ---------------------------------------------------------------------------

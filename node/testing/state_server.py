@@ -6,7 +6,8 @@ node answers the members that catch up from it.
 - ``lie``: the blocks asked for with the first one tampered with (its state root changed, so
   its hash no longer matches its commit certificate), the response signed by this node so
   that it passes the requester's signature check and fails only the chain's;
-- ``drip,lie``: the two in turn, one per request.
+- ``drip,lie``: the two in turn, one per request of each requester (so one member's
+  requests do not change what another is answered).
 
 The requester (:class:`mdtp.node.chain.statesync.StateSync`) must strike such a peer, ask
 the others and catch up anyway.
@@ -19,6 +20,7 @@ import dataclasses
 import itertools
 import logging
 import os
+from collections.abc import Callable, Iterator
 
 from mdtp.consensus.messages import StateTransferResponse, sign_message
 from mdtp.node.chain.statesync import ServeContext, StateServer
@@ -29,6 +31,7 @@ MODES = ("drip", "lie")
 # loaded machine must not turn it into a timeout)
 DRIP_MARGIN_S = 1.0
 log = logging.getLogger("mdtp.testing")
+Answer = Callable[[StateTransferResponse, ServeContext], None]
 
 
 def drip(response: StateTransferResponse, ctx: ServeContext) -> None:
@@ -62,9 +65,10 @@ def server_from_env() -> StateServer | None:
     if unknown:
         raise ValueError(f"{MODE_ENV}: unknown modes {unknown}, expected some of {MODES}")
     log.warning("TEST HOOK: serving state transfer as %s", ",".join(modes))
-    turns = itertools.cycle([{"drip": drip, "lie": lie}[m] for m in modes])
+    answers = [{"drip": drip, "lie": lie}[m] for m in modes]
+    turns: dict[str, Iterator[Answer]] = {}
 
     def serve(response: StateTransferResponse, ctx: ServeContext) -> None:
-        next(turns)(response, ctx)
+        next(turns.setdefault(ctx.requester, itertools.cycle(answers)))(response, ctx)
 
     return serve

@@ -236,9 +236,11 @@ async def test_a_restarted_node_catches_up_past_a_dripping_and_lying_peer_then_t
         await load.stop()
     strikes = {
         reason: metric_value(lagger, STRIKES, {"peer": liar.id, "reason": reason})
-        for reason in ("slow", "bad_response")
+        for reason in ("slow", "timeout", "bad_response")
     }
-    assert all(count >= 1 for count in strikes.values()), strikes
+    # the drip is struck as slow, or as a timeout when a loaded machine delays it past the
+    # requester's deadline; the lie always as a bad response
+    assert strikes["slow"] + strikes["timeout"] >= 1 and strikes["bad_response"] >= 1, strikes
 
     # the malicious member goes silent for good: the three others keep committing
     await asyncio.to_thread(fc.kill9, liar)
