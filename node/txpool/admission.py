@@ -229,7 +229,9 @@ class Admission:
                 del self._waiters[tx_id]
 
     def on_commit(self, _height: int, results: Sequence[TxResult]) -> None:
-        dropped = self.mempool.committed([(r.tx_id, r.ok, r.reason) for r in results])
+        dropped = self.mempool.committed(
+            [(r.tx_id, r.tx.sender if r.tx else None, r.ok, r.reason) for r in results]
+        )
         self._settle([r.tx_id for r in results])
         self._settle(dropped)
 

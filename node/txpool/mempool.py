@@ -198,23 +198,22 @@ class Mempool:
         block commits or the view changes."""
         self._in_flight.update(i for i in tx_ids if i in self._txs)
 
-    def committed(self, results: list[tuple[bytes, bool, str]]) -> list[bytes]:
+    def committed(self, results: list[tuple[bytes, str | None, bool, str]]) -> list[bytes]:
         """After a block: evict what it settled, keep what may still succeed; returns the
         ids dropped (see :meth:`dropped_reason`).
 
-        ``results`` are (tx id, ok, reason). A transaction that failed only because its
-        nonce was not yet due (``bad_nonce`` with a nonce above the committed one) stays
-        and is offered again; everything else in the block leaves, and every pending
-        transaction whose nonce the block consumed is dropped (``nonce_used``: another
-        transaction of its sender took that nonce, e.g. one this node accepted while it
-        lagged behind the chain).
+        ``results`` are (tx id, sender or None if it did not decode, ok, reason) of every
+        transaction the block executed. A transaction that failed only because its nonce
+        was not yet due (``bad_nonce`` with a nonce above the committed one) stays and is
+        offered again; everything else in the block leaves, and every pending transaction
+        whose nonce the block consumed is dropped (``nonce_used``: another transaction of its
+        sender took that nonce — one this pool may never have seen, e.g. when this node
+        accepted its rival while it lagged behind the chain).
         """
-        senders = set()
-        for tx_id, ok, reason in results:
-            tx = self._txs.get(tx_id)
-            if tx is None:
+        senders = {sender for _, sender, _, _ in results if sender in self._by_sender}
+        for tx_id, _, ok, reason in results:
+            if tx_id not in self._txs:
                 continue
-            senders.add(tx.sender)
             if ok or reason != "bad_nonce":
                 self._remove(tx_id)
             else:

@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import pytest
 
-from mdtp.node.identity.keys import SigningKey
-from mdtp.node.ledger.tx import canonical, sign_tx
+from mdtp.node.ledger.tx import canonical
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import chain_id_of, client, registered_keys
+from tests.support.workload import chain_id_of, client, note_tx, registered_keys
 
 pytestmark = pytest.mark.cluster
-
-
-def signed(chain: str, key: SigningKey, nonce: int, **over: object) -> bytes:
-    args: dict[str, Any] = dict(
-        chain_id=chain,
-        type_="note.set",
-        sender=key.account_id,
-        nonce=nonce,
-        expires_at_ms=int(time.time() * 1000) + 600_000,
-        body={"key": "k", "value": b"v"},
-    )
-    args.update(over)
-    return sign_tx(key, **args)
 
 
 async def reason_of(client: NodeClient, raw: bytes) -> str:
@@ -45,17 +29,17 @@ async def test_bad_transactions_are_refused_with_reason_codes(running_cluster: P
     chain = chain_id_of(running_cluster)
     (key,) = await registered_keys(running_cluster, 1)
     async with client(running_cluster, node.api) as c:
-        forged = msgpack.unpackb(signed(chain, key, 1))
+        forged = msgpack.unpackb(note_tx(key, chain, 1))
         forged[2] = bytes(64)
         assert await reason_of(c, canonical(forged)) == "bad_signature"
-        assert await reason_of(c, signed("other-chain", key, 1)) == "wrong_chain"
+        assert await reason_of(c, note_tx(key, "other-chain", 1)) == "wrong_chain"
         assert await reason_of(c, b"\x93garbage") == "malformed"
-        assert await reason_of(c, signed(chain, key, 5000)) == "future_nonce"
-        big = signed(chain, key, 1, body={"key": "k", "value": b"x" * 70_000})
+        assert await reason_of(c, note_tx(key, chain, 5000)) == "future_nonce"
+        big = note_tx(key, chain, 1, body={"key": "k", "value": b"x" * 70_000})
         assert await reason_of(c, big) == "oversized"
-        ok = await c.submit(signed(chain, key, 1), wait=True)
+        ok = await c.submit(note_tx(key, chain, 1), wait=True)
         assert ok["status"] == "committed"
-        assert await reason_of(c, signed(chain, key, 1, body={"key": "r"})) == "stale_nonce"
+        assert await reason_of(c, note_tx(key, chain, 1, body={"key": "r"})) == "stale_nonce"
         with pytest.raises(ApiError) as e:
             await c.get("/v1/tx/nothex")
         assert e.value.status == 400

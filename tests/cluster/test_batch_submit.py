@@ -14,8 +14,7 @@ import pytest
 from mdtp.node.api.chain import BATCH_TXS_MAX
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError, NodeClient
-from tests.cluster.test_bad_input import signed
-from tests.support.workload import chain_id_of, client, registered_keys
+from tests.support.workload import chain_id_of, client, note_tx, registered_keys
 
 pytestmark = pytest.mark.cluster
 
@@ -40,7 +39,7 @@ async def test_a_batch_commits_in_order_with_wait(running_cluster: Path) -> None
     node = cluster.load_cluster(running_cluster)[0]
     chain = chain_id_of(running_cluster)
     a, b = await registered_keys(running_cluster, 2)
-    raws = [signed(chain, a, n) for n in range(1, 31)] + [signed(chain, b, 1)]
+    raws = [note_tx(a, chain, n) for n in range(1, 31)] + [note_tx(b, chain, 1)]
     async with client(running_cluster, node.api) as c:
         results = await c.submit_many(raws, wait=True, timeout_s=30)
         assert [r["status"] for r in results] == ["committed"] * len(raws)
@@ -57,13 +56,13 @@ async def test_mixed_batch_answers_each_transaction_in_order(running_cluster: Pa
     chain = chain_id_of(running_cluster)
     (key,) = await registered_keys(running_cluster, 1)
     stranger = type(key).generate()  # never registered
-    good1, good2 = signed(chain, key, 1), signed(chain, key, 2)
+    good1, good2 = note_tx(key, chain, 1), note_tx(key, chain, 2)
     batch = [
         good1,
         _forge(good1),
         b"\x00garbage",
-        signed(chain, stranger, 1),
-        signed("another-chain", key, 2),
+        note_tx(stranger, chain, 1),
+        note_tx(key, "another-chain", 2),
         good2,
     ]
     async with client(running_cluster, node.api) as c:
@@ -83,17 +82,17 @@ async def test_json_body_and_msgpack_body_are_both_taken(running_cluster: Path) 
     async with client(running_cluster, node.api) as c:
         doc = await post_txs(
             c,
-            json.dumps({"txs": [signed(chain, key, n).hex() for n in (1, 2)]}).encode(),
+            json.dumps({"txs": [note_tx(key, chain, n).hex() for n in (1, 2)]}).encode(),
             "application/json",
             wait="1",
         )
         assert [r["status"] for r in doc["results"]] == ["committed", "committed"]
         doc = await post_txs(
-            c, msgpack.packb([signed(chain, key, 3)]), "application/msgpack", wait="1"
+            c, msgpack.packb([note_tx(key, chain, 3)]), "application/msgpack", wait="1"
         )
         assert [r["status"] for r in doc["results"]] == ["committed"]
         # without wait: pending, with the id
-        doc = await post_txs(c, msgpack.packb([signed(chain, key, 4)]), "application/msgpack")
+        doc = await post_txs(c, msgpack.packb([note_tx(key, chain, 4)]), "application/msgpack")
         assert doc["results"][0]["status"] == "pending" and len(doc["results"][0]["id"]) == 64
         for body, content_type in (
             (b'{"tx": "00"}', "application/json"),
@@ -133,7 +132,7 @@ async def test_a_junk_batch_spends_the_connections_refusal_budget(running_cluste
     node = cluster.load_cluster(running_cluster)[1]
     chain = chain_id_of(running_cluster)
     (key,) = await registered_keys(running_cluster, 1)
-    forged = [_forge(signed(chain, key, n)) for n in range(1, 51)]
+    forged = [_forge(note_tx(key, chain, n)) for n in range(1, 51)]
     async with client(running_cluster, node.api, connections=1) as flood:
         results = await flood.submit_many(forged)
         assert {r["error"] for r in results} == {"bad_signature"}
@@ -145,5 +144,5 @@ async def test_a_junk_batch_spends_the_connections_refusal_budget(running_cluste
             await flood.submit(forged[0])
         assert (e.value.status, e.value.reason) == (429, "too_many_refused")
     async with client(running_cluster, node.api) as c:
-        (done,) = await c.submit_many([signed(chain, key, 1)], wait=True)
+        (done,) = await c.submit_many([note_tx(key, chain, 1)], wait=True)
         assert done["status"] == "committed"

@@ -23,14 +23,13 @@ from mdtp.consensus.block import Block, BlockHeader, payload_hash
 from mdtp.consensus.messages import Checkpoint, PrePrepare, encode_message, sign_message
 from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key
-from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.p2p.frames import encode_frame
 from tests.faults.runner import FaultCluster
 from tests.support.impersonate import impersonate
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import Workload, client, register_keys, registered_keys
+from tests.support.workload import Workload, client, note_tx, register_keys, registered_keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -72,16 +71,7 @@ def rss_kib(node: ClusterNode) -> int:
 async def commits(fc: FaultCluster, node: ClusterNode, key: SigningKey, nonce: int) -> None:
     """A client transaction through ``node`` commits (the node still serves); ``key`` is a
     registered account (:func:`sender`)."""
-    chain_id = load_genesis(fc.dir / "genesis.json").chain_id
-    raw = sign_tx(
-        key,
-        chain_id=chain_id,
-        type_="note.set",
-        sender=key.account_id,
-        nonce=nonce,
-        expires_at_ms=int(time.time() * 1000) + 600_000,
-        body={"key": "k", "value": b"v"},
-    )
+    raw = note_tx(key, load_genesis(fc.dir / "genesis.json").chain_id, nonce)
     async with client(fc.dir, node.api) as c:
         doc = await c.submit(raw, wait=True, timeout_s=60)
     assert doc["status"] == "committed", doc

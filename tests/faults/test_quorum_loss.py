@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from mdtp.node.identity.genesis import load_genesis
-from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.sdk.client import ApiError
 from tests.faults.runner import FaultCluster
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import client, registered_keys
+from tests.support.workload import client, note_tx, registered_keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -32,15 +31,7 @@ def test_without_a_quorum_submissions_are_refused_at_once_and_taken_again_after(
         (key,) = asyncio.run(registered_keys(c.dir, 1))
 
         def tx(nonce: int) -> bytes:
-            return sign_tx(
-                key,
-                chain_id=chain_id,
-                type_="note.set",
-                sender=key.account_id,
-                nonce=nonce,
-                expires_at_ms=int(time.time() * 1000) + 600_000,
-                body={"key": "k", "value": b"v"},
-            )
+            return note_tx(key, chain_id, nonce)
 
         c.stop(c.node("node2"))
         c.stop(c.node("node3"))

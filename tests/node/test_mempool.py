@@ -94,14 +94,27 @@ def test_commit_evicts_settled_and_stale_but_keeps_not_yet_due():
     for t in (t1, t2, t3):
         p.add(t)
     committed[a.account_id] = 1
-    p.committed([(t1.id, True, ""), (t3.id, False, "bad_nonce")])
+    p.committed([(t1.id, a.account_id, True, ""), (t3.id, a.account_id, False, "bad_nonce")])
     assert t1.id not in p and t2.id in p and t3.id in p
     committed[a.account_id] = 3
     # t3's nonce was taken by another transaction of a (it failed in its own block):
     # it is dropped, and the pool remembers why
-    assert p.committed([(t2.id, True, "")]) == [t3.id]
+    assert p.committed([(t2.id, a.account_id, True, "")]) == [t3.id]
     assert len(p) == 0
     assert p.dropped_reason(t3.id) == "nonce_used" and p.dropped_reason(t2.id) is None
+
+
+def test_a_rival_this_pool_never_saw_drops_the_transaction_whose_nonce_it_took():
+    """A lagging node accepted t (its state said nonce 1 was free); the block it executes
+    holds the sender's other transaction with nonce 1, which never entered this pool."""
+    a = SigningKey.generate()
+    committed = {a.account_id: 0}
+    p = pool(committed)
+    t, rival = tx(a, 1), tx(a, 1, size=20)
+    p.add(t)
+    committed[a.account_id] = 1
+    assert p.committed([(rival.id, a.account_id, True, "")]) == [t.id]
+    assert p.dropped_reason(t.id) == "nonce_used" and len(p) == 0
 
 
 def test_expired_transactions_leave_by_themselves():

@@ -15,9 +15,9 @@ import pytest
 
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError
-from tests.cluster.test_bad_input import reason_of, signed
+from tests.cluster.test_bad_input import reason_of
 from tests.support.processes import metric_value, wait_until
-from tests.support.workload import chain_id_of, client, registered_keys
+from tests.support.workload import chain_id_of, client, note_tx, registered_keys
 
 pytestmark = [pytest.mark.security, pytest.mark.cluster]
 
@@ -62,7 +62,7 @@ async def test_a_deeply_nested_transaction_is_refused_and_intake_goes_on(
     async with client(running_cluster, node.api) as c:
         for _ in range(3):
             assert await reason_of(c, hostile) == "malformed"
-        done = await c.submit(signed(chain, key, 1), wait=True)
+        done = await c.submit(note_tx(key, chain, 1), wait=True)
         assert done["status"] == "committed"
 
 
@@ -72,12 +72,12 @@ async def test_nobody_can_squat_another_accounts_nonces(running_cluster: Path) -
     victim, attacker = await registered_keys(running_cluster, 2)
     async with client(running_cluster, node.api) as c:
         for nonce in (1, 2, 3):
-            squat = signed(chain, attacker, nonce, sender=victim.account_id)
+            squat = note_tx(attacker, chain, nonce, sender=victim.account_id)
             assert await reason_of(c, squat) == "wrong_key"
-        stale = signed(chain, victim, 1, expires_at_ms=int(time.time() * 1000) - 1)
+        stale = note_tx(victim, chain, 1, expires_at_ms=int(time.time() * 1000) - 1)
         assert await reason_of(c, stale) == "expired"
         for nonce in (1, 2, 3):  # the victim's own transactions are not blocked
-            done = await c.submit(signed(chain, victim, nonce), wait=True)
+            done = await c.submit(note_tx(victim, chain, nonce), wait=True)
             assert done["status"] == "committed"
     assert metric_value(node, "mdtp_mempool_rejected_total", {"reason": "wrong_key"}) >= 3
 
@@ -91,7 +91,7 @@ async def test_a_connection_flooding_refused_transactions_is_slowed_and_others_c
     node = cluster.load_cluster(running_cluster)[1]
     chain = chain_id_of(running_cluster)
     (key,) = await registered_keys(running_cluster, 1)
-    valid = signed(chain, key, 1)
+    valid = note_tx(key, chain, 1)
     forged = valid[:-1] + bytes([valid[-1] ^ 1])  # a bad signature
     statuses: list[tuple[int, str]] = []
     started = time.monotonic()
@@ -106,6 +106,6 @@ async def test_a_connection_flooding_refused_transactions_is_slowed_and_others_c
     # at most a second's worth at once, then about the budget per second
     assert elapsed >= 1.0
     async with client(running_cluster, node.api) as c:
-        done = await c.submit(signed(chain, key, 1), wait=True)
+        done = await c.submit(note_tx(key, chain, 1), wait=True)
         assert done["status"] == "committed"
     assert metric_value(node, "mdtp_api_requests_total", {"route": "/v1/tx", "status": "429"}) >= 1

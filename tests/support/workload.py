@@ -32,6 +32,23 @@ def member_home(cluster_dir: Path) -> Path:
     return cluster_dir / str(nodes[0]["home"])
 
 
+def note_tx(
+    key: SigningKey, chain_id: str, nonce: int, *, lifetime_ms: int = 600_000, **over: Any
+) -> bytes:
+    """A signed ``note.set`` by ``key``'s account (``over`` replaces any :func:`sign_tx`
+    argument, e.g. ``body=`` or ``sender=``)."""
+    args: dict[str, Any] = dict(
+        chain_id=chain_id,
+        type_="note.set",
+        sender=key.account_id,
+        nonce=nonce,
+        expires_at_ms=int(time.time() * 1000) + lifetime_ms,
+        body={"key": "k", "value": b"v"},
+    )
+    args.update(over)
+    return sign_tx(key, **args)
+
+
 def client(cluster_dir: Path, api: str, **kw: Any) -> NodeClient:
     """A client of ``api`` presenting the first member's certificate."""
     return NodeClient.of_home(api, member_home(cluster_dir), **kw)
