@@ -37,6 +37,17 @@ BLOCK, CERT, RECORD, TXINDEX, STATE, META = b"b/", b"c/", b"h/", b"t/", b"s/", b
 _KEY_SPACE_NAMES = {BLOCK: "blocks", CERT: "commit certificates", RECORD: "block records"}
 
 
+# LevelDB's tuning. Every transaction a node admits or executes is looked up in the
+# transaction index, almost always absent; without a Bloom filter such a look-up reads an
+# index block of every table whose key range covers it, so its cost grows with the chain
+# (measured 38 us at 100,000 indexed transactions, 79-270 us at 400,000-1,000,000; with
+# 10 bits per key: 4-18 us). The block cache holds the state's hot keys (nonces, accounts).
+LEVELDB_OPTIONS: dict[str, int] = {
+    "bloom_filter_bits": 10,
+    "lru_cache_size": 32 * 1024 * 1024,
+}
+
+
 def _h(height: int) -> bytes:
     return _U64.pack(height)
 
@@ -108,7 +119,9 @@ class BlockStore:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._sync = sync
         try:
-            self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+            self._db = plyvel.DB(
+                str(path), create_if_missing=True, paranoid_checks=True, **LEVELDB_OPTIONS
+            )
         except plyvel.IOError as e:
             raise StorageError(
                 f"{path}: cannot open the store: {e}", reason="store_locked"

@@ -80,7 +80,7 @@ class ChunkStore:
         for leftover in self.tmp.iterdir():
             leftover.unlink(missing_ok=True)
         try:
-            self.db = plyvel.DB(str(root / "index"), create_if_missing=True)
+            self.db = plyvel.DB(str(root / "index"), create_if_missing=True, bloom_filter_bits=10)
         except plyvel.Error as e:
             raise StorageError(f"{root / 'index'}: cannot open chunk index ({e})") from None
 

@@ -235,6 +235,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=None if args.json else lambda line: print(line, file=sys.stderr),
         )
         return emit(args, attack, lambda: bench_attack.print_table(attack))
+    if args.long:
+        from mdtp.node.ops import bench_long
+
+        txs = 20_000 if args.quick else args.txs
+        report = None if args.json else bench_long.print_window
+        long = bench_long.run_long_bench(txs=txs, window_s=args.window, report=report)
+        emit(args, long, lambda: bench_long.print_summary(long))
+        return 0 if long["error"] is None else 1
     from mdtp.node.ops.bench import print_table, run_bench
 
     results = run_bench(quick=args.quick, profile_dir=Path(args.profile) if args.profile else None)
@@ -377,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--attack",
         action="store_true",
         help="16 clients under a slow primary, a flooding replica, flooding clients (Aardvark)",
+    )
+    sp.add_argument(
+        "--long",
+        action="store_true",
+        help="growth run: batched load until --txs committed, tx/s, CPU and RSS per window",
+    )
+    sp.add_argument("--txs", type=int, default=1_000_000, help="transactions to commit for --long")
+    sp.add_argument(
+        "--window", type=float, default=60.0, help="seconds per measured window for --long"
     )
     sp.add_argument(
         "--duration",

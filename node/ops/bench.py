@@ -368,7 +368,7 @@ def cpu_ratio(level: dict[str, Any], nodes: int, verify_cpu_us: float) -> float 
     return round(nodes * verify_cpu_us / (nodes * float(mean) + float(loadgen)), 3)
 
 
-def _rss_mb(pid: int | None) -> float | None:
+def rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
@@ -420,8 +420,8 @@ def run_bench(
             results[f"{level}_cpu_ratio_to_ceiling"] = cpu_ratio(
                 results[level], nodes, verify_cpu_us
             )
-        results["node_rss_mb"] = {
-            n.id: _rss_mb(cluster.running_pid(n)) for n in cluster.load_cluster(cluster_dir)
+        results["noderss_mb"] = {
+            n.id: rss_mb(cluster.running_pid(n)) for n in cluster.load_cluster(cluster_dir)
         }
         return results
     finally:
@@ -459,4 +459,4 @@ def print_table(results: dict[str, Any]) -> None:
         f"clients {results['clients_64_cpu_ratio_to_ceiling']}, batched "
         f"{results['batched_cpu_ratio_to_ceiling']}"
     )
-    print(f"node RSS (MB): {results['node_rss_mb']}")
+    print(f"node RSS (MB): {results['noderss_mb']}")
