@@ -99,9 +99,13 @@ class Explorer:
             "a => document.getElementById('key-status').textContent.includes(a)", arg=account
         )
 
-    def screenshot(self, tmp: Path, name: str) -> None:
+    def screenshot(self, tmp: Path, name: str, selector: str | None = None) -> None:
+        """The whole page, or the element ``selector`` names."""
         for folder in screenshot_dirs(tmp):
-            self.page.screenshot(path=str(folder / name), full_page=True)
+            if selector is None:
+                self.page.screenshot(path=str(folder / name), full_page=True)
+            else:
+                self.page.locator(selector).screenshot(path=str(folder / name))
 
     def close(self) -> None:
         self.context.close()
@@ -254,7 +258,7 @@ def test_tampered_audit_entries_are_not_verified(explorer: Explorer, tmp_path: P
     assert (
         main.locator(".mark.bad").first.inner_text().startswith("✘ NOT verified: bad_certificate")
     )
-    explorer.screenshot(tmp_path, "explorer-tampered.png")
+    explorer.screenshot(tmp_path, "explorer-tampered.png", "table.audit")
 
 
 def test_a_genesis_with_other_node_keys_verifies_nothing(

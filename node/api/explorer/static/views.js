@@ -55,6 +55,7 @@ function fields(obj) {
 }
 
 function value(v) {
+  if (v instanceof Node) return v;
   if (v instanceof Map) return fields(Object.fromEntries(v));
   if (v instanceof Uint8Array) return code(hex(v));
   if (Array.isArray(v)) {
@@ -233,10 +234,17 @@ export async function contract(ctx, id) {
   return [
     h("h2", {}, `Contract ${id}`),
     h("p", { class: "status" }, "status: ", h("strong", { "data-field": "effective_status" }, c.effective_status)),
-    fields(record),
+    fields({
+      dataset: link(`#/dataset/${encodeURIComponent(c.dataset_id)}`, c.dataset_id),
+      supplier: value(c.supplier),
+      consumer: value(c.consumer),
+      "current version": c.version,
+      downloads: `${c.downloads} of ${c.max_downloads}`,
+    }),
+    ...(await auditTrail(ctx, "contract", id)),
     h("h3", {}, "Versions"),
     ...versions,
-    ...(await auditTrail(ctx, "contract", id)),
+    h("details", {}, h("summary", {}, "the whole contract record"), fields(record)),
   ];
 }
 
