@@ -150,7 +150,7 @@ def test_chain_head_recent_blocks_and_a_verified_block(explorer: Explorer, tmp_p
     offer = market.trail[0]
     main = explorer.open(f"block/{offer['height']}")
     assert f"Block {offer['height']}" in main.locator("h2").inner_text()
-    assert offer["block_hash"] in main.inner_html()
+    assert offer["block_hash"] in main.inner_text()
     check = main.locator("h3 .mark")
     assert check.get_attribute("data-verified") == "yes", check.inner_text()
     assert "contract.offer" in main.inner_text()
@@ -164,6 +164,8 @@ def test_a_transaction_and_a_dataset(explorer: Explorer) -> None:
     main = explorer.open(f"tx/{offer['tx_id']}")
     text = main.inner_text()
     assert "committed" in text and "contract.offer" in text and market.contract_id in text
+    assert offer["tx_id"] in text
+    assert main.locator("h3 .mark").get_attribute("data-verified") == "yes"
     main = explorer.open(f"dataset/{market.dataset_id}")
     assert "Spindle vibration, line 7" in main.inner_text()
     main = explorer.open("datasets")

@@ -6,6 +6,7 @@ import { unpack } from "./msgpack.js";
 import {
   decodeBlock,
   decodeCertificate,
+  decodeTx,
   fromHex,
   hex,
   VerifyError,
@@ -158,13 +159,13 @@ export async function block(ctx, height) {
     h("h2", {}, `Block ${b.height}`),
     h("nav", { class: "pager" }, b.height > 1 ? link(`#/block/${b.height - 1}`, "← previous") : "", " ", link(`#/block/${b.height + 1}`, "next →")),
     fields({
-      hash: b.hash,
-      prev_hash: b.prev_hash,
-      time: new Date(b.timestamp_ms).toISOString(),
+      hash: code(b.hash, true),
+      prev_hash: code(b.prev_hash, true),
+      time: time(b.timestamp_ms),
       proposer: b.proposer,
-      state_root_committed: b.state_root_committed,
-      state_root: b.state_root,
-      payload_hash: hex(decoded.header.payloadHash),
+      state_root_committed: code(b.state_root_committed, true),
+      state_root: code(b.state_root, true),
+      payload_hash: code(hex(decoded.header.payloadHash), true),
     }),
     h("h3", {}, "Commit certificate ", check),
     table(
@@ -179,13 +180,27 @@ export async function block(ctx, height) {
 
 export async function tx(ctx, txId) {
   const st = await get(path`/v1/tx/${txId}`);
-  const out = [h("h2", {}, "Transaction"), fields({ id: st.id, status: st.status, height: st.height ?? null, index: st.index ?? null, reason: st.reason ?? null })];
+  const out = [
+    h("h2", {}, "Transaction"),
+    fields({ id: code(st.id, true), status: st.status, height: st.height ?? null, index: st.index ?? null, reason: st.reason ?? null }),
+  ];
   if (st.height) {
     out.push(h("p", {}, link(`#/block/${st.height}`, `in block ${st.height}`)));
     const b = await get(path`/v1/blocks/${st.height}`);
-    const decoded = decodeBlock(fromHex(b.block_bytes));
-    const t = txSummary(decoded.payload[st.index]);
-    out.push(h("h3", {}, "Signed body"), fields({ type: t.type, sender: t.sender, nonce: t.nonce, expires_at_ms: t.expires, body: t.body }));
+    const raw = decodeBlock(fromHex(b.block_bytes)).payload[st.index];
+    let check;
+    try {
+      await decodeTx(raw, (await ctx.genesis()).chain_id);
+      check = mark(true, "signature verifies", "canonical encoding; Ed25519 signature by the key it carries (the ledger checked that key is the sender's)");
+    } catch (e) {
+      if (!(e instanceof VerifyError)) throw e;
+      check = mark(false, `NOT verified: ${e.message}`, null, e.reason);
+    }
+    const t = txSummary(raw);
+    out.push(
+      h("h3", {}, "Signed body ", check),
+      fields({ type: t.type, sender: t.sender, nonce: t.nonce, expires_at_ms: t.expires, body: t.body }),
+    );
   }
   return out;
 }
