@@ -16,12 +16,15 @@ import hashlib
 import json
 import os
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mdtp.node.identity import pki
 from mdtp.node.identity.genesis import load_genesis, parse_genesis
 from mdtp.node.sdk.audit_verify import VerifyError, verify_entry
 from tests.cluster.conftest import running_cluster
@@ -285,6 +288,19 @@ def test_a_genesis_with_other_node_keys_verifies_nothing(
     assert "bad_signature" in main.locator(".mark.bad").first.inner_text()
     main = explorer.open(f"block/{market.trail[0]['height']}")
     assert main.locator("h3 .mark").get_attribute("data-verified") == "no"
+
+
+def test_the_node_serves_its_genesis_to_members_only(market: Market) -> None:
+    """``GET /v1/genesis``: what the page verifies against by default is the genesis file."""
+    home, url = market.node.home, f"https://{market.node.api}/v1/genesis"
+    member = pki.api_client_context(home / "ca.pem", home / "node.pem", home / "node.key.pem")
+    with urllib.request.urlopen(url, context=member, timeout=10) as r:
+        served = json.loads(r.read())
+    assert served == json.loads((market.cluster_dir / "genesis.json").read_text())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, context=pki.api_client_context(home / "ca.pem"), timeout=10)
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["error"] == "certificate_required"
 
 
 def test_without_the_member_certificate_the_page_shows_no_data(
