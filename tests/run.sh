@@ -19,6 +19,19 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
         echo "prometheus/promtool missing and not root: the tests that need them will be skipped"
     fi
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+    # Debian's chromium: tests/explorer drives the explorer page in it, headless (Playwright
+    # never downloads a browser of its own here)
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing chromium (needed by tests/explorer)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    elif [ "${CI:-}" = true ]; then
+        echo "installing chromium (needed by tests/explorer)"
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        echo "chromium missing and not root: tests/explorer will be skipped"
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi

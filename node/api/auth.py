@@ -4,7 +4,8 @@ Three tiers (:data:`POLICY` is the table the README prints):
 
 - ``public``: anyone who completes TLS. ``GET /v1/status``, which answers an outsider
   with the node id, chain id and readiness (what a load balancer or a client about to sign
-  needs) and a member with everything; and ``GET /v1/openapi.json``, the API's description.
+  needs) and a member with everything; ``GET /v1/openapi.json``, the API's description; and
+  the explorer page's static files (``GET /explorer/...``), which hold no data.
 - ``member``: a client certificate issued by the consortium CA (checked in the TLS handshake,
   :func:`mdtp.node.identity.pki.api_server_context`) whose ``mdtp://node/<id>`` URI SAN names
   a member of the ledger. The member's node stores and verifies the whole replicated ledger,
@@ -142,12 +143,17 @@ _CONTRACT_PARTY = "supplier, consumer or reviewer of the contract, or an auditor
 POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/status"): _PUBLIC,
     ("GET", "/v1/openapi.json"): Rule(Tier.PUBLIC, "anyone"),
+    # The explorer page's own files hold no data; every read the page makes goes to the
+    # routes below, with their own rules.
+    ("GET", "/explorer/"): Rule(Tier.PUBLIC, "anyone (the page's files; its reads as below)"),
+    ("GET", "/explorer/{asset}"): Rule(Tier.PUBLIC, "anyone (as `/explorer/`)"),
     ("POST", "/v1/tx"): _LEDGER,
     ("POST", "/v1/txs"): _LEDGER,
     ("GET", "/v1/tx/{tx_id}"): _LEDGER,
     ("GET", "/v1/blocks/{height}"): _LEDGER,
     ("GET", "/v1/chain"): _LEDGER,
     ("GET", "/v1/evidence"): _LEDGER,
+    ("GET", "/v1/genesis"): _LEDGER,
     ("GET", "/v1/reasons"): _LEDGER,
     ("GET", "/v1/accounts/{account_id}"): _LEDGER,
     ("GET", "/v1/accounts/{account_id}/nonce"): _LEDGER,

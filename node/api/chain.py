@@ -1,4 +1,6 @@
-"""API routes of the replicated ledger itself: status, transactions, blocks, evidence."""
+"""API routes of the replicated ledger itself: status, transactions, blocks, evidence, and the
+genesis document (chain id, members and their node keys: what a client, or the explorer page
+in a browser, checks commit certificates against)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 import binascii
 import json
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -62,6 +64,7 @@ def add_routes(
     submitter: Submitter,
     status: Callable[[], dict[str, Any]],
     max_body_bytes: int,
+    genesis: Mapping[str, Any],
 ) -> None:
     auth.bind(app, chain_id=lambda: str(status()["chain_id"]))
 
@@ -212,6 +215,11 @@ def add_routes(
     async def get_evidence(_: web.Request) -> web.Response:
         return web.json_response(reader.evidence())
 
+    genesis_text = json.dumps(genesis, sort_keys=True)
+
+    async def get_genesis(_: web.Request) -> web.Response:
+        return web.Response(text=genesis_text, content_type="application/json")
+
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/tx", post_tx)
     app.router.add_post("/v1/txs", post_txs)
@@ -219,6 +227,7 @@ def add_routes(
     app.router.add_get("/v1/blocks/{height}", get_block)
     app.router.add_get("/v1/chain", get_chain)
     app.router.add_get("/v1/evidence", get_evidence)
+    app.router.add_get("/v1/genesis", get_genesis)
 
 
 def _array_len(body: bytes) -> int | None:

@@ -4,6 +4,7 @@ stop, then shuts everything down in order (ports closed, links closed, stores fl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
-from mdtp.node.api import ApiMetrics, api_app
+from mdtp.node.api import ApiMetrics, api_app, explorer
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import trading as trading_routes
@@ -335,7 +336,9 @@ class Node:
                     ),
                     status=self.status,
                     max_body_bytes=max_body_bytes,
+                    genesis=dataclasses.asdict(self.genesis),
                 ),
+                explorer.add_routes,
                 functools.partial(data_routes.add_routes, uploads=data.uploads, relay=data.relay),
                 functools.partial(
                     trading_routes.add_routes,

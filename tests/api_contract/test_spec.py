@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from schemathesis.core.result import Ok
 
 from mdtp.node import api
-from mdtp.node.api import ApiMetrics, api_app, auth, spec
+from mdtp.node.api import ApiMetrics, api_app, auth, explorer, spec
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import trading as trading_routes
@@ -33,7 +33,10 @@ def app() -> web.Application:
     none: Any = None
     store: Any = SimpleNamespace(state=SimpleNamespace())
     installers = [
-        lambda a: chain_routes.add_routes(a, none, none, lambda: {"chain_id": "c"}, 1024),
+        lambda a: chain_routes.add_routes(
+            a, none, none, lambda: {"chain_id": "c"}, 1024, genesis={"chain_id": "c"}
+        ),
+        explorer.add_routes,
         lambda a: data_routes.add_routes(a, uploads=none, relay=none),
         lambda a: trading_routes.add_routes(a, store, 0, none),
     ]
@@ -70,7 +73,7 @@ def test_every_route_module_is_in_the_app_under_test() -> None:
         for _, name, _ in pkgutil.iter_modules(api.__path__)
         if hasattr(importlib.import_module(f"{api.__name__}.{name}"), "add_routes")
     }
-    assert with_routes == {"chain", "data", "trading", "spec"}
+    assert with_routes == {"chain", "data", "explorer", "trading", "spec"}
 
 
 def test_the_description_lists_exactly_the_served_routes() -> None:
