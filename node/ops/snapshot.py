@@ -341,7 +341,10 @@ def _check_ranges(batch: list[tuple[bytes, bytes]], header: SnapshotHeader, dept
             if not low <= height <= header.height:
                 raise _fail("bad_entry", f"entry {key[:2]!r} at height {height} out of range")
         elif space == TXINDEX:
-            loc = BlockStore.decode_tx_location(value)
+            try:
+                loc = BlockStore.decode_tx_location(value)
+            except StorageError as e:
+                raise _fail("bad_entry", str(e)) from None
             if not header.base <= loc.height <= header.height:
                 raise _fail("bad_entry", f"tx index entry at height {loc.height} out of range")
 
@@ -355,7 +358,10 @@ def _verify_blocks(
     verify = MemberSignatures(chain.genesis.members)
 
     def record_at(height: int) -> tuple[bytes, bytes, int]:
-        rec = store.record(height)
+        try:
+            rec = store.record(height)
+        except StorageError as e:
+            raise _fail("bad_record", str(e)) from None
         if rec is None:
             raise _fail("missing_entry", f"no block record at height {height}")
         return rec.hash, rec.state_root, rec.timestamp_ms
