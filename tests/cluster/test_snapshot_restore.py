@@ -121,6 +121,7 @@ async def test_a_member_restored_from_a_snapshot_starts_there_and_makes_quorum(
             await c.block(1)
         assert e.value.status == 404
         assert (await c.block(checkpoint))["height"] == checkpoint
+        assert (await c.chain(1, checkpoint))[0][0] == checkpoint  # listed from its base on
 
     await asyncio.wait_for(w.run_closed_loop(3), 180)
     top = max([await height_of(d, n) for n in nodes])
