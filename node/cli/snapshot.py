@@ -43,7 +43,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from mdtp.node.ops.snapshot import import_snapshot
 
     try:
-        doc = import_snapshot(Path(args.home), Path(args.file))
+        doc = import_snapshot(Path(args.home), Path(args.file), replay=args.replay)
     except FileNotFoundError as e:
         return failed(args, "not_found", f"{args.file}: {e.strerror}")
     except (MdtpError, StorageError) as e:
@@ -75,4 +75,10 @@ def register(sub: Any) -> None:
     )
     sp.add_argument("file", help="the snapshot file")
     add_home_option(sp)
+    sp.add_argument(
+        "--replay",
+        action="store_true",
+        help="full snapshots: also re-execute every block from genesis and require the "
+        "file's state (proves the state entries; takes as long as replaying the chain)",
+    )
     add_json_option(sp)

@@ -1,15 +1,15 @@
 """Backup and restore of a node's store: ``mdtp snapshot export|import``.
 
-Export (node stopped: LevelDB lets one process open a store, so export on a running node
-fails with ``store_locked``) writes the store at its tip ``T``, anchored on its latest stable
-checkpoint ``h <= T`` (the checkpoint certificate from the consensus state: 2f+1 member
-signatures over height, block hash and state root). The store holds the state at its tip
-only (no history of values), hence the state is the tip's and blocks ``h..T`` with their
-commit certificates link it to the checkpoint. A state-only snapshot (the default) holds:
-ledger state, blocks, commit certificates and records ``h..T``, records from
-``h - pipeline_depth`` (the roots the next blocks commit to), and the transaction index of
-heights ``>= h``. ``--full`` holds every block from height 1 (audit proofs of old entries).
-The framing (header, checksum, bounded frames) is ``storage/snapshot.py``.
+Export (node stopped: LevelDB lets one process open a store, and export takes the home's
+lock, so export on a running node fails with ``node_running``) writes the store at its tip
+``T``, anchored on its latest stable checkpoint ``h <= T`` (the checkpoint certificate from
+the consensus state: 2f+1 member signatures over height, block hash and state root). The
+store keeps the state at its tip only (no history of values), so the state is the tip's, and
+blocks ``h..T`` with their commit certificates link it to the checkpoint. A state-only
+snapshot (the default) holds: ledger state, blocks, commit certificates and records
+``h..T``, records from ``h - pipeline_depth`` (the roots the next blocks commit to), and the
+transaction index of heights ``>= h``. ``--full`` holds every block from height 1 (audit
+proofs of old entries). The framing (header, checksum, bounded frames) is ``storage/snapshot.py``.
 
 Import verifies, before the restored store is put in place, that:
 
@@ -32,6 +32,9 @@ from key/values; only re-executing every block from genesis could. The state is 
 protected by the file's SHA-256 (damage, truncation, an edited byte), and a node started on a
 state that differs from the chain's computes different roots after its first blocks that
 touch the difference, which the certified headers expose (the node halts as diverged).
+``--replay`` closes the gap for a full snapshot: it re-executes every block from genesis in a
+scratch store and requires the record's state root at every height and the file's state,
+entry for entry (``state_mismatch``), at the cost of a replay.
 
 Everything is written into ``DATA_DIR/ledger.importing`` and renamed to ``DATA_DIR/ledger``
 only after every check passed; on any failure the directory is removed.
@@ -45,23 +48,23 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdtp.consensus.block import genesis_hash
-from mdtp.consensus.certificates import verify_checkpoint_certificate, verify_commit_certificate
-from mdtp.consensus.codec import pack, unpack_canonical
-from mdtp.consensus.config import ConsensusConfig
-from mdtp.consensus.errors import ConsensusError
-from mdtp.consensus.messages import CheckpointCertificate, WireLimits
+from mdtp.consensus.codec import pack
+from mdtp.consensus.messages import CheckpointCertificate
 from mdtp.consensus.state import PersistedState, decode_state, encode_state
-from mdtp.node.chain.driver import DriverLimits, consensus_config
-from mdtp.node.chain.execution import decode_block, decode_certificate
-from mdtp.node.errors import MdtpError
+from mdtp.node.chain.driver import DriverLimits
 from mdtp.node.identity.config import load_config
-from mdtp.node.identity.genesis import Genesis, MemberSignatures, load_genesis
-from mdtp.node.ledger.setup import build_ledger
+from mdtp.node.identity.genesis import load_genesis
+from mdtp.node.ops.snapshot_verify import (
+    ChainFacts,
+    SnapshotFailure,
+    check_ranges,
+    replay_chain,
+    verify_anchor,
+    verify_blocks,
+)
 from mdtp.storage.blockstore import (
     BLOCK,
     CERT,
@@ -74,30 +77,14 @@ from mdtp.storage.blockstore import (
 from mdtp.storage.errors import StorageError
 from mdtp.storage.snapshot import SnapshotHeader, SnapshotReader, SnapshotWriter
 
-_PER_HEIGHT = (BLOCK, CERT, RECORD)
-
-
-class SnapshotFailure(MdtpError):
-    """A snapshot that cannot be written or must not be imported; ``reason`` says why."""
-
-    reason = "snapshot_refused"
-
-
-@dataclass(frozen=True)
-class ChainFacts:
-    """What export and import check a store against: the home's genesis and its consensus
-    parameters, as the node itself derives them."""
-
-    genesis: Genesis
-    genesis_root: bytes
-    config: ConsensusConfig
-    limits: WireLimits
-
-    @classmethod
-    def of(cls, genesis: Genesis, node_id: str, limits: DriverLimits) -> ChainFacts:
-        root = build_ledger(genesis).genesis_root
-        config = consensus_config(genesis, node_id, root, limits)
-        return cls(genesis, root, config, WireLimits.from_config(config))
+__all__ = [
+    "ChainFacts",
+    "SnapshotFailure",
+    "export_snapshot",
+    "import_snapshot",
+    "restore_snapshot",
+    "write_snapshot",
+]
 
 
 def _home(home: Path) -> tuple[ChainFacts, Path]:
@@ -226,31 +213,41 @@ def write_snapshot(
 # -- import ---------------------------------------------------------------------------------
 
 
-def import_snapshot(home: Path, file: Path) -> dict[str, Any]:
+def import_snapshot(home: Path, file: Path, *, replay: bool = False) -> dict[str, Any]:
     """Verify ``file`` and restore it as the store of the (stopped) node ``home``, which
     must have none (or one without blocks); a summary."""
     chain, data_dir = _home(home)
     with _home_lock(data_dir):
-        doc = restore_snapshot(chain, file, data_dir / "ledger")
+        doc = restore_snapshot(chain, file, data_dir / "ledger", replay=replay)
     return {**doc, "home": str(home)}
 
 
-def restore_snapshot(chain: ChainFacts, file: Path, target: Path) -> dict[str, Any]:
+def restore_snapshot(
+    chain: ChainFacts, file: Path, target: Path, *, replay: bool = False
+) -> dict[str, Any]:
     """Verify ``file`` and restore it as the store at ``target``; nothing changes at
-    ``target`` unless every check passed."""
+    ``target`` unless every check passed. ``replay`` (full snapshots only) re-executes every
+    block from genesis and requires the file's state roots and state entries."""
     _require_empty(target)
     staging = target.with_name(target.name + ".importing")
     shutil.rmtree(staging, ignore_errors=True)  # a crashed import's (the caller locked)
     try:
         with open(file, "rb") as f:
             reader = SnapshotReader(f)
-            header, cp = reader.header, _verify_anchor(chain, reader)
+            header, cp = reader.header, verify_anchor(chain, reader)
+            if replay and not header.full:
+                raise SnapshotFailure(
+                    "only a full snapshot (export --full) holds the blocks to re-execute",
+                    reason="replay_needs_full",
+                )
             store = BlockStore(staging)
             try:
                 for batch in reader.batches():
-                    _check_ranges(batch, header, chain.config.pipeline_depth)
+                    check_ranges(batch, header, chain.config.pipeline_depth)
                     store.put_raw(batch)
-                tip_root = _verify_blocks(chain, store, header, cp)
+                tip_root = verify_blocks(chain, store, header, cp)
+                if replay:
+                    replay_chain(chain, store, header, target.with_name(target.name + ".replay"))
                 persisted = PersistedState(0, False, cp, (), (), None)
                 store.restore_meta(
                     chain_id=header.chain_id,
@@ -278,6 +275,7 @@ def restore_snapshot(chain: ChainFacts, file: Path, target: Path) -> dict[str, A
         "full": header.full,
         "entries": reader.entries,
         "sha256": reader.sha256,
+        "replayed": replay,
     }
 
 
@@ -300,103 +298,3 @@ def _require_empty(target: Path) -> None:
             "into an empty one (move the store away first)",
             reason="store_not_empty",
         )
-
-
-def _fail(reason: str, message: str) -> SnapshotFailure:
-    return SnapshotFailure(message, reason=reason)
-
-
-def _verify_anchor(chain: ChainFacts, reader: SnapshotReader) -> CheckpointCertificate:
-    header, genesis = reader.header, chain.genesis
-    if header.chain_id != genesis.chain_id or header.genesis_hash != genesis.hash():
-        raise _fail(
-            "wrong_chain",
-            f"the snapshot is of chain {header.chain_id!r} with genesis "
-            f"{header.genesis_hash.hex()[:16]}, this home's is {genesis.chain_id!r} with "
-            f"genesis {genesis.hash().hex()[:16]}",
-        )
-    if header.base != (1 if header.full else header.checkpoint_height):
-        raise _fail("bad_header", f"base {header.base} does not fit the snapshot's kind")
-    try:
-        raw = unpack_canonical(reader.checkpoint, chain.limits.message_bytes_max)
-        cp = CheckpointCertificate.from_wire(raw, chain.limits)
-        if cp.height != header.checkpoint_height:
-            raise _fail(
-                "checkpoint_mismatch",
-                f"the certificate is of height {cp.height}, the header says "
-                f"{header.checkpoint_height}",
-            )
-        verify_checkpoint_certificate(chain.config, cp, MemberSignatures(genesis.members))
-    except ConsensusError as e:
-        raise _fail("bad_checkpoint_certificate", f"checkpoint certificate: {e}") from None
-    return cp
-
-
-def _check_ranges(batch: list[tuple[bytes, bytes]], header: SnapshotHeader, depth: int) -> None:
-    for key, value in batch:
-        space = key[:2]
-        if space in _PER_HEIGHT:
-            low = max(1, header.base - depth) if space == RECORD else header.base
-            height = key_height(key)
-            if not low <= height <= header.height:
-                raise _fail("bad_entry", f"entry {key[:2]!r} at height {height} out of range")
-        elif space == TXINDEX:
-            try:
-                loc = BlockStore.decode_tx_location(value)
-            except StorageError as e:
-                raise _fail("bad_entry", str(e)) from None
-            if not header.base <= loc.height <= header.height:
-                raise _fail("bad_entry", f"tx index entry at height {loc.height} out of range")
-
-
-def _verify_blocks(
-    chain: ChainFacts, store: BlockStore, header: SnapshotHeader, cp: CheckpointCertificate
-) -> bytes:
-    """Check the blocks ``base..T`` against their certificates, records and the
-    checkpoint; the tip's state root."""
-    config, depth = chain.config, chain.config.pipeline_depth
-    verify = MemberSignatures(chain.genesis.members)
-
-    def record_at(height: int) -> tuple[bytes, bytes, int]:
-        try:
-            rec = store.record(height)
-        except StorageError as e:
-            raise _fail("bad_record", str(e)) from None
-        if rec is None:
-            raise _fail("missing_entry", f"no block record at height {height}")
-        return rec.hash, rec.state_root, rec.timestamp_ms
-
-    if header.base == 1:
-        prev = genesis_hash(config.chain_id, config.genesis_state_root)
-    else:
-        prev = record_at(header.base - 1)[0]
-    for height in range(header.base, header.height + 1):
-        raw_block, raw_cert = store.block_bytes(height), store.certificate_bytes(height)
-        if raw_block is None or raw_cert is None:
-            raise _fail("missing_entry", f"no block or commit certificate at height {height}")
-        try:
-            block = decode_block(raw_block, chain.limits)
-            cert = decode_certificate(raw_cert, chain.limits)
-            verify_commit_certificate(config, config.chain_id, block, cert, verify)
-        except ConsensusError as e:
-            raise _fail("bad_commit_certificate", f"block {height}: {e}") from None
-        if block.height != height or block.header.prev_hash != prev:
-            raise _fail("bad_chain", f"block {height} does not extend block {height - 1}")
-        block_hash, root, timestamp_ms = record_at(height)
-        if block_hash != block.hash() or timestamp_ms != block.header.timestamp_ms:
-            raise _fail("bad_record", f"the record at height {height} is not its block's")
-        committed = height - depth
-        committed_root = config.genesis_state_root if committed <= 0 else record_at(committed)[1]
-        if block.header.state_root != committed_root:
-            raise _fail(
-                "bad_record",
-                f"block {height} commits to another state root at height {committed} than "
-                "the snapshot's record",
-            )
-        if height == cp.height and (block_hash, root) != (cp.block_hash, cp.state_root):
-            raise _fail(
-                "checkpoint_mismatch",
-                f"block {height} or its state root is not the one the checkpoint certifies",
-            )
-        prev = block_hash
-    return record_at(header.height)[1]

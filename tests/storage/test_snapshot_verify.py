@@ -283,3 +283,34 @@ def test_a_node_restored_from_a_state_only_snapshot_catches_up_and_makes_quorum(
         assert w.checker.violations == []
         pending = [s for s in w.submitted if not w.committed_anywhere(s.tx_id)]
         assert len(pending) <= 10
+
+
+def test_replay_proves_the_state_of_a_full_snapshot(exported: Exported, tmp_path: Path) -> None:
+    doc = restore_snapshot(exported.facts, exported.full, tmp_path / "ok", replay=True)
+    assert doc["replayed"] and doc["height"] == exported.height
+    # a state entry changed on purpose, checksum recomputed: only a replay can tell
+    key = exported.state[len(exported.state) // 2][0]
+
+    def state(k: bytes, v: bytes) -> bytes:
+        return v + b"!" if k == key else v
+
+    bad = rewrite(exported.full, tmp_path / "s.snap", entry=state)
+    with pytest.raises(SnapshotFailure) as err:
+        restore_snapshot(exported.facts, bad, tmp_path / "ledger", replay=True)
+    assert err.value.reason == "state_mismatch" and "differs" in str(err.value)
+    assert not (tmp_path / "ledger").exists() and not (tmp_path / "ledger.replay").exists()
+
+    def extra(k: bytes, v: bytes) -> bytes:  # a record whose root is not what blocks give
+        if k != b"h/" + (1).to_bytes(8, "big"):
+            return v
+        block_hash, _root, ts, n = msgpack.unpackb(v)
+        return bytes(msgpack.packb([block_hash, b"\x04" * 32, ts, n]))
+
+    bad = rewrite(exported.full, tmp_path / "r.snap", entry=extra)
+    assert refused(exported, bad, tmp_path / "ledger") in ("bad_record", "state_mismatch")
+
+
+def test_replay_needs_a_full_snapshot(exported: Exported, tmp_path: Path) -> None:
+    with pytest.raises(SnapshotFailure) as err:
+        restore_snapshot(exported.facts, exported.state_only, tmp_path / "ledger", replay=True)
+    assert err.value.reason == "replay_needs_full" and not (tmp_path / "ledger").exists()
