@@ -228,17 +228,9 @@ class BlockStore:
         height, index, ok, reason = _unpack(raw, "tx index entry")
         return TxLocation(height, index, ok, reason)
 
-    @staticmethod
-    def decode_record(height: int, raw: bytes) -> BlockRecord:
-        block_hash, root, ts, n = _unpack(raw, f"block record {height}")
-        return BlockRecord(height, block_hash, root, ts, n)
-
     def tx_location(self, tx_id: bytes) -> TxLocation | None:
         raw = self._db.get(TXINDEX + tx_id, verify_checksums=True)
-        if raw is None:
-            return None
-        height, index, ok, reason = _unpack(raw, "tx index entry")
-        return TxLocation(height, index, ok, reason)
+        return None if raw is None else self.decode_tx_location(raw)
 
     def blocks(self, start: int, end: int) -> Iterable[tuple[int, bytes, bytes]]:
         """(height, block bytes, certificate bytes) for start..end inclusive, as stored."""

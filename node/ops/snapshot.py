@@ -72,6 +72,7 @@ from mdtp.storage.blockstore import (
     RECORD,
     TXINDEX,
     BlockStore,
+    height_key,
     key_height,
 )
 from mdtp.storage.errors import StorageError
@@ -182,7 +183,7 @@ def write_snapshot(
         with open(partial, "wb") as f:
             writer = SnapshotWriter(f, header, pack(cp.to_wire()))
             for space in sorted(DATA_SPACES):
-                start = space + lowest[space].to_bytes(8, "big") if space in lowest else None
+                start = height_key(space, lowest[space]) if space in lowest else None
                 for key, value in store.raw_items(space, start):
                     if space in lowest and key_height(key) > tip:
                         break
