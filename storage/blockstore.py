@@ -10,12 +10,15 @@ One LevelDB per node, key spaces separated by a one-byte prefix and a slash::
     m/chain            chain id and genesis hash this store belongs to
     m/tip              height and state root of the last executed block
     m/consensus        the consensus core's persisted state
+    m/base             lowest block height held, when the store was restored from a
+                       state-only snapshot (absent: every block from height 1)
 
 Committing a block writes its block, certificate, record, tx index entries, state writes
 and the new tip in **one** write batch with ``sync=True``: after a kill -9 the store holds
-either all of block h or none of it. Heights 1..tip are contiguous; :meth:`check` verifies
-that and the tip's neighbourhood on open, and names the key space and height of anything
-missing, so a damaged store stops the node instead of being guessed around.
+either all of block h or none of it. Heights base..tip are contiguous (base is 1 unless a
+state-only snapshot restored the store, ``storage/snapshot.py``); :meth:`check` verifies that
+and the tip's neighbourhood on open, and names the key space and height of anything missing,
+so a damaged store stops the node instead of being guessed around.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from mdtp.storage.errors import InconsistentStore, StorageError, WrongChain
 
 _U64 = struct.Struct(">Q")
 BLOCK, CERT, RECORD, TXINDEX, STATE, META = b"b/", b"c/", b"h/", b"t/", b"s/", b"m/"
+DATA_SPACES = (BLOCK, CERT, RECORD, TXINDEX, STATE)
 _KEY_SPACE_NAMES = {BLOCK: "blocks", CERT: "commit certificates", RECORD: "block records"}
 
 
@@ -50,6 +54,18 @@ LEVELDB_OPTIONS: dict[str, int] = {
 
 def _h(height: int) -> bytes:
     return _U64.pack(height)
+
+
+def height_key(space: bytes, height: int) -> bytes:
+    """The key of ``height`` in a per-height key space (``BLOCK``, ``CERT``, ``RECORD``)."""
+    return space + _U64.pack(height)
+
+
+def key_height(key: bytes) -> int:
+    """The height of a per-height key (the inverse of :func:`height_key`)."""
+    if len(key) != 2 + _U64.size:
+        raise InconsistentStore(f"key {key!r} is not a per-height key")
+    return int(_U64.unpack(key[2:])[0])
 
 
 def _pack(obj: Any) -> bytes:
@@ -179,6 +195,12 @@ class BlockStore:
         height, root = _unpack(raw, "meta 'tip'")
         return int(height), bytes(root)
 
+    def base(self) -> int:
+        """The lowest block height this store holds blocks from (1 unless restored from a
+        state-only snapshot; blocks below it are not here, ask a peer or a full backup)."""
+        raw = self._db.get(META + b"base", verify_checksums=True)
+        return 1 if raw is None else int(_unpack(raw, "meta 'base'"))
+
     def commit_block(self, blk: CommittedBlock) -> None:
         tip, _ = self.tip()
         assert blk.height == tip + 1, f"commit of height {blk.height} on tip {tip}"
@@ -214,12 +236,14 @@ class BlockStore:
         block_hash, root, ts, n = _unpack(raw, f"block record {height}")
         return BlockRecord(height, block_hash, root, ts, n)
 
-    def tx_location(self, tx_id: bytes) -> TxLocation | None:
-        raw = self._db.get(TXINDEX + tx_id, verify_checksums=True)
-        if raw is None:
-            return None
+    @staticmethod
+    def decode_tx_location(raw: bytes) -> TxLocation:
         height, index, ok, reason = _unpack(raw, "tx index entry")
         return TxLocation(height, index, ok, reason)
+
+    def tx_location(self, tx_id: bytes) -> TxLocation | None:
+        raw = self._db.get(TXINDEX + tx_id, verify_checksums=True)
+        return None if raw is None else self.decode_tx_location(raw)
 
     def blocks(self, start: int, end: int) -> Iterable[tuple[int, bytes, bytes]]:
         """(height, block bytes, certificate bytes) for start..end inclusive, as stored."""
@@ -238,6 +262,49 @@ class BlockStore:
         value: bytes | None = self._db.get(META + b"consensus", verify_checksums=True)
         return value
 
+    # -- raw entries (snapshots) -------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        """True if the store holds no key at all (a brand-new store)."""
+        return next(self._db.iterator(include_value=False), None) is None
+
+    def raw_items(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) under ``prefix`` (a key space, e.g. ``STATE``), in key order,
+        from one LevelDB snapshot taken at the call, so a reader sees one consistent store."""
+        snap = self._db.snapshot()
+        try:
+            it = snap.iterator(prefix=prefix, verify_checksums=True, fill_cache=False)
+            if start is not None:
+                it.seek(start)
+            yield from it
+        finally:
+            snap.close()
+
+    def put_raw(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Write raw entries of the data key spaces in one batch (restoring a snapshot into a
+        new store; the meta key space is written by :meth:`restore_meta` only)."""
+        with self._db.write_batch(sync=False) as wb:
+            for k, v in items:
+                if k[:2] not in DATA_SPACES:
+                    raise StorageError(f"key {k[:16]!r} is outside the data key spaces")
+                wb.put(k, v)
+
+    def restore_meta(
+        self,
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        tip: tuple[int, bytes],
+        base: int,
+        consensus_state: bytes,
+    ) -> None:
+        """The meta key space of a restored store, written last and synced."""
+        with self._db.write_batch(sync=True) as wb:
+            wb.put(META + b"chain", _pack([chain_id, genesis_hash]))
+            wb.put(META + b"tip", _pack([tip[0], tip[1]]))
+            wb.put(META + b"base", _pack(base))
+            wb.put(META + b"consensus", consensus_state)
+
     # -- consistency ------------------------------------------------------------------------
 
     def check(self, deep: bool = False) -> int:
@@ -248,7 +315,8 @@ class BlockStore:
         1..tip is present in every key space (O(chain) reads).
         """
         tip, _ = self.tip()
-        heights = range(1, tip + 1) if deep else range(max(1, tip - 1), tip + 1)
+        base = self.base()
+        heights = range(base, tip + 1) if deep else range(max(base, tip - 1), tip + 1)
         for height in heights:
             for space, name in _KEY_SPACE_NAMES.items():
                 if self._db.get(space + _h(height)) is None:

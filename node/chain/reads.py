@@ -60,8 +60,10 @@ class ChainReads:
         }
 
     def chain(self, start: int, end: int) -> list[list[Any]]:
+        """Heights ``start..end`` this store holds: from its base on (a store restored from
+        a state-only snapshot holds no block below its checkpoint)."""
         out: list[list[Any]] = []
-        for height in range(start, end + 1):
+        for height in range(max(start, self.store.base()), end + 1):
             record = self.store.record(height)
             if record is None:
                 break

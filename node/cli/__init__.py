@@ -411,6 +411,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "mdtp.node.cli.trading",
     "mdtp.node.cli.data",
     "mdtp.node.cli.blocks",
+    "mdtp.node.cli.snapshot",
     "mdtp.node.cli.completion",
 )
 
