@@ -56,6 +56,11 @@ class BadParam(Exception):
     """A query parameter the route cannot use; answered with 400 ``bad_request``."""
 
 
+class BlockPruned(Exception):
+    """What was asked needs a block this node does not hold: it was restored from a
+    state-only snapshot above it. Answered with 409 ``block_pruned``."""
+
+
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(doc), status=status, content_type="application/json")
 
@@ -126,6 +131,8 @@ def add_routes(
                 return handler(request)
             except BadParam as e:
                 return error(400, "bad_request", str(e))
+            except BlockPruned as e:
+                return error(409, "block_pruned", str(e))
             except ValueError as e:  # the queries name the bad argument
                 return error(400, "bad_request", str(e))
 
@@ -270,11 +277,21 @@ def add_routes(
 
     # -- audit ------------------------------------------------------------------------------
 
+    def _held(s: BlockStore, height: int) -> None:
+        base = s.base()
+        if height < base:
+            raise BlockPruned(
+                f"this node holds blocks from height {base} on (restored from a snapshot); "
+                f"the entry at height {height} has no proof here: ask another member's node, "
+                "or page past it with after="
+            )
+
     def proof_of(s: BlockStore, entry: dict[str, Any]) -> dict[str, Any]:
         """What an auditor needs to check ``entry`` offline: the tx's place in its block, the
         block and its commit certificate."""
         tx_id = bytes.fromhex(entry["tx_id"])
         height = entry["height"]
+        _held(s, height)
         location = s.tx_location(tx_id)
         record = s.record(height)
         raw_block, raw_cert = s.block_bytes(height), s.certificate_bytes(height)
@@ -306,6 +323,7 @@ def add_routes(
                 entries = [{**e, **proof_of(s, e)} for e in entries]
             else:
                 for e in entries:
+                    _held(s, e["height"])
                     location = s.tx_location(bytes.fromhex(e["tx_id"]))
                     assert location is not None, e
                     e["index"] = location.index

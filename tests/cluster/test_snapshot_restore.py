@@ -122,6 +122,16 @@ async def test_a_member_restored_from_a_snapshot_starts_there_and_makes_quorum(
         assert e.value.status == 404
         assert (await c.block(checkpoint))["height"] == checkpoint
         assert (await c.chain(1, checkpoint))[0][0] == checkpoint  # listed from its base on
+        # an audit trail whose first entry (the account's registration) lies below the base:
+        # no proof here, said so, while a member that holds the blocks proves it
+        key = w.keys[0]
+        trail = f"/v1/audit/account/{key.account_id}"
+        with pytest.raises(ApiError) as e:
+            await c.get_signed(trail, reader=key)
+        assert (e.value.status, e.value.reason) == (409, "block_pruned"), e.value
+    async with client(d, nodes[2].api, timeout_s=10) as c:
+        entries = (await c.get_signed(trail, reader=key))["entries"]
+        assert entries and entries[0]["height"] < checkpoint and "certificate" in entries[0]
 
     await asyncio.wait_for(w.run_closed_loop(3), 180)
     top = max([await height_of(d, n) for n in nodes])
