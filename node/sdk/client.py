@@ -312,8 +312,18 @@ class NodeClient:
             todo = again
 
     async def tx(self, tx_id: str) -> dict[str, Any]:
+        """``GET /v1/tx/{id}``: ``pending``, ``committed`` (height, index), ``failed``
+        (reason) or ``dropped`` (reason); :class:`ApiError` 404 if the node does not know
+        it."""
         doc: dict[str, Any] = await self._request("GET", f"/v1/tx/{tx_id}")
         return doc
+
+    async def committed_nonce(self, account_id: str) -> int:
+        """The last nonce the committed state consumed for ``account_id`` (0 if none): a
+        :class:`mdtp.node.ledger.signer.NonceSource`, so ``Signer(chain_id, node)`` signs
+        with each sender's next nonce."""
+        doc = await self._request("GET", f"/v1/accounts/{account_id}/nonce")
+        return int(doc["nonce"])
 
     async def block(self, height: int) -> dict[str, Any]:
         doc: dict[str, Any] = await self._request("GET", f"/v1/blocks/{height}")

@@ -131,6 +131,7 @@ class SyncNodeClient(_SyncBase[NodeClient]):
     submit = _blocking(NodeClient.submit)
     submit_many = _blocking(NodeClient.submit_many)
     tx = _blocking(NodeClient.tx)
+    committed_nonce = _blocking(NodeClient.committed_nonce)
     block = _blocking(NodeClient.block)
     chain = _blocking(NodeClient.chain)
     get = _blocking(NodeClient.get)
