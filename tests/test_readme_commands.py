@@ -54,7 +54,8 @@ class Command:
 def readme_code() -> Iterator[str]:
     """The README's shell code blocks (continuations joined) and its inline code spans."""
     text = README.read_text()
-    in_block, fence, lines = False, "", []
+    in_block, fence = False, ""
+    lines: list[str] = []
     for line in text.splitlines():
         m = re.match(r"^\s*```(\w*)\s*$", line)
         if m and not in_block:
@@ -122,7 +123,8 @@ def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPa
 
 def resolve(words: list[str]) -> tuple[tuple[str, ...], argparse.ArgumentParser]:
     """The longest subcommand path ``words`` start with, and its parser."""
-    parser, path = cli_parser(), []
+    parser = cli_parser()
+    path: list[str] = []
     for word in words:
         choices = subparsers(parser)
         if word not in choices:

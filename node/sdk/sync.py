@@ -28,6 +28,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.sdk.client import NodeClient
+from mdtp.node.sdk.retry import DEFAULT_RETRY, RetryEvent, RetryPolicy
 from mdtp.node.sdk.trading import TradingClient
 
 __all__ = ["SyncNodeClient", "SyncTradingClient"]
@@ -86,10 +87,35 @@ class SyncNodeClient(_SyncBase[NodeClient]):
     """:class:`NodeClient`, blocking. Takes the same arguments; use it as a context manager
     (or call :meth:`close`)."""
 
-    def __init__(self, address: str, *, ca: Path, **kw: Any) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca: Path,
+        cert: Path | None = None,
+        key: Path | None = None,
+        timeout_s: float = 60.0,
+        connections: int = 64,
+        reader: SigningKey | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        def make() -> NodeClient:
+            return NodeClient(
+                address,
+                ca=ca,
+                cert=cert,
+                key=key,
+                timeout_s=timeout_s,
+                connections=connections,
+                reader=reader,
+                retry=retry,
+                on_retry=on_retry,
+            )
+
         self._loop = _LoopThread()
         try:
-            self._async = self._loop.run(_opened(lambda: NodeClient(address, ca=ca, **kw)))
+            self._async = self._loop.run(_opened(make))
         except BaseException:
             self._loop.stop()
             raise

@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ def make_tls(directory: Path) -> Tls:
     return Tls(directory / "ca.pem", directory / "node.pem", directory / "node.key.pem")
 
 
-async def serve(node: FakeNode, directory: Path) -> AsyncIterator[str]:
+async def serve(node: FakeNode, directory: Path) -> AsyncGenerator[str, None]:
     """Run ``node`` over TLS on a free loopback port; yields its ``host:port``."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", node.handle)
@@ -121,10 +121,14 @@ def serving_in_thread(node: FakeNode, directory: Path) -> Iterator[str]:
     thread.start()
     served = serve(node, directory)
     try:
-        address = asyncio.run_coroutine_threadsafe(anext(served), loop).result(30)
+        address: str = asyncio.run_coroutine_threadsafe(_first(served), loop).result(30)
         yield address
     finally:
         asyncio.run_coroutine_threadsafe(served.aclose(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+
+
+async def _first(served: AsyncGenerator[str, None]) -> str:
+    return await anext(served)

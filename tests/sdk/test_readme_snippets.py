@@ -16,7 +16,9 @@ QUOTE = re.compile(r"^# (node/sdk/examples/\w+\.py)$")
 
 
 def code_blocks(text: str, language: str) -> list[list[str]]:
-    blocks, current, fence = [], None, None
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    fence: str | None = None
     for line in text.splitlines():
         if current is None:
             m = re.match(r"^(\s*)```(\w*)\s*$", line)

@@ -16,14 +16,14 @@ import pytest
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.retry import NO_RETRY, RetryEvent, RetryPolicy, parse_retry_after
-from tests.sdk.fake_node import FakeNode, Tls
+from tests.sdk.fake_node import Answer, FakeNode, Tls
 
 RAW = b"\x93signed transaction bytes"
 TX_ID = hashlib.sha256(RAW).hexdigest()
-PENDING = (202, {"id": TX_ID, "status": "pending"}, {})
+PENDING: Answer = (202, {"id": TX_ID, "status": "pending"}, {})
 
 
-def full(retry_after: str | None = "1", status: int = 503, reason: str = "mempool_full"):
+def full(retry_after: str | None = "1", status: int = 503, reason: str = "mempool_full") -> Answer:
     headers = {} if retry_after is None else {"Retry-After": retry_after}
     return (status, {"error": reason, "message": "not now"}, headers)
 

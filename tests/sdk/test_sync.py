@@ -40,6 +40,10 @@ def test_every_async_method_has_a_blocking_twin_with_its_signature() -> None:
         for name in public_coroutines(async_cls) & set(dir(sync_cls)):
             twin = getattr(sync_cls, name)
             assert inspect.signature(twin) == inspect.signature(getattr(async_cls, name)), name
+    # the blocking node client is made with exactly the asynchronous one's arguments
+    assert inspect.signature(SyncNodeClient.__init__).parameters.keys() == (
+        inspect.signature(NodeClient.__init__).parameters.keys()
+    )
 
 
 def committing() -> tuple[FakeNode, list[bytes]]:

@@ -41,7 +41,7 @@ async def submit_and_wait(node: NodeClient, key: SigningKey, value: bytes) -> bo
         signer.release(tx)
         print(f"dropped: {doc['reason']}")
     print("GET /v1/tx:", json.dumps(await node.tx(tx.id.hex()), sort_keys=True))
-    return doc["status"] == "committed"
+    return bool(doc["status"] == "committed")
 
 
 async def main(argv: Sequence[str] | None = None) -> int:

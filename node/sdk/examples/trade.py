@@ -109,7 +109,7 @@ async def trade(node: NodeClient, admin: SigningKey) -> bool:
     step("signed by the supplier", await t.sign_contract(supplier, contract_id))
     contract = await t.contract(contract_id, reader=consumer)  # a party's signed read
     print(f"contract {contract_id} {contract['effective_status']}")
-    return contract["effective_status"] == "ACTIVE"
+    return bool(contract["effective_status"] == "ACTIVE")
 
 
 async def main(argv: Sequence[str] | None = None) -> int:
