@@ -82,3 +82,30 @@ def test_a_changed_line_is_noticed() -> None:
     source = (ROOT / path).read_text().splitlines()
     changed = [*lines[:-1], lines[-1] + "  # edited"]
     assert not appears_in(changed, source)
+
+
+def bodies_table() -> dict[str, str]:
+    """The README's "Bodies, by type" table: type -> its fields cell."""
+    text = README.read_text()
+    section = text[text.index("### Bodies, by type") :]
+    section = section[: section.index("\n### ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.fullmatch(r"`([a-z_]+\.[a-z_]+)`", cells[0]) if len(cells) == 3 else None
+        if m:
+            rows[m[1]] = cells[1]
+    return rows
+
+
+def test_the_readme_bodies_table_lists_every_type_with_every_field() -> None:
+    from dataclasses import fields
+
+    from mdtp.node.ledger.bodies import BODIES
+
+    table = bodies_table()
+    assert set(table) == set(BODIES)
+    for tx_type, body in BODIES.items():
+        shown = set(re.findall(r"`(\w+)", table[tx_type]))
+        missing = {f.name for f in fields(body)} - shown
+        assert missing == set(), f"README's {tx_type} row lacks {sorted(missing)}"
