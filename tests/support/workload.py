@@ -14,6 +14,7 @@ from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.retry import NO_RETRY
 from mdtp.node.sdk.trading import TradingClient
 
 
@@ -50,7 +51,9 @@ def note_tx(
 
 
 def client(cluster_dir: Path, api: str, **kw: Any) -> NodeClient:
-    """A client of ``api`` presenting the first member's certificate."""
+    """A client of ``api`` presenting the first member's certificate. It does not retry
+    (``NO_RETRY``) unless told to: the tests using it look at the node's own answers."""
+    kw.setdefault("retry", NO_RETRY)
     return NodeClient.of_home(api, member_home(cluster_dir), **kw)
 
 
