@@ -90,10 +90,9 @@ def test_account_show_rotate_revoke_and_data_dispose(running_cluster: Path, tmp_
     shown = mdtp(c, tmp_path, "account", "show", consumer.account_id)
     assert shown["public_key"] == load_key(new_file).public_key.hex()
 
-    # by its member's admin (after a rotation the CLI signs as the new key's own did:key)
-    admin = str(c / "node0" / "admin_key.json")
-    revoked = mdtp(
-        c, tmp_path, "account", "revoke", consumer.account_id, "--key", admin, "--reason", "done"
-    )
+    # by itself, with its new key: the key signs for the account (--sender), whose id stays
+    # that of its first key
+    new_key, account = str(new_file), consumer.account_id
+    revoked = mdtp(c, tmp_path, "account", "revoke", account, "--key", new_key, "--sender", account)
     assert revoked["status"] == "committed"
     assert mdtp(c, tmp_path, "account", "show", consumer.account_id)["status"] == "revoked"
