@@ -99,22 +99,28 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> dict[str, Any]:
-    from mdtp.node.identity.home import install_certificate
+    from mdtp.node.identity.home import install_certificate, install_genesis
 
     if not args.cert or not args.ca_cert:
         raise UsageError("installing a certificate needs both --cert and --ca-cert")
     home = Path(args.home)
     cert_pem = _read(Path(args.cert), "the certificate")
     fingerprint = install_certificate(home, cert_pem, _read(Path(args.ca_cert), "the CA cert"))
-    return {"home": str(home), "tls_fingerprint": fingerprint}
+    doc: dict[str, Any] = {"home": str(home), "tls_fingerprint": fingerprint, "genesis": None}
+    if args.genesis:
+        genesis = install_genesis(home, _read(Path(args.genesis), "genesis"), str(args.genesis))
+        doc["genesis"] = {"chain_id": genesis.chain_id, "hash": genesis.hash().hex()}
+    return doc
 
 
 def cmd_install_cert(args: argparse.Namespace) -> int:
     doc = _install(args)
-    text = (
-        f"certificate installed in {doc['home']} (fingerprint {doc['tls_fingerprint'][:16]}...); "
-        "next: put the consortium's genesis.json into the home, then `mdtp start`"
-    )
+    text = f"certificate installed in {doc['home']} (fingerprint {doc['tls_fingerprint'][:16]}...)"
+    if doc["genesis"]:
+        text += f"; genesis of chain {doc['genesis']['chain_id']} checked and installed"
+        text += f"\nnext: mdtp start --home {doc['home']}"
+    else:
+        text += "\nnext: install-cert --genesis genesis.json (or copy it in), then `mdtp start`"
     return emit(args, doc, text)
 
 
@@ -162,17 +168,20 @@ def cmd_init(args: argparse.Namespace) -> int:
         "member": member,
     }
     if args.ca_dir:
-        step = "collect every member.json, run `mdtp genesis build`"
+        step = (
+            "collect every member.json, run `mdtp genesis build`, copy genesis.json into the "
+            f"home, then `mdtp start --home {home}`"
+        )
     else:
         step = (
             f"send {doc['csr']} and {doc['member_file']} to the CA operator; install what comes "
-            f"back with `mdtp install-cert --home {home} --cert node.pem --ca-cert ca.pem`"
+            f"back with `mdtp install-cert --home {home} --cert node.pem --ca-cert ca.pem "
+            f"--genesis genesis.json`, then `mdtp start --home {home}`"
         )
     text = (
         f"node home {home} created for {args.id} (node key "
         f"{member['node_public_key'][:16]}...); admin key in {doc['admin_key']} (keep it off "
-        f"the node); public request in {request_dir}\n"
-        f"next: {step}, copy genesis.json into the home, then `mdtp start --home {home}`"
+        f"the node); public request in {request_dir}\nnext: {step}"
     )
     return emit(args, doc, text)
 
@@ -244,6 +253,7 @@ def register(sub: Any) -> None:
     _add_ca_passphrase(sp, "ca-")
     sp.add_argument("--cert", help="install this signed certificate into an existing home")
     sp.add_argument("--ca-cert", help="the consortium CA certificate (with --cert)")
+    sp.add_argument("--genesis", help="with --cert: check and install the genesis file too")
     add_json_option(sp)
 
     sp = add_command(
@@ -252,6 +262,11 @@ def register(sub: Any) -> None:
     add_home_option(sp)
     sp.add_argument("--cert", required=True, help="the node certificate (PEM) from the CA")
     sp.add_argument("--ca-cert", required=True, help="the consortium CA certificate, ca.pem")
+    sp.add_argument(
+        "--genesis",
+        help="the consortium's genesis.json: checked (it pins this certificate and node key) "
+        "and installed",
+    )
     add_json_option(sp)
 
     genesis = add_group(sub, "genesis", "genesis file")

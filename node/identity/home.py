@@ -196,6 +196,36 @@ def install_certificate(home: Path, cert_pem: bytes, ca_pem: bytes) -> str:
     return pki.fingerprint_der(der)
 
 
+def install_genesis(home: Path, genesis_json: bytes, source: str = "genesis") -> Genesis:
+    """Check that ``genesis_json`` names this home's node key and installed certificate
+    under its node id, then write it into the home."""
+    cfg = load_config(home)
+    try:
+        genesis = parse_genesis(json.loads(genesis_json), source)
+    except ValueError as e:
+        raise GenesisError(f"{source}: not valid JSON ({e})") from None
+    member = genesis.member(cfg.node_id)
+    if member is None:
+        message = f"{source}: does not name this node {cfg.node_id!r}"
+        raise GenesisError(message, reason="not_member")
+    try:
+        cert_pem = cfg.path("tls", "cert").read_bytes()
+        node_key = json.loads(cfg.path("node", "node_key").read_text())["public_key"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        message = f"{home}: install the certificate first ({e})"
+        raise GenesisError(message, reason="cert_missing") from None
+    if member.tls_fingerprint != pki.fingerprint_pem(cert_pem):
+        raise GenesisError(
+            f"{source}: pins another TLS certificate for {cfg.node_id}", reason="cert_mismatch"
+        )
+    if member.node_public_key != node_key:
+        raise GenesisError(
+            f"{source}: names another node key for {cfg.node_id}", reason="node_key_mismatch"
+        )
+    _write(cfg.path("node", "genesis"), genesis_json)
+    return genesis
+
+
 def init_home(
     home: Path,
     *,

@@ -286,6 +286,41 @@ def test_the_whole_flow_across_machines_on_the_command_line(
     for member in genesis["members"]:
         home = machines / member["id"] / "home"
         assert member["tls_fingerprint"] == pki.fingerprint_pem((home / "node.pem").read_bytes())
+        # what comes back with genesis.json: installed again (same certificate), with genesis
+        done = _cli(
+            capsys,
+            "install-cert",
+            "--home",
+            str(home),
+            "--cert",
+            str(operator / f"{member['id']}.pem"),
+            "--ca-cert",
+            str(operator / "ca" / "ca.pem"),
+            "--genesis",
+            str(out),
+        )
+        assert done["genesis"]["chain_id"] == "c1"
+        assert (home / "genesis.json").read_bytes() == out.read_bytes()
+    # a genesis that pins another certificate for acme is refused
+    forged = json.loads(out.read_text())
+    forged["members"][0]["tls_fingerprint"] = "ab" * 32
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    home = machines / "acme" / "home"
+    doc = _cli(
+        capsys,
+        "install-cert",
+        "--home",
+        str(home),
+        "--cert",
+        str(operator / "acme.pem"),
+        "--ca-cert",
+        str(operator / "ca" / "ca.pem"),
+        "--genesis",
+        str(tmp_path / "forged.json"),
+        code=2,
+    )
+    assert doc["reason"] == "cert_mismatch"
+    assert (home / "genesis.json").read_bytes() == out.read_bytes()
     assert [a["member"] for a in genesis["admins"]] == ["acme", "beta"]
     # the operator's machine never held a member's private key
     assert not list(operator.rglob("*key.json")) and not list(operator.rglob("node.key.pem"))
