@@ -376,3 +376,46 @@ def test_a_cluster_node_home_holds_no_admin_key_and_no_ca_key(tmp_path: Path) ->
         if path.is_file():
             assert b"PRIVATE KEY" not in path.read_bytes() or path.name == "node.key.pem"
             assert path.name not in ("admin_key.json", "ca.key.pem")
+
+
+def test_one_machine_holding_an_encrypted_ca_signs_and_installs_at_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDTP_KEY_PASSPHRASE", raising=False)
+    (tmp_path / "pass").write_text("lab secret\n")
+    ca = tmp_path / "ca"
+    _cli(capsys, "ca", "init", "--out", str(ca), "--passphrase-file", str(tmp_path / "pass"))
+    home = tmp_path / "lab"
+    doc = _cli(capsys, "init", "--home", str(home), "--id", "lab", "--ca-dir", str(ca), code=2)
+    assert doc["reason"] == "passphrase_required"
+    doc = _cli(
+        capsys,
+        "init",
+        "--home",
+        str(home),
+        "--id",
+        "lab",
+        "--ca-dir",
+        str(ca),
+        "--ca-passphrase-file",
+        str(tmp_path / "pass"),
+    )
+    assert doc["certificate_installed"] is True
+    assert doc["member"]["tls_fingerprint"] == pki.fingerprint_pem((home / "node.pem").read_bytes())
+    out = tmp_path / "genesis.json"
+    built = _cli(
+        capsys, "genesis", "build", "--chain-id", "lab", "--out", str(out), doc["member_file"]
+    )
+    assert built["members"] == 1
+
+
+def test_a_request_whose_subject_names_another_node_is_refused(ca_dir: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = _csr(key, [_uri("mdtp://node/a")])  # subject common name "x"
+    with pytest.raises(CsrRefused) as refused:
+        check_node_csr(pem)
+    assert refused.value.reason == "csr_subject"
+    p521 = _csr(ec.generate_private_key(ec.SECP521R1()), [_uri("mdtp://node/x")])
+    with pytest.raises(CsrRefused) as curve:
+        check_node_csr(p521)
+    assert curve.value.reason == "csr_key_type"
