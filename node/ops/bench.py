@@ -157,7 +157,7 @@ async def register_senders(cluster_dir: Path, chain_id: str, count: int) -> list
     takes nothing from keys no member registered): pipelined, then awaited, before any
     timing starts."""
     member = cluster.load_cluster(cluster_dir)[0]
-    admin = load_key(member.home / "admin_key.json")
+    admin = load_key(member.admin_key_file)
     keys = [SigningKey.generate(with_encryption=True) for _ in range(count)]
     expires = int(time.time() * 1000) + 600_000
     async with NodeClient.of_home(member.api, member.home, timeout_s=120) as c:

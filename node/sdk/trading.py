@@ -58,7 +58,8 @@ HINTS: dict[str, str] = {
     "bad_body": "check the field named in the message against `mdtp ... --help`",
     "bad_period": "give an end after the start and in the future (e.g. --end +30d)",
     "not_registered": "ask your member's admin to run `mdtp account register` for your key",
-    "not_admin": "sign with the admin key of the account's member (admin_key.json)",
+    "not_admin": "sign with the admin key of the account's member (`mdtp init` writes it "
+    "outside the node home; a local cluster's are in c/admins/)",
     "revoked": "this key's account is revoked; ask your member's admin for a new account",
     "wrong_key": "sign with the account's current key (it may have been rotated)",
     "bad_nonce": "another transaction of this account was in flight; retry",

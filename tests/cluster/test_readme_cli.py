@@ -20,6 +20,7 @@ from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import NodeClient
 from mdtp.node.sdk.examples.trade import metadata, terms
 from mdtp.node.sdk.trading import TradingClient
+from tests.support.workload import member_admin_key
 
 pytestmark = pytest.mark.cluster
 
@@ -41,7 +42,7 @@ def mdtp(cluster_dir: Path, data_home: Path, *argv: str) -> Any:
 async def active_contract(cluster_dir: Path, consumer: SigningKey) -> str:
     """A contract on a fresh dataset, signed by both parties (ACTIVE), made with the SDK."""
     home = cluster_dir / "node0"
-    admin = load_key(home / "admin_key.json")
+    admin = load_key(member_admin_key(cluster_dir))
     supplier = SigningKey.generate(with_encryption=True)
     async with NodeClient.of_home(cluster.load_cluster(cluster_dir)[0].api, home) as node:
         t = TradingClient(node)

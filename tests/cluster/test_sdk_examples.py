@@ -28,7 +28,10 @@ def run_example(
 ) -> subprocess.CompletedProcess[str]:
     node = cluster.load_cluster(cluster_dir)[member]
     argv = [sys.executable, "-m", f"mdtp.node.sdk.examples.{name}"]
-    argv += ["--node", node.api, "--home", str(cluster_dir / f"node{member}"), *extra]
+    argv += ["--node", node.api, "--home", str(cluster_dir / f"node{member}")]
+    if "--key" not in extra:  # the member's admin key, kept outside its node home
+        argv += ["--key", str(cluster.admin_key_path(cluster_dir, node.id))]
+    argv += extra
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=EXAMPLE_TIMEOUT_S, check=False
     )

@@ -33,6 +33,12 @@ def member_home(cluster_dir: Path) -> Path:
     return cluster_dir / str(nodes[0]["home"])
 
 
+def member_admin_key(cluster_dir: Path) -> Path:
+    """The first member's admin key file (kept outside its node home, in ``admins/``)."""
+    nodes = json.loads((cluster_dir / "cluster.json").read_text())["nodes"]
+    return cluster_dir / "admins" / f"{nodes[0]['id']}.json"
+
+
 def note_tx(
     key: SigningKey, chain_id: str, nonce: int, *, lifetime_ms: int = 600_000, **over: Any
 ) -> bytes:
@@ -157,7 +163,7 @@ async def register_keys(
     """Register ``keys`` as accounts of the first member: its admin's registrations are
     pipelined with consecutive nonces through the first node that answers, then awaited (the
     ledger takes nothing from keys no member registered)."""
-    admin = load_key(member_home(cluster_dir) / "admin_key.json")
+    admin = load_key(member_admin_key(cluster_dir))
     chain_id = chain_id_of(cluster_dir)
     failures = []
     for api in apis or apis_of(cluster_dir):

@@ -30,14 +30,16 @@ def parse(doc: str | None, argv: Sequence[str] | None, *, count: int = 1) -> Opt
         "--home", required=True, type=Path, help="a member's node home (its client certificate)"
     )
     p.add_argument(
-        "--key", type=Path, help="the signing account's key file (default HOME/admin_key.json)"
+        "--key",
+        type=Path,
+        required=True,
+        help="the signing account's key file (e.g. a member's admin key: c/admins/node0.json)",
     )
     p.add_argument("--passphrase-file", type=Path, help="passphrase of a sealed key file")
     if count > 1:
         p.add_argument("--count", type=int, default=count, help=f"how many (default {count})")
     args = p.parse_args(argv)
-    key_file: Path = args.key or args.home / "admin_key.json"
-    key = load_key(key_file, passphrase=read_passphrase_file(args.passphrase_file))
+    key = load_key(args.key, passphrase=read_passphrase_file(args.passphrase_file))
     return Options(args.node, args.home, key, getattr(args, "count", 1))
 
 

@@ -1,7 +1,7 @@
 """Build a typed body, sign it with the sender's next nonce, submit it and wait for its
 definitive status, with the asynchronous client.
 
-    python -m mdtp.node.sdk.examples.submit_and_wait --node HOST:PORT --home HOME [--key KEY]
+    python -m mdtp.node.sdk.examples.submit_and_wait --node HOST:PORT --home HOME --key KEY
 
 Prints the transaction's id, then ``committed at height H index I`` (or ``failed: REASON``,
 ``dropped: REASON``) and what ``GET /v1/tx/{id}`` says; exits 0 only when it committed.

@@ -1,6 +1,6 @@
 """The same as :mod:`.submit_and_wait`, with the blocking client: no ``async`` anywhere.
 
-    python -m mdtp.node.sdk.examples.sync_client --node HOST:PORT --home HOME [--key KEY]
+    python -m mdtp.node.sdk.examples.sync_client --node HOST:PORT --home HOME --key KEY
 
 Prints the transaction's id, then ``committed at height H index I`` (or ``failed: REASON``,
 ``dropped: REASON``) and what ``GET /v1/tx/{id}`` says; exits 0 only when it committed.

@@ -2,7 +2,7 @@
 admin registers a supplier and a consumer, the supplier publishes a dataset, the consumer
 offers a contract, both sign it, and the contract is ACTIVE.
 
-    python -m mdtp.node.sdk.examples.trade --node HOST:PORT --home HOME [--key ADMIN_KEY]
+    python -m mdtp.node.sdk.examples.trade --node HOST:PORT --home HOME --key ADMIN_KEY
 
 ``--key`` must be the admin key of the member whose home is given (the default). Prints each
 step's transaction and ends with ``contract ID ACTIVE``; exits 0 when it is.
