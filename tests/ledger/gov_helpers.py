@@ -134,10 +134,10 @@ class Gov:
             "expires_at_ms": self.time_ms + expires_in_ms,
         }
 
-    def propose(
-        self, member: str, proposal_id: str, change: dict[str, Any], **kw: Any
-    ) -> TxResult:
-        return self.ok(self.admin(member), "member.propose", self.propose_body(proposal_id, change, **kw))
+    def propose(self, member: str, proposal_id: str, change: dict[str, Any], **kw: Any) -> TxResult:
+        return self.ok(
+            self.admin(member), "member.propose", self.propose_body(proposal_id, change, **kw)
+        )
 
     def vote(self, member: str, proposal_id: str, approve: bool = True, i: int = 0) -> TxResult:
         return self.ok(

@@ -195,4 +195,3 @@ def scheduled(state: ReadableKV, height: int) -> list[Epoch]:
 def read_epoch(state: ReadableKV, number: int) -> Epoch | None:
     doc = read(state, layout.epoch_key(number))
     return None if doc is None else Epoch.from_record(doc)
-

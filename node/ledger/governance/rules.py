@@ -405,9 +405,7 @@ def _judge(
         proposal["decided"] = {**_stamp(ctx, tx), "reason": "approved"}
         proposal["activation_height"] = height
         proposal["epoch"] = epoch.number
-        return (
-            f"passed with {approvals}/{n} approvals; epoch {epoch.number} from height {height}"
-        )
+        return f"passed with {approvals}/{n} approvals; epoch {epoch.number} from height {height}"
     if not policy.passes(n - rejections, n):
         _release(state, proposal)
         proposal["status"] = "rejected"
@@ -434,7 +432,9 @@ def _describe(change: dict[str, Any]) -> str:
 
 def make_handlers(
     params: ConsensusParams,
-) -> tuple[Callable[[BlockContext, Overlay, Tx], None], Callable[[BlockContext, Overlay, Tx], None]]:
+) -> tuple[
+    Callable[[BlockContext, Overlay, Tx], None], Callable[[BlockContext, Overlay, Tx], None]
+]:
     def propose(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         f = Fields(tx.body)
         proposal_id = f.ident("proposal_id")
