@@ -508,3 +508,48 @@ def test_execution_is_deterministic_across_replicas():
     replica = Gov.__new__(Gov)
     replica.__dict__.update(gov.__dict__)
     assert history(gov.kv) == history(replica.kv)
+
+
+def test_typed_bodies_are_what_the_rules_accept() -> None:
+    from mdtp.node.ledger.governance import bodies as gb
+
+    gov = Gov(5)
+    new = NewMember("m6", admins=2)
+    doc = {
+        "id": "m6",
+        "name": "Member m6",
+        "node_public_key": new.node_key.public_key.hex(),
+        "tls_fingerprint": new.fingerprint.hex(),
+        "p2p": "10.0.0.5:26656",
+        "api": "10.0.0.5:26601",
+        "admins": [
+            {
+                "member": "m6",
+                "account_id": k.account_id,
+                "public_key": k.public_key.hex(),
+                "encryption_public_key": (k.encryption_public_key or b"").hex(),
+            }
+            for k in new.admin_keys
+        ],
+    }
+    member = gb.NewMember.from_json(doc)
+    body = gb.MemberPropose("p-typed", gb.AddMember(member), gov.time_ms + HOUR_MS).to_body()
+    assert body["change"] == {**new.change(), "member": {**new.change()["member"]}}
+    gov.ok(gov.admin("m1"), gb.MemberPropose.TYPE, body)
+    gov.ok(gov.admin("m2"), gb.MemberVote.TYPE, gb.MemberVote("p-typed", False).to_body())
+    for change in (
+        gb.RemoveMember("m5"),
+        gb.RotateNodeKey("m4", SigningKey.generate().public_key),
+        gb.RotateCertificate("m3", digest("c")),
+        gb.PolicyChange(3, 4, 4),
+    ):
+        expires = gov.time_ms + HOUR_MS
+        gov.ok(
+            gov.admin("m2"),
+            "member.propose",
+            gb.MemberPropose(f"p-{change.KIND}", change, expires).to_body(),
+        )
+    with pytest.raises(ValueError, match="admins"):
+        gb.NewMember.from_json({**doc, "admins": "x"})
+    with pytest.raises(ValueError, match="extra"):
+        gb.NewMember.from_json({**doc, "extra": 1})
