@@ -553,3 +553,33 @@ def test_typed_bodies_are_what_the_rules_accept() -> None:
         gb.NewMember.from_json({**doc, "admins": "x"})
     with pytest.raises(ValueError, match="extra"):
         gb.NewMember.from_json({**doc, "extra": 1})
+
+
+def test_queries_list_proposals_by_status_and_page() -> None:
+    from mdtp.node.ledger.governance import queries
+
+    gov = Gov(4)
+    add_m5(gov)
+    change = {"kind": "rotate_certificate", "member_id": "m4", "tls_fingerprint": digest("q")}
+    gov.propose("m1", "p-open", change, expires_in_ms=HOUR_MS)
+    at = gov.time_ms
+    rows = queries.proposals(gov.kv, gov.height, at)
+    assert [p["id"] for p in rows] == ["p-add", "p-open"]
+    assert rows[0]["status"] == "passed" and [v["member"] for v in rows[0]["votes"]] == [
+        "m1",
+        "m2",
+        "m3",
+    ]
+    assert rows[1]["tally"] == {"members": 4, "approvals": 1, "rejections": 0, "needed": 3}
+    assert [p["id"] for p in queries.proposals(gov.kv, gov.height, at, status="open")] == ["p-open"]
+    assert [p["id"] for p in queries.proposals(gov.kv, gov.height, at, after="p-add")] == ["p-open"]
+    assert [p["id"] for p in queries.proposals(gov.kv, gov.height, at, limit=1)] == ["p-add"]
+    later = at + 2 * HOUR_MS
+    expired = queries.proposals(gov.kv, gov.height, later, status="expired")
+    assert [p["id"] for p in expired] == ["p-open"] and "tally" not in expired[0]
+    with pytest.raises(ValueError):
+        queries.proposals(gov.kv, gov.height, at, status="bogus")
+    assert queries.proposal(gov.kv, "nope", gov.height, at) is None
+    view = queries.members(gov.kv, gov.height)
+    assert view["current"]["epoch"] == 0 and [e["epoch"] for e in view["scheduled"]] == [1]
+    assert [e["n"] for e in queries.epochs(gov.kv)] == [4, 5]
