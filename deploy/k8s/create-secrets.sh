@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Creates (or updates) the genesis ConfigMap and one Secret per member in namespace mdtp
-# from the node homes written by deploy/scripts/consortium-init.sh:
+# from node homes (HOMES/<id>, each made by `mdtp init` + `mdtp install-cert --genesis`, see
+# deploy/scripts/member-init.sh, or all at once by deploy/scripts/consortium-init.sh) and
+# HOMES/genesis.json:
 #
 #   deploy/scripts/consortium-init.sh homes my-chain node0 node1 node2 node3
 #   deploy/k8s/create-secrets.sh homes node0 node1 node2 node3
 #
-# With DRY_RUN=1 it prints the manifests instead of applying them.
+# A member running its own node passes only its own id. A Secret holds only what the daemon
+# reads (config.toml, ca.pem, node.pem, node.key.pem, node_key.json): never an admin key or
+# the CA's key. With DRY_RUN=1 it prints the manifests instead of applying them.
 set -euo pipefail
 if [ "$#" -lt 2 ]; then
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 homes=$1
@@ -27,10 +31,14 @@ apply() {
     --from-file=genesis.json="$homes/genesis.json" --dry-run=client -o yaml | apply
 for id in "$@"; do
     h=$homes/$id
-    "$KUBECTL" create secret generic "mdtp-$id" --namespace "$NAMESPACE" \
-        --from-file=config.toml="$h/config.toml" --from-file=ca.pem="$h/ca.pem" \
-        --from-file=node.pem="$h/node.pem" --from-file=node.key.pem="$h/node.key.pem" \
-        --from-file=node_key.json="$h/node_key.json" \
-        --from-file=admin_key.json="$h/admin_key.json" \
+    files=()
+    for f in config.toml ca.pem node.pem node.key.pem node_key.json; do
+        if [ ! -f "$h/$f" ]; then
+            echo "$h/$f missing: finish the home first (mdtp install-cert --home $h ...)" >&2
+            exit 2
+        fi
+        files+=(--from-file="$f=$h/$f")
+    done
+    "$KUBECTL" create secret generic "mdtp-$id" --namespace "$NAMESPACE" "${files[@]}" \
         --dry-run=client -o yaml | apply
 done

@@ -300,7 +300,10 @@ class Authoriser:
         except Refused as e:
             self.refusals.labels(e.reason).inc()
             status, message = REFUSALS[e.reason]
-            return error(status, e.reason, f"{message}{': ' + e.detail if e.detail else ''}")
+            # a 429 says when to come back, as every other "later" answer of the API does
+            headers = {"Retry-After": "1"} if status == 429 else None
+            detail = f"{message}{': ' + e.detail if e.detail else ''}"
+            return error(status, e.reason, detail, headers)
         response: web.StreamResponse = await handler(request)
         return response
 

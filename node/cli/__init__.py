@@ -48,61 +48,6 @@ def cmd_version(args: argparse.Namespace) -> int:
     return emit(args, {"name": "mdtp", **build_info()}, version_line())
 
 
-def cmd_ca_init(args: argparse.Namespace) -> int:
-    from mdtp.node.identity.home import init_ca
-
-    init_ca(Path(args.dir), args.name)
-    ca, ca_key = Path(args.dir) / "ca.pem", Path(args.dir) / "ca.key.pem"
-    return emit(
-        args,
-        {"ca": str(ca), "ca_key": str(ca_key)},
-        f"consortium CA written to {ca} (keep {ca_key} offline)",
-    )
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from mdtp.node.identity.home import init_home, load_ca
-    from mdtp.node.identity.keys import read_passphrase_file
-
-    member = init_home(
-        Path(args.home),
-        node_id=args.id,
-        name=args.name or args.id,
-        ca=load_ca(Path(args.ca_dir)),
-        p2p=args.p2p,
-        api=args.api,
-        metrics=args.metrics,
-        passphrase=read_passphrase_file(args.passphrase_file),
-    )
-    text = (
-        f"node home {args.home} created for {args.id}; public member facts in "
-        f"{args.home}/member.json (node key {member['node_public_key'][:16]}...)\n"
-        "next: collect every member.json, run `mdtp genesis build`, copy genesis.json into "
-        "each home, then `mdtp start --home DIR`"
-    )
-    doc = {"home": str(args.home), "member_file": str(Path(args.home) / "member.json")}
-    return emit(args, {**doc, "member": member}, text)
-
-
-def cmd_genesis_build(args: argparse.Namespace) -> int:
-    from mdtp.node.errors import GenesisError
-    from mdtp.node.identity.home import build_genesis, write_genesis
-
-    members = []
-    for path in args.members:
-        try:
-            members.append(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as e:
-            raise GenesisError(f"{path}: cannot read member file ({e})") from None
-    genesis = build_genesis(args.chain_id, members)
-    write_genesis(genesis, Path(args.out))
-    return emit(
-        args,
-        {"chain_id": genesis.chain_id, "members": len(members), "out": str(args.out)},
-        f"genesis for chain {genesis.chain_id} with {len(members)} members written to {args.out}",
-    )
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     from mdtp.node.app.daemon import serve
     from mdtp.node.app.logs import setup_logging
@@ -291,33 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pass_help = "file whose first line is the key passphrase (else MDTP_KEY_PASSPHRASE)"
 
-    ca = sub.add_parser("ca", help="consortium certificate authority").add_subparsers(
-        dest="ca_command", required=True, metavar="COMMAND"
-    )
-    sp = add("init", cmd_ca_init, "create a consortium CA", ca)
-    sp.add_argument("--dir", required=True, help="directory for ca.pem and ca.key.pem")
-    sp.add_argument("--name", default="mdtp", help="consortium name in the CA certificate")
-    add_json_option(sp)
-
-    sp = add("init", cmd_init, "create a node home (keys, certificate, config.toml)")
-    add_home_option(sp)
-    sp.add_argument("--id", required=True, help="member/node id, e.g. acme-works")
-    sp.add_argument("--name", help="member display name")
-    sp.add_argument("--ca-dir", required=True, help="the consortium CA directory")
-    sp.add_argument("--p2p", default="127.0.0.1:26600", help="peer host:port")
-    sp.add_argument("--api", default="127.0.0.1:26601", help="API host:port")
-    sp.add_argument("--metrics", default="127.0.0.1:26602", help="metrics host:port")
-    sp.add_argument("--passphrase-file", type=Path, help=pass_help)
-    add_json_option(sp)
-
-    genesis = sub.add_parser("genesis", help="genesis file").add_subparsers(
-        dest="genesis_command", required=True, metavar="COMMAND"
-    )
-    sp = add("build", cmd_genesis_build, "build genesis.json from members' member.json", genesis)
-    sp.add_argument("--chain-id", required=True)
-    sp.add_argument("--out", required=True)
-    sp.add_argument("members", nargs="+", help="member.json files, in membership order")
-    add_json_option(sp)
+    # the membership commands: ca init|sign, init, install-cert, genesis build
+    importlib.import_module("mdtp.node.cli.ca").register(sub)
 
     sp = add("start", cmd_start, "run a node in the foreground (SIGTERM/SIGINT stop it)")
     add_home_option(sp)

@@ -262,7 +262,7 @@ def cmd_account_revoke(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         signer = signing_key(args)
         target = args.account_id or signer.account_id
-        c = await t.revoke_account(signer, target, reason=args.reason)
+        c = await t.revoke_account(signer, target, reason=args.reason, sender=args.sender)
         return _committed(args, c, f"revoked {target}")
 
     return run(args, body)
@@ -857,6 +857,11 @@ def register(sub: Any) -> None:
     sp = cmd(acct, "revoke", cmd_account_revoke, "revoke an account (itself or its admin)", True)
     sp.add_argument("account_id", nargs="?", help="default: the --key's own account")
     sp.add_argument("--reason", default="")
+    sp.add_argument(
+        "--sender",
+        help="the account the --key signs for (default: the key's own; after a rotation, "
+        "the account's id, which stays that of its first key)",
+    )
     sp = cmd(acct, "show", cmd_account_show, "show an account", False)
     sp.add_argument("account_id", nargs="?", help="default: the --key's own account")
 

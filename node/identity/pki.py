@@ -36,7 +36,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -79,23 +79,33 @@ def create_ca(name: str) -> Issued:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return Issued(cert.public_bytes(serialization.Encoding.PEM), private_key_pem(key))
 
 
-def issue_certificate(
-    ca: Issued, *, common_name: str, uri: str, hosts: list[str], server: bool
-) -> Issued:
-    """Issue a leaf certificate (client and, if ``server``, server auth) signed by ``ca``."""
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+def host_names(hosts: list[str] | tuple[str, ...]) -> list[x509.GeneralName]:
+    """The DNS or IP subject alternative names of ``hosts``."""
+    names: list[x509.GeneralName] = []
     for host in hosts:
         try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            sans.append(x509.DNSName(host))
+            names.append(x509.DNSName(host))
+    return names
+
+
+def leaf_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    common_name: str,
+    uri: str,
+    hosts: list[str] | tuple[str, ...],
+    server: bool,
+) -> bytes:
+    """A leaf certificate (PEM) for ``public_key``: client and, if ``server``, server auth,
+    never a CA; the one template of every certificate the consortium CA signs."""
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri), *host_names(hosts)]
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -104,7 +114,7 @@ def issue_certificate(
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
@@ -117,7 +127,35 @@ def issue_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def ca_parts(ca: Issued) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA certificate and its (decrypted) private key."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError("the CA key is not an EC key")
+    return ca_cert, ca_key
+
+
+def issue_certificate(
+    ca: Issued, *, common_name: str, uri: str, hosts: list[str], server: bool
+) -> Issued:
+    """Issue a leaf certificate and a new key (client and, if ``server``, server auth) signed
+    by ``ca``: for test clients; a member's node makes its own key (:mod:`.csr`)."""
+    ca_cert, ca_key = ca_parts(ca)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert_pem = leaf_certificate(
+        ca_cert,
+        ca_key,
+        key.public_key(),
+        common_name=common_name,
+        uri=uri,
+        hosts=hosts,
+        server=server,
+    )
+    return Issued(cert_pem, private_key_pem(key))
 
 
 def issue_node_certificate(ca: Issued, node_id: str, hosts: list[str]) -> Issued:
@@ -131,6 +169,16 @@ def fingerprint_der(der: bytes) -> str:
     h = hashes.Hash(hashes.SHA256())
     h.update(der)
     return h.finalize().hex()
+
+
+def public_key_sha256(key: ec.EllipticCurvePublicKey | x509.Certificate) -> str:
+    """SHA-256 of a public key's SubjectPublicKeyInfo (DER), lowercase hex: what member.json
+    records of the TLS key before its certificate exists."""
+    public = key.public_key() if isinstance(key, x509.Certificate) else key
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return fingerprint_der(spki)
 
 
 def fingerprint_pem(pem: bytes) -> str:

@@ -157,7 +157,7 @@ async def register_senders(cluster_dir: Path, chain_id: str, count: int) -> list
     takes nothing from keys no member registered): pipelined, then awaited, before any
     timing starts."""
     member = cluster.load_cluster(cluster_dir)[0]
-    admin = load_key(member.home / "admin_key.json")
+    admin = load_key(member.admin_key_file)
     keys = [SigningKey.generate(with_encryption=True) for _ in range(count)]
     expires = int(time.time() * 1000) + 600_000
     async with NodeClient.of_home(member.api, member.home, timeout_s=120) as c:
@@ -420,7 +420,7 @@ def run_bench(
             results[f"{level}_cpu_ratio_to_ceiling"] = cpu_ratio(
                 results[level], nodes, verify_cpu_us
             )
-        results["noderss_mb"] = {
+        results["node_rss_mb"] = {
             n.id: rss_mb(cluster.running_pid(n)) for n in cluster.load_cluster(cluster_dir)
         }
         return results
@@ -459,4 +459,4 @@ def print_table(results: dict[str, Any]) -> None:
         f"clients {results['clients_64_cpu_ratio_to_ceiling']}, batched "
         f"{results['batched_cpu_ratio_to_ceiling']}"
     )
-    print(f"node RSS (MB): {results['noderss_mb']}")
+    print(f"node RSS (MB): {results['node_rss_mb']}")

@@ -190,7 +190,7 @@ async def _flood_clients(
 ) -> dict[str, Any]:
     nodes = cluster.load_cluster(cluster_dir)
     member = nodes[0]
-    admin = load_key(member.home / "admin_key.json")
+    admin = load_key(member.admin_key_file)
     sessions = [
         NodeClient.of_home(n.api, n.home, connections=connections, timeout_s=10) for n in nodes
     ]

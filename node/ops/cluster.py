@@ -1,10 +1,14 @@
 """A local consortium on one machine: N node processes on 127.0.0.1 (the embedded default).
 
 ``DIR/cluster.json`` lists the nodes and their homes (``DIR/nodeI``); each home gets its own
-``node.log`` and ``node.pid``. ``up`` returns when every node is ready, ``down`` stops exactly
-the processes whose pids it recorded (checking that the pid still runs ``mdtp`` on that home
-before signalling it), or that hold a home's lock (a node started by hand with ``mdtp start``),
-and waits for them.
+``node.log`` and ``node.pid``. The cluster is made the way a consortium is: each node home
+makes its own keys and a certificate request, the cluster's CA (``DIR/ca``) signs it, and
+genesis is built from the public member files (``DIR/members/nodeI/``). Each member's admin
+key stays outside its node home, in ``DIR/admins/nodeI.json`` (the daemon never reads it).
+
+``up`` returns when every node is ready, ``down`` stops exactly the processes whose pids it
+recorded (checking that the pid still runs ``mdtp`` on that home before signalling it), or
+that hold a home's lock (a node started by hand with ``mdtp start``), and waits for them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.identity.home import build_genesis, init_ca, init_home, write_genesis
 
 MANIFEST = "cluster.json"
+ADMINS_DIR = "admins"
+MEMBERS_DIR = "members"
 HOST = "127.0.0.1"
 # Environment switches of the test entry point (python -m mdtp.node.testing).
 TEST_ENV_PREFIX = "MDTP_TEST_"
@@ -56,6 +62,15 @@ class ClusterNode:
     @property
     def log_file(self) -> Path:
         return self.home / "node.log"
+
+    @property
+    def admin_key_file(self) -> Path:
+        """This member's admin account key (outside the node home; see the module doc)."""
+        return admin_key_path(self.home.parent, self.id)
+
+
+def admin_key_path(cluster_dir: Path, node_id: str) -> Path:
+    return cluster_dir / ADMINS_DIR / f"{node_id}.json"
 
 
 def _ephemeral_low() -> int:
@@ -124,6 +139,8 @@ def init_cluster(
                 api=api,
                 metrics=metrics,
                 extra_config=extra_config,
+                admin_key_file=admin_key_path(cluster_dir, node_id),
+                request_dir=cluster_dir / MEMBERS_DIR / node_id,
             )
         )
         result.append(ClusterNode(node_id, home, p2p, api, metrics))

@@ -86,7 +86,7 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
         ):
             key = SigningKey.generate(with_encryption=True)
             save_key(work / f"{name}_key.json", key)
-            admin = load_key(node.home / "admin_key.json")
+            admin = load_key(node.admin_key_file)
             done = await t.register_account(
                 admin,
                 public_key=key.public_key,

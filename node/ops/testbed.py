@@ -31,7 +31,7 @@ async def register_account(
     cluster_dir: Path, node: ClusterNode, roles: list[str], name: str
 ) -> SigningKey:
     """A fresh account of ``node``'s member, registered by that member's admin."""
-    admin = load_key(node.home / "admin_key.json")
+    admin = load_key(node.admin_key_file)
     key = SigningKey.generate(with_encryption=True)
     enc = key.encryption_public_key or b""
     async with client_for(cluster_dir, node) as c:

@@ -44,7 +44,9 @@ __all__ = [
     "Committed",
     "TradingClient",
     "TradingError",
+    "TxDropped",
     "TxFailed",
+    "TxNotCommitted",
     "terms_from_json",
 ]
 
@@ -56,7 +58,8 @@ HINTS: dict[str, str] = {
     "bad_body": "check the field named in the message against `mdtp ... --help`",
     "bad_period": "give an end after the start and in the future (e.g. --end +30d)",
     "not_registered": "ask your member's admin to run `mdtp account register` for your key",
-    "not_admin": "sign with the admin key of the account's member (admin_key.json)",
+    "not_admin": "sign with the admin key of the account's member (`mdtp init` writes it "
+    "outside the node home; a local cluster's are in c/admins/)",
     "revoked": "this key's account is revoked; ask your member's admin for a new account",
     "wrong_key": "sign with the account's current key (it may have been rotated)",
     "bad_nonce": "another transaction of this account was in flight; retry",
@@ -118,6 +121,17 @@ class TxFailed(TradingError):
         self.height = height
         self.description = description
         self.hint = HINTS.get(reason)
+
+
+class TxDropped(TradingError):
+    """The node that accepted the transaction dropped it unexecuted: ``expired`` (it waited
+    past its ``expires_at_ms``) or ``nonce_used`` (another transaction of the sender took its
+    nonce). It never reached a block and its nonce is free: sign the body again."""
+
+    def __init__(self, tx_type: str, reason: str, tx_id: str) -> None:
+        super().__init__(reason, f"{tx_type} {tx_id} was dropped unexecuted: {reason}")
+        self.tx_type = tx_type
+        self.tx_id = tx_id
 
 
 class TxNotCommitted(TradingError):
@@ -203,7 +217,10 @@ class TradingClient:
         *,
         sender: str | None = None,
     ) -> Committed:
-        """:meth:`send` for a body given as a map (what :meth:`b.Body.to_body` returns)."""
+        """:meth:`send` for a body given as a map (what :meth:`b.Body.to_body` returns).
+        Raises :class:`TxFailed` (executed and refused, or refused on admission by the
+        ledger's common checks), :class:`TxDropped` (accepted, then dropped unexecuted),
+        :class:`TxNotCommitted` (still pending after ``wait_s``) or :class:`ApiError`."""
         signer = await self.signer()
         tx = await signer.sign(key, tx_type, body, sender=sender)
         tx_id = tx.id.hex()
@@ -217,6 +234,9 @@ class TradingClient:
         if doc["status"] == "failed":
             signer.refused(tx, str(doc["reason"]))
             raise TxFailed(tx_type, str(doc["reason"]), tx_id, doc.get("height"))
+        if doc["status"] == "dropped":
+            signer.release(tx)
+            raise TxDropped(tx_type, str(doc["reason"]), tx_id)
         if doc["status"] != "committed":
             raise TxNotCommitted(tx_type, tx_id, self.wait_s)
         return Committed(tx_id, tx_type, tx.sender, int(doc["height"]), int(doc["index"]))

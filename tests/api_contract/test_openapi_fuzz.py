@@ -84,7 +84,7 @@ class Node:
         self.ca = home / "ca.pem"
         self.outsider = requests.Session()
         self.outsider.mount("https://", _MemberTls(pki.api_client_context(self.ca)))
-        self.reader: SigningKey = load_key(home / "admin_key.json")
+        self.reader: SigningKey = load_key(node.admin_key_file)
         status = self.session.get(f"{self.base_url}/v1/status", timeout=10).json()
         self.chain_id = str(status["chain_id"])
 

@@ -41,3 +41,32 @@ def test_bench_quick_json_reports_throughput_latency_and_ceiling() -> None:
     )
     assert doc["ratio_to_ceiling"] > 0
     assert all(v and v > 0 for v in doc["node_rss_mb"].values())
+
+
+def test_bench_long_reports_every_window_and_the_verdict() -> None:
+    """``mdtp bench --long`` (here a short one: 4,000 transactions, 3 s windows) commits
+    exactly in batches until the target, and reports each window's rate, CPU and memory."""
+    args = ["bench", "--long", "--txs", "4000", "--window", "3", "--json"]
+    r = subprocess.run(
+        [sys.executable, "-m", "mdtp.node", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["error"] is None and doc["committed"] >= 4000
+    assert doc["windows"], doc
+    last = 0
+    for w in doc["windows"]:
+        assert w["committed_total"] >= last and w["tx_per_s"] > 0
+        last = w["committed_total"]
+        assert sorted(w["rss_mb"]) == ["node0", "node1", "node2", "node3"]
+        assert all(v > 0 for v in w["rss_mb"].values())
+        assert all(v > 0 for v in w["store_mb"].values())
+        assert w["cpu_us_per_tx_mean"] > 0
+    assert doc["first_tx_per_s"] == doc["windows"][0]["tx_per_s"]
+    assert doc["last_tx_per_s"] == doc["windows"][-1]["tx_per_s"]
+    assert doc["rss_mb_max"] == max(v for w in doc["windows"] for v in w["rss_mb"].values())
+    assert isinstance(doc["throughput_kept"], bool) and isinstance(doc["rss_within_limit"], bool)

@@ -56,7 +56,7 @@ def committed_tx(one: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     key = tmp_path_factory.mktemp("keys") / "k.json"
     assert main(["keys", "generate", "--out", str(key)]) == 0
     argv = ["account", "register", "--cluster", str(one), "--json"]
-    argv += ["--key", str(one / "node0" / "admin_key.json"), "--account-key", str(key)]
+    argv += ["--key", str(cluster.admin_key_path(one, "node0")), "--account-key", str(key)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main([*argv, "--roles", "consumer", "--name", "cli test"]) == 0

@@ -115,7 +115,7 @@ def test_wrong_passphrase_is_refused_without_traceback(tmp_path: Path) -> None:
 
     from mdtp.node.identity.home import build_genesis, write_genesis
 
-    member = json.loads((tmp_path / "h" / "member.json").read_text())
+    member = json.loads((tmp_path / "h-request" / "member.json").read_text())
     write_genesis(build_genesis("c1", [member]), tmp_path / "h" / "genesis.json")
     r = mdtp("start", "--home", str(tmp_path / "h"), "--passphrase-file", str(tmp_path / "pass"))
     assert r.returncode == 2
@@ -165,7 +165,7 @@ def test_cli_init_genesis_and_start_a_consortium_by_hand(tmp_path: Path) -> None
         "hand-made",
         "--out",
         str(tmp_path / "g.json"),
-        *(str(h / "member.json") for h in homes),
+        *(str(h.parent / f"{h.name}-request" / "member.json") for h in homes),
     )
     assert r.returncode == 0, r.stderr
     for h in homes:

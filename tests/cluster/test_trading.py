@@ -165,7 +165,7 @@ def market(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         dir=running_cluster,
         keys=keys,
         apis=[n.api for n in nodes],
-        admins=[load_key(n.home / "admin_key.json") for n in nodes],
+        admins=[load_key(n.admin_key_file) for n in nodes],
         **named,
     )
     asyncio.run(_setup(m))

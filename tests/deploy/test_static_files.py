@@ -215,21 +215,178 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+DAEMON_FILES = {
+    "config.toml",
+    "genesis.json",
+    "ca.pem",
+    "node.pem",
+    "node.key.pem",
+    "node_key.json",
+}
+
+
+def _mdtp_env(mdtp: str, **extra: str) -> list[str]:
+    return [
+        "env",
+        f"MDTP={mdtp}",
+        f"PATH={Path(mdtp).parent}:/usr/bin:/bin",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
+
+
 def test_consortium_init_writes_homes_that_name_members_by_host(tmp_path: Path) -> None:
     mdtp = venv_tool("mdtp")
     script = DEPLOY / "scripts" / "consortium-init.sh"
     out = tmp_path / "homes"
-    r = run("env", f"MDTP={mdtp}", "bash", str(script), str(out), "c1", "a.example", "b.example",
-            "c.example", "d.example")  # fmt: skip
+    (tmp_path / "pass").write_text("ca secret\n")
+    env = _mdtp_env(mdtp, MDTP_CA_PASSPHRASE_FILE=str(tmp_path / "pass"))
+    r = run(
+        *env,
+        "bash",
+        str(script),
+        str(out),
+        "c1",
+        "a.example",
+        "b.example",
+        "c.example",
+        "d.example",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     genesis = json.loads((out / "genesis.json").read_text())
     members = genesis["members"]
     assert [m["id"] for m in members] == ["node0", "node1", "node2", "node3"]
     assert [m["p2p"] for m in members] == [f"{h}.example:26600" for h in "abcd"]
+    assert (out / "ca" / "ca.key.pem").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
     for i in range(4):
         home = out / f"node{i}"
+        # a node home holds only what the daemon reads: no admin key, nothing of the CA's key
+        assert {p.name for p in home.iterdir()} == DAEMON_FILES | {"data"}
         assert (home / "genesis.json").read_text() == (out / "genesis.json").read_text()
         assert (home / "node_key.json").stat().st_mode & 0o077 == 0
+        assert (out / "admins" / f"node{i}" / "admin_key.json").stat().st_mode & 0o077 == 0
         assert 'listen = "0.0.0.0:26602"' in (home / "config.toml").read_text()
-    again = run("env", f"MDTP={mdtp}", "bash", str(script), str(out), "c1", "a", "b", "c", "d")
+    again = run(*env, "bash", str(script), str(out), "c1", "a", "b", "c", "d")
     assert again.returncode == 2 and "already holds a consortium" in again.stderr
+
+
+def test_members_make_their_keys_and_the_ca_operator_signs_requests_only(tmp_path: Path) -> None:
+    mdtp = venv_tool("mdtp")
+    scripts = DEPLOY / "scripts"
+    (tmp_path / "pass").write_text("ca secret\n")
+    operator = tmp_path / "operator"
+    r = run(
+        mdtp,
+        "ca",
+        "init",
+        "--out",
+        str(operator / "ca"),
+        "--passphrase-file",
+        str(tmp_path / "pass"),
+    )
+    assert r.returncode == 0, r.stderr
+    requests = []
+    for node_id in ("acme", "beta", "gamma", "delta"):
+        home = tmp_path / node_id / "home"
+        r = run(
+            *_mdtp_env(mdtp, MDTP_HOSTS="10.0.0.7"),
+            "bash",
+            str(scripts / "member-init.sh"),
+            str(home),
+            node_id,
+            f"{node_id}.example",
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / node_id / "home-admin" / "admin_key.json").exists()
+        requests.append(tmp_path / node_id / "home-request")
+        # only public files travel to the CA operator
+        assert {p.name for p in requests[-1].iterdir()} == {"node.csr.pem", "member.json"}
+    env = _mdtp_env(mdtp, MDTP_CA_PASSPHRASE_FILE=str(tmp_path / "pass"))
+    out = operator / "out"
+    r = run(
+        *env,
+        "bash",
+        str(scripts / "ca-sign.sh"),
+        str(operator / "ca"),
+        "c2",
+        str(out),
+        *map(str, requests),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not [p for p in operator.rglob("*") if p.name in ("admin_key.json", "node.key.pem")]
+    for node_id in ("acme", "beta", "gamma", "delta"):
+        back = out / node_id
+        assert {p.name for p in back.iterdir()} == {"node.pem", "ca.pem", "genesis.json"}
+        home = tmp_path / node_id / "home"
+        r = run(
+            mdtp,
+            "install-cert",
+            "--home",
+            str(home),
+            "--cert",
+            str(back / "node.pem"),
+            "--ca-cert",
+            str(back / "ca.pem"),
+            "--genesis",
+            str(back / "genesis.json"),
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert {p.name for p in home.iterdir()} == DAEMON_FILES | {"data"}
+    # a wrong CA passphrase signs nothing
+    (tmp_path / "wrong").write_text("nope\n")
+    env = _mdtp_env(mdtp, MDTP_CA_PASSPHRASE_FILE=str(tmp_path / "wrong"))
+    r = run(
+        *env,
+        "bash",
+        str(scripts / "ca-sign.sh"),
+        str(operator / "ca"),
+        "c3",
+        str(operator / "out3"),
+        str(requests[0]),
+    )
+    assert r.returncode != 0 and "wrong passphrase" in r.stderr
+
+
+def test_kubernetes_secrets_hold_only_what_the_daemon_reads(tmp_path: Path) -> None:
+    mdtp = venv_tool("mdtp")
+    out = tmp_path / "homes"
+    r = run(
+        *_mdtp_env(mdtp),
+        "bash",
+        str(DEPLOY / "scripts" / "consortium-init.sh"),
+        str(out),
+        "c1",
+        "node0",
+        "node1",
+        "node2",
+        "node3",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    kubectl = tmp_path / "kubectl"  # prints what it was asked to put into each object
+    kubectl.write_text('#!/bin/sh\necho "$@"\n')
+    kubectl.chmod(0o755)
+    r = run(
+        "env",
+        f"KUBECTL={kubectl}",
+        "DRY_RUN=1",
+        "bash",
+        str(DEPLOY / "k8s" / "create-secrets.sh"),
+        str(out),
+        "node0",
+        "node1",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    secrets = [line for line in r.stdout.splitlines() if line.startswith("create secret")]
+    assert len(secrets) == 2
+    daemon = DAEMON_FILES - {"genesis.json"}  # genesis comes from the shared ConfigMap
+    for line in secrets:
+        keys = {a.split("=", 1)[1] for a in line.split() if a.startswith("--from-file=")}
+        assert {k.split("=", 1)[0] for k in keys} == daemon
+    template = yaml.safe_load(
+        (DEPLOY / "k8s" / "templates" / "secret-member.template.yaml").read_text()
+    )
+    assert set(template["stringData"]) == daemon
+    for manifest in sorted((DEPLOY / "k8s").glob("statefulset-*.yaml")):
+        (sts,) = [d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "StatefulSet"]
+        (init,) = sts["spec"]["template"]["spec"]["initContainers"]
+        copied = re.search(r"for f in ([^;]+);", init["args"][0])
+        assert copied is not None and set(copied.group(1).split()) == daemon

@@ -62,7 +62,7 @@ async def make_market(cluster_dir: Path, keys: Path) -> Market:
             (reviewer, 2, ["reviewer"], "Gamma Quality Institute"),
         ):
             await t.register_account(
-                load_key(nodes[member].home / "admin_key.json"),
+                load_key(nodes[member].admin_key_file),
                 public_key=key.public_key,
                 encryption_public_key=key.encryption_public_key or b"",
                 roles=roles,

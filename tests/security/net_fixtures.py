@@ -60,7 +60,7 @@ class Net:
         self.dir = cluster_dir
         self.nodes = cluster.load_cluster(cluster_dir)
         self.chain_id: str = json.loads((cluster_dir / "cluster.json").read_text())["chain_id"]
-        self.admin: SigningKey = load_key(cluster_dir / "node0" / "admin_key.json")
+        self.admin: SigningKey = load_key(self.nodes[0].admin_key_file)
         self.nonce = 0
 
     # -- the node process -------------------------------------------------------------------

@@ -111,7 +111,7 @@ async def parties_still_served(w: World, member: int = 0) -> None:
 
 
 async def _setup(w: World) -> None:
-    admins = [load_key(n.home / "admin_key.json") for n in w.nodes]
+    admins = [load_key(n.admin_key_file) for n in w.nodes]
     async with NodeClient.of_home(w.nodes[0].api, w.nodes[0].home, timeout_s=60) as node:
         t = TradingClient(node)
         for key, member, roles in (

@@ -147,7 +147,7 @@ async def test_a_consumer_revoked_mid_stream_gets_no_further_window(
     served, stopped = served_bytes(t), stops(t, "bad_signature")
 
     async def revoke() -> None:
-        admin = load_key(t.consumer_node.home / "admin_key.json")
+        admin = load_key(t.consumer_node.admin_key_file)
         async with t.consumer_client() as c:
             await c.send(admin, b.AccountRevoke(victim.account_id, "key stolen"))
         await asyncio.sleep(1)

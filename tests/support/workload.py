@@ -14,6 +14,7 @@ from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.tx import sign_tx
 from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.retry import NO_RETRY
 from mdtp.node.sdk.trading import TradingClient
 
 
@@ -30,6 +31,12 @@ def member_home(cluster_dir: Path) -> Path:
     """The first member's node home: its certificate is the test clients' member certificate."""
     nodes = json.loads((cluster_dir / "cluster.json").read_text())["nodes"]
     return cluster_dir / str(nodes[0]["home"])
+
+
+def member_admin_key(cluster_dir: Path) -> Path:
+    """The first member's admin key file (kept outside its node home, in ``admins/``)."""
+    nodes = json.loads((cluster_dir / "cluster.json").read_text())["nodes"]
+    return cluster_dir / "admins" / f"{nodes[0]['id']}.json"
 
 
 def note_tx(
@@ -50,7 +57,9 @@ def note_tx(
 
 
 def client(cluster_dir: Path, api: str, **kw: Any) -> NodeClient:
-    """A client of ``api`` presenting the first member's certificate."""
+    """A client of ``api`` presenting the first member's certificate. It does not retry
+    (``NO_RETRY``) unless told to: the tests using it look at the node's own answers."""
+    kw.setdefault("retry", NO_RETRY)
     return NodeClient.of_home(api, member_home(cluster_dir), **kw)
 
 
@@ -154,7 +163,7 @@ async def register_keys(
     """Register ``keys`` as accounts of the first member: its admin's registrations are
     pipelined with consecutive nonces through the first node that answers, then awaited (the
     ledger takes nothing from keys no member registered)."""
-    admin = load_key(member_home(cluster_dir) / "admin_key.json")
+    admin = load_key(member_admin_key(cluster_dir))
     chain_id = chain_id_of(cluster_dir)
     failures = []
     for api in apis or apis_of(cluster_dir):

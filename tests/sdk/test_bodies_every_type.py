@@ -1,0 +1,83 @@
+"""Every transaction type a node's ledger accepts has a typed body, and each body's
+``to_body()`` is executed by that ledger's real state machine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger import bodies as all_bodies
+from mdtp.node.ledger import notes
+from mdtp.node.ledger.setup import build_ledger
+from mdtp.node.ledger.trading import bodies as b
+from tests.ledger.helpers import CHAIN_ID, Market, dataset_body, digest, terms
+
+
+def test_every_type_the_node_ledger_registers_has_a_typed_body() -> None:
+    handlers = set(build_ledger(Market().chain.genesis).ledger.handlers)
+    assert set(all_bodies.BODIES) == handlers
+    assert all(t == body.TYPE for t, body in all_bodies.BODIES.items())
+    assert all(issubclass(body, b.Body) for body in all_bodies.BODIES.values())
+
+
+Step = tuple[SigningKey, Callable[[], b.Body], str | None]  # signer, body, sender
+
+
+def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
+    """One body of each type, in an order in which each is allowed, with its signer;
+    ``receipt_id`` receives the receipt's id once it committed."""
+    admin = m.chain.admins["m1"]
+    user, new_key = SigningKey.generate(with_encryption=True), SigningKey.generate()
+    enc = user.encryption_public_key or b""
+    reviewed = b.Terms.from_json({**terms(), "reviewer": m.reviewer.account_id})
+    plain = b.Terms.from_json(terms())
+    publish = b.DatasetPublish.from_json(
+        {
+            **dataset_body("ds2"),
+            "merkle_root": digest("root ds2").hex(),
+            "plaintext_digest": digest("plain ds2").hex(),
+        }
+    )
+    return [
+        (admin, lambda: b.AccountRegister.for_key(user.public_key, enc, ["supplier"], "T"), None),
+        (user, lambda: all_bodies.NoteSet("greeting", b"hello"), None),
+        (user, lambda: b.AccountRotateKey.to_key(new_key, CHAIN_ID, user.account_id), None),
+        (new_key, lambda: b.AccountRevoke(user.account_id, reason="left"), user.account_id),
+        (m.supplier, lambda: publish, None),
+        (m.supplier, lambda: b.DatasetUpdate("ds2", title="Coolant, line 2"), None),
+        (m.supplier, lambda: b.DatasetWithdraw("ds2", reason="recall"), None),
+        (m.consumer, lambda: b.ContractOffer("c1", "ds1", m.consumer.account_id, reviewed), None),
+        (m.supplier, lambda: b.ContractCounter("c1", 1, reviewed), None),
+        (m.consumer, lambda: b.ContractSign("c1", 2, reviewed.hash()), None),
+        (m.supplier, lambda: b.ContractSign("c1", 2, reviewed.hash()), None),
+        (m.reviewer, lambda: b.ContractReview("c1", 2, "approve", comment="fits"), None),
+        (m.supplier, lambda: b.ContractOffer("c2", "ds1", m.consumer.account_id, plain), None),
+        (m.supplier, lambda: b.ContractDelete("c2"), None),
+        (m.supplier, lambda: b.ContractOffer("c3", "ds1", m.consumer.account_id, plain), None),
+        (m.consumer, lambda: b.ContractTerminate("c3", "budget cut"), None),
+        (m.node, lambda: b.AccessGrant("c1", b"sealed dataset key"), None),
+        (
+            m.node,
+            lambda: b.DeliveryReceipt("c1", "ds1", 0, 9, 10_485_760, digest("chunks")),
+            None,
+        ),
+        (m.consumer, lambda: b.DeliveryConfirm(receipt_id[0]), None),
+        (m.consumer, lambda: b.DisposalAttest("c1", "crypto-erase", m.chain.time_ms), None),
+    ]
+
+
+def test_every_typed_body_is_executed_by_the_node_ledger() -> None:
+    m = Market()
+    notes.register(m.chain.ledger)  # the trading test chain plus note.set: a node's ledger
+    assert set(m.chain.ledger.handlers) == set(all_bodies.BODIES)
+    receipt_id: list[bytes] = []
+    executed: set[str] = set()
+    for signer, make, sender in samples(m, receipt_id):
+        body = make()
+        raw = m.chain.tx(signer, body.TYPE, body.to_body(), sender=sender)
+        [result] = m.chain.run(raw)
+        assert result.ok, (body.TYPE, result.reason, result.detail)
+        executed.add(body.TYPE)
+        if body.TYPE == "delivery.receipt":
+            receipt_id.append(result.tx_id)
+    assert executed == set(all_bodies.BODIES)
