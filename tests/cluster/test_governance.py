@@ -52,7 +52,8 @@ def cli_json(cluster_dir: Path, *args: str, member: str = "node0", rc: int = 0) 
 
 
 def admin_key(cluster_dir: Path, member: int) -> str:
-    return str(cluster_dir / f"node{member}" / "admin_key.json")
+    """Member ``nodeI``'s admin key file (kept outside its node home)."""
+    return str(cluster.admin_key_path(cluster_dir, f"node{member}"))
 
 
 def client(cluster_dir: Path, member: int = 0) -> NodeClient:
@@ -201,3 +202,33 @@ def test_a_proposal_expires_by_block_time(chain: Path) -> None:
             assert e.value.reason == "proposal_exists"
 
     asyncio.run(go())
+
+
+def test_the_other_changes_through_the_cli(chain: Path) -> None:
+    # node4's addition is scheduled, so the latest membership has five: one may go
+    done = cli_json(
+        chain, "member", "propose", "remove", "node3", "--id", "remove-node3",
+        "--key", admin_key(chain, 0),
+    )  # fmt: skip
+    assert done["result"]["status"] == "open" and done["result"]["subject"] == "node3"
+    new_key = SigningKey.generate().public_key.hex()
+    done = cli_json(
+        chain, "member", "propose", "rotate-node-key", "node1", "--node-key", new_key,
+        "--key", admin_key(chain, 1),
+    )  # fmt: skip
+    assert done["result"]["change"] == {
+        "kind": "rotate_node_key",
+        "member_id": "node1",
+        "node_public_key": new_key,
+    }
+    done = cli_json(
+        chain, "member", "propose", "policy", "--threshold", "3/4", "--key", admin_key(chain, 2)
+    )
+    assert done["result"]["change"]["threshold_num"] == 3
+    failed = cli_json(
+        chain, "member", "propose", "policy", "--threshold", "1/3", "--key", admin_key(chain, 3),
+        rc=1,
+    )  # fmt: skip
+    assert failed["reason"] == "change_pending"  # the policy has an open change
+    listed = cli_json(chain, "member", "proposals", "--status", "open", "--limit", "2")
+    assert len(listed["proposals"]) == 2 and listed["next_after"]
