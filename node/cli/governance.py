@@ -1,8 +1,8 @@
 """``mdtp member ...``: membership changes decided on the ledger.
 
-- ``mdtp member propose add --member-file member.json | remove ID | rotate-node-key ID
-  --node-key HEX | rotate-cert ID --fingerprint HEX | policy --threshold 2/3
-  [--min-members 4]`` — signed with ``--key`` (a member admin's key file); ``--id`` names the
+- ``mdtp member propose add --member-file member.json [--node-cert node.pem] | remove ID |
+  rotate-node-key ID --node-key HEX | rotate-cert ID --fingerprint HEX | policy --threshold
+  2/3 [--min-members 4]`` — signed with ``--key`` (a member admin's key file); ``--id`` names the
   proposal (default: a random ``p-...``), ``--expires`` its expiry (default ``+7d``).
 - ``mdtp member vote PROPOSAL [--reject]`` — approve (or reject) for the admin's member.
 - ``mdtp member list`` (the membership in effect and any scheduled change), ``mdtp member
@@ -23,8 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from mdtp.node.cli import _print_table, add_command, add_group
-from mdtp.node.cli.options import UsageError, add_client_options, print_json, signing_key
+from mdtp.node.cli.options import (
+    UsageError,
+    add_client_options,
+    node_address,
+    print_json,
+    signing_key,
+)
 from mdtp.node.cli.trading import fmt_time, parse_time, run, short
+from mdtp.node.errors import MdtpError
+from mdtp.node.identity.members import attach_certificates
 from mdtp.node.ledger.governance import bodies as gb
 from mdtp.node.ledger.governance.rules import STATUSES
 from mdtp.node.sdk.governance import GovernanceClient
@@ -59,6 +67,15 @@ def _change(args: argparse.Namespace) -> gb.Change:
             raise UsageError(f"{path}: cannot read the member file ({e})") from None
         if not isinstance(doc, dict):
             raise UsageError(f"{path}: the member file must be a JSON object")
+        if args.node_cert:
+            # the fingerprint genesis would pin: of the certificate the CA signed for the
+            # key the member's request named (checked, with the CA certificate)
+            cert = Path(args.node_cert)
+            try:
+                ca_pem = node_address(args)[1].read_bytes()
+                doc = attach_certificates([doc], [(str(cert), cert.read_bytes())], ca_pem)[0]
+            except (OSError, MdtpError) as e:
+                raise UsageError(f"{cert}: {e}") from None
         try:
             return gb.AddMember(gb.NewMember.from_json(doc))
         except ValueError as e:
@@ -259,8 +276,15 @@ def register(sub: Any) -> None:
     sp.add_argument(
         "--member-file",
         required=True,
-        help="JSON: id, name, node_public_key, tls_fingerprint, p2p, api, admins "
-        "[{public_key, encryption_public_key}] (hex keys)",
+        help="the new member's member.json (as `mdtp init` writes it), or JSON: id, name, "
+        "node_public_key, tls_fingerprint, p2p, api, admins [{public_key, "
+        "encryption_public_key}] (hex keys)",
+    )
+    sp.add_argument(
+        "--node-cert",
+        metavar="PEM",
+        help="the certificate the CA signed for it: its fingerprint is the one proposed "
+        "(checked against the member file's TLS key and the CA)",
     )
     sp = change("remove", "remove a member")
     sp.add_argument("member_id")

@@ -1,6 +1,7 @@
 """Membership changes decided on a real 4-node cluster: admins of three of the four members
-add a fifth member (its public facts only; no node runs for it) through the ``mdtp member``
-CLI with ``--json``, and it appears in ``GET /v1/members/history`` at the activation height
+add a fifth member (its public facts only — member.json as ``mdtp init`` writes it and the
+certificate the CA signed; no node runs for it) through the ``mdtp member`` CLI with
+``--json``, and it appears in ``GET /v1/members/history`` at the activation height
 every replica derives; then a proposal the members reject (SDK and CLI) and one that expires
 by block time. Every node answers the history byte for byte the same."""
 
@@ -19,8 +20,11 @@ from typing import Any
 
 import pytest
 
+from mdtp.node.identity import csr, pki
+from mdtp.node.identity.ca import load_ca
 from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key
+from mdtp.node.identity.members import member_document
 from mdtp.node.ledger.governance.bodies import RotateCertificate
 from mdtp.node.ledger.governance.membership import activation_height
 from mdtp.node.ops import cluster
@@ -67,33 +71,46 @@ def chain(running_cluster: Path) -> Iterator[Path]:
 
 
 def test_three_of_four_members_add_a_fifth(chain: Path, tmp_path: Path) -> None:
+    """node4 made its keys and certificate request as `mdtp init` does, the CA signed it;
+    an admin proposes its member.json with the signed certificate."""
     genesis = load_genesis(chain / "node0" / "genesis.json")
     node_key = SigningKey.generate()
-    admins = [SigningKey.generate(with_encryption=True) for _ in range(2)]
+    admin = SigningKey.generate(with_encryption=True)
+    csr_pem = csr.build_node_csr(csr.new_tls_key(), "node4", ["127.0.0.1"])
+    cert_pem, request = csr.sign_node_csr(load_ca(chain / "ca"), csr_pem)
+    node_cert = tmp_path / "node4.pem"
+    node_cert.write_bytes(cert_pem)
     member_file = tmp_path / "member.json"
     member_file.write_text(
         json.dumps(
-            {
-                "id": "node4",
-                "name": "Delta Foundry",
-                "node_public_key": node_key.public_key.hex(),
-                "tls_fingerprint": hashlib.sha256(b"node4 certificate").hexdigest(),
-                "p2p": "127.0.0.1:1",
-                "api": "127.0.0.1:2",
-                "admins": [
-                    {
-                        "public_key": k.public_key.hex(),
-                        "encryption_public_key": (k.encryption_public_key or b"").hex(),
-                    }
-                    for k in admins
-                ],
-            }
+            member_document(
+                node_id="node4",
+                name="Delta Foundry",
+                node_key=node_key,
+                admin_key=admin,
+                p2p="127.0.0.1:1",
+                api="127.0.0.1:2",
+                request=request,
+            )
         )
     )
+    admins = [admin]
+    # a certificate for another TLS key than the request's is refused locally
+    other_pem, _ = csr.sign_node_csr(
+        load_ca(chain / "ca"), csr.build_node_csr(csr.new_tls_key(), "node4", ["127.0.0.1"])
+    )
+    (tmp_path / "other.pem").write_bytes(other_pem)
+    failed = cli_json(
+        chain,
+        "member", "propose", "add", "--member-file", str(member_file),
+        "--node-cert", str(tmp_path / "other.pem"), "--key", admin_key(chain, 0),
+        rc=2,
+    )  # fmt: skip
+    assert failed["status"] == "failed"
     done = cli_json(
         chain,
         "member", "propose", "add", "--member-file", str(member_file),
-        "--id", "add-node4", "--key", admin_key(chain, 0),
+        "--node-cert", str(node_cert), "--id", "add-node4", "--key", admin_key(chain, 0),
     )  # fmt: skip
     assert done["status"] == "committed" and done["result"]["status"] == "open"
     assert [v["member"] for v in done["result"]["votes"]] == ["node0"]
@@ -110,6 +127,7 @@ def test_three_of_four_members_add_a_fifth(chain: Path, tmp_path: Path) -> None:
         passed_at, genesis.consensus.checkpoint_interval, genesis.consensus.window, 0
     )
     assert proposal["activation_height"] == expected and proposal["epoch"] == 1
+    assert proposal["change"]["member"]["tls_fingerprint"] == pki.fingerprint_pem(cert_pem)
     assert [v["member"] for v in proposal["votes"]] == ["node0", "node1", "node2"]
     assert all(v["approve"] and len(v["tx_id"]) == 64 for v in proposal["votes"])
 

@@ -553,6 +553,14 @@ def test_typed_bodies_are_what_the_rules_accept() -> None:
         gb.NewMember.from_json({**doc, "admins": "x"})
     with pytest.raises(ValueError, match="extra"):
         gb.NewMember.from_json({**doc, "extra": 1})
+    # the member.json `mdtp init` writes: one admin, and its request's digests
+    single: dict[str, Any] = {k: v for k, v in doc.items() if k != "admins"}
+    single.update(admin=doc["admins"][0], tls_csr_sha256="ab", tls_public_key_sha256="cd")
+    assert gb.NewMember.from_json(single).admins == member.admins[:1]
+    with pytest.raises(ValueError, match="admins"):
+        gb.NewMember.from_json({**doc, "admin": doc["admins"][0]})
+    with pytest.raises(ValueError, match="tls_fingerprint"):
+        gb.NewMember.from_json({k: v for k, v in single.items() if k != "tls_fingerprint"})
 
 
 def test_queries_list_proposals_by_status_and_page() -> None:

@@ -66,15 +66,21 @@ class NewMember(BodyPart):
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], where: str = "") -> Self:
         """From a member file: ``{"id", "name", "node_public_key", "tls_fingerprint", "p2p",
-        "api", "admins": [{"public_key", "encryption_public_key"}, ...]}`` (hex keys)."""
-        known = {"id", "name", "node_public_key", "tls_fingerprint", "p2p", "api", "admins"}
+        "api", "admins": [{"public_key", "encryption_public_key"}, ...]}`` (hex keys), or the
+        ``member.json`` that ``mdtp init`` writes (one ``admin``; its request's
+        ``tls_csr_sha256`` and ``tls_public_key_sha256`` are ignored here) once the
+        certificate's ``tls_fingerprint`` is in it."""
+        required = {"id", "name", "node_public_key", "tls_fingerprint", "p2p", "api"}
+        known = required | {"admins", "admin", "tls_csr_sha256", "tls_public_key_sha256"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ValueError(f"{where}{unknown[0]}: unknown field")
-        missing = sorted(known - set(doc))
+        missing = sorted(required - set(doc))
         if missing:
             raise ValueError(f"{where}{missing[0]}: missing")
-        admins = doc["admins"]
+        if ("admins" in doc) == ("admin" in doc):
+            raise ValueError(f"{where}admins: give admins (a list) or admin (one)")
+        admins = doc["admins"] if "admins" in doc else [doc["admin"]]
         if not isinstance(admins, list) or not all(isinstance(a, Mapping) for a in admins):
             raise ValueError(f"{where}admins: must be a list of objects")
         return cls(
