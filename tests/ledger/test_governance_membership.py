@@ -166,3 +166,92 @@ def test_random_votes_keep_the_history_consistent(
     assert membership_at(gov.kv, gov.height).epoch == last
     raw = gov.kv.get(layout.APPLIED)
     assert raw is not None and int.from_bytes(raw, "big") == last.number
+
+
+_KINDS = ("add", "remove", "rotate_node_key", "rotate_certificate", "policy")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_KINDS),
+            st.integers(0, 9),  # proposer / target picks
+            st.integers(0, 9),
+            st.lists(st.tuples(st.integers(0, 9), st.booleans()), max_size=8),
+            st.integers(0, 20),  # idle blocks after
+            st.booleans(),  # short expiry
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_random_governance_never_crashes_and_keeps_its_invariants(
+    steps: list[tuple[str, int, int, list[tuple[int, bool]], int, bool]],
+) -> None:
+    """Mixed proposals and votes at random: every transaction is ok or refused with a listed
+    reason (a handler never raises), and after every block the history's invariants hold and
+    the accounts agree with the membership in effect."""
+    from mdtp.node.ledger.governance.membership import MAX_MEMBERS, epoch_at
+    from mdtp.node.ledger.trading import layout as tlayout
+    from mdtp.node.ledger.trading.accounts import load_account
+    from mdtp.node.ledger.trading.reasons import REASON_CODES
+    from tests.ledger.gov_helpers import HOUR_MS, NewMember
+
+    gov = Gov(5)
+    keys = {m: ks[0] for m, ks in gov.admin_keys.items()}
+    joined: dict[str, NewMember] = {}
+    for n, (kind, a, b, votes, idle, short) in enumerate(steps):
+        current = epoch_at(history(gov.kv), gov.height + 1)
+        ids = list(current.member_ids)
+        proposer = ids[a % len(ids)]
+        target = ids[b % len(ids)]
+        if kind == "add":
+            new = NewMember(f"x{n}")
+            joined[new.id] = new
+            change = new.change()
+        elif kind == "remove":
+            change = {"kind": "remove", "member_id": target}
+        elif kind == "rotate_node_key":
+            change = {
+                "kind": kind,
+                "member_id": target,
+                "node_public_key": digest(f"node key {n}"),
+            }
+        elif kind == "rotate_certificate":
+            change = {"kind": kind, "member_id": target, "tls_fingerprint": digest(f"fp {n}")}
+        else:
+            change = {
+                "kind": "policy",
+                "threshold_num": 1 + a % 3,
+                "threshold_den": 2 + a % 3,
+                "min_members": 3 + b % 3,
+            }
+        body = gov.propose_body(f"p{n}", change, expires_in_ms=10_000 if short else HOUR_MS)
+        results = [gov.submit(keys[proposer], "member.propose", body)]
+        for who, approve in votes:
+            voter = ids[who % len(ids)]
+            results.append(
+                gov.submit(keys[voter], "member.vote", {"proposal_id": f"p{n}", "approve": approve})
+            )
+        for _ in range(idle):
+            gov.run()
+        assert all(r.ok or r.reason in REASON_CODES for r in results)
+        # the admins of members that joined since act with their own keys
+        for member_id, new in joined.items():
+            keys.setdefault(member_id, new.admin_keys[0])
+
+        epochs = history(gov.kv)
+        for prev, e in itertools.pairwise(epochs):
+            assert e.activation_height > prev.activation_height
+            assert e.activation_height % 8 == 0
+            assert len(e.members) <= MAX_MEMBERS
+            assert len(e.members) >= min(prev.policy.min_members, len(prev.members))
+        in_effect = epoch_at(epochs, gov.height)
+        for m in in_effect.members:
+            record = tlayout.read(gov.kv, tlayout.member_key(m.id))
+            assert record is not None and record.get("status") != "removed"
+        for admin in in_effect.admins:
+            account = load_account(gov.kv, admin.account_id)
+            assert account is not None and account["status"] == "active"
+            assert account["member"] == admin.member
