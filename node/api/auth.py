@@ -108,6 +108,9 @@ def _of_receipt(state: ReadableKV, request: web.Request) -> set[str] | None:
 
 def _of_audit_subject(state: ReadableKV, request: web.Request) -> set[str] | None:
     kind, subject = request.match_info["kind"], request.match_info["subject_id"]
+    if kind == "member":
+        # governance is the whole consortium's business: any registered account reads it
+        return set()
     of = {"contract": _contract_parties, "dataset": _dataset_parties}.get(kind, _account_parties)
     return of(state, subject) if kind in ("contract", "dataset", "account") else None
 
@@ -170,11 +173,17 @@ POLICY: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/v1/audit/{kind}/{subject_id}"): _party(
         _of_audit_subject,
-        "contract: as above; dataset: its supplier; account: itself; or their member's auditor",
+        "contract: as above; dataset: its supplier; account: itself; or their member's "
+        "auditor; member (governance): any account",
     ),
     ("GET", "/v1/audit/{kind}/{subject_id}/export"): _party(
         _of_audit_subject, "as `/v1/audit/{kind}/{id}`"
     ),
+    # Governance: the membership and the proposals concern every member.
+    ("GET", "/v1/members"): _LEDGER,
+    ("GET", "/v1/members/history"): _LEDGER,
+    ("GET", "/v1/proposals"): _LEDGER,
+    ("GET", "/v1/proposals/{proposal_id}"): _LEDGER,
     # The chunk service's routes carry their own account signatures in the body (upload
     # envelopes, fetch requests), checked by the chunk service against the ledger.
     ("PUT", "/v1/data/datasets/{dataset_id}/chunks/{index}"): _LEDGER,
@@ -331,7 +340,9 @@ class Authoriser:
         if not der:
             return None
         node_id = pki.node_id_of_der(der)
-        if node_id is None or layout.read(state, layout.member_key(node_id)) is None:
+        record = None if node_id is None else layout.read(state, layout.member_key(node_id))
+        # a member removed by governance keeps its record, marked removed
+        if record is None or record.get("status") == "removed":
             raise Refused("not_a_member", "" if node_id is None else f"no member {node_id!r}")
         return node_id
 

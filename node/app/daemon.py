@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from mdtp.node.api import ApiMetrics, api_app, explorer
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
+from mdtp.node.api import governance as governance_routes
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.app.health import (
     LoopLagProbe,
@@ -345,6 +346,11 @@ class Node:
                     store=store,
                     genesis_time_ms=self.genesis.genesis_time_ms,
                     wire_limits=driver.wire_limits,
+                ),
+                functools.partial(
+                    governance_routes.add_routes,
+                    store=store,
+                    genesis_time_ms=self.genesis.genesis_time_ms,
                 ),
             ],
             max_body_bytes,

@@ -1,6 +1,7 @@
 """Typed bodies of every transaction type a chain runs (:func:`.setup.build_ledger`).
 
-The trading types are in :mod:`.trading.bodies`; the ledger's own ``note.set``
+The trading types are in :mod:`.trading.bodies`, the governance types in
+:mod:`.governance.bodies`; the ledger's own ``note.set``
 (:mod:`.notes`) is here, in the same style: a frozen dataclass named after its type whose
 fields are the body's fields, and :meth:`Body.to_body` the map the transaction carries.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mdtp.node.ledger.governance.bodies import BODIES as GOVERNANCE_BODIES
 from mdtp.node.ledger.trading.bodies import BODIES as TRADING_BODIES
 from mdtp.node.ledger.trading.bodies import Body
 
@@ -28,4 +30,4 @@ class NoteSet(Body):
     value: bytes
 
 
-BODIES: dict[str, type[Body]] = {**TRADING_BODIES, NoteSet.TYPE: NoteSet}
+BODIES: dict[str, type[Body]] = {**TRADING_BODIES, **GOVERNANCE_BODIES, NoteSet.TYPE: NoteSet}

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdtp.node.identity.genesis import Genesis
-from mdtp.node.ledger import notes, trading
-from mdtp.node.ledger.machine import Ledger
+from mdtp.node.ledger import governance, notes, trading
 from mdtp.node.ledger.state import genesis_state_root, next_state_root
 from mdtp.storage.blockstore import BlockStore
 from mdtp.storage.errors import StorageError
@@ -16,16 +15,17 @@ from mdtp.storage.errors import StorageError
 
 @dataclass(frozen=True)
 class ChainLedger:
-    ledger: Ledger
+    ledger: governance.GovernedLedger
     genesis_writes: dict[bytes, bytes]
     genesis_root: bytes
 
 
 def build_ledger(genesis: Genesis) -> ChainLedger:
-    ledger = Ledger(genesis.chain_id)
+    ledger = governance.GovernedLedger(genesis.chain_id)
     notes.register(ledger)
     trading.install(ledger, genesis)
-    writes = trading.genesis_writes(genesis)
+    governance.install(ledger, genesis)
+    writes = {**trading.genesis_writes(genesis), **governance.genesis_writes(genesis)}
     root = next_state_root(genesis_state_root(genesis.hash()), dict(writes))
     return ChainLedger(ledger, writes, root)
 

@@ -20,6 +20,7 @@ from mdtp.node import api
 from mdtp.node.api import ApiMetrics, api_app, auth, explorer, spec
 from mdtp.node.api import chain as chain_routes
 from mdtp.node.api import data as data_routes
+from mdtp.node.api import governance as governance_routes
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.data import protocol
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS
@@ -39,6 +40,7 @@ def app() -> web.Application:
         explorer.add_routes,
         lambda a: data_routes.add_routes(a, uploads=none, relay=none),
         lambda a: trading_routes.add_routes(a, store, 0, none),
+        lambda a: governance_routes.add_routes(a, store, 0),
     ]
     return api_app(installers, 1024, ApiMetrics(CollectorRegistry()))
 
@@ -73,7 +75,7 @@ def test_every_route_module_is_in_the_app_under_test() -> None:
         for _, name, _ in pkgutil.iter_modules(api.__path__)
         if hasattr(importlib.import_module(f"{api.__name__}.{name}"), "add_routes")
     }
-    assert with_routes == {"chain", "data", "explorer", "trading", "spec"}
+    assert with_routes == {"chain", "data", "explorer", "governance", "trading", "spec"}
 
 
 def test_the_description_lists_exactly_the_served_routes() -> None:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger import bodies as all_bodies
-from mdtp.node.ledger import notes
+from mdtp.node.ledger import governance, notes
+from mdtp.node.ledger.governance import bodies as gb
 from mdtp.node.ledger.setup import build_ledger
 from mdtp.node.ledger.trading import bodies as b
 from tests.ledger.helpers import CHAIN_ID, Market, dataset_body, digest, terms
@@ -29,6 +30,7 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
     admin = m.chain.admins["m1"]
     user, new_key = SigningKey.generate(with_encryption=True), SigningKey.generate()
     enc = user.encryption_public_key or b""
+    policy = gb.PolicyChange(1, 2, min_members=2)
     reviewed = b.Terms.from_json({**terms(), "reviewer": m.reviewer.account_id})
     plain = b.Terms.from_json(terms())
     publish = b.DatasetPublish.from_json(
@@ -63,12 +65,16 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
         ),
         (m.consumer, lambda: b.DeliveryConfirm(receipt_id[0]), None),
         (m.consumer, lambda: b.DisposalAttest("c1", "crypto-erase", m.chain.time_ms), None),
+        (admin, lambda: gb.MemberPropose("p1", policy, m.chain.time_ms + 3_600_000), None),
+        (m.chain.admins["m2"], lambda: gb.MemberVote("p1", approve=True), None),
     ]
 
 
 def test_every_typed_body_is_executed_by_the_node_ledger() -> None:
     m = Market()
     notes.register(m.chain.ledger)  # the trading test chain plus note.set: a node's ledger
+    governance.install(m.chain.ledger, m.chain.genesis)  # and governance, from epoch 0
+    m.chain.kv.apply(dict(governance.genesis_writes(m.chain.genesis)))
     assert set(m.chain.ledger.handlers) == set(all_bodies.BODIES)
     receipt_id: list[bytes] = []
     executed: set[str] = set()

@@ -17,8 +17,10 @@ from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.trading import layout
 from mdtp.node.ledger.tx import Tx
 
-Kind = Literal["account", "dataset", "contract"]
-KINDS: tuple[Kind, ...] = ("account", "dataset", "contract")
+Kind = Literal["account", "dataset", "contract", "member"]
+# ``member``: governance proposals and votes about a member (or ``~policy``), see
+# node.ledger.governance.rules
+KINDS: tuple[Kind, ...] = ("account", "dataset", "contract", "member")
 SUMMARY_MAX_LEN = 200
 MAX_SUBJECTS_PER_TX = 8
 

@@ -85,6 +85,21 @@ TRADING_REASONS: dict[str, str] = {
     "already_confirmed": "the receipt is already confirmed",
     "already_disposed": "a disposal is already attested for this contract",
     "future_timestamp": "the attested time is later than the block time",
+    # governance (member.propose, member.vote; node.ledger.governance)
+    "not_member_admin": "the sender is not an admin of a member in effect at this height",
+    "proposal_exists": "a proposal with this id already exists",
+    "unknown_proposal": "no such proposal",
+    "member_exists": "a member with this id exists, is scheduled or once existed",
+    "node_key_in_use": "the node public key is (or was) bound to an account or member",
+    "fingerprint_in_use": "the TLS certificate fingerprint is (or was) claimed by a member",
+    "too_many_members": "the consortium would exceed its maximum number of members",
+    "too_few_members": "the removal would leave fewer members than the policy's minimum",
+    "change_pending": "the member (or the policy) already has an open or scheduled change",
+    "too_many_open_proposals": "the maximum number of open proposals is reached",
+    "bad_expiry": "expires_at_ms is not after the block time or too far ahead",
+    "bad_policy": "the threshold or minimum is out of range",
+    "proposal_decided": "the proposal already passed or was rejected",
+    "proposal_expired": "the proposal expired before it was decided",
 }
 
 REASON_CODES: tuple[str, ...] = tuple(MACHINE_REASONS) + tuple(TRADING_REASONS)
