@@ -184,7 +184,6 @@ class StateSync:
         """One request to ``peer``; the blocks it brought (executed), None on a bad answer."""
         start = self.executor.height + 1
         request = state_transfer.build_request(self.config, self._sign, start, self.target)
-        wanted = request.to_height - request.from_height + 1
         fut: asyncio.Future[StateTransferResponse] = asyncio.get_running_loop().create_future()
         self._waiter = (peer, fut)
         asked_at = self.clock.monotonic()
@@ -215,9 +214,11 @@ class StateSync:
             if await self.executor.deliver(block, cert):
                 self.metrics.state_transfer_blocks.inc()
             executed.append(block)
-        # A peer that has the blocks answers with as many as fit; fewer, slowly, is a drip.
-        slow = self.clock.monotonic() - asked_at > self.limits.request_timeout_s / 2
-        if len(entries) < wanted and slow:
+        # A peer that has the blocks answers with as many as fit, at once. One that takes
+        # more than half the timeout is struck as slow, whether it brought fewer (a drip) or
+        # all that was asked (a drip of a one-block request looks complete): either way
+        # another peer is preferred next time, and only a full, timely answer clears it.
+        if self.clock.monotonic() - asked_at > self.limits.request_timeout_s / 2:
             self._strike(peer, "slow")
         return executed
 
