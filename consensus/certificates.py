@@ -49,10 +49,17 @@ def verify_commit_certificate(
     block: Block,
     cert: CommitCertificate,
     verify: Verifier,
+    domain: str | None = None,
 ) -> None:
     """Check that ``cert`` proves ``block`` committed: 2f+1 distinct members signed
-    COMMIT(view, height, hash) on this chain, and the block's payload matches its header."""
+    COMMIT(view, height, hash) on this chain, and the block's payload matches its header.
+    ``members`` and ``domain`` are those of the block's epoch (``domain`` defaults to the
+    chain id, the first epoch's; see ``ConsensusConfig.domain``)."""
     members = _members(config_or_members)
+    if domain is None:
+        domain = (
+            config_or_members.domain if isinstance(config_or_members, ConsensusConfig) else chain_id
+        )
     if block.header.chain_id != chain_id:
         raise InvalidCertificate("wrong_chain")
     if cert.height != block.height or cert.block_hash != block.hash():
@@ -62,27 +69,35 @@ def verify_commit_certificate(
     _check_signers(cert.signatures, members, quorum_size(len(members)))
     fields = [cert.view, cert.height, cert.block_hash]
     for signer, sig in cert.signatures:
-        if not verify(signer, signing_bytes(TAG_COMMIT, chain_id, signer, fields), sig):
+        if not verify(signer, signing_bytes(TAG_COMMIT, domain, signer, fields), sig):
             raise InvalidCertificate("bad_signature", signer)
 
 
 def verify_checkpoint_certificate(
     config: ConsensusConfig, cert: CheckpointCertificate, verify: Verifier
 ) -> None:
-    if cert.height == 0:
-        # Genesis needs no signatures: every member derives it from the config.
-        expected = genesis_hash(config.chain_id, config.genesis_state_root)
-        if cert.block_hash != expected or cert.state_root != config.genesis_state_root:
-            raise InvalidCertificate("bad_genesis_checkpoint")
-        if cert.signatures:
-            raise InvalidCertificate("bad_genesis_checkpoint")
+    if cert.height < config.base_height:
+        raise InvalidCertificate("stale_epoch")
+    if cert.height == config.base_height:
+        # An epoch's base needs no signatures: every member derives it, genesis from the
+        # config, a later epoch's from its own executed chain (``EpochBase``).
+        base = config.base
+        if base is None:
+            expected = (
+                genesis_hash(config.chain_id, config.genesis_state_root),
+                (config.genesis_state_root),
+            )
+        else:
+            expected = base.block_hash, base.state_root
+        if (cert.block_hash, cert.state_root) != expected or cert.signatures:
+            raise InvalidCertificate("bad_base_checkpoint")
         return
     if cert.height % config.checkpoint_interval != 0:
         raise InvalidCertificate("bad_checkpoint_height")
     _check_signers(cert.signatures, config.members, config.quorum)
     fields = [cert.height, cert.block_hash, cert.state_root]
     for signer, sig in cert.signatures:
-        if not verify(signer, signing_bytes(TAG_CHECKPOINT, config.chain_id, signer, fields), sig):
+        if not verify(signer, signing_bytes(TAG_CHECKPOINT, config.domain, signer, fields), sig):
             raise InvalidCertificate("bad_signature", signer)
 
 
@@ -117,9 +132,9 @@ def verify_prepared_certificate(
     if shape is not None:
         raise InvalidCertificate(shape)
     _check_signers(cert.prepares, config.members, config.quorum - 1, excluded=primary)
-    if not verify(pp.sender, pp.signing_bytes(config.chain_id), pp.signature):
+    if not verify(pp.sender, pp.signing_bytes(config.domain), pp.signature):
         raise InvalidCertificate("bad_signature", pp.sender)
     fields = [pp.view, pp.height, pp.digest]
     for signer, sig in cert.prepares:
-        if not verify(signer, signing_bytes(TAG_PREPARE, config.chain_id, signer, fields), sig):
+        if not verify(signer, signing_bytes(TAG_PREPARE, config.domain, signer, fields), sig):
             raise InvalidCertificate("bad_signature", signer)

@@ -12,19 +12,36 @@ MEMBERS_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
+class EpochBase:
+    """Where an epoch after the first starts: the last block of the previous epoch (a
+    checkpoint height), its hash, timestamp and state root. Every replica of the chain
+    derives it from its own executed chain, so it needs no signatures of the new members."""
+
+    height: int
+    block_hash: bytes
+    timestamp_ms: int
+    state_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusConfig:
     """What every replica of a chain must agree on, plus this replica's own id.
 
-    ``members`` is the ordered membership: the primary of view ``v`` is
-    ``members[v % n]``.  Heights ``h`` are accepted only inside the watermark window
-    ``(stable_checkpoint, stable_checkpoint + window_size]``.  A block at height ``h``
-    commits to the state root after executing ``h - pipeline_depth`` (the genesis root
-    while ``h <= pipeline_depth``).
+    ``members`` is the ordered membership of one *epoch*: the primary of view ``v`` is
+    ``members[v % n]``. Epoch 0 starts at genesis; a later epoch starts after ``base``, the
+    last block of the previous one, with views counted from 0 again. Every signature of an
+    epoch is made in its own ``domain`` (the chain id, then ``"<chain id>#<epoch>"``), so a
+    message of one epoch never counts in another.  Heights ``h`` are accepted only inside
+    the watermark window ``(stable_checkpoint, stable_checkpoint + window_size]``.  A block
+    at height ``h`` commits to the state root after executing ``h - pipeline_depth`` (the
+    genesis root while ``h <= pipeline_depth``).
     """
 
     chain_id: str
     members: tuple[str, ...]
     my_id: str
+    epoch: int = 0
+    base: EpochBase | None = None
     genesis_state_root: bytes = b"\x00" * 32
     checkpoint_interval: int = 16
     window_size: int = 64
@@ -71,6 +88,10 @@ class ConsensusConfig:
             raise ConfigError("bad_members", "node ids are 1..64 characters")
         if self.my_id not in self.members:
             raise ConfigError("not_a_member", self.my_id)
+        if (self.epoch == 0) != (self.base is None) or self.epoch < 0:
+            raise ConfigError("bad_epoch", "epoch 0 starts at genesis, later ones at a base")
+        if self.base is not None and self.base.height % self.checkpoint_interval != 0:
+            raise ConfigError("bad_epoch", "an epoch starts after a checkpoint height")
         if len(self.genesis_state_root) != 32:
             raise ConfigError("bad_genesis_root", "32 bytes expected")
         if self.checkpoint_interval < 1 or self.pipeline_depth < 1:
@@ -95,6 +116,15 @@ class ConsensusConfig:
             raise ConfigError("bad_timeout", "rotation_ms must exceed throughput_grace_ms")
         if self.future_bytes_per_sender_max <= self.block_bytes_max:
             raise ConfigError("bad_bound", "future buffer must hold a full proposal")
+
+    @property
+    def domain(self) -> str:
+        """What every signature of this epoch is made over (besides its fields)."""
+        return self.chain_id if self.epoch == 0 else f"{self.chain_id}#{self.epoch}"
+
+    @property
+    def base_height(self) -> int:
+        return 0 if self.base is None else self.base.height
 
     @property
     def n(self) -> int:

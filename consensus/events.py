@@ -74,6 +74,16 @@ class StateTransferDone:
     state_roots: tuple[tuple[int, bytes], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class EpochEnds:
+    """The chain scheduled a membership change: this epoch's last height is
+    ``last_height`` (a checkpoint height).  The driver reports it right after executing the
+    block that scheduled it, before any other event."""
+
+    now_ms: int
+    last_height: int
+
+
 Event = (
     MessageReceived
     | TimerFired
@@ -81,4 +91,5 @@ Event = (
     | TransactionsRemoved
     | BlockExecuted
     | StateTransferDone
+    | EpochEnds
 )

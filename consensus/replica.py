@@ -82,6 +82,20 @@ and only up to ``checkpoint_horizon`` above what we hold (beyond it one height p
 sender, enough to see that f+1 are far ahead and catch up); one view change and one
 suspicion per sender.  ``_check_invariants`` asserts these bounds after every event.
 
+Epochs: a membership change the chain schedules takes effect right after a checkpoint
+height ``C`` that lies at least a window above the block that scheduled it
+(``node/ledger/governance/membership.py``).  The driver reports ``EpochEnds(C)`` right
+after executing that block; from then on this replica works on no height above ``C``
+(``_high``), ignores checkpoints above it, and once ``C`` is its stable checkpoint it is
+*finished*: it handles nothing more, and the driver starts the next epoch's replica (new
+members, quorum and keys, views from 0, signatures in the new epoch's domain) from ``C`` as
+its base (``ConsensusConfig.base``).  Why no honest replica disagrees about who votes at a
+height: a replica works on a height only while it is at most a window above what it has
+executed (``_high``), so before it touches ``C + 1`` it has executed the block that
+scheduled the change and knows it; and ``C`` is certified by the old members' stable
+checkpoint, so the new epoch starts from one agreed block.  A view change of the new epoch
+starts from ``C`` or a later checkpoint of its own (``stale_epoch`` for older ones).
+
 Invariants asserted here: one block committed per height, quorum-sized certificates,
 monotone stable checkpoint, executed height moving by exactly one.
 """
@@ -113,6 +127,7 @@ from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.events import (
     BlockExecuted,
+    EpochEnds,
     Event,
     MessageReceived,
     TimerFired,
@@ -202,8 +217,16 @@ class Replica:
         self._validate_payload = validate_payload
         self._me = config.my_id
         self._members = frozenset(config.members)
-        genesis = genesis_hash(config.chain_id, config.genesis_state_root)
-        self._stable = CheckpointCertificate(0, genesis, config.genesis_state_root, ())
+        base = config.base
+        if base is None:
+            genesis = genesis_hash(config.chain_id, config.genesis_state_root)
+            self._stable = CheckpointCertificate(0, genesis, config.genesis_state_root, ())
+            base_link: tuple[bytes, int | None] = (genesis, 0)
+            base_root = config.genesis_state_root
+        else:
+            self._stable = CheckpointCertificate(base.height, base.block_hash, base.state_root, ())
+            base_link = (base.block_hash, base.timestamp_ms)
+            base_root = base.state_root
         self._view = 0
         self._in_view_change = False
         self._new_view_msg: NewView | None = None
@@ -212,11 +235,14 @@ class Replica:
         self._slots: dict[int, _Slot] = {}
         # Committed chain we can link to: height -> (block hash, timestamp or None when
         # only the hash is certified, e.g. a stable checkpoint we have not fetched).
-        self._chain: dict[int, tuple[bytes, int | None]] = {0: (genesis, 0)}
-        self._roots: dict[int, bytes] = {0: config.genesis_state_root}
-        self._delivered = 0
-        self._executed = 0
-        self._max_committed = 0
+        self._chain: dict[int, tuple[bytes, int | None]] = {self._low: base_link}
+        self._roots: dict[int, bytes] = {self._low: base_root}
+        self._delivered = self._low
+        self._executed = self._low
+        self._max_committed = self._low
+        # The last height of this epoch once the chain scheduled a change (``EpochEnds``).
+        self._epoch_last: int | None = None
+        self._finished = False
         self._checkpoint_votes: dict[int, dict[str, Checkpoint]] = {}
         self._checkpoint_heights: dict[str, list[int]] = {}
         # Beyond the horizon only each sender's highest checkpoint height is kept.
@@ -276,19 +302,21 @@ class Replica:
         ``last_executed_height`` (None at genesis) and ``state_roots`` holds the roots
         of at least the last ``pipeline_depth`` executed heights."""
         r = cls(config, sign, verify, validate_payload)
+        assert state.epoch == config.epoch, "persisted state of another epoch"
         r._view = state.view
         r._in_view_change = state.in_view_change
         r._new_view_msg = state.new_view
-        if state.stable_checkpoint.height > 0:
+        if state.stable_checkpoint.height > r._low:
             r._stable = state.stable_checkpoint
             r._chain[r._low] = (state.stable_checkpoint.block_hash, None)
+        assert last_executed_height >= config.base_height, "executed below the epoch's base"
         r._delivered = r._executed = r._max_committed = last_executed_height
         if last_block is not None:
             assert last_block.height == last_executed_height, "header/height mismatch"
             r._chain[last_block.height] = (last_block.digest, last_block.timestamp_ms)
         r._roots.update(state_roots)
         for cert in state.prepared:
-            if cert.height > r._low:
+            if r._in_window(cert.height):
                 slot = r._slot(cert.height)
                 slot.prepared = cert
                 r._store_body(slot, cert.pre_prepare.block)
@@ -299,7 +327,7 @@ class Replica:
             # it would arm the progress timer of an idle chain into a view change.
             if pp.height <= last_executed_height:
                 continue
-            if pp.view == r._view and pp.height > r._low and not r._in_view_change:
+            if pp.view == r._view and r._in_window(pp.height) and not r._in_view_change:
                 slot = r._slot(pp.height)
                 slot.pre_prepare = pp
                 slot.seen[(PrePrepare.KIND, pp.view, pp.sender)] = pp
@@ -335,7 +363,7 @@ class Replica:
     def handle(self, event: Event) -> list[Action]:
         """Apply one event; returns the actions to execute in order."""
         self._begin(event.now_ms)
-        if self._halted:
+        if self._halted or self._finished:
             return []
         self._monitor.advance(event.now_ms)
         if isinstance(event, MessageReceived):
@@ -349,9 +377,11 @@ class Replica:
                 self._requests.pop(tx_id, None)
         elif isinstance(event, BlockExecuted):
             self._on_block_executed(event.height, event.state_root)
+        elif isinstance(event, EpochEnds):
+            self._on_epoch_ends(event.last_height)
         else:
             self._on_state_transfer_done(event.block, event.state_roots)
-        if not self._halted:
+        if not self._halted and not self._finished:
             self._judge_primary()
             self._arm_request_timer()
             self._check_invariants()
@@ -380,6 +410,16 @@ class Replica:
     @property
     def halted(self) -> bool:
         return self._halted
+
+    @property
+    def finished(self) -> bool:
+        """This epoch is over here: its last height is our stable checkpoint (see
+        "Epochs" above); the driver starts the next epoch's replica."""
+        return self._finished
+
+    @property
+    def epoch_last(self) -> int | None:
+        return self._epoch_last
 
     @property
     def is_primary(self) -> bool:
@@ -411,6 +451,7 @@ class Replica:
             accepted=tuple(s.pre_prepare for s in live if s.pre_prepare is not None),
             prepared=tuple(s.prepared for s in live if s.prepared is not None),
             new_view=self._new_view_msg,
+            epoch=self.config.epoch,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -421,7 +462,10 @@ class Replica:
 
     @property
     def _high(self) -> int:
-        return self._stable.height + self.config.window_size
+        # Never more than a window above what we executed: every change of membership that
+        # could apply to a height we work on was scheduled in a block we executed ("Epochs").
+        high = min(self._stable.height, self._executed) + self.config.window_size
+        return high if self._epoch_last is None else min(high, self._epoch_last)
 
     def _begin(self, now_ms: int) -> None:
         self._now = now_ms
@@ -431,7 +475,7 @@ class Replica:
     def _finish(self) -> list[Action]:
         out = self._out
         self._out = []
-        if self._dirty and not self._halted:
+        if self._dirty and not self._halted:  # a finished replica's last state persists too
             # First: durable before any vote in this batch leaves the process.
             out.insert(0, Persist(self.snapshot()))
         self._dirty = False
@@ -442,7 +486,7 @@ class Replica:
         self.rejected_total += 1
 
     def _signed(self, msg: M) -> M:
-        return sign_message(msg, self.config.chain_id, self._sign)
+        return sign_message(msg, self.config.domain, self._sign)
 
     def _slot(self, height: int) -> _Slot:
         slot = self._slots.get(height)
@@ -521,7 +565,7 @@ class Replica:
             # Served and consumed by the driver (state_transfer.py), never here.
             self._reject("not_for_replica")
             return
-        if not verify_message(msg, self.config.chain_id, self._verify):
+        if not verify_message(msg, self.config.domain, self._verify):
             self._reject("bad_signature")
             return
         try:
@@ -971,6 +1015,9 @@ class Replica:
         if cp.height <= self._low:
             self._reject("stale_checkpoint")
             return
+        if self._epoch_last is not None and cp.height > self._epoch_last:
+            self._reject("beyond_epoch")
+            return
         if cp.height > self._checkpoint_top():
             self._far_checkpoint(cp)
             return
@@ -1049,6 +1096,11 @@ class Replica:
             return
         self._stable = cert
         self._dirty = True
+        if self._epoch_last is not None and cert.height >= self._epoch_last:
+            assert cert.height == self._epoch_last, "stable checkpoint past the epoch's end"
+            self._finished = True
+            self._cancel_all_timers()
+            return
         if linked is None:
             self._chain[cert.height] = (cert.block_hash, None)
         for height in [h for h in self._slots if h <= cert.height]:
@@ -1064,6 +1116,22 @@ class Replica:
         if self._delivered < cert.height:
             self._start_transfer(cert.height, cert.block_hash, self._stable_signers())
         self._maybe_want_proposal()
+
+    def _on_epoch_ends(self, last_height: int) -> None:
+        assert last_height % self.config.checkpoint_interval == 0, "an epoch ends at a checkpoint"
+        assert last_height > self._low, "an epoch ends above its stable checkpoint"
+        assert all(h <= last_height for h in self._slots), "a slot beyond the epoch's end"
+        if self._epoch_last is not None:
+            assert last_height == self._epoch_last, "one end per epoch"
+            return
+        self._epoch_last = last_height
+        for height in [h for h in self._checkpoint_votes if h > last_height]:
+            del self._checkpoint_votes[height]
+        self._far_checkpoints = {s: h for s, h in self._far_checkpoints.items() if h <= last_height}
+
+    def _cancel_all_timers(self) -> None:
+        for kind in TimerKind:
+            self._cancel_timer(kind)
 
     def _diverge(self, height: int, ours: bytes, certified: bytes) -> None:
         self._halted = True
@@ -1299,7 +1367,7 @@ class Replica:
         for vc in nv.view_changes:
             if self._view_changes.get(vc.sender) == vc:
                 continue  # validated on arrival
-            if not verify_message(vc, self.config.chain_id, self._verify):
+            if not verify_message(vc, self.config.domain, self._verify):
                 self._reject("bad_new_view")
                 return
             validate_view_change(self.config, vc, self._verify)
@@ -1314,7 +1382,7 @@ class Replica:
                 or pp.height != block.height
                 or pp.digest != block.hash()
                 or verify_block_shape(self.config, pp.block, pp.height) is not None
-                or not verify_message(pp, self.config.chain_id, self._verify)
+                or not verify_message(pp, self.config.domain, self._verify)
             ):
                 self._reject("bad_new_view")
                 return

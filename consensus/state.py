@@ -8,6 +8,8 @@ that conflicts with one it signed before the crash.
   checkpoint; our COMMIT votes rest on them and view changes must report them.
 - ``new_view``: the NEW-VIEW that opened ``view`` (a primary must not send two).
 - ``stable_checkpoint``: with its proof; the low watermark.
+- ``epoch``: the membership epoch all of the above belongs to; a replica starting a later
+  epoch starts from that epoch's base instead (nothing of an older epoch binds it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from mdtp.consensus.messages import (
     message_to_wire,
 )
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,7 @@ class PersistedState:
     accepted: tuple[PrePrepare, ...]
     prepared: tuple[PreparedCertificate, ...]
     new_view: NewView | None
+    epoch: int = 0
 
     def to_wire(self) -> list[Any]:
         return [
@@ -49,11 +52,12 @@ class PersistedState:
             [message_to_wire(pp) for pp in self.accepted],
             [c.to_wire() for c in self.prepared],
             None if self.new_view is None else message_to_wire(self.new_view),
+            self.epoch,
         ]
 
     @classmethod
     def from_wire(cls, value: object, lim: WireLimits = DEFAULT_LIMITS) -> PersistedState:
-        items = read_list(value, "state", length=7)
+        items = read_list(value, "state", length=8)
         if read_int(items[0], "version") != STATE_VERSION:
             raise DecodeError("bad_version", "unknown persisted state version")
         if type(items[2]) is not bool:
@@ -78,6 +82,7 @@ class PersistedState:
             accepted=tuple(accepted),
             prepared=tuple(PreparedCertificate.from_wire(p, lim) for p in prepared),
             new_view=new_view,
+            epoch=read_int(items[7], "epoch"),
         )
 
 

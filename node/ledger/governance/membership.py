@@ -135,20 +135,23 @@ def membership_of(epoch: Epoch) -> Membership:
 def activation_height(
     passed_height: int, checkpoint_interval: int, window: int, previous_activation: int
 ) -> int:
-    """Where a change that passed in block ``passed_height`` takes effect.
+    """Where a change that passed in block ``passed_height`` takes effect: the height right
+    after a checkpoint boundary ``C``, the first multiple of ``checkpoint_interval`` with
+    ``C + 1 >= passed_height + window``, strictly after the previous epoch's activation.
 
-    The first multiple of ``checkpoint_interval`` that is >= ``passed_height + window``
-    (a checkpoint boundary far enough ahead that no block already in the consensus window
-    changes membership), and strictly after the previous epoch's activation height, so at
-    most one change takes effect at a boundary: a change that passes while another is
-    scheduled takes the next boundary after it.
+    Why there: a replica works on a height only inside its window, at most ``window`` above
+    what it has executed, so no replica touches the new epoch's first height before it has
+    executed the block that scheduled it; and the old members certify the state at ``C`` with
+    a stable checkpoint, from which the new membership starts (``consensus/replica.py``,
+    "Epochs"). At most one change takes effect at a boundary: a change that passes while
+    another is scheduled takes the next boundary after it.
     """
     assert checkpoint_interval > 0 and window >= 0 and passed_height >= 0
-    target = passed_height + window
+    target = passed_height + window - 1
     boundary = -(-target // checkpoint_interval) * checkpoint_interval
-    if boundary <= previous_activation:
-        boundary = (previous_activation // checkpoint_interval + 1) * checkpoint_interval
-    return boundary
+    if boundary + 1 <= previous_activation:
+        boundary = ((previous_activation - 1) // checkpoint_interval + 1) * checkpoint_interval
+    return boundary + 1
 
 
 def genesis_epoch(genesis: Genesis) -> Epoch:
