@@ -86,8 +86,8 @@ class ConsensusConfig:
             raise ConfigError("bad_members", "members must be 1..256 distinct ids")
         if any(not 1 <= len(m) <= NODE_ID_LEN_MAX for m in self.members):
             raise ConfigError("bad_members", "node ids are 1..64 characters")
-        if self.my_id not in self.members:
-            raise ConfigError("not_a_member", self.my_id)
+        if not 1 <= len(self.my_id) <= NODE_ID_LEN_MAX:
+            raise ConfigError("bad_node_id", repr(self.my_id))
         if (self.epoch == 0) != (self.base is None) or self.epoch < 0:
             raise ConfigError("bad_epoch", "epoch 0 starts at genesis, later ones at a base")
         if self.base is not None and self.base.height % self.checkpoint_interval != 0:
@@ -120,7 +120,16 @@ class ConsensusConfig:
     @property
     def domain(self) -> str:
         """What every signature of this epoch is made over (besides its fields)."""
-        return self.chain_id if self.epoch == 0 else f"{self.chain_id}#{self.epoch}"
+        return self.domain_of(self.chain_id, self.epoch)
+
+    @staticmethod
+    def domain_of(chain_id: str, epoch: int) -> str:
+        return chain_id if epoch == 0 else f"{chain_id}#{epoch}"
+
+    @property
+    def voting(self) -> bool:
+        """Whether this replica is a member of the epoch (else it follows, never votes)."""
+        return self.my_id in self.members
 
     @property
     def base_height(self) -> int:

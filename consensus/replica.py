@@ -96,6 +96,11 @@ scheduled the change and knows it; and ``C`` is certified by the old members' st
 checkpoint, so the new epoch starts from one agreed block.  A view change of the new epoch
 starts from ``C`` or a later checkpoint of its own (``stale_epoch`` for older ones).
 
+Followers: a replica whose id is not among the epoch's members (an observer, a member
+that joins at a later epoch, a removed one) runs the same code but never signs anything:
+it learns proposals, commit certificates, checkpoints and new views, delivers what a
+quorum committed, and catches up by state transfer like any replica.
+
 Invariants asserted here: one block committed per height, quorum-sized certificates,
 monotone stable checkpoint, executed height moving by exactly one.
 """
@@ -708,7 +713,7 @@ class Replica:
         slot.pre_prepare = pp
         slot.pending = None
         self._dirty = True
-        if pp.sender != self._me:
+        if pp.sender != self._me and self.config.voting:
             prepare = self._signed(Prepare(pp.view, pp.height, pp.digest, self._me))
             slot.my_prepare = prepare
             slot.prepares.setdefault(pp.digest, {})[self._me] = prepare.signature
@@ -748,6 +753,8 @@ class Replica:
     def _maybe_commit(self, height: int) -> None:
         slot = self._slots.get(height)
         if slot is None or self._in_view_change or slot.my_commit is not None:
+            return
+        if not self.config.voting:
             return
         cert = slot.prepared
         if cert is None or cert.view != self._view:
@@ -910,6 +917,8 @@ class Replica:
             return None
         if self._in_view_change or self.is_primary or self._my_suspect is not None:
             return None
+        if not self.config.voting:
+            return None
         if self._transfer is not None:
             return None  # behind: our view of what is committed is out of date
         oldest = next(iter(self._requests.values()))
@@ -932,7 +941,7 @@ class Replica:
     @property
     def _judging(self) -> bool:
         """Whether this replica measures the primary of its view: a backup, in the view."""
-        return not self._in_view_change and not self.is_primary
+        return not self._in_view_change and not self.is_primary and self.config.voting
 
     def _judge_primary(self) -> None:
         """Aardvark: suspect a primary that delivers far less than recent views did, or
@@ -1001,6 +1010,8 @@ class Replica:
         self._maybe_want_proposal()
 
     def _send_checkpoint(self, height: int, state_root: bytes) -> None:
+        if not self.config.voting:
+            return
         linked = self._chain.get(height)
         assert linked is not None, "executed block is on the chain"
         cp = self._signed(Checkpoint(height, linked[0], state_root, self._me))
@@ -1264,11 +1275,12 @@ class Replica:
         self._monitor.view_started(self._now, view=self._view, judging=False)
         self._failed_views += 1
         self._cancel_timer(TimerKind.VIEW_CHANGE)
-        vc = self._build_view_change()
-        self._my_view_change = vc
-        self._view_changes[self._me] = vc
         self._dirty = True
-        self._out.append(Broadcast(vc))
+        if self.config.voting:
+            vc = self._build_view_change()
+            self._my_view_change = vc
+            self._view_changes[self._me] = vc
+            self._out.append(Broadcast(vc))
         self._check_view_change_quorum()
 
     def _on_view_change(self, vc: ViewChange) -> None:
@@ -1297,7 +1309,7 @@ class Replica:
         """Our timer says the primary of our view fails: tell everyone.  We keep voting in
         this view (or keep waiting for its NEW-VIEW); f+1 suspicions (ours included) make
         every replica move on together."""
-        if self._my_suspect is not None:
+        if self._my_suspect is not None or not self.config.voting:
             return
         self.suspicions[cause] = self.suspicions.get(cause, 0) + 1
         self._my_suspect = self._signed(Suspect(self._view, self._me))

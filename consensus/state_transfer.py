@@ -10,7 +10,8 @@ Byzantine peer can waste a round trip but never make us execute a wrong block.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from mdtp.consensus.block import Block
 from mdtp.consensus.certificates import verify_commit_certificate
@@ -29,6 +30,26 @@ from mdtp.consensus.messages import (
 BlockSource = Callable[[int], tuple[Block, CommitCertificate] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Certifiers:
+    """Who certifies a height of chain ``chain_id``: the members of its epoch, the epoch's
+    signing domain and the verifier of their keys."""
+
+    chain_id: str
+    members: Sequence[str]
+    domain: str
+    verify: Verifier
+
+
+CertifierFn = Callable[[int], Certifiers]
+
+
+def single_epoch(config: ConsensusConfig, verify: Verifier) -> CertifierFn:
+    """Every height certified by ``config``'s members: a chain that never reconfigures."""
+    certifiers = Certifiers(config.chain_id, config.members, config.domain, verify)
+    return lambda _height: certifiers
+
+
 def build_request(
     config: ConsensusConfig, sign: Signer, from_height: int, to_height: int
 ) -> StateTransferRequest:
@@ -45,9 +66,11 @@ def serve_request(
     source: BlockSource,
     bytes_max: int | None = None,
 ) -> StateTransferResponse | None:
-    """Answer a verified member's request with the longest available prefix of the
-    range that fits the count and byte bounds; None if the request is not acceptable."""
-    if request.sender not in config.members or request.sender == config.my_id:
+    """Answer a verified peer's request with the longest available prefix of the
+    range that fits the count and byte bounds; None if the request is not acceptable.
+    ``verify`` knows the keys of whoever may ask (the caller decides who that is: members of
+    any epoch, and nodes that follow the chain)."""
+    if request.sender == config.my_id:
         return None
     if not verify_message(request, config.chain_id, verify):
         return None
@@ -69,22 +92,27 @@ def serve_request(
 
 
 def verify_response(
-    config: ConsensusConfig,
-    verify: Verifier,
+    certifiers: CertifierFn,
     response: StateTransferResponse,
     from_height: int,
     prev_hash: bytes,
 ) -> list[tuple[Block, CommitCertificate]]:
     """The certified blocks of ``response`` that extend our chain at ``from_height``
-    (whose predecessor hashes to ``prev_hash``), in order.  Raises
-    ``InvalidStateTransfer`` on the first block that does not verify."""
+    (whose predecessor hashes to ``prev_hash``), in order, each certificate checked against
+    the members of its height's epoch (``certifiers``; a response holds at most a window of
+    blocks, and a change of membership takes effect at least a window after the block that
+    scheduled it, so the epochs of every block in it are known before any is executed).
+    Raises ``InvalidStateTransfer`` on the first block that does not verify."""
     out: list[tuple[Block, CommitCertificate]] = []
     expected_height = from_height
     for block, cert in response.entries:
         if block.height != expected_height or block.header.prev_hash != prev_hash:
             raise InvalidStateTransfer("bad_chain", f"at height {block.height}")
         try:
-            verify_commit_certificate(config, config.chain_id, block, cert, verify)
+            who = certifiers(block.height)
+            verify_commit_certificate(
+                who.members, who.chain_id, block, cert, who.verify, who.domain
+            )
         except InvalidCertificate as exc:
             raise InvalidStateTransfer(exc.reason, f"at height {block.height}") from None
         out.append((block, cert))

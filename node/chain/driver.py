@@ -23,6 +23,13 @@ Ordering rules (the reasons this module exists):
   persisted state is written — it contains everything the earlier ones did — and it is
   written before any vote of the batch leaves.
 - ``Deliver`` executes the block through the executor, then reports ``BlockExecuted``.
+- Epochs (:mod:`.epochs`): after every executed block the driver re-reads the membership
+  history; a newly scheduled change is reported to the core (``EpochEnds``) *before* the
+  block's ``BlockExecuted``, so the core never works past the epoch's last height. Once the
+  core is finished with its epoch (that height is its stable checkpoint) or state transfer
+  took this node past it, the driver starts the next epoch's replica from the epoch's base
+  block: new members and keys, views from 0. A node that is not a member of the epoch runs
+  a replica that follows without voting.
 """
 
 from __future__ import annotations
@@ -49,10 +56,11 @@ from mdtp.consensus.actions import (
     StateDiverged,
 )
 from mdtp.consensus.block import Block
-from mdtp.consensus.config import ConsensusConfig
+from mdtp.consensus.config import ConsensusConfig, EpochBase
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.events import (
     BlockExecuted,
+    EpochEnds,
     Event,
     MessageReceived,
     StateTransferDone,
@@ -62,19 +70,22 @@ from mdtp.consensus.events import (
     TransactionsRemoved,
 )
 from mdtp.consensus.messages import (
+    CheckpointCertificate,
     CommitCertificate,
     Message,
     NewView,
     PrePrepare,
     StateTransferRequest,
     StateTransferResponse,
+    Verifier,
     WireLimits,
     decode_message,
     encode_message,
     verify_message,
 )
 from mdtp.consensus.replica import Replica
-from mdtp.consensus.state import decode_state, encode_state
+from mdtp.consensus.state import PersistedState, decode_state, encode_state
+from mdtp.node.chain.epochs import ChainEpochs
 from mdtp.node.chain.execution import (
     BlockExecutor,
     decode_block,
@@ -87,7 +98,7 @@ from mdtp.node.chain.outbox import OutboxContext, OutboxFactory, WireOutbox
 from mdtp.node.chain.ports import BroadcastFn, Clock, Disk, SendFn, SystemClock, ThreadDisk
 from mdtp.node.chain.statesync import StateServer, StateSync, SyncLimits
 from mdtp.node.errors import MdtpError
-from mdtp.node.identity.genesis import Genesis, MemberSignatures
+from mdtp.node.identity.genesis import Genesis
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.machine import Ledger, account_nonce
 from mdtp.node.ledger.state import Overlay
@@ -180,6 +191,16 @@ class _Marker:
 _START = _Marker()  # calls Replica.start
 _PROPOSE = _Marker()  # takes transactions and proposes, inside the loop
 
+
+@dataclass(frozen=True)
+class _Transferred(_Marker):
+    """State transfer executed blocks up to ``block``: the core resumes there (or the next
+    epoch starts, if the transfer went past this one's end)."""
+
+    block: Block
+    roots: tuple[tuple[int, bytes], ...]
+
+
 InternalItem = Event | Callable[[int], Event] | _Marker
 ProposalFilter = Callable[[list[Tx]], list[Tx]]
 
@@ -220,9 +241,8 @@ class Driver:
         # what a primary proposes of what the mempool offers (all of it, unless a test entry
         # point installs a censoring one)
         self._select = proposal_filter or (lambda txs: txs)
-        self.config = consensus_config(genesis, node_id, genesis_root, limits)
-        self.wire_limits = WireLimits.from_config(self.config)
-        self._verify = MemberSignatures(genesis.members)
+        genesis_config = consensus_config(genesis, node_id, genesis_root, limits)
+        self.wire_limits = WireLimits.from_config(genesis_config)
         self.executor = BlockExecutor(
             chain_id=genesis.chain_id,
             genesis_state_root=genesis_root,
@@ -233,6 +253,11 @@ class Driver:
             wire_limits=self.wire_limits,
             metrics=metrics,
         )
+        self.epochs = ChainEpochs(genesis_config, lambda: Overlay(store.state), self._epoch_base)
+        persisted = self._load_consensus_state()
+        epoch = self._resume_epoch(persisted)
+        self.config = self.epochs.config(epoch)
+        self._verify = self.epochs.verifier(epoch)
         self.admission = Admission(
             mempool=mempool,
             verifier=verifier,
@@ -248,7 +273,8 @@ class Driver:
         self.sync = StateSync(
             config=self.config,
             sign=self._sign,
-            verify=self._verify,
+            verify=self.epochs.verify_any,
+            certifiers=self.epochs.certifiers,
             executor=self.executor,
             send=send,
             broadcast=broadcast,
@@ -270,7 +296,7 @@ class Driver:
         self.commit_listeners = self.executor.listeners
         self._network: deque[tuple[str, Message]] = deque()
         self._internal: deque[InternalItem] = deque()
-        peers = [m for m in self.config.members if m != node_id]
+        peers = sorted(self.epochs.roster - {node_id})
         self._ingress: FairIngress[bytes] = FairIngress(peers, limits.ingress, self.clock.monotonic)
         self._gossip_in: FairIngress[list[bytes]] = FairIngress(
             peers, limits.gossip_ingress, self.clock.monotonic
@@ -292,7 +318,8 @@ class Driver:
         self.evidence: deque[dict[str, Any]] = deque(maxlen=1000)
         self.halted_reason: str | None = None
         self.highest_seen = self.executor.height
-        self.replica = self._build_replica()
+        own = persisted is not None and persisted.epoch == epoch
+        self.replica = self._build_replica(persisted if own else None)
         self.outbox = outbox(
             OutboxContext(
                 node_id=node_id,
@@ -322,17 +349,54 @@ class Driver:
     def _sign(self, data: bytes) -> bytes:
         return self.node_key.sign(data)
 
-    def _build_replica(self) -> Replica:
-        validate = self.admission.validate_payload
+    def _load_consensus_state(self) -> PersistedState | None:
         persisted = self.store.load_consensus_state()
         if persisted is None:
-            return Replica(self.config, self._sign, self._verify, validate)
+            return None
         try:
-            state = decode_state(persisted, self.wire_limits)
+            return decode_state(persisted, self.wire_limits)
         except ConsensusError as e:
             raise InconsistentStore(
                 f"{self.store.path}: key space 'meta' consensus state is undecodable ({e})"
             ) from None
+
+    def _resume_epoch(self, persisted: PersistedState | None) -> int:
+        """The epoch this node's core works in after a (re)start: the persisted one, unless
+        it is over here (its last height is the stable checkpoint and executed, or state
+        transfer went past it); a node without consensus state starts in the epoch of the
+        next height it executes."""
+        height = self.executor.height
+        if persisted is None:
+            return self.epochs.at(height + 1).number
+        number = persisted.epoch
+        if self.epochs.get(number) is None:
+            raise InconsistentStore(
+                f"{self.store.path}: consensus state of epoch {number}, which the chain "
+                "executed here never recorded"
+            )
+        last = self.epochs.last_height(number)
+        if last is not None and height >= last and persisted.stable_checkpoint.height >= last:
+            return self.epochs.at(height + 1).number
+        if last is not None and height > last:
+            return self.epochs.at(height + 1).number
+        return number
+
+    def _epoch_base(self, height: int) -> EpochBase:
+        entry = self.executor.block_and_certificate(height)
+        assert entry is not None, "an epoch's base block is executed before the epoch starts"
+        block = entry[0]
+        return EpochBase(
+            height, block.hash(), block.header.timestamp_ms, self.executor.state_root_at(height)
+        )
+
+    def _build_replica(self, state: PersistedState | None) -> Replica:
+        validate = self.admission.validate_payload
+        if state is None:
+            if self.config.base is None:
+                return Replica(self.config, self._sign, self._verify, validate)
+            base = self.config.base
+            stable = CheckpointCertificate(base.height, base.block_hash, base.state_root, ())
+            state = PersistedState(0, False, stable, (), (), None, self.config.epoch)
         return Replica.restore(
             self.config,
             state,
@@ -430,10 +494,18 @@ class Driver:
             # msg.sender may differ from peer_id: the core relays others' signed messages
             # (e.g. to help a lagging replica). Nothing is done for a message before its
             # sender and signature check out.
-            if msg.sender not in self.config.members:
+            verify: Verifier
+            if isinstance(msg, StateTransferRequest | StateTransferResponse):
+                # between members of any epoch and followers: any key the sender ever had
+                known = msg.sender in self.epochs.roster
+                domain, verify = self.config.chain_id, self.epochs.verify_any
+            else:
+                known = msg.sender in self.config.members
+                domain, verify = self.config.domain, self._verify
+            if not known:
                 self.metrics.frames_dropped.labels("not_a_member").inc()
                 continue
-            if not verify_message(msg, self.config.chain_id, self._verify):
+            if not verify_message(msg, domain, verify):
                 self.metrics.frames_dropped.labels("bad_signature").inc()
                 continue
             if isinstance(msg, StateTransferRequest):
@@ -526,6 +598,9 @@ class Driver:
                         actions.extend(self._propose(now))
                     elif item is _START:
                         actions.extend(self.replica.start(now))
+                        actions.extend(self._epoch_news(now))
+                    elif isinstance(item, _Transferred):
+                        actions.extend(self._on_transferred(now, item))
                     else:
                         assert not isinstance(item, _Marker), item
                         event = item(now) if callable(item) else item
@@ -539,6 +614,7 @@ class Driver:
                         self._ingress.refund(peer_id)  # of use: it costs the peer nothing
                     handled += 1
                 await self._execute(actions)
+                await self._maybe_next_epoch()
                 self._observe_view()
                 self._maybe_propose()
 
@@ -587,9 +663,9 @@ class Driver:
                     # executed the next heights while this one was being written.
                     height = action.block.height
                     root = self.executor.state_root_at(height)
-                    follow_up.extend(
-                        self.replica.handle(BlockExecuted(self.clock.now_ms(), height, root))
-                    )
+                    now = self.clock.now_ms()
+                    follow_up.extend(self._epoch_news(now))  # before the core hears of it
+                    follow_up.extend(self.replica.handle(BlockExecuted(now, height, root)))
             elif isinstance(action, RequestStateTransfer):
                 self.highest_seen = max(self.highest_seen, action.to_height)
                 self.sync.request(action.to_height)
@@ -670,8 +746,62 @@ class Driver:
         """Blocks arrived by state transfer (each checked against the state root its header
         commits to): let the core resume from there."""
         if self.halted_reason is None:
-            self._internal.append(lambda now: StateTransferDone(now, block, roots))
+            self._internal.append(_Transferred(block, roots))
             self._wake.set()
+
+    def _on_transferred(self, now: int, done: _Transferred) -> list[Action]:
+        actions = self._epoch_news(now)
+        last = self.replica.epoch_last
+        if last is not None and self.height > last:
+            return actions  # past this epoch: the next one starts (``_maybe_next_epoch``)
+        return actions + self.replica.handle(StateTransferDone(now, done.block, done.roots))
+
+    # -- epochs ---------------------------------------------------------------------------
+
+    def _epoch_news(self, now: int) -> list[Action]:
+        """Re-read the membership history after blocks were executed; tell the core where
+        its epoch ends once the chain scheduled a change (at most once per epoch)."""
+        if self.epochs.refresh():
+            for peer in sorted(self.epochs.roster - {self.node_id}):
+                self._ingress.add_peer(peer)
+                self._gossip_in.add_peer(peer)
+        last = self.epochs.last_height(self.config.epoch)
+        if last is None or self.replica.epoch_last is not None:
+            return []
+        log.info("epoch %d ends at height %d", self.config.epoch, last)
+        return self.replica.handle(EpochEnds(now, last))
+
+    async def _maybe_next_epoch(self) -> None:
+        """Start the next epoch's replica once this one is over here: its last height is the
+        stable checkpoint and executed, or state transfer took us past it."""
+        last = self.replica.epoch_last
+        if last is None or self.halted_reason is not None:
+            return
+        if not (self.replica.finished or self.height > last):
+            return
+        if self.height < last:
+            self.sync.request(last)  # a quorum certified it: fetch what we lack first
+            return
+        number = self.epochs.at(self.height + 1).number
+        assert number > self.config.epoch, "an epoch is over only when a later one exists"
+        self.config = self.epochs.config(number)
+        self._verify = self.epochs.verifier(number)
+        self.sync.set_config(self.config)
+        self.replica = self._build_replica(None)
+        self._preverified.clear()
+        self._bad_proposal_views.clear()
+        self.mempool.release_in_flight()
+        self.metrics.epoch.set(number)
+        log.info(
+            "epoch %d starts after height %d: %d members (%s)%s",
+            number,
+            self.config.base_height,
+            self.config.n,
+            ", ".join(self.config.members),
+            "" if self.config.voting else "; this node follows without voting",
+        )
+        now = self.clock.now_ms()
+        await self._execute(self.replica.start(now) + self._epoch_news(now))
 
     # -- proposals ------------------------------------------------------------------------
 

@@ -68,6 +68,14 @@ class FairIngress(Generic[T]):
     def __len__(self) -> int:
         return sum(len(p.items) for p in self._peers.values())
 
+    def add_peer(self, peer_id: str) -> None:
+        """A node the chain added (a member of a new epoch): give it its own queue. Peers
+        are never removed: a removed member's node may still serve blocks, and its queue
+        is as bounded as any."""
+        if peer_id not in self._peers:
+            self._peers[peer_id] = _Peer(self._monotonic(), self.limits.work_per_s)
+            self._order.append(peer_id)
+
     def queued_bytes(self) -> int:
         return sum(p.bytes for p in self._peers.values())
 

@@ -34,6 +34,11 @@ class DriverMetrics:
             "mdtp_consensus_height", "Height of the last executed block", registry=registry
         )
         self.view = Gauge("mdtp_consensus_view", "Current view", registry=registry)
+        self.epoch = Gauge(
+            "mdtp_consensus_epoch",
+            "Membership epoch this node's consensus core works in (views restart at 0 in each)",
+            registry=registry,
+        )
         self.view_changes = Counter(
             "mdtp_consensus_view_changes_total", "Views this replica moved to", registry=registry
         )

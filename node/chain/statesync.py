@@ -80,6 +80,7 @@ class StateSync:
         config: ConsensusConfig,
         sign: Signer,
         verify: Verifier,
+        certifiers: state_transfer.CertifierFn,
         executor: BlockExecutor,
         send: SendFn,
         broadcast: BroadcastFn,
@@ -95,6 +96,7 @@ class StateSync:
         self.config = config
         self._sign = sign
         self._verify = verify
+        self._certifiers = certifiers
         self.executor = executor
         self._send = send
         self._broadcast = broadcast
@@ -114,6 +116,11 @@ class StateSync:
         self._peer_heights: dict[str, int] = {}
         self._behind_ticks = 0
         self._tick = 0
+
+    def set_config(self, config: ConsensusConfig) -> None:
+        """A new epoch: its members are whom we ask and whose beacons count."""
+        self.config = config
+        self._peer_heights = {p: h for p, h in self._peer_heights.items() if p in config.members}
 
     @property
     def active(self) -> bool:
@@ -198,7 +205,7 @@ class StateSync:
             self._waiter = None
         try:
             entries = state_transfer.verify_response(
-                self.config, self._verify, response, start, self.executor.tip_hash
+                self._certifiers, response, start, self.executor.tip_hash
             )
         except ConsensusError as e:
             log.warning("state transfer: bad response from %s: %s", peer, e)
@@ -265,7 +272,9 @@ class StateSync:
     # -- serving ---------------------------------------------------------------------------
 
     def serve(self, request: StateTransferRequest) -> bool:
-        """Answer a member's request from our store; False if it is not acceptable."""
+        """Answer a peer's request from our store; False if it is not acceptable. The
+        caller checked that the requester is on the roster and signed it (``verify``: any
+        key it had in any epoch)."""
         response = state_transfer.serve_request(
             self.config,
             self._sign,

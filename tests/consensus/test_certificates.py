@@ -9,7 +9,12 @@ import pytest
 from mdtp.consensus.certificates import verify_commit_certificate
 from mdtp.consensus.errors import InvalidCertificate, InvalidStateTransfer
 from mdtp.consensus.messages import CommitCertificate, StateTransferResponse
-from mdtp.consensus.state_transfer import build_request, serve_request, verify_response
+from mdtp.consensus.state_transfer import (
+    build_request,
+    serve_request,
+    single_epoch,
+    verify_response,
+)
 from tests.consensus.helpers import KEYS, MEMBERS, commit, config, pre_prepare
 
 
@@ -64,10 +69,10 @@ def test_state_transfer_serves_bounded_ranges_and_verifies_the_chain():
         cfg, KEYS.signer("n2"), KEYS.verify, request, lambda h: (blk, cert) if h == 1 else None
     )
     assert response is not None and len(response.entries) == 1
-    entries = verify_response(cfg, KEYS.verify, response, 1, blk.header.prev_hash)
+    entries = verify_response(single_epoch(cfg, KEYS.verify), response, 1, blk.header.prev_hash)
     assert entries == [(blk, cert)]
     with pytest.raises(InvalidStateTransfer):
-        verify_response(cfg, KEYS.verify, response, 1, b"\x00" * 32)
+        verify_response(single_epoch(cfg, KEYS.verify), response, 1, b"\x00" * 32)
     forged = StateTransferResponse(((blk, dataclasses.replace(cert, view=5)),), "n2")
     with pytest.raises(InvalidStateTransfer):
-        verify_response(cfg, KEYS.verify, forged, 1, blk.header.prev_hash)
+        verify_response(single_epoch(cfg, KEYS.verify), forged, 1, blk.header.prev_hash)
