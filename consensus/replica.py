@@ -248,6 +248,9 @@ class Replica:
         # The last height of this epoch once the chain scheduled a change (``EpochEnds``).
         self._epoch_last: int | None = None
         self._finished = False
+        # The CHECKPOINTs that made the epoch's last height stable: what the driver keeps
+        # showing members still finishing the epoch once we moved on (``handoff``).
+        self._handoff: tuple[Checkpoint, ...] = ()
         self._checkpoint_votes: dict[int, dict[str, Checkpoint]] = {}
         self._checkpoint_heights: dict[str, list[int]] = {}
         # Beyond the horizon only each sender's highest checkpoint height is kept.
@@ -342,7 +345,7 @@ class Replica:
                     # to retransmit it.
                     slot.my_prepare = r._signed(Prepare(pp.view, pp.height, pp.digest, r._me))
                     slot.prepares.setdefault(pp.digest, {})[r._me] = slot.my_prepare.signature
-        if r._in_view_change:
+        if r._in_view_change and config.voting:
             r._my_view_change = r._build_view_change()
             r._view_changes[r._me] = r._my_view_change
         return r
@@ -425,6 +428,13 @@ class Replica:
     @property
     def epoch_last(self) -> int | None:
         return self._epoch_last
+
+    @property
+    def handoff(self) -> tuple[Checkpoint, ...]:
+        """Once finished: the members' CHECKPOINTs of the epoch's last height, a quorum
+        that lets a member that missed them finish the epoch too (messages of this epoch's
+        domain; no later epoch's replica could use them)."""
+        return self._handoff
 
     @property
     def is_primary(self) -> bool:
@@ -1109,6 +1119,9 @@ class Replica:
         self._dirty = True
         if self._epoch_last is not None and cert.height >= self._epoch_last:
             assert cert.height == self._epoch_last, "stable checkpoint past the epoch's end"
+            votes = self._checkpoint_votes.get(cert.height, {})
+            signers = {s for s, _ in cert.signatures}
+            self._handoff = tuple(v for s, v in sorted(votes.items()) if s in signers)
             self._finished = True
             self._cancel_all_timers()
             return
@@ -1130,12 +1143,17 @@ class Replica:
 
     def _on_epoch_ends(self, last_height: int) -> None:
         assert last_height % self.config.checkpoint_interval == 0, "an epoch ends at a checkpoint"
-        assert last_height > self._low, "an epoch ends above its stable checkpoint"
-        assert all(h <= last_height for h in self._slots), "a slot beyond the epoch's end"
         if self._epoch_last is not None:
             assert last_height == self._epoch_last, "one end per epoch"
             return
         self._epoch_last = last_height
+        if last_height <= self._low:
+            # we learn of the end only now (after a restart, or a catch-up that took us to
+            # it): the epoch is over here already
+            self._finished = True
+            self._cancel_all_timers()
+            return
+        assert all(h <= last_height for h in self._slots), "a slot beyond the epoch's end"
         for height in [h for h in self._checkpoint_votes if h > last_height]:
             del self._checkpoint_votes[height]
         self._far_checkpoints = {s: h for s, h in self._far_checkpoints.items() if h <= last_height}

@@ -11,21 +11,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mdtp.consensus.block import Block
 from mdtp.consensus.certificates import verify_commit_certificate
-from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.errors import InvalidCertificate
-from mdtp.consensus.messages import CommitCertificate, Verifier
+from mdtp.consensus.messages import CommitCertificate
+from mdtp.consensus.state_transfer import Certifiers
 
 VIOLATIONS_MAX = 20
 
 
 @dataclass
 class Checker:
-    config: ConsensusConfig
-    verify: Verifier
+    # who certifies a height, by the membership history a replica (instance) executed
+    certifiers: Callable[[str, int], Certifiers]
     honest: frozenset[str]
     committed: dict[int, tuple[bytes, str]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
@@ -46,7 +47,10 @@ class Checker:
         if block.height != height + 1 or block.header.prev_hash != tip_hash:
             self.violation(f"{instance}: non-contiguous commit at height {block.height}")
         try:
-            verify_commit_certificate(self.config, self.config.chain_id, block, cert, self.verify)
+            who = self.certifiers(instance, block.height)
+            verify_commit_certificate(
+                who.members, who.chain_id, block, cert, who.verify, who.domain
+            )
         except InvalidCertificate as exc:
             self.violation(f"{instance}: invalid commit certificate at {block.height}: {exc}")
         if node not in self.honest:

@@ -320,6 +320,8 @@ class Driver:
         self.highest_seen = self.executor.height
         own = persisted is not None and persisted.epoch == epoch
         self.replica = self._build_replica(persisted if own else None)
+        self._handoff: tuple[Message, ...] = ()
+        self._previous_epoch: tuple[str, Verifier, frozenset[str]] | None = None
         self.outbox = outbox(
             OutboxContext(
                 node_id=node_id,
@@ -506,7 +508,7 @@ class Driver:
                 self.metrics.frames_dropped.labels("not_a_member").inc()
                 continue
             if not verify_message(msg, domain, verify):
-                self.metrics.frames_dropped.labels("bad_signature").inc()
+                self.metrics.frames_dropped.labels(self._why_unverified(msg)).inc()
                 continue
             if isinstance(msg, StateTransferRequest):
                 if self.sync.serve(msg):
@@ -537,6 +539,14 @@ class Driver:
                 continue
             self._network.append((peer_id, msg))
             self._wake.set()
+
+    def _why_unverified(self, msg: Message) -> str:
+        """A message whose signature fails in our epoch: a late one of the previous epoch
+        (signed in its domain by one of its members) is no bad signature."""
+        prev = self._previous_epoch
+        if prev is not None and msg.sender in prev[2] and verify_message(msg, prev[0], prev[1]):
+            return "previous_epoch"
+        return "bad_signature"
 
     def _worth_preverifying(self, msg: PrePrepare | NewView) -> bool:
         """Checking a proposal's transactions is the costliest work a member can ask of
@@ -784,6 +794,10 @@ class Driver:
             return
         number = self.epochs.at(self.height + 1).number
         assert number > self.config.epoch, "an epoch is over only when a later one exists"
+        # members still finishing the last epoch need its final checkpoints; its messages
+        # still arriving are no one's bad signature
+        self._handoff = self.replica.handoff
+        self._previous_epoch = (self.config.domain, self._verify, frozenset(self.config.members))
         self.config = self.epochs.config(number)
         self._verify = self.epochs.verifier(number)
         self.sync.set_config(self.config)
@@ -898,6 +912,11 @@ class Driver:
                 if tick % self.limits.regossip_interval_s == 0:
                     self.admission.regossip()
             self.sync.tick()
+            if self._handoff and self.replica.stable_checkpoint.height <= self.config.base_height:
+                # until our new epoch has a checkpoint of its own, the previous one's last
+                # stable checkpoint is shown to whoever still works on it
+                for message in self._handoff:
+                    self.outbox.broadcast(message)
             self.highest_seen = max(self.highest_seen, self.sync.beacon_target())
             # transactions the core times that left the mempool (expired, evicted)
             gone = tuple(i for i in self.replica.tracked_request_ids if i not in self.mempool)

@@ -12,6 +12,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from mdtp.node.testing.sim.reconfig import RECONFIG_FAULTS, run_reconfig_job
 from mdtp.node.testing.sim.scenario import (
     SimResult,
     parse_faults,
@@ -22,6 +23,8 @@ from mdtp.node.testing.sim.scenario import (
 
 
 def replay_command(result: SimResult, faults_arg: str) -> str:
+    if result.mix.startswith("reconfig"):
+        return f"python -m mdtp.node.testing.sim --reconfig --seed {result.seed}"
     return (
         f"python -m mdtp.node.testing.sim --nodes {result.nodes} --faults {faults_arg} "
         f"--seed {result.seed}"
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         help="f+1 twins, and a censoring primary with the request timer off: the checker must "
         "report both (exit 1)",
     )
+    parser.add_argument(
+        "--reconfig",
+        action="store_true",
+        help="membership changes (a follower joins, a member leaves) under loss, duplication, "
+        "delay, reordering, a crash and a Byzantine member (--nodes and --faults ignored)",
+    )
     parser.add_argument("--verbose", action="store_true", help="the nodes' own log lines too")
     args = parser.parse_args(argv)
     # a Byzantine run makes honest nodes log evidence and refusals by the thousand
@@ -59,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     seeds = (
         [args.seed] if args.seed is not None else list(range(args.first, args.first + args.seeds))
     )
+    if args.reconfig:
+        faults, args.faults = frozenset(RECONFIG_FAULTS), ",".join(RECONFIG_FAULTS)
     jobs = [(seed, args.nodes, faults) for seed in seeds]
+    job = run_reconfig_job if args.reconfig else run_job
     started = time.monotonic()
     if args.workers > 1:
         spawn = multiprocessing.get_context("spawn")  # never fork a process that has threads
         with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
-            results = list(pool.map(run_job, jobs))
+            results = list(pool.map(job, jobs))
     else:
-        results = [run_job(job) for job in jobs]
+        results = [job(j) for j in jobs]
     elapsed = time.monotonic() - started
     failed = [r for r in results if not r.ok]
     for r in results if args.seed is not None else failed:

@@ -25,16 +25,19 @@ import nacl.signing
 from prometheus_client import CollectorRegistry
 
 from mdtp.consensus.block import Block
+from mdtp.consensus.config import ConsensusConfig
 from mdtp.consensus.messages import Message, encode_message
 from mdtp.consensus.sim.byzantine import BEHAVIORS, Behavior
 from mdtp.consensus.sim.checker import Checker
 from mdtp.consensus.sim.network import Network
 from mdtp.consensus.sim.rng import Rng
+from mdtp.consensus.state_transfer import Certifiers
 from mdtp.node.chain.driver import Driver, DriverLimits, consensus_config
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.outbox import ConsensusOutbox, OutboxContext, WireOutbox
 from mdtp.node.identity.genesis import Admin, ConsensusParams, Genesis, Member, MemberSignatures
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.governance.membership import epoch_at, history
 from mdtp.node.ledger.machine import TxResult, account_nonce
 from mdtp.node.ledger.setup import ChainLedger, build_ledger, open_store
 from mdtp.node.ledger.state import Overlay
@@ -290,11 +293,14 @@ class SimWorld:
     # then be caught letting a censoring primary stay
     primary_checks: bool = True
     limits: DriverLimits = field(default_factory=lambda: DriverLimits(block_txs_max=64))
+    # nodes not in genesis (they follow until governance adds them: ``reconfig.py``)
+    joiners: int = 0
 
     def __post_init__(self) -> None:
         self.rng = Rng(self.seed)
         self.members = tuple(f"n{i}" for i in range(self.n))
-        self.keys = {m: _key(self.seed, m) for m in self.members}
+        self.joiner_ids = tuple(f"n{i}" for i in range(self.n, self.n + self.joiners))
+        self.keys = {m: _key(self.seed, m) for m in self.members + self.joiner_ids}
         # the clients are members' admins: the ledger takes transactions only from accounts
         # on it, and genesis admins are the ones a simulation needs no transaction to create
         self.clients = [_key(self.seed, f"client{i}") for i in range(3)]
@@ -317,16 +323,16 @@ class SimWorld:
                 self.limits, request_timer=False, rotation_ms=0, throughput_floor_pct=0
             )
         self.honest = frozenset(
-            m for m in self.members if m not in self.byzantine and m not in self.twins
+            m
+            for m in self.members + self.joiner_ids
+            if m not in self.byzantine and m not in self.twins
         )
-        config = consensus_config(
-            self.genesis, self.members[0], self.chain.genesis_root, self.limits
-        )
-        self.checker = Checker(config, MemberSignatures(self.genesis.members), self.honest)
+        self._verifiers: dict[tuple[str, int], MemberSignatures] = {}
+        self.checker = Checker(self._certifiers, self.honest)
         self.network = Network(self.rng.fork(1))
         self.nodes: list[SimNode] = []
         self.by_member: dict[str, list[SimNode]] = {}
-        for m in self.members:
+        for m in self.members + self.joiner_ids:
             copies = 2 if m in self.twins else 1
             for copy in range(copies):
                 instance = m if copies == 1 else f"{m}#{copy}"
@@ -340,6 +346,18 @@ class SimWorld:
         self.committed_at: dict[bytes, int] = {}  # tx id -> first commit on an honest node
         self.messages = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _certifiers(self, instance: str, height: int) -> Certifiers:
+        """Who certifies ``height`` by the membership history ``instance`` executed (read
+        from its store, not from the driver under test)."""
+        node = next(n for n in self.nodes if n.instance == instance)
+        epoch = epoch_at(history(Overlay(node.store.state)), height)
+        key = (instance, epoch.number)
+        verifier = self._verifiers.get(key)
+        if verifier is None:
+            verifier = self._verifiers[key] = MemberSignatures(epoch.members)
+        domain = ConsensusConfig.domain_of(CHAIN_ID, epoch.number)
+        return Certifiers(CHAIN_ID, epoch.member_ids, domain, verifier)
 
     # -- the world's clock and tasks ---------------------------------------------------------
 
