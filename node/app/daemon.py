@@ -58,7 +58,7 @@ from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.setup import build_ledger, open_store
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.p2p.metrics import P2PMetrics
-from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
+from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits, genesis_roster
 from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool.mempool import Mempool, MempoolLimits, MempoolMetrics
 from mdtp.node.txpool.sigverify import BatchVerifier
@@ -87,27 +87,9 @@ class Node:
         self.hooks = hooks or NodeHooks()
         self.genesis: Genesis = load_genesis(cfg.path("node", "genesis"))
         self.node_id = cfg.node_id
-        member = self.genesis.member(self.node_id)
-        if member is None:
-            raise ConfigError(
-                f"{cfg.source}: [node] id {self.node_id!r} is not a member in "
-                f"{cfg.path('node', 'genesis')} (members: {', '.join(self.genesis.member_ids)})"
-            )
         self.node_key: SigningKey = load_key(cfg.path("node", "node_key"), passphrase=passphrase)
-        if self.node_key.public_key.hex() != member.node_public_key:
-            raise KeyFileError(
-                f"{cfg.path('node', 'node_key')}: this node key is not the one genesis lists "
-                f"for {self.node_id!r}",
-                reason="key_mismatch",
-            )
         ca, cert, key = cfg.path("tls", "ca"), cfg.path("tls", "cert"), cfg.path("tls", "key")
         self.cert_der = _load_cert_der(cert)
-        if pki.fingerprint_der(self.cert_der) != member.tls_fingerprint:
-            raise KeyFileError(
-                f"{cert}: TLS certificate fingerprint differs from the one genesis pins for "
-                f"{self.node_id!r}",
-                reason="key_mismatch",
-            )
         self.server_ctx = pki.p2p_server_context(ca, cert, key)
         self.client_ctx = pki.p2p_client_context(ca, cert, key)
         self.api_ctx = pki.api_server_context(ca, cert, key)
@@ -133,6 +115,7 @@ class Node:
         self.data_metrics = DataMetrics(self.registry)
         self.transport = Transport(
             genesis=self.genesis,
+            roster=genesis_roster(self.genesis),
             node_id=self.node_id,
             node_key=self.node_key,
             server_ctx=self.server_ctx,
@@ -150,6 +133,10 @@ class Node:
             self.store = self._open_store()
             try:
                 self.driver = self._build_driver(self.store)
+                self._check_identity()
+                self._roster = self.driver.epochs.links(self.driver.height)
+                self.transport.set_roster(self._roster)
+                self.driver.commit_listeners.append(self._on_commit_roster)
                 self.data = self._build_data_service(self.store, self.driver)
             except BaseException:
                 self.store.close()
@@ -157,6 +144,45 @@ class Node:
         except BaseException:
             self._lock_file.close()
             raise
+
+    def _check_identity(self) -> None:
+        """The node key and certificate must be ones the chain lists for this node (in the
+        epoch in effect or a scheduled one: a rotation is installed before it takes effect).
+        A node the chain does not list yet starts all the same: it follows the chain until
+        an epoch adds it (its peers accept its links from the block that scheduled that)."""
+        facts = self.driver.epochs.links(self.driver.height).get(self.node_id, ())
+        cfg = self.cfg
+        if not facts:
+            if self.genesis.member(self.node_id) is not None:
+                raise ConfigError(
+                    f"{cfg.source}: [node] id {self.node_id!r} was removed from the consortium",
+                    reason="not_member",
+                )
+            log.warning(
+                "node %s is not a member of the consortium (yet): it follows the chain and "
+                "votes once an epoch adds it",
+                self.node_id,
+            )
+            return
+        if self.node_key.public_key.hex() not in {m.node_public_key for m in facts}:
+            raise KeyFileError(
+                f"{cfg.path('node', 'node_key')}: this node key is not one the chain lists "
+                f"for {self.node_id!r}",
+                reason="key_mismatch",
+            )
+        if pki.fingerprint_der(self.cert_der) not in {m.tls_fingerprint for m in facts}:
+            raise KeyFileError(
+                f"{cfg.path('tls', 'cert')}: TLS certificate fingerprint differs from the ones "
+                f"the chain pins for {self.node_id!r}",
+                reason="key_mismatch",
+            )
+
+    def _on_commit_roster(self, height: int, _results: object) -> None:
+        """After each block: the chain may have scheduled a member or made one take effect."""
+        roster = self.driver.epochs.links(height)
+        if roster != self._roster:
+            self._roster = roster
+            self.transport.set_roster(roster)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -187,8 +213,11 @@ class Node:
         reasons = []
         if not self.started:
             reasons.append("starting")
-        if peers + 1 < self.genesis.quorum:
-            reasons.append(f"connected to {peers} peers, a quorum needs {self.genesis.quorum - 1}")
+        config = self.driver.config
+        if config.voting and peers + 1 < config.quorum:
+            reasons.append(f"connected to {peers} peers, a quorum needs {config.quorum - 1}")
+        elif not config.voting and peers == 0:
+            reasons.append("following the chain without voting, but connected to no peer")
         if self.driver.halted_reason:
             reasons.append("halted: " + self.driver.halted_reason)
         if self.driver.lagging:
@@ -333,7 +362,7 @@ class Node:
                     submitter=QuorumGatedSubmitter(
                         driver,
                         lambda: len(self.transport.outbound_connected),
-                        self.genesis.quorum,
+                        lambda: self.driver.config.quorum,
                     ),
                     status=self.status,
                     max_body_bytes=max_body_bytes,

@@ -22,19 +22,18 @@ class NoQuorum(Unavailable):
 
 class QuorumGatedSubmitter:
     """The driver's ``submit``/``submit_many``/``wait_committed``, refused while
-    ``peers()`` + 1 is below ``quorum``."""
+    ``peers()`` + 1 is below ``quorum()`` (the quorum of the epoch in effect)."""
 
-    def __init__(self, driver: Driver, peers: Callable[[], int], quorum: int) -> None:
-        assert quorum >= 1
+    def __init__(self, driver: Driver, peers: Callable[[], int], quorum: Callable[[], int]) -> None:
         self._driver = driver
         self._peers = peers
         self._quorum = quorum
 
     def _check(self) -> None:
-        reached = self._peers() + 1
-        if reached < self._quorum:
+        reached, quorum = self._peers() + 1, self._quorum()  # the epoch's quorum
+        if reached < quorum:
             raise NoQuorum(
-                f"this node reaches {reached} of the {self._quorum} members a quorum needs; "
+                f"this node reaches {reached} of the {quorum} members a quorum needs; "
                 "retry later or through another member's node"
             )
 

@@ -24,7 +24,7 @@ import nacl.signing
 from mdtp.consensus.config import ConsensusConfig, EpochBase
 from mdtp.consensus.messages import Verifier
 from mdtp.consensus.state_transfer import Certifiers
-from mdtp.node.identity.genesis import MemberSignatures
+from mdtp.node.identity.genesis import Member, MemberSignatures
 from mdtp.node.ledger.governance.membership import Epoch, epoch_at, history
 from mdtp.node.ledger.state import ReadableKV
 
@@ -70,6 +70,20 @@ class ChainEpochs:
     def roster(self) -> frozenset[str]:
         """Every node id of every epoch recorded (scheduled ones included)."""
         return frozenset(self._any_keys)
+
+    def links(self, height: int) -> dict[str, tuple[Member, ...]]:
+        """Who a node that executed ``height`` links with: the members of the epoch in
+        effect at the next height and of every later epoch recorded, each with the public
+        facts those epochs give it (newest last). A removed member is not on it from its
+        removal's epoch on; a member being added is, from the block that scheduled it."""
+        current = self.at(height + 1).number
+        out: dict[str, list[Member]] = {}
+        for epoch in self._epochs[current:]:
+            for member in epoch.members:
+                facts = out.setdefault(member.id, [])
+                if member not in facts:
+                    facts.append(member)
+        return {node: tuple(facts) for node, facts in out.items()}
 
     def at(self, height: int) -> Epoch:
         return epoch_at(self._epochs, height)

@@ -1,4 +1,11 @@
-"""The peer link manager: one outbound mutual-TLS link to every other member.
+"""The peer link manager: one outbound mutual-TLS link to every other node on the roster.
+
+The *roster* is who this node links with: the members of the epoch in effect and of every
+epoch the chain scheduled (so a member being added can catch up before it votes), each with
+the node keys and certificate fingerprints those epochs give it (so a rotation works with
+either until it takes effect). The daemon replaces it as the chain changes
+(:meth:`Transport.set_roster`): a node that leaves it — a removed member, from its epoch on —
+loses its links and is refused like a stranger.
 
 Each node dials every other member and keeps that link up (capped exponential backoff with
 jitter), so n nodes have n*(n-1) directed links. A node *sends* only on its outbound links
@@ -6,8 +13,8 @@ and *receives* only on inbound ones; replies travel on the replier's own outboun
 keeps every link one-way, so a slow reader never blocks a writer it also depends on.
 
 Accepting is done in two steps, plain TCP then ``start_tls``, so that every refusal — no
-client certificate, a certificate from another CA, a non-member, a fingerprint that genesis
-does not pin, a node key that cannot answer the challenge — is classified and counted
+client certificate, a certificate from another CA, a node not on the roster, a fingerprint
+the roster does not pin, a node key that cannot answer the challenge — is classified and counted
 instead of vanishing inside the TLS server. Before TLS, a connection must be admitted
 (``max_connections`` in all, ``max_connections_per_address``): an excess one is aborted at
 once, and an admitted one has ``handshake_timeout`` to finish TLS and then the identity
@@ -29,7 +36,7 @@ from typing import Any
 
 from mdtp.node.errors import FrameError, HandshakeRefused
 from mdtp.node.identity.config import NodeConfig
-from mdtp.node.identity.genesis import Genesis
+from mdtp.node.identity.genesis import Genesis, Member
 from mdtp.node.identity.keys import SigningKey, verify_signature
 from mdtp.node.identity.pki import fingerprint_der, node_id_of_der
 from mdtp.node.p2p.channels import CHANNELS, Channel, kinds_of
@@ -48,6 +55,14 @@ number of seconds asks the link to stop reading that long (backpressure: the pee
 faster than it is served, so its frames wait in its own TCP buffers, not in ours)."""
 
 _CONTROL_KINDS = frozenset({"hello", "auth", "ready", "ping"})
+
+# node id -> the public facts it may present: one per epoch that lists it (current and
+# scheduled), the newest last (whose ``p2p`` address is dialled)
+Roster = dict[str, tuple[Member, ...]]
+
+
+def genesis_roster(genesis: Genesis) -> Roster:
+    return {m.id: (m,) for m in genesis.members}
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class Transport:
         self,
         *,
         genesis: Genesis,
+        roster: Roster,
         node_id: str,
         node_key: SigningKey,
         server_ctx: ssl.SSLContext,
@@ -126,8 +142,8 @@ class Transport:
         handler: FrameHandler,
         dial_overrides: dict[str, str] | None = None,
     ) -> None:
-        assert genesis.member(node_id) is not None, "node must be a member"
         self.genesis = genesis
+        self._roster = {p: facts for p, facts in roster.items() if facts and p != node_id}
         self.node_id = node_id
         self.node_key = node_key
         self.server_ctx = server_ctx
@@ -138,9 +154,8 @@ class Transport:
         self.limits = limits
         self.handler = handler
         self.dial_overrides = dict(dial_overrides or {})
-        self.peers = [m.id for m in genesis.members if m.id != node_id]
         self._kinds = frozenset(kinds_of(limits.channels))
-        self._outbound = {p: _OutboundLink(p, limits, metrics) for p in self.peers}
+        self._outbound = {p: _OutboundLink(p, limits, metrics) for p in sorted(self._roster)}
         self._inbound: dict[str, asyncio.StreamWriter] = {}
         self._admitted = ConnectionCounter(
             limits.max_connections, limits.max_connections_per_address
@@ -148,6 +163,7 @@ class Transport:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._started = False
 
     # -- public ---------------------------------------------------------------------------
 
@@ -156,8 +172,45 @@ class Transport:
         self._server = await asyncio.start_server(
             self._accept, host, port, limit=2**16, backlog=max(128, self.limits.max_connections)
         )
+        self._started = True
         for link in self._outbound.values():
-            link.task = asyncio.create_task(self._dial_forever(link), name=f"dial-{link.peer_id}")
+            self._dial(link)
+
+    def _dial(self, link: _OutboundLink) -> None:
+        link.task = asyncio.create_task(self._dial_forever(link), name=f"dial-{link.peer_id}")
+
+    @property
+    def peers(self) -> list[str]:
+        return sorted(self._roster)
+
+    def set_roster(self, roster: Roster) -> None:
+        """The chain changed who links with us: dial the newcomers, drop those gone (their
+        links close now and any new one is refused ``not_member``), and close the links of
+        a node whose certificate or key is no longer one it may present."""
+        new = {p: facts for p, facts in roster.items() if facts and p != self.node_id}
+        for peer in sorted(set(self._roster) - set(new)):
+            log.info("%s left the roster: its links close", peer)
+            self._drop(peer)
+        for peer, facts in sorted(new.items()):
+            old = self._roster.get(peer)
+            if old is not None and not set(_pins(old)) <= set(_pins(facts)):
+                log.info("%s presents other keys or certificates now: its links reconnect", peer)
+                self._drop(peer)
+            self._roster[peer] = facts
+            if peer not in self._outbound:
+                link = self._outbound[peer] = _OutboundLink(peer, self.limits, self.metrics)
+                if self._started and not self._closing:
+                    self._dial(link)
+        for peer in sorted(set(self._roster) - set(new)):
+            del self._roster[peer]
+
+    def _drop(self, peer: str) -> None:
+        link = self._outbound.pop(peer, None)
+        if link is not None and link.task is not None:
+            link.task.cancel()
+        writer = self._inbound.pop(peer, None)
+        if writer is not None:
+            writer.transport.abort()
 
     async def close(self) -> None:
         self._closing = True
@@ -179,7 +232,7 @@ class Transport:
 
     def broadcast(self, kind: str, body: Any) -> None:
         frame = self._encode(kind, body)
-        for peer_id in self.peers:
+        for peer_id in list(self._outbound):
             self._enqueue(peer_id, kind, frame)
 
     @property
@@ -201,7 +254,9 @@ class Transport:
     def _enqueue(self, peer_id: str, kind: str, frame: bytes) -> bool:
         link = self._outbound.get(peer_id)
         if link is None:
-            raise ValueError(f"{peer_id!r} is not a peer")
+            # not (or no longer) on the roster: a reply to a node the chain just removed
+            self.metrics.frames_dropped.labels("not_a_peer").inc()
+            return False
         if not link.queues.put(kind, frame):
             self.metrics.frames_dropped.labels("queue_full").inc()
             return False
@@ -209,8 +264,7 @@ class Transport:
         return True
 
     async def _dial_forever(self, link: _OutboundLink) -> None:
-        member = self.genesis.member(link.peer_id)
-        assert member is not None
+        member = self._roster[link.peer_id][-1]
         host, _, port = self.dial_overrides.get(link.peer_id, member.p2p).rpartition(":")
         backoff = self.limits.backoff_s_min
         REMOTE.set(f"p2p:{link.peer_id}")  # this task's own context: its lines are limited
@@ -303,7 +357,10 @@ class Transport:
 
     # -- handshakes -------------------------------------------------------------------------
 
-    def _check_peer_certificate(self, writer: asyncio.StreamWriter, expected: str | None) -> str:
+    def _check_peer_certificate(
+        self, writer: asyncio.StreamWriter, expected: str | None
+    ) -> tuple[str, str]:
+        """The peer's node id and certificate fingerprint, if the roster lets it in."""
         sslobj = writer.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
         if not der:
@@ -311,40 +368,40 @@ class Transport:
         peer_id = node_id_of_der(der)
         if peer_id is None:
             raise HandshakeRefused("certificate names no mdtp node", reason="not_member")
-        member = self.genesis.member(peer_id)
-        if member is None or peer_id == self.node_id:
+        facts = self._roster.get(peer_id)
+        if not facts or peer_id == self.node_id:
             raise HandshakeRefused(f"{peer_id!r} is not a current member", reason="not_member")
         if expected is not None and peer_id != expected:
             raise HandshakeRefused(
                 f"dialled {expected!r} but certificate names {peer_id!r}", reason="wrong_peer"
             )
-        if fingerprint_der(der) != member.tls_fingerprint:
+        fingerprint = fingerprint_der(der)
+        if fingerprint not in {m.tls_fingerprint for m in facts}:
             raise HandshakeRefused(
-                f"certificate of {peer_id!r} is not the one pinned in genesis",
+                f"certificate of {peer_id!r} is not one the chain pins for it",
                 reason="fingerprint_mismatch",
             )
-        return peer_id
+        return peer_id, fingerprint
 
-    def _verify_auth(self, peer_id: str, role: str, challenge: bytes, signature: bytes) -> None:
-        member = self.genesis.member(peer_id)
-        assert member is not None
+    def _verify_auth(
+        self, peer_id: str, fingerprint: str, role: str, challenge: bytes, signature: bytes
+    ) -> None:
         signed = auth_bytes(
             chain_id=self.genesis.chain_id,
             role=role,
             signer_id=peer_id,
             verifier_id=self.node_id,
             verifier_challenge=challenge,
-            signer_fingerprint=member.tls_fingerprint,
+            signer_fingerprint=fingerprint,
             verifier_fingerprint=self.own_fingerprint,
         )
-        if not verify_signature(bytes.fromhex(member.node_public_key), signed, signature):
+        keys = {m.node_public_key for m in self._roster.get(peer_id, ())}
+        if not any(verify_signature(bytes.fromhex(k), signed, signature) for k in sorted(keys)):
             raise HandshakeRefused(
                 f"{peer_id!r} did not prove possession of its node key", reason="bad_node_key"
             )
 
-    def _sign_auth(self, peer_id: str, role: str, challenge: bytes) -> bytes:
-        member = self.genesis.member(peer_id)
-        assert member is not None
+    def _sign_auth(self, peer_id: str, fingerprint: str, role: str, challenge: bytes) -> bytes:
         return self.node_key.sign(
             auth_bytes(
                 chain_id=self.genesis.chain_id,
@@ -353,7 +410,7 @@ class Transport:
                 verifier_id=peer_id,
                 verifier_challenge=challenge,
                 signer_fingerprint=self.own_fingerprint,
-                verifier_fingerprint=member.tls_fingerprint,
+                verifier_fingerprint=fingerprint,
             )
         )
 
@@ -369,7 +426,7 @@ class Transport:
     async def _client_handshake(
         self, peer_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        self._check_peer_certificate(writer, peer_id)
+        _, fingerprint = self._check_peer_certificate(writer, peer_id)
         challenge = os.urandom(CHALLENGE_BYTES)
         self._write(
             writer, "hello", Hello(self.genesis.chain_id, self.node_id, challenge).to_body()
@@ -379,11 +436,11 @@ class Transport:
             raise HandshakeRefused("peer HELLO names another chain or node", reason="bad_hello")
         if server_hello.signature is None:
             raise HandshakeRefused("server HELLO is not signed", reason="bad_hello")
-        self._verify_auth(peer_id, "server", challenge, server_hello.signature)
+        self._verify_auth(peer_id, fingerprint, "server", challenge, server_hello.signature)
         self._write(
             writer,
             "auth",
-            {"signature": self._sign_auth(peer_id, "client", server_hello.challenge)},
+            {"signature": self._sign_auth(peer_id, fingerprint, "client", server_hello.challenge)},
         )
         await self._expect(reader, "ready")
 
@@ -457,14 +514,14 @@ class Transport:
     async def _server_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> str:
-        peer_id = self._check_peer_certificate(writer, None)
+        peer_id, fingerprint = self._check_peer_certificate(writer, None)
         hello = Hello.from_body(await self._expect(reader, "hello"))
         if hello.chain_id != self.genesis.chain_id:
             raise HandshakeRefused(f"peer is on chain {hello.chain_id!r}", reason="wrong_chain")
         if hello.node_id != peer_id:
             raise HandshakeRefused("HELLO node id differs from the certificate", reason="bad_hello")
         challenge = os.urandom(CHALLENGE_BYTES)
-        signature = self._sign_auth(peer_id, "server", hello.challenge)
+        signature = self._sign_auth(peer_id, fingerprint, "server", hello.challenge)
         self._write(
             writer,
             "hello",
@@ -474,7 +531,7 @@ class Transport:
         sig = auth.get("signature") if isinstance(auth, dict) else None
         if not isinstance(sig, bytes):
             raise HandshakeRefused("AUTH carries no signature", reason="bad_hello")
-        self._verify_auth(peer_id, "client", challenge, sig)
+        self._verify_auth(peer_id, fingerprint, "client", challenge, sig)
         self._write(writer, "ready", None)
         await writer.drain()
         return peer_id
@@ -509,3 +566,7 @@ class Transport:
             if pause:
                 self.metrics.reads_paused.inc()
                 await asyncio.sleep(pause)
+
+
+def _pins(facts: tuple[Member, ...]) -> list[tuple[str, str]]:
+    return [(m.node_public_key, m.tls_fingerprint) for m in facts]

@@ -22,7 +22,7 @@ from mdtp.node.p2p.channels import CHANNELS, Channel, kinds_of
 from mdtp.node.p2p.frames import decode_payload, encode_frame
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.sendqueue import SendQueues
-from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits
+from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits, genesis_roster
 
 MiB = 1024 * 1024
 WRITE_BATCH = TransportLimits().write_batch_max_bytes
@@ -263,6 +263,7 @@ def make_transport(
     registry = CollectorRegistry()
     transport = Transport(
         genesis=genesis,
+        roster=genesis_roster(genesis),
         node_id=cfg.node_id,
         node_key=load_key(cfg.path("node", "node_key")),
         server_ctx=pki.p2p_server_context(ca, cert, key),
