@@ -440,6 +440,17 @@ class Replica:
     def is_primary(self) -> bool:
         return self.config.primary(self._view) == self._me
 
+    def undelivered_transaction_ids(self) -> set[bytes]:
+        """Ids of the transactions in proposals we accepted above what we delivered: what a
+        primary leaves out of its next proposal, since those blocks may still commit (a
+        NEW-VIEW re-proposes another primary's block, whose transactions our pool holds)."""
+        ids: set[bytes] = set()
+        for slot in self._slots.values():
+            pp = slot.pre_prepare
+            if pp is not None and slot.height > self._delivered:
+                ids.update(transaction_id(tx) for tx in pp.block.payload)
+        return ids
+
     @property
     def requests_tracked(self) -> int:
         """Transactions whose request timer runs (bounded by ``requests_tracked_max``)."""

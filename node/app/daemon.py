@@ -236,6 +236,8 @@ class Node:
             "pid": os.getpid(),
             "height": self.height,
             "view": self.view,
+            "epoch": self.driver.config.epoch,
+            "voting": self.driver.config.voting,
             "peers": ready["peers"],
             "lagging": self.driver.lagging,
             "halted": self.driver.halted_reason,

@@ -879,6 +879,10 @@ class Driver:
         txs = self._select(
             self.mempool.take(self.limits.block_txs_max, self.limits.block_bytes_max)
         )
+        undelivered = self.replica.undelivered_transaction_ids()
+        if undelivered:
+            # in a block that may still commit below this one: never twice in the chain
+            txs = [t for t in txs if t.id not in undelivered]
         if not txs:
             # nothing proposable until the mempool, the height or the view changes
             self._fruitless_at = generation

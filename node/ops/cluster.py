@@ -33,8 +33,9 @@ from typing import Any
 
 from mdtp.node.errors import ClusterError, MdtpError
 from mdtp.node.identity import pki
+from mdtp.node.identity.ca import load_ca
 from mdtp.node.identity.config import load_config
-from mdtp.node.identity.genesis import ConsensusParams
+from mdtp.node.identity.genesis import ConsensusParams, load_genesis
 from mdtp.node.identity.home import build_genesis, init_ca, init_home, write_genesis
 
 MANIFEST = "cluster.json"
@@ -157,6 +158,42 @@ def init_cluster(
     }
     (cluster_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return result
+
+
+def add_node(cluster_dir: Path, name: str | None = None) -> tuple[ClusterNode, Path]:
+    """A new member's node home beside the others, made as a joining member makes it: its
+    own keys and certificate request (the cluster's CA signs it), the chain's genesis as it
+    is (which does not list it) and the addresses of the current members in it. Returns the
+    node and its public ``member.json`` (with the signed certificate's fingerprint) for an
+    admin to propose with ``mdtp member propose add``. Until an epoch adds it, the node
+    follows the chain without voting."""
+    nodes = load_cluster(cluster_dir)
+    taken = {n.id for n in nodes}
+    index = next(i for i in range(len(nodes), 10_000) if f"node{i}" not in taken)
+    node_id = f"node{index}"
+    manifest = json.loads((cluster_dir / MANIFEST).read_text())
+    ca = load_ca(cluster_dir / "ca")
+    p2p, api, metrics = (f"{HOST}:{port}" for port in free_ports(3))
+    home = cluster_dir / node_id
+    request_dir = cluster_dir / MEMBERS_DIR / node_id
+    init_home(
+        home,
+        node_id=node_id,
+        name=name or f"Member {index}",
+        ca=ca,
+        p2p=p2p,
+        api=api,
+        metrics=metrics,
+        admin_key_file=admin_key_path(cluster_dir, node_id),
+        request_dir=request_dir,
+    )
+    write_genesis(load_genesis(cluster_dir / "genesis.json"), home / "genesis.json")
+    node = ClusterNode(node_id, home, p2p, api, metrics)
+    manifest["nodes"].append(
+        {"id": node_id, "home": home.name, "p2p": p2p, "api": api, "metrics": metrics}
+    )
+    (cluster_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return node, request_dir / "member.json"
 
 
 def load_cluster(cluster_dir: Path) -> list[ClusterNode]:

@@ -1,0 +1,241 @@
+"""The consortium changes on a running chain of real node processes, under a transaction
+load that never stops:
+
+1. a fifth member's node (made as a joining member makes it: own keys, request signed by the
+   CA, the chain's genesis that does not list it) starts, not a member; three of four admins
+   add it; from the block that scheduled it the members accept its links and it catches up
+   without voting; from its epoch on it votes, and the commit certificates carry its
+   signature;
+2. then four of five admins remove ``node3``: from its epoch on no certificate carries its
+   signature, the others refuse its links (``not_member``), and commits go on;
+3. every transaction a client got committed is in the chain exactly once, and every node
+   (the new one included) holds the same blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mdtp.node.ops import cluster
+from mdtp.node.sdk.client import ApiError
+from tests.cluster.test_governance import admin_key, cli_json
+from tests.support.workload import Workload, assert_chains_agree, chains, client
+
+pytestmark = pytest.mark.cluster
+
+PHASE_TIMEOUT_S = 120
+
+
+class SteadyLoad:
+    """Senders submit and wait, one transaction after another, until told to stop."""
+
+    def __init__(self, work: Workload, apis: list[str]) -> None:
+        self.work = work
+        self.apis = apis
+        self.stop = asyncio.Event()
+        self.committed: list[str] = []
+
+    async def run(self) -> None:
+        await self.work.register(self.apis)
+        await asyncio.gather(*(self._sender(i) for i in range(self.work.senders)))
+
+    async def _sender(self, i: int) -> None:
+        while not self.stop.is_set():
+            raw = self.work.make_tx(i)
+            while True:  # the same signed bytes until committed: once in the chain
+                api = random.choice(self.apis)
+                try:
+                    async with client(self.work.cluster_dir, api, timeout_s=40) as c:
+                        doc = await c.submit(raw, wait=True, timeout_s=30)
+                    if doc["status"] == "committed":
+                        self.committed.append(doc["id"])
+                        break
+                    assert doc["status"] != "failed", doc
+                except ApiError as e:
+                    if e.reason == "duplicate":
+                        continue  # committed through an earlier attempt: its status next
+                    await asyncio.sleep(0.2)
+                except (TimeoutError, OSError):
+                    await asyncio.sleep(0.2)
+
+
+def _status(api: str, cluster_dir: Path) -> dict[str, Any]:
+    async def get() -> dict[str, Any]:
+        async with client(cluster_dir, api) as c:
+            return await c.status()
+
+    return asyncio.run(get())
+
+
+async def _signers(cluster_dir: Path, api: str, height: int) -> set[str]:
+    async with client(cluster_dir, api) as c:
+        block = await c.block(height)
+    return {signer for signer, _ in block["certificate"]["signatures"]}
+
+
+async def _wait(what: str, check: Any, timeout_s: float = PHASE_TIMEOUT_S) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            got = await check()
+        except (OSError, TimeoutError, ApiError):
+            got = None  # not up yet, or busy: asked again
+        if got:
+            return got
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+def _refused_not_member(node: cluster.ClusterNode) -> float:
+    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("mdtp_p2p_connections_refused_total") and 'reason="not_member"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_member_joins_and_votes_then_another_leaves_under_load(running_cluster: Path) -> None:
+    chain = running_cluster
+    node4, member_file = cluster.add_node(chain, name="Delta Foundry")
+    node_cert = member_file.parent / "node.pem"
+    nodes = {n.id: n for n in cluster.load_cluster(chain)}
+    apis = {n.id: n.api for n in nodes.values()}
+    cluster.start_node(node4)
+    try:
+        asyncio.run(_scenario(chain, apis, member_file, node_cert, nodes))
+    finally:
+        cluster.down(chain)
+
+
+async def _scenario(
+    chain: Path,
+    apis: dict[str, str],
+    member_file: Path,
+    node_cert: Path,
+    nodes: dict[str, cluster.ClusterNode],
+) -> None:
+    load = SteadyLoad(Workload(chain, senders=4), [apis[f"node{i}"] for i in range(3)])
+    running = asyncio.create_task(load.run())
+
+    # the joining node runs, not a member: the members refuse its links until a block
+    # schedules it
+    async def started() -> bool:
+        async with client(chain, apis["node4"]) as c:
+            status = await c.status()
+        return not status["voting"] and status["epoch"] == 0
+
+    await _wait("node4 to start", started)
+
+    # 1. three of four admins add node4
+    def propose_add() -> dict[str, Any]:
+        cli_json(
+            chain,
+            "member", "propose", "add", "--member-file", str(member_file),
+            "--node-cert", str(node_cert), "--id", "add-node4", "--key", admin_key(chain, 0),
+        )  # fmt: skip
+        cli_json(chain, "member", "vote", "add-node4", "--key", admin_key(chain, 1))
+        done = cli_json(chain, "member", "vote", "add-node4", "--key", admin_key(chain, 2))
+        proposal: dict[str, Any] = done["result"]
+        return proposal
+
+    proposal = await asyncio.to_thread(propose_add)
+    assert proposal["status"] == "passed", proposal
+    joined_at = proposal["activation_height"]
+
+    async def node4_votes() -> bool:
+        async with client(chain, apis["node4"]) as c:
+            status = await c.status()
+        if not (status["epoch"] == 1 and status["voting"] and status["height"] > joined_at + 4):
+            return False
+        signed = [
+            "node4" in await _signers(chain, apis["node0"], h)
+            for h in range(joined_at, status["height"] - 1)
+        ]
+        return any(signed)
+
+    await _wait("node4 to vote in its epoch", node4_votes)
+    for h in range(1, joined_at):
+        assert "node4" not in await _signers(chain, apis["node0"], h)
+
+    # 2. four of five admins remove node3
+    def propose_remove() -> dict[str, Any]:
+        cli_json(
+            chain, "member", "propose", "remove", "node3", "--id", "remove-node3",
+            "--key", admin_key(chain, 0),
+        )  # fmt: skip
+        for voter in (1, 2):
+            cli_json(chain, "member", "vote", "remove-node3", "--key", admin_key(chain, voter))
+        done = cli_json(
+            chain, "member", "vote", "remove-node3",
+            "--key", str(cluster.admin_key_path(chain, "node4")),
+        )  # fmt: skip
+        proposal: dict[str, Any] = done["result"]
+        return proposal
+
+    proposal = await asyncio.to_thread(propose_remove)
+    assert proposal["status"] == "passed", proposal
+    removed_at = proposal["activation_height"]
+    refused_before = _refused_not_member(nodes["node0"])
+
+    async def past_removal() -> bool:
+        async with client(chain, apis["node0"]) as c:
+            status = await c.status()
+        return bool(status["epoch"] == 2 and status["height"] > removed_at + 8)
+
+    await _wait("commits to go on after node3's removal", past_removal)
+    async with client(chain, apis["node0"]) as c:
+        top = (await c.status())["height"]
+    for h in range(removed_at, top + 1):
+        assert "node3" not in await _signers(chain, apis["node0"], h), h
+
+    # node3's node keeps dialling: its links are refused
+    async def refused() -> bool:
+        return await asyncio.to_thread(_refused_not_member, nodes["node0"]) > refused_before
+
+    await _wait("node3's links to be refused", refused)
+
+    # 3. stop the load: every committed transaction once, the same chain everywhere
+    load.stop.set()
+    await asyncio.wait_for(running, PHASE_TIMEOUT_S)
+    assert len(load.committed) > 20
+    members = [apis[n] for n in ("node0", "node1", "node2", "node4")]
+    top = min([(await _st(chain, a))["height"] for a in members])
+    by_node = await chains(chain, members)
+    assert assert_chains_agree(by_node) >= top
+    async with client(chain, apis["node4"]) as c:
+        seen: list[str] = []
+        where: dict[str, list[int]] = {}
+        for h in range(1, top + 1):
+            txs = (await c.block(h))["transactions"]
+            seen.extend(txs)
+            for t in txs:
+                where.setdefault(t, []).append(h)
+    twice = {t: hs for t, hs in where.items() if len(hs) > 1}
+    assert not twice, f"transactions in the chain twice (tx: heights): {twice}"
+    committed = set(load.committed)
+    assert committed <= set(seen) | set(await _late(chain, apis["node4"], committed - set(seen)))
+    assert json.dumps(proposal)  # the proposal document stays plain JSON
+
+
+async def _st(chain: Path, api: str) -> dict[str, Any]:
+    async with client(chain, api) as c:
+        return await c.status()
+
+
+async def _late(chain: Path, api: str, ids: set[str]) -> list[str]:
+    """Transactions committed after ``top``: their status says so."""
+    out = []
+    async with client(chain, api) as c:
+        for tx_id in sorted(ids):
+            if (await c.tx(tx_id))["status"] == "committed":
+                out.append(tx_id)
+    return out
