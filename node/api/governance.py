@@ -18,7 +18,8 @@ from mdtp.node.api import auth
 from mdtp.node.api.common import error
 from mdtp.node.encoding import dumps
 from mdtp.node.ledger.governance import queries
-from mdtp.node.ledger.governance.rules import STATUSES
+from mdtp.node.ledger.governance.proofs import TxProof
+from mdtp.node.ledger.governance.rules import STATUSES, load_proposal
 from mdtp.node.ledger.trading.schema import ID_RE
 from mdtp.storage.blockstore import BlockStore
 
@@ -79,9 +80,49 @@ def add_routes(app: web.Application, store: BlockStore, genesis_time_ms: int) ->
         return _json({"as_of_height": height, **doc})
 
     def history(request: web.Request) -> web.Response:
-        _only(request, frozenset())
+        _only(request, frozenset({"proofs"}))
+        proofs = request.query.get("proofs", "0")
+        if proofs not in ("0", "1"):
+            raise BadParam("proofs must be 0 or 1")
         height, epochs = consistent(lambda _h, _t: queries.epochs(store.state))
+        if proofs == "1":
+            for record in epochs[1:]:
+                record["proof"] = _proof(record["proposal_id"])
         return _json({"as_of_height": height, "epochs": epochs})
+
+    def _proof(proposal_id: str) -> dict[str, Any]:
+        """The certified blocks of the proposal that made an epoch and of its approvals
+        (``mdtp.node.ledger.governance.proofs``: an auditor rebuilds the history with them)."""
+        record = load_proposal(store.state, proposal_id)
+        assert record is not None and record["status"] == "passed", proposal_id
+        created = record["created"]["tx_id"]
+        votes = [v["tx_id"] for v in record["votes"].values() if v["approve"]]
+        return {
+            "proposal": _tx_proof(created),
+            "approvals": [_tx_proof(t) for t in sorted(votes, key=_tx_height) if t != created],
+        }
+
+    def _tx_height(tx_id: bytes) -> int:
+        location = store.tx_location(tx_id)
+        assert location is not None
+        return location.height
+
+    def _tx_proof(tx_id: bytes) -> dict[str, Any]:
+        location = store.tx_location(tx_id)
+        assert location is not None, "a recorded vote is in the chain"
+        block, cert = store.block_bytes(location.height), store.certificate_bytes(location.height)
+        if block is None or cert is None:
+            raise web.HTTPConflict(
+                text=dumps(
+                    {
+                        "error": "block_pruned",
+                        "message": f"block {location.height} is below this store's base "
+                        "(restored from a snapshot): ask a node that holds the whole chain",
+                    }
+                ),
+                content_type="application/json",
+            )
+        return TxProof(location.height, location.index, tx_id, block, cert).to_json()
 
     def proposals(request: web.Request) -> web.Response:
         _only(request, frozenset({"status", "after", "limit"}))

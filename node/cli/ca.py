@@ -99,6 +99,7 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> dict[str, Any]:
+    from mdtp.node.identity.config import load_config
     from mdtp.node.identity.home import install_certificate, install_genesis
 
     if not args.cert or not args.ca_cert:
@@ -109,14 +110,27 @@ def _install(args: argparse.Namespace) -> dict[str, Any]:
     doc: dict[str, Any] = {"home": str(home), "tls_fingerprint": fingerprint, "genesis": None}
     if args.genesis:
         genesis = install_genesis(home, _read(Path(args.genesis), "genesis"), str(args.genesis))
-        doc["genesis"] = {"chain_id": genesis.chain_id, "hash": genesis.hash().hex()}
+        joining = genesis.member(load_config(home).node_id) is None
+        doc["genesis"] = {
+            "chain_id": genesis.chain_id,
+            "hash": genesis.hash().hex(),
+            "joining": joining,
+        }
     return doc
 
 
 def cmd_install_cert(args: argparse.Namespace) -> int:
     doc = _install(args)
     text = f"certificate installed in {doc['home']} (fingerprint {doc['tls_fingerprint'][:16]}...)"
-    if doc["genesis"]:
+    if doc["genesis"] and doc["genesis"]["joining"]:
+        text += (
+            f"; genesis of chain {doc['genesis']['chain_id']} installed. It does not list this "
+            "node: it joins the running chain once the members add it (an admin proposes "
+            "its member.json with `mdtp member propose add`)"
+            f"\nnext: mdtp start --home {doc['home']} (it follows once the addition is "
+            "scheduled, and votes from its epoch)"
+        )
+    elif doc["genesis"]:
         text += f"; genesis of chain {doc['genesis']['chain_id']} checked and installed"
         text += f"\nnext: mdtp start --home {doc['home']}"
     else:
@@ -182,6 +196,23 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"node home {home} created for {args.id} (node key "
         f"{member['node_public_key'][:16]}...); admin key in {doc['admin_key']} (keep it off "
         f"the node); public request in {request_dir}\nnext: {step}"
+    )
+    return emit(args, doc, text)
+
+
+def cmd_tls_rotate(args: argparse.Namespace) -> int:
+    from mdtp.node.identity.home import default_request_dir, rotate_tls_key
+
+    home = Path(args.home)
+    request_dir = Path(args.request_out) if args.request_out else default_request_dir(home)
+    csr_path = rotate_tls_key(home, request_dir, args.hosts)
+    doc = {"home": str(home), "csr": str(csr_path)}
+    text = (
+        f"new TLS key made in {home} beside the current one (the node keeps running on its "
+        f"current certificate); request in {csr_path}\nnext: the CA signs it (`mdtp ca sign`), "
+        "an admin proposes its fingerprint (`mdtp member propose rotate-cert ID --fingerprint "
+        "HEX`); once the change is scheduled, `mdtp install-cert --home "
+        f"{home} --cert node.pem --ca-cert ca.pem` and restart the node"
     )
     return emit(args, doc, text)
 
@@ -267,6 +298,15 @@ def register(sub: Any) -> None:
         help="the consortium's genesis.json: checked (it pins this certificate and node key) "
         "and installed",
     )
+    add_json_option(sp)
+
+    tls = add_group(sub, "tls", "the node's TLS certificate")
+    sp = add_command(
+        tls, "rotate", cmd_tls_rotate, "start a certificate rotation: a new key and its request"
+    )
+    add_home_option(sp)
+    sp.add_argument("--request-out", metavar="DIR", help="where node.csr.pem goes (HOME-request)")
+    sp.add_argument("--hosts", nargs="+", action="extend", metavar="HOST", help="more names")
     add_json_option(sp)
 
     genesis = add_group(sub, "genesis", "genesis file")

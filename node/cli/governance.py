@@ -169,6 +169,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
+        if args.proofs:
+            # for offline verification (`mdtp verify-receipt --history FILE`): always JSON
+            print_json(await GovernanceClient(t).history_with_proofs())
+            return 0
         epochs = await GovernanceClient(t).history()
         if args.json:
             print_json(epochs)
@@ -302,7 +306,13 @@ def register(sub: Any) -> None:
     sp.add_argument("proposal_id")
     sp.add_argument("--reject", action="store_true", help="vote against (default: approve)")
     cmd(member, "list", cmd_list, "the membership in effect and any scheduled change", False)
-    cmd(member, "history", cmd_history, "every epoch of the membership", False)
+    sp = cmd(member, "history", cmd_history, "every epoch of the membership", False)
+    sp.add_argument(
+        "--proofs",
+        action="store_true",
+        help="print the history with the certified blocks that prove each change (JSON), for "
+        "`mdtp verify-receipt --history`",
+    )
     sp = cmd(member, "proposals", cmd_proposals, "list proposals", False)
     sp.add_argument("--status", choices=STATUSES)
     sp.add_argument("--after", help="resume after this proposal id")

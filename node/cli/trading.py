@@ -755,6 +755,18 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     from mdtp.node.sdk.audit_verify import VerifyError, parse_entry, verify_entry
 
     genesis = load_genesis(Path(args.genesis))
+    epochs = None
+    if args.history:
+        from mdtp.node.ledger.governance.proofs import HistoryError, verify_history
+
+        try:
+            epochs = verify_history(json.loads(Path(args.history).read_text()), genesis)
+        except (OSError, ValueError) as e:
+            print(f"mdtp: {args.history}: cannot read the history ({e})", file=sys.stderr)
+            return 2
+        except HistoryError as e:
+            print(f"mdtp: {args.history}: the history does not verify: {e}", file=sys.stderr)
+            return 1
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     except OSError as e:
@@ -770,7 +782,7 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     for i, line in numbered:
         try:
-            proven = verify_entry(parse_entry(line), genesis)
+            proven = verify_entry(parse_entry(line), genesis, epochs)
         except VerifyError as e:
             failures += 1
             results.append({"line": i, "verified": False, "reason": e.reason, "message": e.message})
@@ -935,6 +947,11 @@ def register(sub: Any) -> None:
     )
     sp.add_argument("file", help="JSON lines from `mdtp audit export` ('-' for stdin)")
     sp.add_argument("--genesis", required=True, help="the chain's genesis.json")
+    sp.add_argument(
+        "--history",
+        help="the membership history with proofs (`mdtp member history --proofs`): checked "
+        "from genesis, then entries of any epoch verify against their epoch's members",
+    )
     sp.add_argument("--line", type=int, help="verify only this line")
     sp.add_argument("--json", action="store_true")
 

@@ -57,6 +57,8 @@ __all__ = ["init_ca", "load_ca"]  # the CA directory, for the callers that made 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 CSR_FILE = "node.csr.pem"
+# A TLS key made for a certificate rotation, waiting for its certificate (``rotate_tls_key``).
+NEXT_TLS_KEY_FILE = "node.next.key.pem"
 MEMBER_FILE = "member.json"
 ADMIN_KEY_FILE = "admin_key.json"
 
@@ -159,12 +161,43 @@ def _refuse(message: str, reason: str) -> KeyFileError:
     return KeyFileError(message, reason=reason)
 
 
+def rotate_tls_key(home: Path, request_dir: Path, hosts: list[str] | None = None) -> Path:
+    """Start a certificate rotation: a new TLS key, kept beside the current one in the home
+    (``node.next.key.pem``) until its certificate is installed, and a request for it in
+    ``request_dir``. The node keeps running on its current certificate meanwhile; the CA
+    signs the request, an admin proposes the new certificate's fingerprint
+    (``mdtp member propose rotate-cert``), and :func:`install_certificate` swaps key and
+    certificate once that change is scheduled. Returns the request's path."""
+    cfg = load_config(home)
+    next_key = home / NEXT_TLS_KEY_FILE
+    if next_key.exists():
+        raise ConfigError(
+            f"{next_key}: a rotation is already under way (install its certificate, or remove "
+            "the file to start again)"
+        )
+    tls_key = new_tls_key()
+    p2p, api = str(cfg.get("p2p", "listen")), str(cfg.get("api", "listen"))
+    csr_pem = build_node_csr(tls_key, cfg.node_id, _hosts(p2p, api, hosts))
+    check_node_csr(csr_pem, "the new request")
+    _mkdir(request_dir)
+    pki.write_private(next_key, pki.private_key_pem(tls_key))
+    path = request_dir / CSR_FILE
+    _write(path, csr_pem)
+    return path
+
+
 def install_certificate(home: Path, cert_pem: bytes, ca_pem: bytes) -> str:
     """Install the certificate the CA signed for this home's TLS key, and the CA
     certificate, into the home; returns the certificate's fingerprint (genesis pins it).
-    Refuses a certificate for another key or another node id, or one the CA did not sign."""
+    Refuses a certificate for another key or another node id, or one the CA did not sign.
+    A certificate for the key of a rotation under way (:func:`rotate_tls_key`) replaces the
+    installed key and certificate (the node uses them from its next start)."""
     cfg = load_config(home)
     cert_path, key_path, ca_path = (cfg.path("tls", k) for k in ("cert", "key", "ca"))
+    next_key = home / NEXT_TLS_KEY_FILE
+    rotating = next_key.exists() and _certifies(cert_pem, next_key)
+    if rotating:
+        key_path = next_key
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
         ca_cert = x509.load_pem_x509_certificate(ca_pem)
@@ -189,16 +222,31 @@ def install_certificate(home: Path, cert_pem: bytes, ca_pem: bytes) -> str:
                       "cert_node_id")  # fmt: skip
     if not issued_by(cert, ca_cert):
         raise _refuse("the certificate was not signed by the given CA certificate", "cert_ca")
-    if cert_path.exists() and cert_path.read_bytes() != cert_pem:
+    if not rotating and cert_path.exists() and cert_path.read_bytes() != cert_pem:
         raise _refuse(f"{cert_path}: a certificate is already installed", "cert_exists")
+    if rotating:
+        os.replace(next_key, cfg.path("tls", "key"))  # the key first: then its certificate
     _write(cert_path, cert_pem)
     _write(ca_path, ca_pem)
     return pki.fingerprint_der(der)
 
 
+def _certifies(cert_pem: bytes, key_path: Path) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pki.public_key_sha256(cert) == pki.fingerprint_der(spki)
+
+
 def install_genesis(home: Path, genesis_json: bytes, source: str = "genesis") -> Genesis:
     """Check that ``genesis_json`` names this home's node key and installed certificate
-    under its node id, then write it into the home."""
+    under its node id (if it names the node at all: a member joining a running chain is not
+    in genesis), then write it into the home."""
     cfg = load_config(home)
     try:
         genesis = parse_genesis(json.loads(genesis_json), source)
@@ -206,8 +254,11 @@ def install_genesis(home: Path, genesis_json: bytes, source: str = "genesis") ->
         raise GenesisError(f"{source}: not valid JSON ({e})") from None
     member = genesis.member(cfg.node_id)
     if member is None:
-        message = f"{source}: does not name this node {cfg.node_id!r}"
-        raise GenesisError(message, reason="not_member")
+        # A member joining a running chain: genesis lists the founders only. The node follows
+        # the chain once an admin's proposal to add it is scheduled, and checks its keys
+        # against the chain's record at every start.
+        _write(cfg.path("node", "genesis"), genesis_json)
+        return genesis
     try:
         cert_pem = cfg.path("tls", "cert").read_bytes()
         node_key = json.loads(cfg.path("node", "node_key").read_text())["public_key"]

@@ -6,8 +6,9 @@ proves, without talking to any node:
 
 1. the block decodes, is for the genesis chain, is at the entry's height, has the entry's
    block hash and block time, and its payload matches its header;
-2. the commit certificate decodes, names this block (height and hash) and carries 2f+1
-   valid COMMIT signatures by distinct genesis members' node keys
+2. the commit certificate decodes, names this block (height and hash) and carries a quorum
+   of valid COMMIT signatures by distinct members of the block's epoch (genesis, or a
+   membership history proven from genesis: ``--history``)
    (:func:`consensus.certificates.verify_commit_certificate`), so the block is final;
 3. the transaction at the entry's index in that block has the entry's tx id, and its
    type and sender are the entry's.
@@ -21,15 +22,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mdtp.consensus.block import Block
 from mdtp.consensus.certificates import verify_commit_certificate
 from mdtp.consensus.codec import unpack_canonical
+from mdtp.consensus.config import quorum_size
 from mdtp.consensus.errors import ConsensusError
 from mdtp.consensus.messages import DEFAULT_LIMITS, CommitCertificate
-from mdtp.node.identity.genesis import Genesis, MemberSignatures
+from mdtp.node.identity.genesis import Genesis
+from mdtp.node.ledger.governance.membership import Epoch, genesis_epoch
+from mdtp.node.ledger.governance.proofs import certifiers
 from mdtp.node.ledger.tx import TxError, decode_tx
 
 ENTRY_BYTES_MAX = 64 * 1024 * 1024
@@ -107,8 +112,12 @@ def parse_entry(line: str | bytes) -> dict[str, Any]:
     return entry
 
 
-def verify_entry(entry: dict[str, Any], genesis: Genesis) -> Proven:
-    """Check ``entry`` against its own block and commit certificate and the genesis members."""
+def verify_entry(
+    entry: dict[str, Any], genesis: Genesis, epochs: Sequence[Epoch] | None = None
+) -> Proven:
+    """Check ``entry`` against its own block and commit certificate and the members of its
+    height's epoch: those of genesis, or of ``epochs``, a history proven from genesis
+    (:func:`mdtp.node.ledger.governance.proofs.verify_history`)."""
     height, index, time_ms = _int(entry, "height"), _int(entry, "index"), _int(entry, "time_ms")
     tx_id, block_hash = _hex(entry, "tx_id"), _hex(entry, "block_hash")
     raw_block, raw_cert = _hex(entry, "block_bytes"), _hex(entry, "certificate_bytes")
@@ -138,10 +147,9 @@ def verify_entry(entry: dict[str, Any], genesis: Genesis) -> Proven:
         )
     if header.timestamp_ms != time_ms:
         raise VerifyError("time_mismatch", f"block time is {header.timestamp_ms}, entry {time_ms}")
+    who = certifiers(genesis, epochs or [genesis_epoch(genesis)], height)
     try:
-        verify_commit_certificate(
-            genesis.member_ids, genesis.chain_id, block, cert, MemberSignatures(genesis.members)
-        )
+        verify_commit_certificate(who.members, who.chain_id, block, cert, who.verify, who.domain)
     except ConsensusError as e:
         raise VerifyError(
             "bad_certificate", f"the commit certificate does not prove the block: {e}"
@@ -168,7 +176,7 @@ def verify_entry(entry: dict[str, Any], genesis: Genesis) -> Proven:
         time_ms=time_ms,
         view=cert.view,
         signers=tuple(s for s, _ in cert.signatures),
-        quorum=genesis.quorum,
+        quorum=quorum_size(len(who.members)),
         tx_id=tx_id.hex(),
         index=index,
         type=tx.type,

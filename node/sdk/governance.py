@@ -90,6 +90,14 @@ class GovernanceClient:
         epochs: list[dict[str, Any]] = (await self._get("/v1/members/history"))["epochs"]
         return epochs
 
+    async def history_with_proofs(self) -> dict[str, Any]:
+        """``{"as_of_height", "epochs"}`` with each later epoch's proof: the certified blocks
+        of its proposal and approvals. An auditor checks it offline with genesis alone
+        (``mdtp.node.ledger.governance.proofs.verify_history``; ``mdtp verify-receipt
+        --history``), so it may come from any node."""
+        doc: dict[str, Any] = await self._get("/v1/members/history", proofs=1)
+        return doc
+
     async def proposals(
         self, *, status: str | None = None, after: str | None = None, limit: int | None = None
     ) -> dict[str, Any]:

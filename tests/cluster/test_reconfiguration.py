@@ -8,24 +8,35 @@ load that never stops:
    signature;
 2. then four of five admins remove ``node3``: from its epoch on no certificate carries its
    signature, the others refuse its links (``not_member``), and commits go on;
-3. every transaction a client got committed is in the chain exactly once, and every node
-   (the new one included) holds the same blocks.
+3. then ``node1``'s certificate is rotated: a new key and request (``mdtp tls rotate``), the
+   CA signs it, three of four admins approve its fingerprint, node1 installs it and restarts;
+   it signs certificates after the change takes effect, and commits never stop;
+4. every transaction a client got committed is in the chain exactly once, and every node
+   (the new one included) holds the same blocks;
+5. audit entries from before and after each change verify offline with genesis and the
+   membership history proven from genesis (``mdtp member history --proofs``); a forged
+   history does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from mdtp.node.identity import pki
+from mdtp.node.identity.genesis import load_genesis
+from mdtp.node.ledger.governance.proofs import HistoryError, verify_history
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError
-from tests.cluster.test_governance import admin_key, cli_json
+from tests.cluster.test_governance import admin_key, cli, cli_json
 from tests.support.workload import Workload, assert_chains_agree, chains, client
 
 pytestmark = pytest.mark.cluster
@@ -62,8 +73,8 @@ class SteadyLoad:
                     if e.reason == "duplicate":
                         continue  # committed through an earlier attempt: its status next
                     await asyncio.sleep(0.2)
-                except (TimeoutError, OSError):
-                    await asyncio.sleep(0.2)
+                except (TimeoutError, OSError, aiohttp.ClientError):
+                    await asyncio.sleep(0.2)  # a node restarting (node1's new certificate)
 
 
 def _status(api: str, cluster_dir: Path) -> dict[str, Any]:
@@ -85,7 +96,7 @@ async def _wait(what: str, check: Any, timeout_s: float = PHASE_TIMEOUT_S) -> An
     while True:
         try:
             got = await check()
-        except (OSError, TimeoutError, ApiError):
+        except (OSError, TimeoutError, ApiError, aiohttp.ClientError):
             got = None  # not up yet, or busy: asked again
         if got:
             return got
@@ -203,7 +214,19 @@ async def _scenario(
 
     await _wait("node3's links to be refused", refused)
 
-    # 3. stop the load: every committed transaction once, the same chain everywhere
+    # 3. node1's certificate is rotated while the chain runs
+    rotated_at = await asyncio.to_thread(_rotate_certificate, chain, nodes["node1"])
+
+    async def node1_signs_again() -> bool:
+        async with client(chain, apis["node0"]) as c:
+            status = await c.status()
+        if status["epoch"] != 3 or status["height"] < rotated_at + 8:
+            return False
+        return "node1" in await _signers(chain, apis["node0"], status["height"] - 1)
+
+    await _wait("node1 to vote with its new certificate", node1_signs_again)
+
+    # 4. stop the load: every committed transaction once, the same chain everywhere
     load.stop.set()
     await asyncio.wait_for(running, PHASE_TIMEOUT_S)
     assert len(load.committed) > 20
@@ -223,7 +246,8 @@ async def _scenario(
     assert not twice, f"transactions in the chain twice (tx: heights): {twice}"
     committed = set(load.committed)
     assert committed <= set(seen) | set(await _late(chain, apis["node4"], committed - set(seen)))
-    assert json.dumps(proposal)  # the proposal document stays plain JSON
+    # 5. audit entries of every epoch verify offline, with genesis and the proven history
+    _verify_offline(chain)
 
 
 async def _st(chain: Path, api: str) -> dict[str, Any]:
@@ -239,3 +263,82 @@ async def _late(chain: Path, api: str, ids: set[str]) -> list[str]:
             if (await c.tx(tx_id))["status"] == "committed":
                 out.append(tx_id)
     return out
+
+
+def _rotate_certificate(chain: Path, node1: cluster.ClusterNode) -> int:
+    """node1 makes a new TLS key and request, the CA signs it, three of four admins approve
+    its fingerprint, node1 installs it and restarts (the others accept both certificates
+    until the change takes effect, then only the new one). Returns the activation height."""
+    work = node1.home.parent / "node1-rotation"
+    made = cli_json(chain, "tls", "rotate", "--home", str(node1.home), "--request-out", str(work))
+    signed = work / "node1-new.pem"
+    cli_json(chain, "ca", "sign", made["csr"], "--ca", str(chain / "ca"), "--out", str(signed))
+    fingerprint = pki.fingerprint_pem(signed.read_bytes())
+    cli_json(
+        chain, "member", "propose", "rotate-cert", "node1", "--fingerprint", fingerprint,
+        "--id", "rotate-node1", "--key", admin_key(chain, 0),
+    )  # fmt: skip
+    cli_json(chain, "member", "vote", "rotate-node1", "--key", admin_key(chain, 1))
+    done = cli_json(chain, "member", "vote", "rotate-node1", "--key", admin_key(chain, 2))
+    assert done["result"]["status"] == "passed", done
+    installed = cli_json(
+        chain, "install-cert", "--home", str(node1.home), "--cert", str(signed),
+        "--ca-cert", str(chain / "ca" / "ca.pem"),
+    )  # fmt: skip
+    assert installed["tls_fingerprint"] == fingerprint
+    cluster.restart(chain, "node1", timeout_s=90)
+    return int(done["result"]["activation_height"])
+
+
+def _verify_offline(chain: Path) -> None:
+    work = chain / "offline"
+    work.mkdir()
+    history = cli_json(chain, "member", "history", "--proofs")
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3]
+    (work / "history.json").write_text(json.dumps(history))
+    genesis = load_genesis(chain / "genesis.json")
+    epochs = verify_history(history, genesis)
+    assert [e.member_ids for e in epochs] == [
+        ("node0", "node1", "node2", "node3"),
+        ("node0", "node1", "node2", "node3", "node4"),
+        ("node0", "node1", "node2", "node4"),
+        ("node0", "node1", "node2", "node4"),
+    ]
+    # one trail per change: heights in epoch 0 (adding node4), 1 (removing node3), 2 (node1)
+    for subject in ("node4", "node3", "node1"):
+        trail = work / f"{subject}.jsonl"
+        done = cli(
+            chain, "audit", "export", "member", subject, "--out", str(trail),
+            "--key", admin_key(chain, 2),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        checked = cli_json(
+            chain, "verify-receipt", str(trail), "--genesis", str(chain / "genesis.json"),
+            "--history", str(work / "history.json"),
+        )  # fmt: skip
+        assert checked and all(r["verified"] for r in checked), checked
+    # without the history, entries of later epochs are not provable by genesis alone
+    alone = cli_json(
+        chain, "verify-receipt", str(work / "node1.jsonl"),
+        "--genesis", str(chain / "genesis.json"), rc=1,
+    )  # fmt: skip
+    assert {r["reason"] for r in alone} == {"bad_certificate"}
+    # a forged history does not verify
+    forged = copy.deepcopy(history)
+    forged["epochs"][1]["members"][0]["node_public_key"] = "00" * 32
+    _refused(forged, genesis, "history_mismatch")
+    forged = copy.deepcopy(history)
+    forged["epochs"][1]["proof"]["approvals"] = []
+    _refused(forged, genesis, "not_approved")
+    forged = copy.deepcopy(history)
+    cert = forged["epochs"][2]["proof"]["proposal"]["certificate_bytes"]
+    forged["epochs"][2]["proof"]["proposal"]["certificate_bytes"] = cert[:-2] + (
+        "00" if cert[-2:] != "00" else "01"
+    )
+    _refused(forged, genesis, "bad_certificate", "bad_block")
+
+
+def _refused(doc: dict[str, Any], genesis: Any, *reasons: str) -> None:
+    with pytest.raises(HistoryError) as err:
+        verify_history(doc, genesis)
+    assert err.value.reason in reasons, err.value

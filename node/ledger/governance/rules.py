@@ -335,7 +335,7 @@ def sweep_expired(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         )
 
 
-def _apply(change: dict[str, Any], latest: Epoch) -> tuple[list[Member], list[Admin], Policy]:
+def apply_change(change: dict[str, Any], latest: Epoch) -> tuple[list[Member], list[Admin], Policy]:
     members, admins, policy = list(latest.members), list(latest.admins), latest.policy
     kind = change["kind"]
     if kind == "add":
@@ -387,7 +387,7 @@ def _judge(
             proposal["status"] = "rejected"
             proposal["decided"] = {**_stamp(ctx, tx), "reason": reason}
             return f"approved by {approvals}/{n} but no longer valid ({reason}): rejected"
-        members, admins, new_policy = _apply(proposal["change"], latest)
+        members, admins, new_policy = apply_change(proposal["change"], latest)
         height = activation_height(
             ctx.height, params.checkpoint_interval, params.window, latest.activation_height
         )
