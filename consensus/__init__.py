@@ -48,7 +48,7 @@ and need not be unique.
 
 State transfer is served and consumed by the driver with ``state_transfer``:
 ``build_request`` -> send to ``peers[0]``; peers answer with ``serve_request`` from
-their block store; the requester checks ``verify_response`` (commit certificates and
+their block store; the requester checks ``verify_entry`` (commit certificates and
 hash links), executes the blocks, then feeds ``StateTransferDone``.  The core retries
 on its ``STATE_TRANSFER`` timer with rotated peers.  State-transfer messages are never
 fed to the replica.

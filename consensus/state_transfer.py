@@ -91,6 +91,27 @@ def serve_request(
     return sign_message(response, config.chain_id, sign)
 
 
+def verify_entry(
+    certifiers: CertifierFn,
+    block: Block,
+    cert: CommitCertificate,
+    height: int,
+    prev_hash: bytes,
+) -> None:
+    """Check that ``block`` is certified at ``height`` by the members of its epoch
+    (``certifiers``) and extends the block whose hash is ``prev_hash``. Raises
+    ``InvalidStateTransfer``. A catching-up node checks and executes the entries of a
+    response one by one: a block may schedule a change of membership that certifies later
+    blocks of the same response (a response can hold more blocks than the window)."""
+    if block.height != height or block.header.prev_hash != prev_hash:
+        raise InvalidStateTransfer("bad_chain", f"at height {block.height}")
+    who = certifiers(block.height)
+    try:
+        verify_commit_certificate(who.members, who.chain_id, block, cert, who.verify, who.domain)
+    except InvalidCertificate as exc:
+        raise InvalidStateTransfer(exc.reason, f"at height {block.height}") from None
+
+
 def verify_response(
     certifiers: CertifierFn,
     response: StateTransferResponse,
@@ -98,24 +119,13 @@ def verify_response(
     prev_hash: bytes,
 ) -> list[tuple[Block, CommitCertificate]]:
     """The certified blocks of ``response`` that extend our chain at ``from_height``
-    (whose predecessor hashes to ``prev_hash``), in order, each certificate checked against
-    the members of its height's epoch (``certifiers``; a response holds at most a window of
-    blocks, and a change of membership takes effect at least a window after the block that
-    scheduled it, so the epochs of every block in it are known before any is executed).
-    Raises ``InvalidStateTransfer`` on the first block that does not verify."""
+    (whose predecessor hashes to ``prev_hash``), in order, each checked by
+    :func:`verify_entry` against the epochs ``certifiers`` knows now (so: only for a chain
+    that does not reconfigure within the response, e.g. in tests and tools). Raises
+    ``InvalidStateTransfer`` on the first block that does not verify."""
     out: list[tuple[Block, CommitCertificate]] = []
-    expected_height = from_height
     for block, cert in response.entries:
-        if block.height != expected_height or block.header.prev_hash != prev_hash:
-            raise InvalidStateTransfer("bad_chain", f"at height {block.height}")
-        try:
-            who = certifiers(block.height)
-            verify_commit_certificate(
-                who.members, who.chain_id, block, cert, who.verify, who.domain
-            )
-        except InvalidCertificate as exc:
-            raise InvalidStateTransfer(exc.reason, f"at height {block.height}") from None
+        verify_entry(certifiers, block, cert, from_height + len(out), prev_hash)
         out.append((block, cert))
         prev_hash = block.hash()
-        expected_height += 1
     return out

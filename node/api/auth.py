@@ -8,7 +8,8 @@ Three tiers (:data:`POLICY` is the table the README prints):
   the explorer page's static files (``GET /explorer/...``), which hold no data.
 - ``member``: a client certificate issued by the consortium CA (checked in the TLS handshake,
   :func:`mdtp.node.identity.pki.api_server_context`) whose ``mdtp://node/<id>`` URI SAN names
-  a member of the ledger. The member's node stores and verifies the whole replicated ledger,
+  a member of the ledger (or an observer in effect: a regulator's or auditor's node and its
+  tools read the chain too). The member's node stores and verifies the whole replicated ledger,
   so its clients read it: blocks, chain, transactions, catalog, accounts; and submit signed
   transactions (the ledger then checks the sender's registered key).
 - ``party``: a member certificate *and* a request signed by an account
@@ -38,6 +39,7 @@ from prometheus_client import Counter
 from mdtp.node.api.common import error
 from mdtp.node.identity import pki, signed_read
 from mdtp.node.identity.keys import verify_signature
+from mdtp.node.ledger.governance.membership import current_epoch
 from mdtp.node.ledger.state import ReadableKV
 from mdtp.node.ledger.trading import layout, queries
 from mdtp.node.ledger.trading.accounts import load_account
@@ -341,6 +343,8 @@ class Authoriser:
             return None
         node_id = pki.node_id_of_der(der)
         record = None if node_id is None else layout.read(state, layout.member_key(node_id))
+        if record is None and node_id is not None and current_epoch(state).observer(node_id):
+            return node_id  # an observer in effect (a regulator, an auditor) reads too
         # a member removed by governance keeps its record, marked removed
         if record is None or record.get("status") == "removed":
             raise Refused("not_a_member", "" if node_id is None else f"no member {node_id!r}")

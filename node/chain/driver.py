@@ -771,10 +771,10 @@ class Driver:
     def _epoch_news(self, now: int) -> list[Action]:
         """Re-read the membership history after blocks were executed; tell the core where
         its epoch ends once the chain scheduled a change (at most once per epoch)."""
-        if self.epochs.refresh():
-            for peer in sorted(self.epochs.roster - {self.node_id}):
-                self._ingress.add_peer(peer)
-                self._gossip_in.add_peer(peer)
+        self.epochs.refresh()
+        for peer in sorted(self.epochs.roster - {self.node_id}):  # no-op for known peers
+            self._ingress.add_peer(peer)
+            self._gossip_in.add_peer(peer)
         last = self.epochs.last_height(self.config.epoch)
         if last is None or self.replica.epoch_last is not None:
             return []

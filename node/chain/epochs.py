@@ -55,7 +55,7 @@ class ChainEpochs:
             return False
         self._epochs = epochs
         for epoch in epochs:
-            for m in epoch.members:
+            for m in epoch.members + epoch.observers:
                 keys = self._any_keys.setdefault(m.id, [])
                 key = nacl.signing.VerifyKey(bytes.fromhex(m.node_public_key))
                 if key not in keys:
@@ -68,18 +68,18 @@ class ChainEpochs:
 
     @property
     def roster(self) -> frozenset[str]:
-        """Every node id of every epoch recorded (scheduled ones included)."""
+        """Every node id of every epoch recorded, observers too (scheduled ones included)."""
         return frozenset(self._any_keys)
 
     def links(self, height: int) -> dict[str, tuple[Member, ...]]:
-        """Who a node that executed ``height`` links with: the members of the epoch in
-        effect at the next height and of every later epoch recorded, each with the public
+        """Who a node that executed ``height`` links with: the members and observers of the
+        epoch in effect at the next height and of every later epoch recorded, each with the public
         facts those epochs give it (newest last). A removed member is not on it from its
         removal's epoch on; a member being added is, from the block that scheduled it."""
         current = self.at(height + 1).number
         out: dict[str, list[Member]] = {}
         for epoch in self._epochs[current:]:
-            for member in epoch.members:
+            for member in epoch.members + epoch.observers:
                 facts = out.setdefault(member.id, [])
                 if member not in facts:
                     facts.append(member)
@@ -130,6 +130,7 @@ class ChainEpochs:
         """Who certifies a block at ``height``: the members of the epoch in effect there, in
         its signing domain (needs no base block, so a state-transfer answer can be checked
         before any of its blocks is executed)."""
+        self.refresh()  # state transfer executes blocks as it goes: epochs they scheduled
         epoch = self.at(height)
         chain_id = self._genesis_config.chain_id
         domain = ConsensusConfig.domain_of(chain_id, epoch.number)

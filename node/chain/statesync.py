@@ -189,7 +189,7 @@ class StateSync:
 
     async def _ask(self, peer: str) -> list[Block] | None:
         """One request to ``peer``; the blocks it brought (executed), None on a bad answer."""
-        start = self.executor.height + 1
+        start, start_prev = self.executor.height + 1, self.executor.tip_hash
         request = state_transfer.build_request(self.config, self._sign, start, self.target)
         fut: asyncio.Future[StateTransferResponse] = asyncio.get_running_loop().create_future()
         self._waiter = (peer, fut)
@@ -203,16 +203,16 @@ class StateSync:
             return None
         finally:
             self._waiter = None
-        try:
-            entries = state_transfer.verify_response(
-                self._certifiers, response, start, self.executor.tip_hash
-            )
-        except ConsensusError as e:
-            log.warning("state transfer: bad response from %s: %s", peer, e)
-            self._strike(peer, "bad_response")
-            return None
         executed: list[Block] = []
-        for block, cert in entries:
+        height, prev_hash = start, start_prev
+        for block, cert in response.entries:
+            # one by one: a block may schedule the membership that certifies the next ones
+            try:
+                state_transfer.verify_entry(self._certifiers, block, cert, height, prev_hash)
+            except ConsensusError as e:
+                log.warning("state transfer: bad response from %s: %s", peer, e)
+                self._strike(peer, "bad_response")
+                return executed or None
             diverged = self._diverged(block)
             if diverged is not None:
                 self._on_diverged(diverged)
@@ -221,6 +221,7 @@ class StateSync:
             if await self.executor.deliver(block, cert):
                 self.metrics.state_transfer_blocks.inc()
             executed.append(block)
+            height, prev_hash = height + 1, block.hash()
         # A peer that has the blocks answers with as many as fit, at once. One that takes
         # more than half the timeout is struck as slow, whether it brought fewer (a drip) or
         # all that was asked (a drip of a one-block request looks complete): either way

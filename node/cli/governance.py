@@ -59,7 +59,9 @@ def _hex32(text: str, flag: str) -> bytes:
 
 def _change(args: argparse.Namespace) -> gb.Change:
     kind = args.change
-    if kind == "add":
+    if kind == "remove-observer":
+        return gb.RemoveObserver(args.observer_id)
+    if kind in ("add", "add-observer"):
         path = Path(args.member_file)
         try:
             doc = json.loads(path.read_text())
@@ -77,6 +79,10 @@ def _change(args: argparse.Namespace) -> gb.Change:
             except (OSError, MdtpError) as e:
                 raise UsageError(f"{cert}: {e}") from None
         try:
+            if kind == "add-observer":
+                doc.setdefault("admins", [])  # an observer has none; a member file's is ignored
+                doc.pop("admin", None)
+                return gb.AddObserver(gb.NewObserver.of_member(gb.NewMember.from_json(doc)))
             return gb.AddMember(gb.NewMember.from_json(doc))
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
@@ -290,6 +296,15 @@ def register(sub: Any) -> None:
         help="the certificate the CA signed for it: its fingerprint is the one proposed "
         "(checked against the member file's TLS key and the CA)",
     )
+    sp = change("add-observer", "add an observer: a node that follows and serves reads, no vote")
+    sp.add_argument(
+        "--member-file",
+        required=True,
+        help="the observer home's member.json (as `mdtp init` writes it; its admin is ignored)",
+    )
+    sp.add_argument("--node-cert", metavar="PEM", help="the certificate the CA signed for it")
+    sp = change("remove-observer", "remove an observer")
+    sp.add_argument("observer_id")
     sp = change("remove", "remove a member")
     sp.add_argument("member_id")
     sp = change("rotate-node-key", "give a member a new node key")

@@ -1,6 +1,8 @@
 """The consortium changes on a running chain of real node processes, under a transaction
 load that never stops:
 
+0. an observer (``node5``, a regulator's node) is added by vote and follows the whole time:
+   it votes in no epoch, and holds the same blocks as every member;
 1. a fifth member's node (made as a joining member makes it: own keys, request signed by the
    CA, the chain's genesis that does not list it) starts, not a member; three of four admins
    add it; from the block that scheduled it the members accept its links and it catches up
@@ -118,6 +120,7 @@ def test_a_member_joins_and_votes_then_another_leaves_under_load(running_cluster
     chain = running_cluster
     node4, member_file = cluster.add_node(chain, name="Delta Foundry")
     node_cert = member_file.parent / "node.pem"
+    cluster.add_node(chain, name="Regulator")  # node5: an observer
     nodes = {n.id: n for n in cluster.load_cluster(chain)}
     apis = {n.id: n.api for n in nodes.values()}
     cluster.start_node(node4)
@@ -136,6 +139,31 @@ async def _scenario(
 ) -> None:
     load = SteadyLoad(Workload(chain, senders=4), [apis[f"node{i}"] for i in range(3)])
     running = asyncio.create_task(load.run())
+
+    # 0. an observer (a regulator's node: no vote, not in any quorum) follows from the start
+    def propose_observer() -> dict[str, Any]:
+        observer_file = chain / "members" / "node5" / "member.json"
+        cli_json(
+            chain,
+            "member", "propose", "add-observer", "--member-file", str(observer_file),
+            "--node-cert", str(observer_file.parent / "node.pem"), "--id", "observe-node5",
+            "--key", admin_key(chain, 0),
+        )  # fmt: skip
+        cli_json(chain, "member", "vote", "observe-node5", "--key", admin_key(chain, 1))
+        done = cli_json(chain, "member", "vote", "observe-node5", "--key", admin_key(chain, 3))
+        proposal: dict[str, Any] = done["result"]
+        return proposal
+
+    observed = await asyncio.to_thread(propose_observer)
+    assert observed["status"] == "passed", observed
+    cluster.start_node(nodes["node5"])
+
+    async def observer_follows() -> bool:
+        async with client(chain, apis["node5"]) as c:
+            status = await c.status()
+        return bool(status["height"] >= observed["activation_height"] and not status["voting"])
+
+    await _wait("the observer to follow", observer_follows)
 
     # the joining node runs, not a member: the members refuse its links until a block
     # schedules it
@@ -165,7 +193,8 @@ async def _scenario(
     async def node4_votes() -> bool:
         async with client(chain, apis["node4"]) as c:
             status = await c.status()
-        if not (status["epoch"] == 1 and status["voting"] and status["height"] > joined_at + 4):
+        in_epoch = status["epoch"] == proposal["epoch"]
+        if not (in_epoch and status["voting"] and status["height"] > joined_at + 4):
             return False
         signed = [
             "node4" in await _signers(chain, apis["node0"], h)
@@ -192,15 +221,15 @@ async def _scenario(
         proposal: dict[str, Any] = done["result"]
         return proposal
 
-    proposal = await asyncio.to_thread(propose_remove)
-    assert proposal["status"] == "passed", proposal
-    removed_at = proposal["activation_height"]
+    removal = await asyncio.to_thread(propose_remove)
+    assert removal["status"] == "passed", removal
+    removed_at = removal["activation_height"]
     refused_before = _refused_not_member(nodes["node0"])
 
     async def past_removal() -> bool:
         async with client(chain, apis["node0"]) as c:
             status = await c.status()
-        return bool(status["epoch"] == 2 and status["height"] > removed_at + 8)
+        return bool(status["epoch"] == removal["epoch"] and status["height"] > removed_at + 8)
 
     await _wait("commits to go on after node3's removal", past_removal)
     async with client(chain, apis["node0"]) as c:
@@ -215,12 +244,12 @@ async def _scenario(
     await _wait("node3's links to be refused", refused)
 
     # 3. node1's certificate is rotated while the chain runs
-    rotated_at = await asyncio.to_thread(_rotate_certificate, chain, nodes["node1"])
+    rotated_at, rotation_epoch = await asyncio.to_thread(_rotate_certificate, chain, nodes["node1"])
 
     async def node1_signs_again() -> bool:
         async with client(chain, apis["node0"]) as c:
             status = await c.status()
-        if status["epoch"] != 3 or status["height"] < rotated_at + 8:
+        if status["epoch"] != rotation_epoch or status["height"] < rotated_at + 8:
             return False
         return "node1" in await _signers(chain, apis["node0"], status["height"] - 1)
 
@@ -230,15 +259,19 @@ async def _scenario(
     load.stop.set()
     await asyncio.wait_for(running, PHASE_TIMEOUT_S)
     assert len(load.committed) > 20
-    members = [apis[n] for n in ("node0", "node1", "node2", "node4")]
-    top = min([(await _st(chain, a))["height"] for a in members])
-    by_node = await chains(chain, members)
+    # the members and the observer, which followed the whole time
+    nodes_now = [apis[n] for n in ("node0", "node1", "node2", "node4", "node5")]
+    top = min([(await _st(chain, a))["height"] for a in nodes_now])
+    by_node = await chains(chain, nodes_now)
     assert assert_chains_agree(by_node) >= top
-    async with client(chain, apis["node4"]) as c:
+    assert (await _st(chain, apis["node5"]))["voting"] is False
+    async with client(chain, apis["node5"]) as c:
         seen: list[str] = []
         where: dict[str, list[int]] = {}
         for h in range(1, top + 1):
-            txs = (await c.block(h))["transactions"]
+            block = await c.block(h)
+            assert "node5" not in {s for s, _ in block["certificate"]["signatures"]}
+            txs = block["transactions"]
             seen.extend(txs)
             for t in txs:
                 where.setdefault(t, []).append(h)
@@ -265,7 +298,7 @@ async def _late(chain: Path, api: str, ids: set[str]) -> list[str]:
     return out
 
 
-def _rotate_certificate(chain: Path, node1: cluster.ClusterNode) -> int:
+def _rotate_certificate(chain: Path, node1: cluster.ClusterNode) -> tuple[int, int]:
     """node1 makes a new TLS key and request, the CA signs it, three of four admins approve
     its fingerprint, node1 installs it and restarts (the others accept both certificates
     until the change takes effect, then only the new one). Returns the activation height."""
@@ -287,18 +320,26 @@ def _rotate_certificate(chain: Path, node1: cluster.ClusterNode) -> int:
     )  # fmt: skip
     assert installed["tls_fingerprint"] == fingerprint
     cluster.restart(chain, "node1", timeout_s=90)
-    return int(done["result"]["activation_height"])
+    return int(done["result"]["activation_height"]), int(done["result"]["epoch"])
 
 
 def _verify_offline(chain: Path) -> None:
     work = chain / "offline"
     work.mkdir()
     history = cli_json(chain, "member", "history", "--proofs")
-    assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3]
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1, 2, 3, 4]
+    assert [[o["id"] for o in e.get("observers", [])] for e in history["epochs"]] == [
+        [],
+        ["node5"],
+        ["node5"],
+        ["node5"],
+        ["node5"],
+    ]
     (work / "history.json").write_text(json.dumps(history))
     genesis = load_genesis(chain / "genesis.json")
     epochs = verify_history(history, genesis)
     assert [e.member_ids for e in epochs] == [
+        ("node0", "node1", "node2", "node3"),
         ("node0", "node1", "node2", "node3"),
         ("node0", "node1", "node2", "node3", "node4"),
         ("node0", "node1", "node2", "node4"),
@@ -325,14 +366,14 @@ def _verify_offline(chain: Path) -> None:
     assert {r["reason"] for r in alone} == {"bad_certificate"}
     # a forged history does not verify
     forged = copy.deepcopy(history)
-    forged["epochs"][1]["members"][0]["node_public_key"] = "00" * 32
+    forged["epochs"][2]["members"][0]["node_public_key"] = "00" * 32
     _refused(forged, genesis, "history_mismatch")
     forged = copy.deepcopy(history)
-    forged["epochs"][1]["proof"]["approvals"] = []
+    forged["epochs"][2]["proof"]["approvals"] = []
     _refused(forged, genesis, "not_approved")
     forged = copy.deepcopy(history)
-    cert = forged["epochs"][2]["proof"]["proposal"]["certificate_bytes"]
-    forged["epochs"][2]["proof"]["proposal"]["certificate_bytes"] = cert[:-2] + (
+    cert = forged["epochs"][3]["proof"]["proposal"]["certificate_bytes"]
+    forged["epochs"][3]["proof"]["proposal"]["certificate_bytes"] = cert[:-2] + (
         "00" if cert[-2:] != "00" else "01"
     )
     _refused(forged, genesis, "bad_certificate", "bad_block")

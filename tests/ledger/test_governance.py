@@ -591,3 +591,68 @@ def test_queries_list_proposals_by_status_and_page() -> None:
     view = queries.members(gov.kv, gov.height)
     assert view["current"]["epoch"] == 0 and [e["epoch"] for e in view["scheduled"]] == [1]
     assert [e["n"] for e in queries.epochs(gov.kv)] == [4, 5]
+
+
+def _observer_change(observer_id: str, key: SigningKey, **overrides: Any) -> dict[str, Any]:
+    observer: dict[str, Any] = {
+        "id": observer_id,
+        "name": f"Regulator {observer_id}",
+        "node_public_key": key.public_key,
+        "tls_fingerprint": digest(f"tls {observer_id}"),
+        "p2p": "10.0.0.9:26656",
+        "api": "10.0.0.9:26601",
+        **overrides,
+    }
+    return {"kind": "add_observer", "observer": observer}
+
+
+def test_observers_are_added_and_removed_by_vote_and_never_counted() -> None:
+    gov = Gov(4)
+    key = SigningKey.generate()
+    gov.propose("m1", "p-obs", _observer_change("reg1", key))
+    gov.vote("m2", "p-obs")
+    gov.vote("m3", "p-obs")
+    proposal = gov.proposal("p-obs")
+    assert proposal["status"] == "passed"
+    epoch = history(gov.kv)[1]
+    assert [o.id for o in epoch.observers] == ["reg1"]
+    assert epoch.member_ids == ("m1", "m2", "m3", "m4")  # n, f and the quorum are unchanged
+    assert "observers" in epoch.to_record() and "observers" not in history(gov.kv)[0].to_record()
+    gov.advance_to(proposal["activation_height"])
+    # its id, key and fingerprint are taken
+    gov.refused(
+        "member_exists",
+        gov.admin("m1"),
+        "member.propose",
+        gov.propose_body("p-dup", NewMember("reg1").change()),
+    )
+    gov.refused(
+        "node_key_in_use",
+        gov.admin("m1"),
+        "member.propose",
+        gov.propose_body("p-key", _observer_change("reg2", key)),
+    )
+    gov.refused(
+        "unknown_observer",
+        gov.admin("m1"),
+        "member.propose",
+        gov.propose_body("p-rm", {"kind": "remove_observer", "observer_id": "nobody"}),
+    )
+    gov.propose("m1", "p-rm", {"kind": "remove_observer", "observer_id": "reg1"})
+    gov.vote("m2", "p-rm")
+    gov.vote("m4", "p-rm")
+    assert gov.proposal("p-rm")["status"] == "passed"
+    assert history(gov.kv)[2].observers == ()
+
+
+def test_too_many_observers(monkeypatch: pytest.MonkeyPatch) -> None:
+    gov = Gov(4)
+    from mdtp.node.ledger.governance import rules
+
+    monkeypatch.setattr(rules, "MAX_OBSERVERS", 0)
+    gov.refused(
+        "too_many_observers",
+        gov.admin("m1"),
+        "member.propose",
+        gov.propose_body("p", _observer_change("reg1", SigningKey.generate())),
+    )

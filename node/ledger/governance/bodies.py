@@ -5,8 +5,9 @@ and fingerprints as hex).
 
 ``member.propose`` carries one :class:`Change`: :class:`AddMember` (the new member's public
 facts, as in the genesis file's ``members`` entry, plus its admins' public keys),
-:class:`RemoveMember`, :class:`RotateNodeKey`, :class:`RotateCertificate` or
-:class:`PolicyChange`. The rules (:mod:`.rules`) are the authority on what a body may hold.
+:class:`RemoveMember`, :class:`RotateNodeKey`, :class:`RotateCertificate`,
+:class:`PolicyChange`, :class:`AddObserver` (a node that follows and serves reads, never votes)
+or :class:`RemoveObserver`. The rules (:mod:`.rules`) are the authority on what a body may hold.
 """
 
 from __future__ import annotations
@@ -141,6 +142,36 @@ class PolicyChange(Change):
     threshold_num: int
     threshold_den: int
     min_members: int = 4
+
+
+@dataclass(frozen=True)
+class NewObserver(BodyPart):
+    """The public facts of an observer's node: a genesis ``members`` entry without admins."""
+
+    id: str
+    name: str
+    node_public_key: bytes
+    tls_fingerprint: bytes
+    p2p: str
+    api: str
+
+    @classmethod
+    def of_member(cls, m: NewMember) -> NewObserver:
+        """From a member file (``mdtp init`` writes one for an observer's home too; its
+        admin is not an observer's: an observer has no accounts)."""
+        return cls(m.id, m.name, m.node_public_key, m.tls_fingerprint, m.p2p, m.api)
+
+
+@dataclass(frozen=True)
+class AddObserver(Change):
+    KIND = "add_observer"
+    observer: NewObserver
+
+
+@dataclass(frozen=True)
+class RemoveObserver(Change):
+    KIND = "remove_observer"
+    observer_id: str
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class Epoch:
     admins: tuple[Admin, ...]  # sorted by (member, account id)
     policy: Policy
     proposal_id: str | None  # None for epoch 0 (genesis)
+    # nodes that follow and serve reads, never vote (sorted by id)
+    observers: tuple[Member, ...] = ()
 
     @property
     def member_ids(self) -> tuple[str, ...]:
@@ -76,6 +78,9 @@ class Epoch:
 
     def member(self, member_id: str) -> Member | None:
         return next((m for m in self.members if m.id == member_id), None)
+
+    def observer(self, observer_id: str) -> Member | None:
+        return next((o for o in self.observers if o.id == observer_id), None)
 
     def admin_member(self, account_id: str) -> str | None:
         """The member whose admin ``account_id`` is in this epoch, or None."""
@@ -89,6 +94,8 @@ class Epoch:
             "admins": [asdict(a) for a in self.admins],
             "policy": self.policy.to_record(),
             "proposal_id": self.proposal_id,
+            # only once there are any: the genesis state (and its root) stays as it was
+            **({"observers": [asdict(o) for o in self.observers]} if self.observers else {}),
         }
 
     @classmethod
@@ -100,6 +107,7 @@ class Epoch:
             admins=tuple(Admin(**a) for a in doc["admins"]),
             policy=Policy.from_record(doc["policy"]),
             proposal_id=doc["proposal_id"],
+            observers=tuple(Member(**o) for o in doc.get("observers", [])),
         )
 
 
@@ -188,6 +196,16 @@ def epoch_at(epochs: list[Epoch], height: int) -> Epoch:
 def membership_at(state: ReadableKV, height: int) -> Membership:
     """The membership in effect at ``height`` (epoch 0 before the first activation)."""
     return membership_of(epoch_at(history(state), height))
+
+
+def current_epoch(state: ReadableKV) -> Epoch:
+    """The epoch in effect at the committed height: the last one whose activation the
+    ledger applied (no height needed)."""
+    raw = state.get(layout.APPLIED)
+    number = int.from_bytes(raw, "big") if raw else 0
+    epoch = read_epoch(state, number)
+    assert epoch is not None, f"epoch {number} was applied but is not recorded"
+    return epoch
 
 
 def scheduled(state: ReadableKV, height: int) -> list[Epoch]:

@@ -199,7 +199,7 @@ def verify_history(doc: Any, genesis: Genesis) -> list[Epoch]:
             raise HistoryError(
                 "not_approved", f"epoch {number}: {counted} of {judged.n} members approved"
             )
-        members, admins, policy = apply_change(change, epochs[-1])
+        members, admins, policy, observers = apply_change(change, epochs[-1])
         epoch = Epoch(
             number,
             activation_height(
@@ -209,6 +209,7 @@ def verify_history(doc: Any, genesis: Genesis) -> list[Epoch]:
             tuple(sorted(admins, key=lambda a: (a.member, a.account_id))),
             policy,
             proposal_id,
+            tuple(sorted(observers, key=lambda o: o.id)),
         )
         if _record(record) != _record(epoch.to_record()):
             raise HistoryError(
@@ -222,5 +223,13 @@ def _record(doc: Any) -> Any:
     """The fields of an epoch record that the proofs establish (not the derived n, f, ...)."""
     if not isinstance(doc, Mapping):
         return None
-    keys = ("epoch", "activation_height", "members", "admins", "policy", "proposal_id")
+    keys = (
+        "epoch",
+        "activation_height",
+        "members",
+        "admins",
+        "policy",
+        "proposal_id",
+        "observers",
+    )
     return {k: doc.get(k) for k in keys}

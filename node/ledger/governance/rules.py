@@ -68,7 +68,18 @@ from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import PUBLIC_KEY_LEN, Fields, bad
 from mdtp.node.ledger.tx import Tx, canonical
 
-CHANGE_KINDS = ("add", "remove", "rotate_node_key", "rotate_certificate", "policy")
+CHANGE_KINDS = (
+    "add",
+    "remove",
+    "rotate_node_key",
+    "rotate_certificate",
+    "policy",
+    "add_observer",
+    "remove_observer",
+)
+# Observers (a regulator, an auditor, a standby) follow the chain and serve reads; they never
+# vote and are not counted in any quorum.
+MAX_OBSERVERS = 16
 STATUSES = ("open", "passed", "rejected", "expired")
 # Open proposals are swept for expiry by every governance transaction, so their number is
 # bounded; a consortium of at most MAX_MEMBERS rarely has more than a few in flight.
@@ -108,6 +119,23 @@ def _member_id(f: Fields, field: str) -> str:
 def parse_change(f: Fields) -> dict[str, Any]:
     """The change of a proposal in its stored form (bytes as lowercase hex, as in genesis)."""
     kind = f.choice("kind", CHANGE_KINDS)
+    if kind == "add_observer":
+        o = f.nested("observer")
+        observer = {
+            "id": _member_id(o, "id"),
+            "name": o.text("name", min_len=1, max_len=MEMBER_NAME_MAX_LEN),
+            "node_public_key": o.blob("node_public_key", size=PUBLIC_KEY_LEN).hex(),
+            "tls_fingerprint": o.blob("tls_fingerprint", size=FINGERPRINT_LEN).hex(),
+            "p2p": _address(o, "p2p"),
+            "api": _address(o, "api"),
+        }
+        o.finish()
+        f.finish()
+        return {"kind": kind, "observer": observer}
+    if kind == "remove_observer":
+        change_ = {"kind": kind, "observer_id": _member_id(f, "observer_id")}
+        f.finish()
+        return change_
     if kind == "add":
         m = f.nested("member")
         member = {
@@ -168,6 +196,10 @@ def parse_change(f: Fields) -> dict[str, Any]:
 def subject_of(change: dict[str, Any]) -> str:
     if change["kind"] == "add":
         return str(change["member"]["id"])
+    if change["kind"] == "add_observer":
+        return str(change["observer"]["id"])
+    if change["kind"] == "remove_observer":
+        return str(change["observer_id"])
     if change["kind"] == "policy":
         return layout.POLICY_SUBJECT
     return str(change["member_id"])
@@ -216,19 +248,46 @@ def _check_change(
     allow. ``at_pass``: only what another change could have moved since the proposal."""
     kind = change["kind"]
     n = len(latest.members)
+    if kind == "add_observer":
+        observer = change["observer"]
+        if len(latest.observers) + 1 > MAX_OBSERVERS:
+            refuse("too_many_observers", f"a consortium has at most {MAX_OBSERVERS} observers")
+        if at_pass:
+            return
+        if (
+            tlayout.read(state, tlayout.member_key(observer["id"])) is not None
+            or latest.member(observer["id"]) is not None
+            or latest.observer(observer["id"]) is not None
+        ):
+            refuse("member_exists", f"id {observer['id']} is taken")
+        node_key = bytes.fromhex(observer["node_public_key"])
+        if state.get(tlayout.account_key_index(node_key)) is not None or any(
+            m.node_public_key == observer["node_public_key"]
+            for m in latest.members + latest.observers
+        ):
+            refuse("node_key_in_use", "node_public_key is bound to an account or node")
+        _fingerprint_free(state, latest, observer["tls_fingerprint"])
+        return
+    if kind == "remove_observer":
+        if latest.observer(change["observer_id"]) is None:
+            refuse("unknown_observer", f"{change['observer_id']} is not an observer")
+        return
     if kind == "add":
         member = change["member"]
         if n + 1 > MAX_MEMBERS:
             refuse("too_many_members", f"a consortium has at most {MAX_MEMBERS} members")
         if at_pass:
             return
-        if tlayout.read(state, tlayout.member_key(member["id"])) is not None or (
-            latest.member(member["id"]) is not None
+        if (
+            tlayout.read(state, tlayout.member_key(member["id"])) is not None
+            or latest.member(member["id"]) is not None
+            or latest.observer(member["id"]) is not None
         ):
             refuse("member_exists", f"member id {member['id']} is taken")
         node_key = bytes.fromhex(member["node_public_key"])
         if state.get(tlayout.account_key_index(node_key)) is not None or any(
-            m.node_public_key == member["node_public_key"] for m in latest.members
+            m.node_public_key == member["node_public_key"]
+            for m in latest.members + latest.observers
         ):
             refuse("node_key_in_use", "node_public_key is bound to an account or member")
         _fingerprint_free(state, latest, member["tls_fingerprint"])
@@ -263,7 +322,7 @@ def _check_change(
 
 def _fingerprint_free(state: Overlay, latest: Epoch, fingerprint: str) -> None:
     if state.get(layout.tls_key(fingerprint)) is not None or any(
-        m.tls_fingerprint == fingerprint for m in latest.members
+        m.tls_fingerprint == fingerprint for m in latest.members + latest.observers
     ):
         refuse("fingerprint_in_use", f"TLS fingerprint {fingerprint} is (or was) claimed")
 
@@ -290,6 +349,14 @@ def _claims(state: ReadableKV, change: dict[str, Any]) -> list[tuple[bytes, byte
         return [(tlayout.account_key_index(key), str(member["node_account"]).encode())]
     if kind == "rotate_certificate":
         return [(layout.tls_key(change["tls_fingerprint"]), change["member_id"].encode())]
+    if kind == "add_observer":
+        observer = change["observer"]
+        # its node key is claimed like an account's, so no account or member takes it
+        node_key = bytes.fromhex(observer["node_public_key"])
+        return [
+            (tlayout.account_key_index(node_key), b"observer:" + observer["id"].encode()),
+            (layout.tls_key(observer["tls_fingerprint"]), observer["id"].encode()),
+        ]
     return []
 
 
@@ -335,10 +402,18 @@ def sweep_expired(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         )
 
 
-def apply_change(change: dict[str, Any], latest: Epoch) -> tuple[list[Member], list[Admin], Policy]:
+def apply_change(
+    change: dict[str, Any], latest: Epoch
+) -> tuple[list[Member], list[Admin], Policy, list[Member]]:
+    """The next epoch's members, admins, policy and observers: ``latest`` with ``change``."""
     members, admins, policy = list(latest.members), list(latest.admins), latest.policy
+    observers = list(latest.observers)
     kind = change["kind"]
-    if kind == "add":
+    if kind == "add_observer":
+        observers.append(Member(**change["observer"]))
+    elif kind == "remove_observer":
+        observers = [o for o in observers if o.id != change["observer_id"]]
+    elif kind == "add":
         m = change["member"]
         members.append(Member(**m))
         admins += [Admin(member=m["id"], **a) for a in change["admins"]]
@@ -361,7 +436,7 @@ def apply_change(change: dict[str, Any], latest: Epoch) -> tuple[list[Member], l
         ]
     else:
         policy = Policy(change["threshold_num"], change["threshold_den"], change["min_members"])
-    return members, admins, policy
+    return members, admins, policy, observers
 
 
 def _judge(
@@ -387,7 +462,7 @@ def _judge(
             proposal["status"] = "rejected"
             proposal["decided"] = {**_stamp(ctx, tx), "reason": reason}
             return f"approved by {approvals}/{n} but no longer valid ({reason}): rejected"
-        members, admins, new_policy = apply_change(proposal["change"], latest)
+        members, admins, new_policy, observers = apply_change(proposal["change"], latest)
         height = activation_height(
             ctx.height, params.checkpoint_interval, params.window, latest.activation_height
         )
@@ -398,6 +473,7 @@ def _judge(
             tuple(sorted(admins, key=lambda a: (a.member, a.account_id))),
             new_policy,
             proposal["id"],
+            tuple(sorted(observers, key=lambda o: o.id)),
         )
         state.put_obj(layout.epoch_key(epoch.number), epoch.to_record())
         state.delete(layout.open_key(proposal["id"]))
@@ -420,6 +496,10 @@ def _vote_record(ctx: BlockContext, tx: Tx, approve: bool) -> dict[str, Any]:
 
 def _describe(change: dict[str, Any]) -> str:
     kind = change["kind"]
+    if kind == "add_observer":
+        return f"add observer {change['observer']['id']} ({change['observer']['name']})"
+    if kind == "remove_observer":
+        return f"remove observer {change['observer_id']}"
     if kind == "add":
         return f"add member {change['member']['id']} ({change['member']['name']})"
     if kind == "policy":

@@ -93,6 +93,8 @@ TRADING_REASONS: dict[str, str] = {
     "node_key_in_use": "the node public key is (or was) bound to an account or member",
     "fingerprint_in_use": "the TLS certificate fingerprint is (or was) claimed by a member",
     "too_many_members": "the consortium would exceed its maximum number of members",
+    "too_many_observers": "the consortium would exceed its maximum number of observers",
+    "unknown_observer": "no such observer",
     "too_few_members": "the removal would leave fewer members than the policy's minimum",
     "change_pending": "the member (or the policy) already has an open or scheduled change",
     "too_many_open_proposals": "the maximum number of open proposals is reached",
