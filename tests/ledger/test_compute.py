@@ -77,7 +77,8 @@ def test_the_sdk_builder_hashes_terms_and_rule_as_the_ledger_does():
     ],
 )
 def test_inconsistent_rules_are_refused(market, overrides):
-    market.chain.refused("bad_rule", market.supplier, "contract.offer", market.offer_body(**overrides))
+    body = market.offer_body(**overrides)
+    market.chain.refused("bad_rule", market.supplier, "contract.offer", body)
 
 
 @pytest.mark.parametrize(
