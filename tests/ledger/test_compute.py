@@ -143,9 +143,7 @@ def test_receipts_need_a_contract_active_at_authorisation(market):
     market.chain.ok(market.consumer, "contract.terminate", {"contract_id": "c1", "reason": "x"})
     terminated = market.chain.height
     # authorised while active: still recorded after the termination
-    market.chain.ok(
-        market.node, "compute.receipt", receipt_body(1, authorised_height=activated)
-    )
+    market.chain.ok(market.node, "compute.receipt", receipt_body(1, authorised_height=activated))
     late = receipt_body(2, authorised_height=terminated)
     market.chain.refused("not_authorised_while_active", market.node, "compute.receipt", late)
     assert queries.contract_compute(market.chain.kv, "c1")["queries_used"] == 1

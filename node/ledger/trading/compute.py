@@ -59,6 +59,7 @@ from mdtp.node.ledger.tx import Tx
 
 BUDGET_PER_QUERY_MAX = 1000
 
+
 def active_rule(state: ReadableKV, contract: dict[str, Any]) -> dict[str, Any] | None:
     """The analysis rule of the version that activated ``contract`` (None: no clean room)."""
     if contract["activated"] is None:
