@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from mdtp.node.api import ApiMetrics, api_app, explorer
 from mdtp.node.api import chain as chain_routes
+from mdtp.node.api import compute as compute_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import governance as governance_routes
 from mdtp.node.api import trading as trading_routes
@@ -46,6 +47,8 @@ from mdtp.node.app.submission import QuorumGatedSubmitter
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
+from mdtp.node.compute.clean_room import ComputeService
+from mdtp.node.compute.metrics import ComputeMetrics
 from mdtp.node.data.limits import DataLimits
 from mdtp.node.data.metrics import DataMetrics
 from mdtp.node.data.service import DataService
@@ -131,6 +134,7 @@ class Node:
         self.ledger = self.chain_ledger.ledger
         self.genesis_root = self.chain_ledger.genesis_root
         self.data_metrics = DataMetrics(self.registry)
+        self.compute_metrics = ComputeMetrics(self.registry)
         self.transport = Transport(
             genesis=self.genesis,
             node_id=self.node_id,
@@ -151,6 +155,7 @@ class Node:
             try:
                 self.driver = self._build_driver(self.store)
                 self.data = self._build_data_service(self.store, self.driver)
+                self.compute = self._build_compute_service(self.data, self.store, self.driver)
             except BaseException:
                 self.store.close()
                 raise
@@ -322,6 +327,22 @@ class Node:
         driver.commit_listeners.append(data.on_commit)
         return data
 
+    def _build_compute_service(
+        self, data: DataService, store: BlockStore, driver: Driver
+    ) -> ComputeService:
+        compute = ComputeService(
+            data=data,
+            chunks_dir=self.data_dir / "chunks",
+            node_id=self.node_id,
+            chain_id=self.genesis.chain_id,
+            ledger=store,
+            submitter=driver,
+            metrics=self.compute_metrics,
+        )
+        data.frame_handlers.update(compute.frame_handlers)  # frames to this node itself
+        self.frame_handlers.update(compute.frame_handlers)
+        return compute
+
     def _api_app(self) -> web.Application:
         store, driver, data = self.store, self.driver, self.data
         max_body_bytes = self.cfg.get("api", "max_body_bytes")
@@ -341,6 +362,9 @@ class Node:
                 ),
                 explorer.add_routes,
                 functools.partial(data_routes.add_routes, uploads=data.uploads, relay=data.relay),
+                functools.partial(
+                    compute_routes.add_routes, relay=self.compute.relay, server=self.compute.server
+                ),
                 functools.partial(
                     trading_routes.add_routes,
                     store=store,
@@ -405,6 +429,7 @@ class Node:
             self.started = False
             for port in reversed(ports):
                 await port.close()
+            self.compute.close()
             await self.data.close()
             await self.driver.close()
             await self.driver.verifier.close()

@@ -58,7 +58,7 @@ _FUNCTION_NAMES = {
     "CEILING": "CEIL",
 }
 
-_ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+_ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Select,
     exp.From,
     exp.Table,
@@ -98,7 +98,7 @@ _ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
 )
 _NEGATIONS = (exp.NEQ, exp.Not)
 # operators sqlglot models as functions: allowed, their operands are checked on their own
-_OPERATORS: tuple[type[exp.Expression], ...] = (
+_OPERATORS: tuple[type[exp.Expr], ...] = (
     exp.Connector,
     exp.Binary,
     exp.Unary,
@@ -141,11 +141,11 @@ def _parse(sql: str) -> exp.Select:
     return tree
 
 
-def _columns(node: exp.Expression) -> set[str]:
+def _columns(node: exp.Expr) -> set[str]:
     return {c.name.lower() for c in node.find_all(exp.Column)}
 
 
-def _aggregates(node: exp.Expression) -> list[exp.AggFunc]:
+def _aggregates(node: exp.Expr) -> list[exp.AggFunc]:
     return list(node.find_all(exp.AggFunc))
 
 
@@ -255,7 +255,7 @@ class _Checker:
             if column not in self.rule.dimensions:
                 raise QueryRefused("disallowed_filter", column)
 
-    def _output(self, node: exp.Expression) -> bool:
+    def _output(self, node: exp.Expr) -> bool:
         """Refused unless ``node`` is an aggregate or grouped expression; True if aggregate."""
         if node.sql(dialect="duckdb") in self.grouped_sql:
             return False

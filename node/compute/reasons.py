@@ -67,6 +67,7 @@ RUN_REFUSALS: dict[str, str] = {
     "result_too_large": "the result has more rows or bytes than the rule or node allow",
     "dataset_too_large": "the dataset is larger than the node analyses",
     "receipt_failed": "the query's receipt did not commit, so no result is returned",
+    "bad_result": "the supplier's result is malformed or does not match its receipt",
 }
 
 REFUSALS: dict[str, str] = {**REQUEST_REFUSALS, **QUERY_REFUSALS, **RUN_REFUSALS}

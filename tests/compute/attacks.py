@@ -25,7 +25,7 @@ def rows() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m, (machine, batches) in enumerate(MACHINES.items()):
         for b in range(batches):
-            for r in range(ROWS_PER_BATCH):
+            for _ in range(ROWS_PER_BATCH):
                 n = len(out)
                 out.append(
                     {
