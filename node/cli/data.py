@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,13 @@ def _failed(args: argparse.Namespace, reason: str, message: str, chunk: int | No
     )
 
 
-def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
+def _run(
+    args: argparse.Namespace,
+    coro: Coroutine[Any, Any, Any],
+    show: Callable[[Any], int] | None = None,
+) -> int:
+    """Run a client coroutine: failures reported by reason; the result printed as JSON, or
+    by ``show``."""
     try:
         result = asyncio.run(coro)
     except DataError as e:
@@ -66,6 +72,8 @@ def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         message = f"cannot reach the node ({node_label(args)}): {e or type(e).__name__}"
         return _failed(args, "unreachable", message)
+    if show is not None:
+        return show(result)
     print_json(result)
     return 0
 

@@ -506,6 +506,15 @@ class TradingClient:
         found: list[dict[str, Any]] = doc["receipts"]
         return found
 
+    async def contract_compute(
+        self, contract_id: str, *, reader: SigningKey | None = None
+    ) -> dict[str, Any]:
+        """``{"queries_used", "receipts"}``: a clean-room contract's budget and receipts."""
+        doc: dict[str, Any] = await self._get_signed(
+            f"/v1/contracts/{contract_id}/compute", reader, limit=500
+        )
+        return doc
+
     async def receipt(self, receipt_id: str, *, reader: SigningKey | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = (await self._get_signed(f"/v1/receipts/{receipt_id}", reader))[
             "receipt"
