@@ -104,6 +104,7 @@ def room(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             )
             download = await make_contract(c, supplier, consumer, "raw-file")
         keys = files / "keys"
+        keys.mkdir()
         save_key(keys / "consumer.json", consumer)
         save_key(keys / "supplier.json", supplier)
         return CleanRoom(
@@ -177,7 +178,8 @@ def test_small_groups_are_suppressed_and_oversized_results_refused(room: CleanRo
 
     results, oversized = asyncio.run(go())
     for (name, _, returned, suppressed), result in zip(attacks.SUPPRESSED, results, strict=True):
-        assert (len(result.rows), result.receipt["rows_suppressed"]) == (returned, suppressed)
+        counts = (len(result.rows), result.receipt["rows_suppressed"])
+        assert counts == (returned, suppressed), name
     assert oversized == "result_too_large"
 
 
