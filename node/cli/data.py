@@ -32,9 +32,9 @@ from mdtp.node.cli.options import (
     tags_of,
 )
 from mdtp.node.cli.output import add_json_option, emit, failed
+from mdtp.node.compute.anonymise import Anonymisation
 from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
 from mdtp.node.sdk.client import ApiError
-from mdtp.node.compute.anonymise import Anonymisation
 from mdtp.node.sdk.compute import publish_for_analysis
 from mdtp.node.sdk.data import DataClient, DataError, Published, dispose, fetch, publish
 
