@@ -97,6 +97,7 @@ _ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
     exp.Func,  # every function is then checked by name
 )
 _NEGATIONS = (exp.NEQ, exp.Not)
+_TRUNCATIONS = (exp.TimestampTrunc, exp.DateTrunc)
 # operators sqlglot models as functions: allowed, their operands are checked on their own
 _OPERATORS: tuple[type[exp.Expr], ...] = (
     exp.Connector,
@@ -188,6 +189,10 @@ class _Checker:
                 raise QueryRefused("select_star")
             elif isinstance(node, exp.Distinct) and not isinstance(node.parent, exp.Count):
                 raise QueryRefused("disallowed_expression", "DISTINCT outside COUNT")
+            elif isinstance(node, exp.Var) and not isinstance(node.parent, _TRUNCATIONS):
+                # a bare word is only ever a date part; anywhere else it could name a column
+                # behind the checker's back
+                raise QueryRefused("disallowed_expression", f"the word {node.name}")
             elif isinstance(node, exp.AggFunc):
                 self._aggregate(node)
             elif isinstance(node, exp.Func) and not isinstance(node, _OPERATORS):

@@ -48,3 +48,13 @@ def test_count_star_needs_count_in_the_rule() -> None:
 def test_a_users_limit_is_kept_when_below_the_rules() -> None:
     sql = "SELECT machine_id, AVG(spindle_load) FROM data GROUP BY machine_id LIMIT 2"
     assert check_query(sql, RULE, COLUMNS).sql.endswith("LIMIT 2")
+
+
+def test_date_parts_are_words_only_inside_date_trunc() -> None:
+    dated = Rule.from_terms(rule(dimensions=["machine_id", "ts"], scalar_functions=["DATE_TRUNC"]))
+    columns = (*COLUMNS, "ts")
+    sql = (
+        "SELECT DATE_TRUNC('day', ts) AS d, AVG(spindle_load) FROM data "
+        "GROUP BY DATE_TRUNC('day', ts)"
+    )
+    assert "DATE_TRUNC" in check_query(sql, dated, columns).sql
