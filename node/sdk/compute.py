@@ -45,6 +45,7 @@ from mdtp.node.sdk.client import ApiError
 from mdtp.node.sdk.data import DataClient, DataError, Published, now_ms, publish
 
 RECEIPT_VISIBLE_WAIT_S = 15.0
+RECEIPTS_PAGE = 500
 _RECEIPT_FIELDS = (
     "contract_id",
     "request_id",
@@ -131,10 +132,9 @@ async def _committed(client: DataClient, signer: SigningKey, result: QueryResult
     contract_id = str(result.receipt["contract_id"])
     deadline = time.monotonic() + RECEIPT_VISIBLE_WAIT_S
     while True:
-        view = await client.trading.contract_compute(contract_id, reader=signer)
-        found = [r for r in view["receipts"] if r["tx_id"] == result.receipt["tx_id"]]
-        if found:
-            committed = found[0]
+        found = await _find_receipt(client, signer, contract_id, str(result.receipt["tx_id"]))
+        if found is not None:
+            committed = found
             for name in _RECEIPT_FIELDS:
                 if committed[name] != result.receipt[name]:
                     raise DataError("receipt_mismatch", f"the committed receipt's {name} differs")
@@ -142,6 +142,22 @@ async def _committed(client: DataClient, signer: SigningKey, result: QueryResult
         if time.monotonic() > deadline:
             raise DataError("receipt_missing", "the receipt is not committed on this node")
         await asyncio.sleep(0.2)
+
+
+async def _find_receipt(
+    client: DataClient, signer: SigningKey, contract_id: str, tx_id: str
+) -> dict[str, Any] | None:
+    after = 0
+    while True:
+        page = await client.trading.contract_compute(
+            contract_id, after=after, limit=RECEIPTS_PAGE, reader=signer
+        )
+        for receipt in page["receipts"]:
+            if receipt["tx_id"] == tx_id:
+                return dict(receipt)
+        if len(page["receipts"]) < RECEIPTS_PAGE:
+            return None
+        after = int(page["receipts"][-1]["n"])
 
 
 def verify_offline(entry_line: str | bytes, genesis: Genesis, result: QueryResult) -> str:

@@ -185,7 +185,9 @@ def test_small_groups_are_suppressed_and_oversized_results_refused(room: CleanRo
 
 
 def test_queries_signed_by_someone_else_or_replayed_are_refused(room: CleanRoom) -> None:
-    sql = attacks.ALLOWED[0]
+    """Authority is checked before the SQL is even parsed: a forged or a stranger's
+    ``SELECT *`` is refused for who sent it, not for what it asks."""
+    sql = "SELECT * FROM data"
 
     class Impostor:  # signs with the stranger's key but names the consumer as requester
         account_id = room.consumer.account_id
@@ -219,7 +221,7 @@ def test_queries_signed_by_someone_else_or_replayed_are_refused(room: CleanRoom)
             room.consumer,
             chain_id=chain_id,
             contract_id=room.contract,
-            sql=sql,
+            sql=attacks.ALLOWED[0],
             expires_at_ms=now_ms() + 30_000,
         )
         async with client_for(room.dir, room.nodes[2]) as other_node:
