@@ -48,7 +48,9 @@ from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
 from mdtp.node.compute.clean_room import ComputeService
+from mdtp.node.compute.engine import EngineLimits
 from mdtp.node.compute.metrics import ComputeMetrics
+from mdtp.node.compute.service import ComputeLimits
 from mdtp.node.data.limits import DataLimits
 from mdtp.node.data.metrics import DataMetrics
 from mdtp.node.data.service import DataService
@@ -338,6 +340,17 @@ class Node:
             ledger=store,
             submitter=driver,
             metrics=self.compute_metrics,
+            limits=ComputeLimits(
+                max_queries=self.cfg.get("compute", "max_queries"),
+                request_ttl_ms_max=self.cfg.get("data", "request_ttl_ms_max"),
+                nonce_cache_max=self.cfg.get("data", "nonce_cache_max"),
+            ),
+            engine_limits=EngineLimits(
+                timeout_s=self.cfg.get("compute", "timeout_ms") / 1000,
+                memory_limit_mb=self.cfg.get("compute", "memory_limit_mb"),
+                result_bytes_max=self.cfg.get("compute", "result_bytes_max"),
+                dataset_bytes_max=self.cfg.get("compute", "dataset_bytes_max"),
+            ),
         )
         data.frame_handlers.update(compute.frame_handlers)  # frames to this node itself
         self.frame_handlers.update(compute.frame_handlers)
