@@ -43,7 +43,7 @@ from tests.support.processes import metric_value
 
 pytestmark = pytest.mark.cluster
 DATASET = "cnc-fleet"
-EXPIRING_MS = 6_000
+EXPIRING_MS = 5_000
 
 
 def rule(**overrides: Any) -> b.AnalysisRule:
@@ -88,11 +88,7 @@ def room(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 c, supplier, source, dataset_id=DATASET, title="CNC fleet", progress=False
             )
             await publish(c, supplier, source, dataset_id="raw-file", title="raw", progress=False)
-            contract = await make_contract(c, supplier, consumer, DATASET, analysis_rule=rule())
-            small = await make_contract(
-                c, supplier, consumer, DATASET, analysis_rule=rule(query_budget=2)
-            )
-            to_terminate = await make_contract(c, supplier, consumer, DATASET, analysis_rule=rule())
+            # first: its short use period runs while the others are set up and tested
             expires = now_ms() + EXPIRING_MS
             expiring = await make_contract(
                 c,
@@ -103,6 +99,11 @@ def room(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 use_end_ms=expires,
                 disposal_deadline_ms=expires,
             )
+            contract = await make_contract(c, supplier, consumer, DATASET, analysis_rule=rule())
+            small = await make_contract(
+                c, supplier, consumer, DATASET, analysis_rule=rule(query_budget=2)
+            )
+            to_terminate = await make_contract(c, supplier, consumer, DATASET, analysis_rule=rule())
             download = await make_contract(c, supplier, consumer, "raw-file")
         keys = files / "keys"
         keys.mkdir()
