@@ -10,5 +10,7 @@ supplier's node (issue #14).
 - :mod:`.protocol`: the consumer's signed query request;
 - :mod:`.service`: the supplier's node serving queries (authorise on committed state, run,
   post ``compute.receipt``, answer); :mod:`.relay`: the consumer's node relaying them;
-- :mod:`.anonymise`: what a supplier may do to a table before publishing it for analysis.
+- :mod:`.anonymise`: what a supplier may do to a table before publishing it for analysis;
+- :mod:`.clean_room`: the node's clean room composed (the daemon builds it);
+  :mod:`.metrics`: its Prometheus metrics.
 """
