@@ -63,6 +63,7 @@ class CleanRoom:
     expiring: str
     expires_at_ms: int
     download: str
+    noisy: str
     keys: Path
 
     def consumer_client(self) -> DataClient:
@@ -105,6 +106,9 @@ def room(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             )
             to_terminate = await make_contract(c, supplier, consumer, DATASET, analysis_rule=rule())
             download = await make_contract(c, supplier, consumer, "raw-file")
+            noisy = await make_contract(
+                c, supplier, consumer, DATASET, analysis_rule=rule(noise_scale_milli=5000)
+            )
         keys = files / "keys"
         keys.mkdir()
         save_key(keys / "consumer.json", consumer)
@@ -121,6 +125,7 @@ def room(running_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             expiring,
             expires,
             download,
+            noisy,
             keys,
         )
 
@@ -183,6 +188,26 @@ def test_small_groups_are_suppressed_and_oversized_results_refused(room: CleanRo
         counts = (len(result.rows), result.receipt["rows_suppressed"])
         assert counts == (returned, suppressed), name
     assert oversized == "result_too_large"
+
+
+def test_differencing_two_overlapping_queries_is_bounded_by_noise(room: CleanRoom) -> None:
+    """What the threshold cannot stop: M4's total (2 batches, suppressed when asked) is the
+    difference of two allowed queries. Without noise it comes out exact; under a rule with
+    noise each answer is blurred afresh, and the budget bounds how often one may try."""
+    both = "SELECT SUM(spindle_load) AS s FROM data WHERE machine_id IN ('M1', 'M4')"
+    one = "SELECT SUM(spindle_load) AS s FROM data WHERE machine_id = 'M1'"
+    exact = sum(r["spindle_load"] for r in attacks.rows() if r["machine_id"] == "M4")
+
+    async def go() -> list[float]:
+        answers = []
+        for contract in (room.contract, room.noisy):
+            a, b_ = await ask(room, both, contract), await ask(room, one, contract)
+            answers.append(a.rows[0][0] - b_.rows[0][0])
+        return answers
+
+    plain, noisy = asyncio.run(go())
+    assert plain == pytest.approx(exact)
+    assert abs(noisy - exact) > 1e-3
 
 
 def test_queries_signed_by_someone_else_or_replayed_are_refused(room: CleanRoom) -> None:
@@ -345,7 +370,8 @@ def test_a_query_after_the_use_period_is_refused(room: CleanRoom) -> None:
         used = 0
         lines: list[str] = []
         async with room.consumer_client() as c:
-            for contract in (room.contract, room.small_budget, room.to_terminate, room.expiring):
+            contracts = (room.contract, room.small_budget, room.to_terminate, room.expiring)
+            for contract in (*contracts, room.noisy):
                 used += (await c.trading.contract_compute(contract))["queries_used"]
                 lines += await c.trading.audit_export("contract", contract)
         return expired, used, lines
