@@ -23,7 +23,9 @@ from mdtp.node.sdk.compute import QueryResult, query, query_refusals
 def _table(result: QueryResult) -> str:
     cells = [result.columns, *[["" if v is None else str(v) for v in r] for r in result.rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(result.columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     r = result.receipt
     lines.append(
         f"({len(result.rows)} rows, {r['rows_suppressed']} suppressed below the threshold, "

@@ -58,3 +58,17 @@ def test_date_parts_are_words_only_inside_date_trunc() -> None:
         "GROUP BY DATE_TRUNC('day', ts)"
     )
     assert "DATE_TRUNC" in check_query(sql, dated, columns).sql
+
+
+def test_the_cli_prints_a_result_as_an_aligned_table_with_its_receipt() -> None:
+    from mdtp.node.cli.compute import _table
+    from mdtp.node.sdk.compute import QueryResult
+
+    receipt = {"rows_suppressed": 1, "rows_scanned": 130, "tx_id": "ab" * 32, "height": 7}
+    result = QueryResult(["machine_id", "avg"], [["M1", 44.5], ["M22", None]], receipt, "")
+    lines = _table(result).splitlines()
+    assert lines[0] == "machine_id  avg"
+    assert lines[1] == "M1          44.5"
+    assert lines[2] == "M22"
+    assert "1 suppressed below the threshold, 130 scanned" in lines[-1]
+    assert result.to_csv() == "machine_id,avg\nM1,44.5\nM22,\n"
