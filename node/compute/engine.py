@@ -131,6 +131,9 @@ class Engine:
             raise QueryRefused("execution_error", type(e).__name__) from None
         finally:
             timer.cancel()
+        if len(raw) > rule.max_result_rows:
+            # before suppression: a result cut at the limit would be silently incomplete
+            raise QueryRefused("result_too_large", f"more than {rule.max_result_rows} rows")
         kept: list[list[Any]] = []
         suppressed = 0
         for row in raw:
@@ -139,8 +142,6 @@ class Engine:
                 suppressed += 1
             else:
                 kept.append([cell(v) for v in values])
-        if len(kept) > rule.max_result_rows:
-            raise QueryRefused("result_too_large", f"more than {rule.max_result_rows} rows")
         rows = add_noise(
             kept, checked.aggregates, noise_seed(request_id, rule_hash), rule.noise_scale
         )
