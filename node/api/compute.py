@@ -8,8 +8,8 @@ request or SQL that does not parse, 404 unknown contract, 503 busy, 504 supplier
 unreachable, 403 otherwise).
 
 ``GET /v1/compute/contracts/{contract_id}/refusals`` is what the supplier's node refused of
-a contract's queries, by reason, since it started (a party-signed read; on any other node
-the counts are empty).
+a contract's queries, by reason (a party-signed read; on any other node the counts are
+empty).
 """
 
 from __future__ import annotations

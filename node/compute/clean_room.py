@@ -18,7 +18,8 @@ from mdtp.node.data.ports import CommittedLedger, FrameHandler, TxSubmitter, now
 from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.service import DataService
 
-QUERY_NONCES = b"q/"  # key space of the chunk index beside the chunk service's own
+# key spaces of the chunk index beside the chunk service's own
+QUERY_NONCES, REFUSAL_COUNTS = b"q/", b"qr/"
 WORKDIR = "compute"
 
 
@@ -62,6 +63,7 @@ class ComputeService:
             tasks=data.tasks,
             limits=limits,
             metrics=metrics,
+            counts=data.store.db.prefixed_db(REFUSAL_COUNTS),
         )
         self.relay = QueryRelay(
             node_id=node_id, chain_id=chain_id, ledger=ledger, link=data.link, metrics=metrics

@@ -19,8 +19,8 @@ whose result never arrived — the consumer's node gone — is still recorded an
 Every refusal is a ``compute.refuse`` frame with its reason, counted in
 ``mdtp_compute_queries_refused_total{reason}``, logged in the audit log and — once the
 request's signature checked out, so nobody can inflate another contract's count — counted
-per contract for the supplier to read (:meth:`QueryServer.refusals`; in memory, since the
-node started).
+per contract for the supplier to read (:meth:`QueryServer.refusals`; kept in the chunk
+index, key space ``qr/``, across restarts).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import struct
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from mdtp.node.data.audit import current_key
 from mdtp.node.data.crypto import decrypt_chunk
 from mdtp.node.data.keystore import KeyStore
 from mdtp.node.data.link import PeerLink
-from mdtp.node.data.ports import CommittedLedger, TxSubmitter, ledger_now_ms, now_ms
+from mdtp.node.data.ports import CommittedLedger, KeySpace, TxSubmitter, ledger_now_ms, now_ms
 from mdtp.node.data.protocol import Refused, check_expiry, check_signature
 from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.signer import NodeSigner
@@ -61,6 +62,7 @@ log = logging.getLogger("mdtp.compute")
 audit_log = logging.getLogger("mdtp.compute.audit")
 
 RECEIPT_WAIT_S = 60.0
+_U64 = struct.Struct(">Q")
 CONTRACTS_TRACKED_MAX = 10_000
 _STATUS_REFUSAL = {Status.EXPIRED: "contract_expired", Status.TERMINATED: "contract_terminated"}
 
@@ -101,6 +103,7 @@ class QueryServer:
         tasks: Tasks,
         limits: ComputeLimits,
         metrics: ComputeMetrics,
+        counts: KeySpace,
     ) -> None:
         self.node_id = node_id
         self.chain_id = chain_id
@@ -118,11 +121,17 @@ class QueryServer:
         self._metrics = metrics
         self._running: collections.Counter[str] = collections.Counter()
         self._refused: dict[str, collections.Counter[str]] = {}
+        self._counts = counts
+        for key, value in list(counts):  # the tally survives restarts
+            contract_id, _, reason = key.partition(b"\x00")
+            self._refused.setdefault(contract_id.decode(), collections.Counter())[
+                reason.decode()
+            ] = _U64.unpack(value)[0]
 
     # -- refusals ----------------------------------------------------------------------------
 
     def refusals(self, contract_id: str) -> dict[str, int]:
-        """Refused queries of ``contract_id`` by reason, since this node started."""
+        """Refused queries of ``contract_id`` by reason."""
         return dict(sorted(self._refused.get(contract_id, collections.Counter()).items()))
 
     def _count(self, r: QueryRefused, req: QueryRequest | None, peer: str, authentic: bool) -> None:
@@ -133,7 +142,10 @@ class QueryServer:
         if req is None or not authentic:
             return
         if req.contract_id in self._refused or len(self._refused) < CONTRACTS_TRACKED_MAX:
-            self._refused.setdefault(req.contract_id, collections.Counter())[r.reason] += 1
+            tally = self._refused.setdefault(req.contract_id, collections.Counter())
+            tally[r.reason] += 1
+            key = req.contract_id.encode() + b"\x00" + r.reason.encode()
+            self._counts.put(key, _U64.pack(tally[r.reason]))
 
     def _refuse(
         self, peer: str, qid: bytes, r: QueryRefused, req: QueryRequest | None, authentic: bool

@@ -59,6 +59,7 @@ class Bed:
     server: QueryServer
     replay: ReplayGuard
     sent: list[tuple[str, str, dict[str, Any]]]
+    parts: dict[str, Any]  # what the server was built from (to build it again: a restart)
 
     def ask(self, signer: Any, sql: str, contract: str = "c1", peer: str = "m2") -> str:
         raw = sign_query_request(
@@ -86,14 +87,14 @@ def bed(tmp_path: Path) -> Bed:
 
     store = ChunkStore(tmp_path / "chunks")
     replay = ReplayGuard(store.db.prefixed_db(b"q/"), 10, NOW)
-    server = QueryServer(
+    parts: dict[str, Any] = dict(
         node_id="m1",
         chain_id=CHAIN_ID,
         ledger=Ledger(market),
-        submitter=None,  # type: ignore[arg-type]  # nothing here is authorised to run
+        submitter=None,  # nothing here is authorised to run
         store=store,
         keys=KeyStore(store, market.node),
-        signer=None,  # type: ignore[arg-type]
+        signer=None,
         link=PeerLink("m1", send, lambda *a: None),
         replay=replay,
         engine=Engine(tmp_path / "compute", EngineLimits()),
@@ -101,8 +102,10 @@ def bed(tmp_path: Path) -> Bed:
         tasks=Tasks(),
         limits=ComputeLimits(),
         metrics=ComputeMetrics(CollectorRegistry()),
+        counts=store.db.prefixed_db(b"qr/"),
     )
-    return Bed(market, server, replay, sent)
+    server = QueryServer(**parts)
+    return Bed(market, server, replay, sent, parts)
 
 
 class Impostor:
@@ -127,6 +130,8 @@ def test_authority_is_decided_before_the_sql_is_parsed(bed: Bed) -> None:
     # the forged request is not counted against the contract: anyone could send one
     assert bed.server.refusals("c1") == {"not_consumer": 1}
     assert bed.server.refusals("c2") == {"not_clean_room": 1}
+    # the tally is kept in the chunk index: a restarted server reads it back
+    assert QueryServer(**bed.parts).refusals("c1") == {"not_consumer": 1}
 
 
 def test_a_query_beyond_the_budget_is_refused_before_it_runs(bed: Bed) -> None:
