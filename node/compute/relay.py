@@ -26,6 +26,7 @@ from mdtp.node.ledger.trading.contracts import load_contract
 # two, and the receipt's own wait
 ANSWER_TIMEOUT_S = 90.0
 MAX_RELAYED = 32
+_CELL_TYPES = (bool, int, float, str)  # what a canonical result holds (node.compute.result)
 
 
 class QueryRelay:
@@ -106,6 +107,7 @@ def _checked_result(body: dict[str, Any], supplier: str) -> dict[str, Any]:
         or not all(isinstance(c, str) for c in columns)
         or not isinstance(rows, list)
         or not all(isinstance(r, list) and len(r) == len(columns) for r in rows)
+        or not all(v is None or isinstance(v, _CELL_TYPES) for r in rows for v in r)
         or not isinstance(receipt, dict)
     ):
         raise QueryRefused("bad_result", f"{supplier} sent a malformed result")

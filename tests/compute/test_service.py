@@ -154,3 +154,21 @@ def test_a_query_beyond_the_budget_is_refused_before_it_runs(bed: Bed) -> None:
         },
     )
     assert bed.ask(m.consumer, "SELECT COUNT(*) FROM data") == "budget_exhausted"
+
+
+def test_the_relay_passes_on_only_results_that_match_their_receipt() -> None:
+    from mdtp.node.compute.reasons import QueryRefused
+    from mdtp.node.compute.relay import _checked_result
+    from mdtp.node.compute.result import result_hash
+
+    good: dict[str, Any] = {"columns": ["m", "avg"], "rows": [["M1", 1.5]]}
+    receipt = {"result_hash": result_hash(["m", "avg"], [["M1", 1.5]]).hex()}
+    assert _checked_result({**good, "receipt": receipt}, "m1")["rows"] == [["M1", 1.5]]
+    for bad in (
+        {**good, "rows": [["M1", 2.5]]},  # another table than the receipt's
+        {**good, "rows": [["M1", b"raw bytes"]]},  # not a result cell
+        {**good, "rows": [["M1"]]},  # ragged
+        {**good, "columns": "m"},
+    ):
+        with pytest.raises(QueryRefused, match="bad_result"):
+            _checked_result({**bad, "receipt": receipt}, "m1")
