@@ -63,7 +63,11 @@ class Bed:
 
     def ask(self, signer: Any, sql: str, contract: str = "c1", peer: str = "m2") -> str:
         raw = sign_query_request(
-            signer, chain_id=CHAIN_ID, contract_id=contract, sql=sql, expires_at_ms=NOW + 60_000
+            signer,
+            chain_id=CHAIN_ID,
+            contract_id=contract,
+            sql=sql,
+            expires_at_ms=int(time.time() * 1000) + 60_000,
         )
         self.server.on_request(peer, "compute.req", {"qid": b"q" * 16, "req": raw})
         _, kind, body = self.sent.pop()
