@@ -169,6 +169,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/v1/contracts/{contract_id}"): _party(_of_contract, _CONTRACT_PARTY),
     ("GET", "/v1/contracts/{contract_id}/receipts"): _party(_of_contract, _CONTRACT_PARTY),
+    ("GET", "/v1/contracts/{contract_id}/compute"): _party(_of_contract, _CONTRACT_PARTY),
     ("GET", "/v1/receipts/{receipt_id}"): _party(_of_receipt, _CONTRACT_PARTY),
     ("GET", "/v1/disposals/overdue"): _party(
         _any_account, "any account; rows of contracts it may read (as above)"
@@ -192,6 +193,10 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("PUT", "/v1/data/datasets/{dataset_id}/key"): _LEDGER,
     ("POST", "/v1/data/datasets/{dataset_id}/seal"): _LEDGER,
     ("POST", "/v1/data/fetch"): _LEDGER,
+    # The clean room: a query carries the consumer's signature in its body, checked by the
+    # supplier's node; refusal counts are the contract parties' business.
+    ("POST", "/v1/compute/query"): _LEDGER,
+    ("GET", "/v1/compute/contracts/{contract_id}/refusals"): _party(_of_contract, _CONTRACT_PARTY),
 }
 
 REFUSALS: dict[str, tuple[int, str]] = {

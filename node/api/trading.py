@@ -251,6 +251,22 @@ def add_routes(
             return not_found(f"no contract {contract_id}")
         return _json({"as_of_height": height, "receipts": found})
 
+    def contract_compute(request: web.Request) -> web.Response:
+        _only(request, frozenset({"after", "limit"}))
+        contract_id = request.match_info["contract_id"]
+        after = _int(request, "after", 0, 0, 2**32)
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            if queries.get_contract(s.state, contract_id, at_ms=t) is None:
+                return None
+            return queries.contract_compute(s.state, contract_id, after=after, limit=limit)
+
+        height, _, found = consistent(read)
+        if found is None:
+            return not_found(f"no contract {contract_id}")
+        return _json({"as_of_height": height, **found})
+
     def get_receipt(request: web.Request) -> web.Response:
         _only(request, frozenset())
         receipt_id = hex32(request.match_info["receipt_id"], "receipt id")
@@ -366,6 +382,7 @@ def add_routes(
     r.add_get("/v1/contracts", route(list_contracts))
     r.add_get("/v1/contracts/{contract_id}", route(get_contract))
     r.add_get("/v1/contracts/{contract_id}/receipts", route(contract_receipts))
+    r.add_get("/v1/contracts/{contract_id}/compute", route(contract_compute))
     r.add_get("/v1/receipts/{receipt_id}", route(get_receipt))
     r.add_get("/v1/disposals/overdue", route(overdue))
     r.add_get("/v1/audit/{kind}/{subject_id}", route(audit))

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from mdtp.node.api import ApiMetrics, api_app, explorer
 from mdtp.node.api import chain as chain_routes
+from mdtp.node.api import compute as compute_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import governance as governance_routes
 from mdtp.node.api import trading as trading_routes
@@ -46,6 +47,10 @@ from mdtp.node.app.submission import QuorumGatedSubmitter
 from mdtp.node.chain.driver import Driver, DriverLimits
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.reads import ChainReads
+from mdtp.node.compute.clean_room import ComputeService
+from mdtp.node.compute.engine import EngineLimits
+from mdtp.node.compute.metrics import ComputeMetrics
+from mdtp.node.compute.service import ComputeLimits
 from mdtp.node.data.limits import DataLimits
 from mdtp.node.data.metrics import DataMetrics
 from mdtp.node.data.service import DataService
@@ -113,6 +118,7 @@ class Node:
         self.ledger = self.chain_ledger.ledger
         self.genesis_root = self.chain_ledger.genesis_root
         self.data_metrics = DataMetrics(self.registry)
+        self.compute_metrics = ComputeMetrics(self.registry)
         self.transport = Transport(
             genesis=self.genesis,
             roster=genesis_roster(self.genesis),
@@ -138,6 +144,7 @@ class Node:
                 self.transport.set_roster(self._roster)
                 self.driver.commit_listeners.append(self._on_commit_roster)
                 self.data = self._build_data_service(self.store, self.driver)
+                self.compute = self._build_compute_service(self.data, self.store, self.driver)
             except BaseException:
                 self.store.close()
                 raise
@@ -353,6 +360,33 @@ class Node:
         driver.commit_listeners.append(data.on_commit)
         return data
 
+    def _build_compute_service(
+        self, data: DataService, store: BlockStore, driver: Driver
+    ) -> ComputeService:
+        compute = ComputeService(
+            data=data,
+            chunks_dir=self.data_dir / "chunks",
+            node_id=self.node_id,
+            chain_id=self.genesis.chain_id,
+            ledger=store,
+            submitter=driver,
+            metrics=self.compute_metrics,
+            limits=ComputeLimits(
+                max_queries=self.cfg.get("compute", "max_queries"),
+                request_ttl_ms_max=self.cfg.get("data", "request_ttl_ms_max"),
+                nonce_cache_max=self.cfg.get("data", "nonce_cache_max"),
+            ),
+            engine_limits=EngineLimits(
+                timeout_s=self.cfg.get("compute", "timeout_ms") / 1000,
+                memory_limit_mb=self.cfg.get("compute", "memory_limit_mb"),
+                result_bytes_max=self.cfg.get("compute", "result_bytes_max"),
+                dataset_bytes_max=self.cfg.get("compute", "dataset_bytes_max"),
+            ),
+        )
+        data.frame_handlers.update(compute.frame_handlers)  # frames to this node itself
+        self.frame_handlers.update(compute.frame_handlers)
+        return compute
+
     def _api_app(self) -> web.Application:
         store, driver, data = self.store, self.driver, self.data
         max_body_bytes = self.cfg.get("api", "max_body_bytes")
@@ -372,6 +406,9 @@ class Node:
                 ),
                 explorer.add_routes,
                 functools.partial(data_routes.add_routes, uploads=data.uploads, relay=data.relay),
+                functools.partial(
+                    compute_routes.add_routes, relay=self.compute.relay, server=self.compute.server
+                ),
                 functools.partial(
                     trading_routes.add_routes,
                     store=store,
@@ -436,6 +473,7 @@ class Node:
             self.started = False
             for port in reversed(ports):
                 await port.close()
+            self.compute.close()
             await self.data.close()
             await self.driver.close()
             await self.driver.verifier.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,11 @@ from mdtp.node.cli.options import (
     tags_of,
 )
 from mdtp.node.cli.output import add_json_option, emit, failed
+from mdtp.node.compute.anonymise import Anonymisation
 from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
 from mdtp.node.sdk.client import ApiError
-from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
+from mdtp.node.sdk.compute import publish_for_analysis
+from mdtp.node.sdk.data import DataClient, DataError, Published, dispose, fetch, publish
 
 # A fetch or publish of a large dataset is one long session.
 CLIENT_TIMEOUT_S = 600
@@ -56,7 +58,13 @@ def _failed(args: argparse.Namespace, reason: str, message: str, chunk: int | No
     )
 
 
-def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
+def _run(
+    args: argparse.Namespace,
+    coro: Coroutine[Any, Any, Any],
+    show: Callable[[Any], int] | None = None,
+) -> int:
+    """Run a client coroutine: failures reported by reason; the result printed as JSON, or
+    by ``show``."""
     try:
         result = asyncio.run(coro)
     except DataError as e:
@@ -66,6 +74,8 @@ def _run(args: argparse.Namespace, coro: Coroutine[Any, Any, Any]) -> int:
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
         message = f"cannot reach the node ({node_label(args)}): {e or type(e).__name__}"
         return _failed(args, "unreachable", message)
+    if show is not None:
+        return show(result)
     print_json(result)
     return 0
 
@@ -74,8 +84,28 @@ def cmd_publish(args: argparse.Namespace) -> int:
     quality = json.loads(Path(args.quality).read_text()) if args.quality else None
     client, key = _client(args), signing_key(args)
 
+    anonymisation = _anonymisation(args)
+    if anonymisation is not None and not args.for_analysis:
+        raise UsageError("--drop-column, --pseudonymise and --generalise need --for-analysis")
+
     async def go() -> dict[str, Any]:
         async with client as c:
+            if args.for_analysis:
+                p, prepared = await publish_for_analysis(
+                    c,
+                    key,
+                    Path(args.file),
+                    dataset_id=args.id,
+                    title=args.title or args.id,
+                    source_format=None if args.format == "bin" else args.format,
+                    out_format=args.analysis_format,
+                    anonymisation=anonymisation,
+                    description=args.description,
+                    tags=tags_of(args),
+                    quality=quality,
+                    progress=progress_bar(args),
+                )
+                return {**_published(p), "schema": json.loads(prepared.schema_document())}
             p = await publish(
                 c,
                 key,
@@ -90,16 +120,33 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 chunk_bytes=args.chunk_size,
                 progress=progress_bar(args),
             )
-        return {
-            "dataset_id": p.dataset_id,
-            "chunk_count": p.chunk_count,
-            "size_bytes": p.size_bytes,
-            "merkle_root": p.merkle_root.hex(),
-            "plaintext_digest": p.plaintext_digest.hex(),
-            "tx": p.tx_id,
-        }
+        return _published(p)
 
     return _run(args, go())
+
+
+def _published(p: Published) -> dict[str, Any]:
+    return {
+        "dataset_id": p.dataset_id,
+        "chunk_count": p.chunk_count,
+        "size_bytes": p.size_bytes,
+        "merkle_root": p.merkle_root.hex(),
+        "plaintext_digest": p.plaintext_digest.hex(),
+        "tx": p.tx_id,
+    }
+
+
+def _anonymisation(args: argparse.Namespace) -> Anonymisation | None:
+    generalise: dict[str, float] = {}
+    for item in args.generalise:
+        column, _, width = item.partition("=")
+        try:
+            generalise[column] = float(width)
+        except ValueError:
+            raise UsageError(f"--generalise {item}: give COLUMN=WIDTH, e.g. load=5") from None
+    if not (args.drop_column or args.pseudonymise or generalise):
+        return None
+    return Anonymisation(tuple(args.drop_column), tuple(args.pseudonymise), generalise)
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -184,6 +231,24 @@ def register(sub: Any) -> None:
     sp.add_argument("--format", default="bin")
     sp.add_argument("--quality", help="JSON file with the quality fields")
     sp.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_BYTES, help="bytes")
+    a = sp.add_argument_group("clean-room analysis (the file is CSV or Parquet)")
+    a.add_argument(
+        "--for-analysis",
+        action="store_true",
+        help="publish a table for clean-room queries: its schema goes into the metadata",
+    )
+    a.add_argument("--analysis-format", choices=("csv", "parquet"), default="csv")
+    a.add_argument("--drop-column", action="append", default=[], metavar="COLUMN")
+    a.add_argument(
+        "--pseudonymise", action="append", default=[], metavar="COLUMN", help="keyed HMAC"
+    )
+    a.add_argument(
+        "--generalise",
+        action="append",
+        default=[],
+        metavar="COLUMN=WIDTH",
+        help="numbers to the lower bound of their range",
+    )
     _client_options(sp)
     sp = add_command(data, "fetch", cmd_fetch, "fetch, verify and decrypt a contract's data")
     sp.add_argument("contract")

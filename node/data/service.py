@@ -35,7 +35,7 @@ Frames (msgpack maps; ``fid`` is a 16-byte fetch id chosen by the consumer's nod
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,15 @@ class DataService:
         self._tasks = Tasks()
         link = PeerLink(node_id, send, self._on_own_frame)
         signer = NodeSigner(node_key, chain_id, submitter, ledger, mempool)
+        # shared with the clean room (node.compute), which serves the same datasets and
+        # posts its receipts through the node account's one signer
+        self.store, self.keys, self.link, self.signer, self.tasks = (
+            self._store,
+            keys,
+            link,
+            signer,
+            self._tasks,
+        )
         self.uploads = Uploads(
             node_id=node_id,
             chain_id=chain_id,
@@ -146,7 +155,8 @@ class DataService:
             tasks=self._tasks,
             metrics=metrics,
         )
-        self.frame_handlers: Mapping[str, FrameHandler] = {
+        # other concerns' frames to this node itself arrive here too (node.compute adds its own)
+        self.frame_handlers: dict[str, FrameHandler] = {
             "data.req": self.supplier.on_request,
             "data.ack": self.supplier.on_ack,
             "data.cancel": self.supplier.on_cancel,

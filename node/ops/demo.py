@@ -18,14 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mdtp.node.compute.anonymise import Anonymisation
 from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.identity.keys import SigningKey, load_key, save_key
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ops import cluster
-from mdtp.node.ops.sensor_data import generate_csv
+from mdtp.node.ops.sensor_data import generate_csv, generate_fleet_csv
 from mdtp.node.sdk.audit_verify import parse_entry, verify_entry
 from mdtp.node.sdk.client import NodeClient
-from mdtp.node.sdk.data import DataClient, dispose, fetch, publish
+from mdtp.node.sdk.compute import publish_for_analysis, query
+from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
 from mdtp.node.sdk.trading import TradingClient
 
 DAY_MS = 86_400_000
@@ -217,7 +219,9 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
             await dispose(d1, keys["consumer"], contract_id, registry=work / "copies")
             _row(f"deleted: {not out.exists()}; disposal.attest recorded")
 
-        _say(9, "the audit trail of the contract, as any member sees it")
+        await _clean_room(work, factory, developer, keys, t0, t1, settle)
+
+        _say(10, "the audit trail of the contract, as any member sees it")
         trail = await t3.audit_trail("contract", contract_id)
         for e in trail:
             _row(
@@ -251,6 +255,112 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
     finally:
         for c in (c0, c1, c2, c3):
             await c.close()
+
+
+FLEET = ("CNC-07", "CNC-08", "CNC-09")
+FLEET_ROWS = 6_000  # per machine: 20 parts of 300 s
+PER_MACHINE_SQL = (
+    "SELECT machine_id, ROUND(AVG(spindle_current_a), 2) AS avg_current_a, "
+    "ROUND(AVG(vibration_rms_mm_s), 3) AS avg_vibration, ROUND(AVG(bearing_temp_c), 2) AS "
+    "avg_temp_c FROM data WHERE phase IN ('rough', 'finish') GROUP BY machine_id "
+    "ORDER BY machine_id"
+)
+
+
+async def _clean_room(
+    work: Path,
+    factory: cluster.ClusterNode,
+    developer: cluster.ClusterNode,
+    keys: dict[str, SigningKey],
+    t0: TradingClient,
+    t1: TradingClient,
+    settle: Any,
+) -> None:
+    _say(9, "clean room: the developer computes per-machine averages without receiving a row")
+    fleet = work / "fleet-sensors.csv"
+    generate_fleet_csv(fleet, FLEET_ROWS, FLEET)
+    async with DataClient.of_home(
+        factory.api, factory.home, timeout_s=120, reader=keys["supplier"]
+    ) as d0:
+        published, prepared = await publish_for_analysis(
+            d0,
+            keys["supplier"],
+            fleet,
+            dataset_id="cnc-fleet-2026-q1",
+            title="CNC fleet sensor data, for analysis only",
+            anonymisation=Anonymisation(drop=("timestamp_s",)),
+            tags=["cnc", "fleet"],
+            progress=False,
+        )
+    _row(
+        f"{3 * FLEET_ROWS:,} rows of {len(FLEET)} machines published for analysis; columns: "
+        + ", ".join(c["name"] for c in prepared.columns[:4])
+        + ", ...; dropped before publishing: timestamp_s"
+    )
+    rule = b.AnalysisRule(
+        aggregations={
+            "spindle_current_a": ["AVG", "COUNT"],
+            "vibration_rms_mm_s": ["AVG", "MAX"],
+            "bearing_temp_c": ["AVG"],
+        },
+        dimensions=("machine_id", "phase"),
+        never_output=("tool_wear",),
+        scalar_functions=("ROUND",),
+        identity_column="part_no",
+        min_distinct=5,
+        query_budget=20,
+        max_result_rows=100,
+    )
+    now = int(time.time() * 1000)
+    terms = b.Terms(
+        delivery_method="clean_room",
+        purpose="benchmark machine health across the fleet (aggregates only)",
+        use_start_ms=now - 60_000,
+        use_end_ms=now + 30 * DAY_MS,
+        max_downloads=1,
+        redistribution_banned=True,
+        disposal_method="secure-delete",
+        disposal_deadline_ms=now + 37 * DAY_MS,
+        price_minor=120_000,
+        currency="EUR",
+        price_model="pay_per_use",
+        terms_document_hash=hashlib.sha256(TERMS_TEXT.encode()).digest(),
+        analysis_rule=rule,
+    )
+    contract_id = "ct-fleet-devml-1"
+    step = await t1.offer(
+        keys["consumer"],
+        contract_id=contract_id,
+        dataset_id=published.dataset_id,
+        consumer=keys["consumer"].account_id,
+        terms=terms,
+    )
+    await settle(step.height)
+    for who, t in (("supplier", t0), ("consumer", t1)):
+        step = await t.sign_contract(keys[who], contract_id)
+        await settle(step.height)
+    _row(
+        f"both signed the analysis rule (hash {rule.hash().hex()[:16]}... inside the terms "
+        f"hash): AVG/COUNT/MAX of 3 columns by machine_id and phase, at least "
+        f"{rule.min_distinct} distinct parts per output row, {rule.query_budget} queries"
+    )
+    async with DataClient.of_home(
+        developer.api, developer.home, timeout_s=120, reader=keys["consumer"]
+    ) as d1:
+        try:
+            await query(d1, keys["consumer"], contract_id, "SELECT * FROM data")
+        except DataError as e:
+            _row(f"SELECT * FROM data -> refused by the factory's node: {e.reason}")
+        result = await query(d1, keys["consumer"], contract_id, PER_MACHINE_SQL)
+    _row("per-machine averages (cutting phases), computed inside the factory's node:")
+    for row in [result.columns, *result.rows]:
+        _row("  " + "  ".join(f"{v!s:>14}" for v in row))
+    r = result.receipt
+    _row(
+        f"compute.receipt {r['tx_id'][:16]}... at block {r['height']}: {r['rows_scanned']:,} "
+        f"rows scanned, {r['rows_returned']} returned, {r['rows_suppressed']} suppressed; "
+        "the result hash matches the committed receipt; raw rows received: 0"
+    )
 
 
 def run_demo(cluster_dir: Path, nodes: int, *, keep: bool = True) -> int:

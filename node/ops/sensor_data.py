@@ -73,3 +73,21 @@ def generate_csv(path: Path, rows: int, *, seed: int = 7, machine_id: str = "CNC
                 f"{vib:.3f},{temp + rng.gauss(0, 0.05):.2f},{wear:.4f},{flag}\n"
             )
     return path.stat().st_size
+
+
+def generate_fleet_csv(path: Path, rows_per_machine: int, machines: tuple[str, ...]) -> int:
+    """Several machines' samples in one table (each machine its own seed): the clean-room
+    demo's dataset. Returns the file size in bytes."""
+    parts = path.with_name(path.name + ".parts")
+    parts.mkdir(exist_ok=True)
+    with open(path, "w", encoding="ascii", newline="") as out:
+        out.write(HEADER)
+        for i, machine in enumerate(machines):
+            one = parts / f"{machine}.csv"
+            generate_csv(one, rows_per_machine, seed=7 + i, machine_id=machine)
+            with open(one, encoding="ascii") as f:
+                next(f)
+                out.writelines(f)
+            one.unlink()
+    parts.rmdir()
+    return path.stat().st_size

@@ -45,11 +45,13 @@ def terms(
     use_start_ms: int | None = None,
     use_end_ms: int | None = None,
     disposal_deadline_ms: int | None = None,
+    analysis_rule: b.AnalysisRule | None = None,
 ) -> b.Terms:
+    """Download terms, or clean-room terms when an ``analysis_rule`` is given."""
     start = now_ms() - 60_000 if use_start_ms is None else use_start_ms
     end = now_ms() + DAY_MS if use_end_ms is None else use_end_ms
     return b.Terms(
-        delivery_method="download",
+        delivery_method="download" if analysis_rule is None else "clean_room",
         purpose="model training",
         use_start_ms=start,
         use_end_ms=end,
@@ -61,6 +63,7 @@ def terms(
         currency="EUR",
         price_model="one_time",
         terms_document_hash=bytes(32),
+        analysis_rule=analysis_rule,
     )
 
 

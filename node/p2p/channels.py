@@ -40,10 +40,22 @@ class Channel:
 CHANNELS: tuple[Channel, ...] = (
     Channel("consensus", frozenset({"consensus"}), 16, 8192, 64 * MiB),
     Channel("status", frozenset({"status", "ping"}), 8, 64, 1 * MiB),
-    Channel("data_requests", frozenset({"data.req", "data.ack", "data.cancel"}), 8, 1024, 4 * MiB),
+    Channel(
+        "data_requests",
+        frozenset({"data.req", "data.ack", "data.cancel", "compute.req"}),
+        8,
+        1024,
+        4 * MiB,
+    ),
     Channel("txs", frozenset({"txs"}), 4, 1024, 32 * MiB),
     Channel("blocks", frozenset({"blocks"}), 2, 64, 64 * MiB),
-    Channel("data_chunks", frozenset({"data.chunk", "data.end", "data.refuse"}), 1, 1024, 64 * MiB),
+    Channel(
+        "data_chunks",
+        frozenset({"data.chunk", "data.end", "data.refuse", "compute.result", "compute.refuse"}),
+        1,
+        1024,
+        64 * MiB,
+    ),
 )
 """Every channel, highest priority first."""
 

@@ -213,6 +213,12 @@ class DataClient(NodeClient):
             headers={AUTH_HEADER: auth.hex(), "Content-Type": "application/octet-stream"},
         )
 
+    async def post_raw(self, path: str, raw: bytes) -> Any:
+        """POST a signed envelope (a clean-room query); the JSON answer, ApiError if refused."""
+        return await self._request(
+            "POST", path, data=raw, headers={"Content-Type": "application/octet-stream"}
+        )
+
     async def fetch_records(self, raw_request: bytes) -> AsyncIterator[dict[str, Any]]:
         """Records of a fetch stream; :class:`DataError` if refused before any data."""
         assert self._session is not None

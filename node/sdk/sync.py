@@ -219,6 +219,7 @@ class SyncTradingClient(_SyncBase[TradingClient]):
     contract = _blocking(TradingClient.contract)
     contracts = _blocking(TradingClient.contracts)
     contract_receipts = _blocking(TradingClient.contract_receipts)
+    contract_compute = _blocking(TradingClient.contract_compute)
     receipt = _blocking(TradingClient.receipt)
     overdue_disposals = _blocking(TradingClient.overdue_disposals)
     audit = _blocking(TradingClient.audit)

@@ -19,9 +19,11 @@ from schemathesis.core.result import Ok
 from mdtp.node import api
 from mdtp.node.api import ApiMetrics, api_app, auth, explorer, spec
 from mdtp.node.api import chain as chain_routes
+from mdtp.node.api import compute as compute_routes
 from mdtp.node.api import data as data_routes
 from mdtp.node.api import governance as governance_routes
 from mdtp.node.api import trading as trading_routes
+from mdtp.node.compute.reasons import REFUSALS as COMPUTE_REFUSALS
 from mdtp.node.data import protocol
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS
 
@@ -39,6 +41,7 @@ def app() -> web.Application:
         ),
         explorer.add_routes,
         lambda a: data_routes.add_routes(a, uploads=none, relay=none),
+        lambda a: compute_routes.add_routes(a, relay=none, server=none),
         lambda a: trading_routes.add_routes(a, store, 0, none),
         lambda a: governance_routes.add_routes(a, store, 0),
     ]
@@ -75,7 +78,15 @@ def test_every_route_module_is_in_the_app_under_test() -> None:
         for _, name, _ in pkgutil.iter_modules(api.__path__)
         if hasattr(importlib.import_module(f"{api.__name__}.{name}"), "add_routes")
     }
-    assert with_routes == {"chain", "data", "explorer", "governance", "trading", "spec"}
+    assert with_routes == {
+        "chain",
+        "compute",
+        "data",
+        "explorer",
+        "governance",
+        "trading",
+        "spec",
+    }
 
 
 def test_the_description_lists_exactly_the_served_routes() -> None:
@@ -123,6 +134,12 @@ def test_chunk_service_refusals_are_described_with_their_status() -> None:
         for reason in protocol.REFUSALS:
             status = data_routes._REFUSAL_STATUS.get(reason, 403)
             assert reason in codes(method, path, str(status)), (path, reason)
+
+
+def test_clean_room_refusals_are_described_with_their_status() -> None:
+    for reason in COMPUTE_REFUSALS:
+        status = compute_routes._STATUS.get(reason, 403)
+        assert reason in codes("POST", "/v1/compute/query", str(status)), reason
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ one's output accepted by the ledger's own validation (run through the real rules
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mdtp.node.identity.keys import SigningKey
@@ -80,6 +82,39 @@ def test_every_builder_yields_a_body_the_ledger_accepts() -> None:
     ok(m.consumer, b.DisposalAttest("c1", "crypto-erase", chain.time_ms))
     contract = load_contract(chain.kv, "c1")
     assert contract is not None and contract["disposal"]["overdue"] is False
+    # the clean room: a contract under an analysis rule, one query's receipt
+    rule = b.AnalysisRule(
+        aggregations={"load": ["AVG"]},
+        dimensions=("machine",),
+        never_output=(),
+        scalar_functions=("ROUND",),
+        identity_column="batch",
+        min_distinct=3,
+        query_budget=10,
+        max_result_rows=100,
+        noise_scale_milli=500,
+    )
+    clean = b.Terms.from_json({**terms(), "delivery_method": "clean_room"})
+    clean = dataclasses.replace(clean, analysis_rule=rule)
+    ok(m.supplier, b.ContractOffer("c4", "ds1", m.consumer.account_id, clean))
+    for party in (m.consumer, m.supplier):
+        ok(party, b.ContractSign("c4", 1, clean.hash()))
+    ok(
+        m.node,
+        b.ComputeReceipt(
+            "c4",
+            digest("request"),
+            chain.height,
+            chain.time_ms,
+            digest("sql"),
+            rule.hash(),
+            digest("result"),
+            100,
+            3,
+            1,
+            1,
+        ),
+    )
 
     assert built == set(b.BODIES)
 

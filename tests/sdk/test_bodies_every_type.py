@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from mdtp.node.identity.keys import SigningKey
@@ -33,6 +34,17 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
     policy = gb.PolicyChange(1, 2, min_members=2)
     reviewed = b.Terms.from_json({**terms(), "reviewer": m.reviewer.account_id})
     plain = b.Terms.from_json(terms())
+    rule = b.AnalysisRule(
+        aggregations={"load": ["AVG"]},
+        dimensions=("machine",),
+        never_output=(),
+        scalar_functions=(),
+        identity_column="batch",
+        min_distinct=2,
+        query_budget=5,
+        max_result_rows=10,
+    )
+    clean = dataclasses.replace(plain, delivery_method="clean_room", analysis_rule=rule)
     publish = b.DatasetPublish.from_json(
         {
             **dataset_body("ds2"),
@@ -65,6 +77,26 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
         ),
         (m.consumer, lambda: b.DeliveryConfirm(receipt_id[0]), None),
         (m.consumer, lambda: b.DisposalAttest("c1", "crypto-erase", m.chain.time_ms), None),
+        (m.supplier, lambda: b.ContractOffer("c4", "ds1", m.consumer.account_id, clean), None),
+        (m.consumer, lambda: b.ContractSign("c4", 1, clean.hash()), None),
+        (m.supplier, lambda: b.ContractSign("c4", 1, clean.hash()), None),
+        (
+            m.node,
+            lambda: b.ComputeReceipt(
+                "c4",
+                digest("query request"),
+                m.chain.height,
+                m.chain.time_ms,
+                digest("sql"),
+                rule.hash(),
+                digest("result"),
+                100,
+                2,
+                1,
+                1,
+            ),
+            None,
+        ),
         (admin, lambda: gb.MemberPropose("p1", policy, m.chain.time_ms + 3_600_000), None),
         (m.chain.admins["m2"], lambda: gb.MemberVote("p1", approve=True), None),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mdtp.node.identity.genesis import Genesis
 from mdtp.node.ledger.machine import Ledger
-from mdtp.node.ledger.trading import accounts, catalog, contracts, fulfilment
+from mdtp.node.ledger.trading import accounts, catalog, compute, contracts, fulfilment
 from mdtp.node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
@@ -23,6 +23,7 @@ def install(ledger: Ledger, genesis: Genesis) -> None:
     catalog.register(ledger)
     contracts.register(ledger)
     fulfilment.register(ledger)
+    compute.register(ledger)
     ledger.key_resolver = accounts.resolve_key
 
 

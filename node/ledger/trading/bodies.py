@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Self, get_args, get_type_hints
 from mdtp.node.encoding import account_id_from_public_key
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading.accounts import rotation_proof
+from mdtp.node.ledger.trading.analysis import rule_hash
 from mdtp.node.ledger.trading.contracts import terms_hash
 
 
@@ -192,6 +193,25 @@ class DatasetWithdraw(Body):
 
 
 @dataclass(frozen=True)
+class AnalysisRule(BodyPart):
+    """What a clean-room consumer may ask (:mod:`.analysis`): part of the signed terms."""
+
+    aggregations: dict[str, list[str]]
+    dimensions: tuple[str, ...]
+    never_output: tuple[str, ...]
+    scalar_functions: tuple[str, ...]
+    identity_column: str
+    min_distinct: int
+    query_budget: int
+    max_result_rows: int
+    noise_scale_milli: int | None = None
+
+    def hash(self) -> bytes:
+        """What each ``compute.receipt`` names (:func:`.analysis.rule_hash`)."""
+        return rule_hash(self.to_body())
+
+
+@dataclass(frozen=True)
 class Terms(BodyPart):
     delivery_method: str
     purpose: str
@@ -206,6 +226,7 @@ class Terms(BodyPart):
     price_model: str
     terms_document_hash: bytes
     reviewer: str | None = None
+    analysis_rule: AnalysisRule | None = None
 
     def hash(self) -> bytes:
         """What ``contract.sign`` names (:func:`.contracts.terms_hash`)."""
@@ -297,6 +318,22 @@ class DisposalAttest(Body):
     disposed_at_ms: int
 
 
+@dataclass(frozen=True)
+class ComputeReceipt(Body):
+    TYPE = "compute.receipt"
+    contract_id: str
+    request_id: bytes
+    authorised_height: int
+    authorised_at_ms: int
+    query_hash: bytes
+    rule_hash: bytes
+    result_hash: bytes
+    rows_scanned: int
+    rows_returned: int
+    rows_suppressed: int
+    budget_used: int
+
+
 BODIES: dict[str, type[Body]] = {
     body.TYPE: body
     for body in (
@@ -316,5 +353,6 @@ BODIES: dict[str, type[Body]] = {
         DeliveryReceipt,
         DeliveryConfirm,
         DisposalAttest,
+        ComputeReceipt,
     )
 }

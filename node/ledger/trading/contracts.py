@@ -48,6 +48,7 @@ from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay, ReadableKV
 from mdtp.node.ledger.trading import audit, layout
 from mdtp.node.ledger.trading.accounts import has_role, registered_only, require_active
+from mdtp.node.ledger.trading.analysis import check_terms
 from mdtp.node.ledger.trading.catalog import require_published
 from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
@@ -190,6 +191,7 @@ def read_terms(f: Fields, now_ms: int) -> dict[str, Any]:
     }
     if t.has("reviewer"):
         terms["reviewer"] = t.account_id("reviewer")
+    check_terms(t, terms)
     t.finish()
     if not CURRENCY_RE.match(terms["currency"]):
         bad("terms.currency", "must be an ISO 4217 code such as EUR")

@@ -102,7 +102,7 @@ def access_grant(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
 
 
 @dataclass(frozen=True)
-class _Authorisation:
+class Authorisation:
     """Which fetch request a receipt answers, and the committed state that authorised it."""
 
     request_id: bytes
@@ -110,7 +110,7 @@ class _Authorisation:
     at_ms: int
 
     @classmethod
-    def read(cls, f: Fields) -> _Authorisation:
+    def read(cls, f: Fields) -> Authorisation:
         return cls(
             f.blob("request_id", size=HASH_LEN),
             f.integer("authorised_height"),
@@ -143,7 +143,7 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     last_chunk = f.integer("last_chunk", hi=CHUNK_INDEX_MAX)
     byte_count = f.integer("byte_count")
     content_hash = f.blob("content_hash", size=HASH_LEN)
-    authorisation = _Authorisation.read(f) if f.has("request_id") else None
+    authorisation = Authorisation.read(f) if f.has("request_id") else None
     f.finish()
     contract = require_contract(state, contract_id)
     _require_supplier_node(state, contract, tx)

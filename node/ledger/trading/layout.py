@@ -19,6 +19,11 @@ are fixed-width hex so that byte order is numeric order.
 ``ctidx/ds/<ds id>/<ct id>``       contracts of a dataset (empty value)
 ``rcpt/<receipt id hex>``          delivery receipt (id = id of its transaction)
 ``rcptreq/<ct id>/<request hex>``  receipt id recorded for a fetch request (one per request)
+``cq/<ct id>/<n:08x>``             compute receipt ids of a contract, in order
+``cqn/<ct id>``                    number of compute receipts of a contract (u64)
+``cqu/<ct id>``                    query budget used by a contract (u64)
+``cqreq/<ct id>/<request hex>``    compute receipt id recorded for a query (one per query)
+``crcpt/<receipt id hex>``         compute receipt (id = id of its transaction)
 ``due/<deadline:016x>/<ct id>``    disposal deadline of every contract that became active
 ``audit/<kind>/<id>/<seq:08x>``    audit entry ``seq`` of a subject
 ``auditn/<kind>/<id>``             number of audit entries of a subject
@@ -47,6 +52,11 @@ CONTRACT_BY_ACCOUNT = b"ctidx/acct/"
 CONTRACT_BY_DATASET = b"ctidx/ds/"
 RECEIPT = b"rcpt/"
 RECEIPT_REQUEST = b"rcptreq/"
+CONTRACT_COMPUTE = b"cq/"
+COMPUTE_COUNT = b"cqn/"
+COMPUTE_USED = b"cqu/"
+COMPUTE_REQUEST = b"cqreq/"
+COMPUTE_RECEIPT = b"crcpt/"
 DISPOSAL_DUE = b"due/"
 AUDIT = b"audit/"
 AUDIT_COUNT = b"auditn/"
@@ -108,6 +118,26 @@ def receipt_key(receipt_id: bytes) -> bytes:
 
 def receipt_request_key(contract_id: str, request_id: bytes) -> bytes:
     return RECEIPT_REQUEST + contract_id.encode() + b"/" + request_id.hex().encode()
+
+
+def contract_compute_key(contract_id: str, n: int) -> bytes:
+    return CONTRACT_COMPUTE + contract_id.encode() + b"/" + f"{n:08x}".encode()
+
+
+def compute_count_key(contract_id: str) -> bytes:
+    return COMPUTE_COUNT + contract_id.encode()
+
+
+def compute_used_key(contract_id: str) -> bytes:
+    return COMPUTE_USED + contract_id.encode()
+
+
+def compute_request_key(contract_id: str, request_id: bytes) -> bytes:
+    return COMPUTE_REQUEST + contract_id.encode() + b"/" + request_id.hex().encode()
+
+
+def compute_receipt_key(receipt_id: bytes) -> bytes:
+    return COMPUTE_RECEIPT + receipt_id.hex().encode()
 
 
 def disposal_due_key(deadline_ms: int, contract_id: str) -> bytes:

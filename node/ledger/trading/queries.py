@@ -249,6 +249,34 @@ def contract_receipts(
     return found
 
 
+def get_compute_receipt(kv: ReadableKV, receipt_id: bytes) -> dict[str, Any] | None:
+    """A compute receipt (:mod:`.compute`): id, n, contract_id, dataset_id, request_id,
+    authorised_height, authorised_at_ms, query_hash, rule_hash, result_hash, rows_scanned,
+    rows_returned, rows_suppressed, budget_used, budget_total_used, by, height, time_ms,
+    tx_id."""
+    return _record(kv, layout.compute_receipt_key(receipt_id))
+
+
+def contract_compute(
+    kv: ReadableKV, contract_id: str, *, after: int = 0, limit: int = 100
+) -> dict[str, Any]:
+    """A contract's clean-room use: ``queries_used`` (budget spent) and its compute receipts
+    in order, those numbered above ``after``."""
+    _check_limit(limit)
+    found: list[dict[str, Any]] = []
+    for key, receipt_id in kv.scan(layout.CONTRACT_COMPUTE + _slash(contract_id)):
+        if int(layout.last_segment(key), 16) <= after:
+            continue
+        receipt = get_compute_receipt(kv, receipt_id)
+        assert receipt is not None
+        found.append(receipt)
+        if len(found) == limit:
+            break
+    raw = kv.get(layout.compute_used_key(contract_id))
+    used = int.from_bytes(raw, "big") if raw else 0
+    return {"queries_used": used, "receipts": found}
+
+
 def overdue_disposals(kv: ReadableKV, *, at_ms: int, limit: int = 100) -> list[dict[str, Any]]:
     """Contracts whose disposal deadline passed before ``at_ms`` without a disposal attested
     on time, earliest deadline first.

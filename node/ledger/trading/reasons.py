@@ -85,6 +85,11 @@ TRADING_REASONS: dict[str, str] = {
     "already_confirmed": "the receipt is already confirmed",
     "already_disposed": "a disposal is already attested for this contract",
     "future_timestamp": "the attested time is later than the block time",
+    # clean room (node.ledger.trading.analysis, compute)
+    "bad_rule": "the analysis rule is missing, misplaced or inconsistent",
+    "not_clean_room": "the contract's delivery method is not clean_room",
+    "rule_mismatch": "the rule hash is not the hash of the contract's active analysis rule",
+    "budget_exhausted": "the receipt would exceed the contract's query budget",
     # governance (member.propose, member.vote; node.ledger.governance)
     "not_member_admin": "the sender is not an admin of a member in effect at this height",
     "proposal_exists": "a proposal with this id already exists",
