@@ -58,6 +58,7 @@ from mdtp.node.errors import ConfigError, KeyFileError, MdtpError
 from mdtp.node.identity import pki
 from mdtp.node.identity.config import NodeConfig
 from mdtp.node.identity.genesis import Genesis, load_genesis
+from mdtp.node.identity.home import NEXT_NODE_KEY_FILE
 from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.setup import build_ledger, open_store
@@ -93,6 +94,13 @@ class Node:
         self.genesis: Genesis = load_genesis(cfg.path("node", "genesis"))
         self.node_id = cfg.node_id
         self.node_key: SigningKey = load_key(cfg.path("node", "node_key"), passphrase=passphrase)
+        # a node key rotation under way (`mdtp keys rotate-node`): the chain says from which
+        # epoch the new key signs
+        next_path = cfg.path("node", "node_key").with_name(NEXT_NODE_KEY_FILE)
+        self.next_node_key: SigningKey | None = (
+            load_key(next_path, passphrase=passphrase) if next_path.exists() else None
+        )
+        keys = [self.node_key] + ([self.next_node_key] if self.next_node_key else [])
         ca, cert, key = cfg.path("tls", "ca"), cfg.path("tls", "cert"), cfg.path("tls", "key")
         self.cert_der = _load_cert_der(cert)
         self.server_ctx = pki.p2p_server_context(ca, cert, key)
@@ -124,6 +132,7 @@ class Node:
             roster=genesis_roster(self.genesis),
             node_id=self.node_id,
             node_key=self.node_key,
+            node_keys=keys,
             server_ctx=self.server_ctx,
             client_ctx=self.client_ctx,
             own_cert_der=self.cert_der,
@@ -171,7 +180,10 @@ class Node:
                 self.node_id,
             )
             return
-        if self.node_key.public_key.hex() not in {m.node_public_key for m in facts}:
+        ours = {self.node_key.public_key.hex()}
+        if self.next_node_key is not None:
+            ours.add(self.next_node_key.public_key.hex())
+        if not ours & {m.node_public_key for m in facts}:
             raise KeyFileError(
                 f"{cfg.path('node', 'node_key')}: this node key is not one the chain lists "
                 f"for {self.node_id!r}",
@@ -331,6 +343,7 @@ class Node:
             proposal_filter=self.hooks.proposal_filter,
             disk=self.hooks.disk() if self.hooks.disk is not None else None,
             state_server=self.hooks.state_server,
+            next_node_key=self.next_node_key,
         )
         return driver
 

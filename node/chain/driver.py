@@ -227,9 +227,13 @@ class Driver:
         disk: Disk | None = None,
         proposal_filter: ProposalFilter | None = None,
         state_server: StateServer | None = None,
+        next_node_key: SigningKey | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_key = node_key
+        # a node key rotation under way: the chain says from which epoch each key signs
+        self._node_keys = [node_key] + ([next_node_key] if next_node_key is not None else [])
+        self._signing_key = node_key
         self.store = store
         self.mempool = mempool
         self.verifier = verifier
@@ -258,6 +262,7 @@ class Driver:
         epoch = self._resume_epoch(persisted)
         self.config = self.epochs.config(epoch)
         self._verify = self.epochs.verifier(epoch)
+        self._signing_key = self._epoch_key(epoch)
         self.admission = Admission(
             mempool=mempool,
             verifier=verifier,
@@ -349,7 +354,24 @@ class Driver:
         return self.executor.state_root
 
     def _sign(self, data: bytes) -> bytes:
-        return self.node_key.sign(data)
+        return self._signing_key.sign(data)
+
+    def _epoch_key(self, number: int) -> SigningKey:
+        """The node key epoch ``number`` lists for this node (a rotated key signs from the
+        epoch the rotation took effect); the first key for a node the epoch does not list."""
+        epoch = self.epochs.get(number)
+        member = None if epoch is None else epoch.member(self.node_id)
+        if member is not None:
+            for key in self._node_keys:
+                if key.public_key.hex() == member.node_public_key:
+                    return key
+            log.error(
+                "no node key of this node is the one epoch %d lists for %s: its votes will "
+                "not count (install the rotated key as node_key.next.json)",
+                number,
+                self.node_id,
+            )
+        return self._node_keys[0]
 
     def _load_consensus_state(self) -> PersistedState | None:
         persisted = self.store.load_consensus_state()
@@ -800,6 +822,7 @@ class Driver:
         self._previous_epoch = (self.config.domain, self._verify, frozenset(self.config.members))
         self.config = self.epochs.config(number)
         self._verify = self.epochs.verifier(number)
+        self._signing_key = self._epoch_key(number)
         self.sync.set_config(self.config)
         self.replica = self._build_replica(None)
         self._preverified.clear()

@@ -217,6 +217,22 @@ def cmd_tls_rotate(args: argparse.Namespace) -> int:
     return emit(args, doc, text)
 
 
+def cmd_rotate_node_key(args: argparse.Namespace) -> int:
+    from mdtp.node.identity.home import rotate_node_key
+    from mdtp.node.identity.keys import read_passphrase_file
+
+    home = Path(args.home)
+    key = rotate_node_key(home, read_passphrase_file(args.passphrase_file))
+    doc = {"home": str(home), "node_public_key": key.public_key.hex()}
+    text = (
+        f"new node key made in {home} beside the current one: {doc['node_public_key']}\n"
+        "next: restart the node (it holds both keys), then an admin proposes it: `mdtp member "
+        f"propose rotate-node-key ID --node-key {doc['node_public_key']}`; from the epoch it "
+        "takes effect the node signs with it"
+    )
+    return emit(args, doc, text)
+
+
 def cmd_genesis_build(args: argparse.Namespace) -> int:
     from mdtp.node.identity.home import build_genesis, write_genesis
     from mdtp.node.identity.members import attach_certificates, read_member_file
@@ -307,6 +323,14 @@ def register(sub: Any) -> None:
     add_home_option(sp)
     sp.add_argument("--request-out", metavar="DIR", help="where node.csr.pem goes (HOME-request)")
     sp.add_argument("--hosts", nargs="+", action="extend", metavar="HOST", help="more names")
+    add_json_option(sp)
+
+    node_key = add_group(sub, "node-key", "the node's Ed25519 key (consensus, peer handshakes)")
+    sp = add_command(
+        node_key, "rotate", cmd_rotate_node_key, "start a node key rotation: a new node key"
+    )
+    add_home_option(sp)
+    sp.add_argument("--passphrase-file", type=Path, help=PASS_HELP)
     add_json_option(sp)
 
     genesis = add_group(sub, "genesis", "genesis file")

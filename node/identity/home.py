@@ -57,6 +57,9 @@ __all__ = ["init_ca", "load_ca"]  # the CA directory, for the callers that made 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 CSR_FILE = "node.csr.pem"
+# A node key made for a node key rotation (``rotate_node_key``): the node holds both and signs
+# with the one the epoch in effect lists.
+NEXT_NODE_KEY_FILE = "node_key.next.json"
 # A TLS key made for a certificate rotation, waiting for its certificate (``rotate_tls_key``).
 NEXT_TLS_KEY_FILE = "node.next.key.pem"
 MEMBER_FILE = "member.json"
@@ -159,6 +162,20 @@ def create_home(
 
 def _refuse(message: str, reason: str) -> KeyFileError:
     return KeyFileError(message, reason=reason)
+
+
+def rotate_node_key(home: Path, passphrase: bytes | None = None) -> SigningKey:
+    """Start a node key rotation: a new node key beside the current one
+    (``node_key.next.json``). The node loads both at its next start and signs consensus
+    messages and peer handshakes with the key the epoch in effect lists for it, so an admin's
+    ``rotate_node_key`` proposal takes effect without downtime. Returns the new key."""
+    cfg = load_config(home)
+    path = cfg.path("node", "node_key").with_name(NEXT_NODE_KEY_FILE)
+    if path.exists():
+        raise ConfigError(f"{path}: a node key rotation is already under way")
+    key = SigningKey.generate()
+    save_key(path, key, passphrase=passphrase)
+    return key
 
 
 def rotate_tls_key(home: Path, request_dir: Path, hosts: list[str] | None = None) -> Path:

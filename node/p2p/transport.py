@@ -141,8 +141,13 @@ class Transport:
         limits: TransportLimits,
         handler: FrameHandler,
         dial_overrides: dict[str, str] | None = None,
+        node_keys: list[SigningKey] | None = None,
     ) -> None:
         self.genesis = genesis
+        # every node key this node holds (a rotation under way: both); it proves the one its
+        # own roster entry lists, the newest first
+        self._node_keys = node_keys or [node_key]
+        self._own: tuple[Member, ...] = roster.get(node_id, ())
         self._roster = {p: facts for p, facts in roster.items() if facts and p != node_id}
         self.node_id = node_id
         self.node_key = node_key
@@ -187,6 +192,7 @@ class Transport:
         """The chain changed who links with us: dial the newcomers, drop those gone (their
         links close now and any new one is refused ``not_member``), and close the links of
         a node whose certificate or key is no longer one it may present."""
+        self._own = roster.get(self.node_id, ())
         new = {p: facts for p, facts in roster.items() if facts and p != self.node_id}
         for peer in sorted(set(self._roster) - set(new)):
             log.info("%s left the roster: its links close", peer)
@@ -401,8 +407,15 @@ class Transport:
                 f"{peer_id!r} did not prove possession of its node key", reason="bad_node_key"
             )
 
+    def _proving_key(self) -> SigningKey:
+        listed = {m.node_public_key for m in self._own}
+        for key in reversed(self._node_keys):
+            if key.public_key.hex() in listed:
+                return key
+        return self.node_key
+
     def _sign_auth(self, peer_id: str, fingerprint: str, role: str, challenge: bytes) -> bytes:
-        return self.node_key.sign(
+        return self._proving_key().sign(
             auth_bytes(
                 chain_id=self.genesis.chain_id,
                 role=role,

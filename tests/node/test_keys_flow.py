@@ -419,3 +419,35 @@ def test_a_request_whose_subject_names_another_node_is_refused(ca_dir: Path) -> 
     with pytest.raises(CsrRefused) as curve:
         check_node_csr(p521)
     assert curve.value.reason == "csr_key_type"
+
+
+def test_rotations_stage_new_keys_beside_the_current_ones(
+    ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mdtp node-key rotate` and `mdtp tls rotate` make new keys beside the current ones
+    (owner-only), once; a certificate for the staged TLS key replaces key and certificate."""
+    home, request, _ = _home(tmp_path, "acme")
+    cert_pem, _ = sign_node_csr(load_ca(ca_dir, PASS), (request / "node.csr.pem").read_bytes())
+    ca_pem = (ca_dir / "ca.pem").read_bytes()
+    first = install_certificate(home, cert_pem, ca_pem)
+
+    assert main(["node-key", "rotate", "--home", str(home), "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    staged = home / "node_key.next.json"
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o600
+    assert json.loads(staged.read_text())["public_key"] == made["node_public_key"]
+    assert main(["node-key", "rotate", "--home", str(home), "--json"]) != 0  # one at a time
+    capsys.readouterr()
+
+    rotation = tmp_path / "rotation"
+    assert main(["tls", "rotate", "--home", str(home), "--request-out", str(rotation)]) == 0
+    capsys.readouterr()
+    next_key = home / "node.next.key.pem"
+    assert stat.S_IMODE(next_key.stat().st_mode) == 0o600
+    new_pem, _ = sign_node_csr(load_ca(ca_dir, PASS), (rotation / "node.csr.pem").read_bytes())
+    second = install_certificate(home, new_pem, ca_pem)
+    assert second != first and not next_key.exists()
+    assert (home / "node.pem").read_bytes() == new_pem
+    # the old certificate is for a key this home no longer holds
+    with pytest.raises(KeyFileError):
+        install_certificate(home, cert_pem, ca_pem)

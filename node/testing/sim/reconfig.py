@@ -6,7 +6,9 @@ an honest member, a Byzantine member ``n3``), the members' admins
 
 1. add ``n4`` (proposed by ``n0``'s admin, approved by ``n1``'s and ``n2``'s): from its epoch
    on it votes, and the commit certificates carry its signature;
-2. then remove ``n3``: from its epoch on its signature is in no certificate and it follows.
+2. then remove ``n3``: from its epoch on its signature is in no certificate and it follows;
+3. then rotate ``n0``'s node key (its node holds both keys): from that epoch on it signs with
+   the new key, and the certificates that carry its signature verify with it.
 
 The checker judges every block against the membership of its own epoch (agreement, linkage,
 certificates by that epoch's quorum), and at the end: every honest node (the joiner and the
@@ -30,6 +32,7 @@ from mdtp.node.ledger.governance.bodies import (
     MemberVote,
     NewMember,
     RemoveMember,
+    RotateNodeKey,
 )
 from mdtp.node.ledger.governance.membership import history
 from mdtp.node.ledger.state import Overlay
@@ -49,6 +52,7 @@ PHASE_BOUND_MS = 60_000
 SUBMIT_EVERY_MS = 150
 JOINER = "n4"
 REMOVED = "n3"
+ROTATED = "n0"
 
 
 def run_reconfig_seed(seed: int, faults: frozenset[str]) -> SimResult:
@@ -58,6 +62,7 @@ def run_reconfig_seed(seed: int, faults: frozenset[str]) -> SimResult:
         byzantine[REMOVED] = setup.choice(["equivocate", "silent", "alter", "withhold", "flood"])
     loop = VirtualTimeLoop()
     world = SimWorld(seed, 4, _scratch_dir(), loop, byzantine, set(), joiners=1)
+    world.next_keys[ROTATED] = _key(seed, f"{ROTATED}-next")
     mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
     result = SimResult(seed, 4, faults, f"reconfig {mix}".strip())
     try:
@@ -198,6 +203,17 @@ async def _run(world: SimWorld, setup: Rng, faults: frozenset[str], result: SimR
     )
     if not await _wait_epoch(world, 2, crashed):
         return
+    new_key = world.next_keys[ROTATED].public_key
+    rotate = MemberPropose("p-rot", RotateNodeKey(ROTATED, new_key), expires + 120_000)
+    await admins.submit(
+        [
+            admins.sign(0, rotate.TYPE, rotate.to_body()),
+            admins.sign(1, MemberVote.TYPE, MemberVote("p-rot").to_body()),
+            admins.sign(2, MemberVote.TYPE, MemberVote("p-rot").to_body()),
+        ]
+    )
+    if not await _wait_epoch(world, 3, crashed):
+        return
     world.network.heal()
     if crashed is not None:
         crashed.restart()
@@ -241,10 +257,12 @@ def _check_signers(world: SimWorld) -> None:
     """The joiner signs certificates of its epoch; the removed member none of the next."""
     node = next(n for n in world.honest_nodes() if n.member == "n0")
     epochs = history(Overlay(node.store.state))
-    if len(epochs) < 3:
-        world.checker.violation(f"governance: {len(epochs) - 1} of 2 changes recorded")
+    if len(epochs) < 4:
+        world.checker.violation(f"governance: {len(epochs) - 1} of 3 changes recorded")
         return
     joined_at, removed_at = epochs[1].activation_height, epochs[2].activation_height
+    rotated_at = epochs[3].activation_height
+    rotated_signed = False
     joiner_signed = False
     for height in range(joined_at, node.height + 1):
         entry = node.driver.executor.block_and_certificate(height)
@@ -253,7 +271,10 @@ def _check_signers(world: SimWorld) -> None:
         joiner_signed |= JOINER in signers
         if height >= removed_at and REMOVED in signers:
             world.checker.violation(f"removed member {REMOVED} signed the certificate of {height}")
+        rotated_signed |= height >= rotated_at and ROTATED in signers
         if height < joined_at and JOINER in signers:
             world.checker.violation(f"{JOINER} signed the certificate of {height} before joining")
     if not joiner_signed:
         world.checker.violation(f"{JOINER} signed no commit certificate after it joined")
+    if not rotated_signed:
+        world.checker.violation(f"{ROTATED} signed no certificate with its rotated key")

@@ -245,6 +245,7 @@ class SimNode:
             disk=self.disk,
             proposal_filter=proposal_filter,
             outbox=outbox if outbox is not None else WireOutbox,
+            next_node_key=w.next_keys.get(self.member),
         )
         driver.commit_listeners.append(lambda h, results: w.on_commit(self, h, results))
         self._parts = (driver, store, supervisor)
@@ -301,6 +302,8 @@ class SimWorld:
         self.members = tuple(f"n{i}" for i in range(self.n))
         self.joiner_ids = tuple(f"n{i}" for i in range(self.n, self.n + self.joiners))
         self.keys = {m: _key(self.seed, m) for m in self.members + self.joiner_ids}
+        # node keys a rotation will install (``reconfig.py``): the node holds both
+        self.next_keys: dict[str, SigningKey] = {}
         # the clients are members' admins: the ledger takes transactions only from accounts
         # on it, and genesis admins are the ones a simulation needs no transaction to create
         self.clients = [_key(self.seed, f"client{i}") for i in range(3)]
