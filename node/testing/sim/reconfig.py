@@ -1,8 +1,8 @@
 """Seeded reconfiguration scenarios: the consortium changes while clients keep submitting.
 
 A 4-member chain plus one node that genesis does not know (``n4``, following without a vote).
-Under the seed's faults (message loss, delay, duplication, reordering, a crash and restart of
-an honest member, a Byzantine member ``n3``), the members' admins
+Under the seed's faults (message loss, delay, duplication, reordering, a partition, a crash and
+restart of an honest member, a Byzantine member ``n3``), the members' admins
 
 1. add ``n4`` (proposed by ``n0``'s admin, approved by ``n1``'s and ``n2``'s): from its epoch
    on it votes, and the commit certificates carry its signature;
@@ -24,6 +24,7 @@ from typing import Any
 
 from mdtp.consensus.sim.network import LinkFaults
 from mdtp.consensus.sim.rng import Rng
+from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.governance.bodies import (
     AddMember,
@@ -47,7 +48,7 @@ from mdtp.node.testing.sim.scenario import (
 )
 from mdtp.node.testing.sim.world import CHAIN_ID, GENESIS_TIME_MS, SimNode, SimWorld, _key
 
-RECONFIG_FAULTS = ("loss", "dup", "delay", "reorder", "crash", "byzantine")
+RECONFIG_FAULTS = ("loss", "dup", "delay", "reorder", "crash", "partition", "byzantine")
 PHASE_BOUND_MS = 60_000
 SUBMIT_EVERY_MS = 150
 JOINER = "n4"
@@ -61,7 +62,10 @@ def run_reconfig_seed(seed: int, faults: frozenset[str]) -> SimResult:
     if "byzantine" in faults and setup.chance(0.5):
         byzantine[REMOVED] = setup.choice(["equivocate", "silent", "alter", "withhold", "flood"])
     loop = VirtualTimeLoop()
-    world = SimWorld(seed, 4, _scratch_dir(), loop, byzantine, set(), joiners=1)
+    # a short window: changes take effect sooner, and a state-transfer answer (up to 64
+    # blocks) spans several epochs
+    params = ConsensusParams(checkpoint_interval=4, window=8)
+    world = SimWorld(seed, 4, _scratch_dir(), loop, byzantine, set(), joiners=1, params=params)
     world.next_keys[ROTATED] = _key(seed, f"{ROTATED}-next")
     mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
     result = SimResult(seed, 4, faults, f"reconfig {mix}".strip())
@@ -161,6 +165,14 @@ async def _run(world: SimWorld, setup: Rng, faults: frozenset[str], result: SimR
         world.at(down, crashed.crash)
         world.at(up, crashed.restart)
         parts.append(f"crash:{crashed.instance}@{down}-{up}")
+    if "partition" in faults and setup.chance(0.5):
+        # two random sides for a while, across whichever boundary falls then
+        start = setup.randint(500, 8_000)
+        end = start + setup.randint(200, 3_000)
+        groups = {node.instance: setup.randint(0, 1) for node in world.nodes}
+        world.at(start, lambda: world.network.partition(groups))
+        world.at(end, lambda: world.network.partition({}))
+        parts.append(f"partition@{start}-{end}")
     result.mix = "; ".join(p for p in parts if p)
     for node in world.nodes:
         node.start()

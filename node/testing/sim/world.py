@@ -296,6 +296,7 @@ class SimWorld:
     limits: DriverLimits = field(default_factory=lambda: DriverLimits(block_txs_max=64))
     # nodes not in genesis (they follow until governance adds them: ``reconfig.py``)
     joiners: int = 0
+    params: ConsensusParams = field(default_factory=ConsensusParams)
 
     def __post_init__(self) -> None:
         self.rng = Rng(self.seed)
@@ -318,7 +319,7 @@ class SimWorld:
                 Admin(self.members[i % self.n], c.account_id, c.public_key.hex(), "")
                 for i, c in enumerate(self.clients)
             ),
-            consensus=ConsensusParams(),
+            consensus=self.params,
         )
         self.chain: ChainLedger = build_ledger(self.genesis)
         if not self.primary_checks:

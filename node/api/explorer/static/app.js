@@ -6,7 +6,7 @@ import { runSelfTest } from "./selftest.js";
 import * as views from "./views.js";
 import { fromHex } from "./verify.js";
 
-const state = { genesis: null, genesisFrom: null };
+const state = { genesis: null, genesisFrom: null, epochs: null };
 
 function checkGenesis(doc) {
   if (!doc || typeof doc.chain_id !== "string" || !Array.isArray(doc.members) || doc.members.length < 1) {
@@ -27,6 +27,14 @@ const ctx = {
       state.genesisFrom = "this node's /v1/genesis";
     }
     return state.genesis;
+  },
+  // The membership epochs as this node reports them (GET /v1/members/history): a block after a
+  // change is checked against its own epoch's members. Fetched again for a later height.
+  async epochs(height) {
+    if (state.epochs === null || BigInt(height) > BigInt(state.epochs.as_of_height)) {
+      state.epochs = await get("/v1/members/history");
+    }
+    return state.epochs.epochs;
   },
   genesisSource() {
     return state.genesisFrom || "not loaded";

@@ -178,12 +178,27 @@ export async function ed25519Verify(publicKey, data, signature) {
   }
 }
 
-/** consensus/certificates.py verify_commit_certificate; throws VerifyError("bad_certificate"). */
-export async function verifyCommitCertificate(genesis, block, cert) {
+/** Who certifies `height`: the members and signing domain of its epoch (consensus/config.py
+ * ConsensusConfig.domain). `epochs` is the node's GET /v1/members/history list (every epoch
+ * with its members and activation height), or null: genesis alone (epoch 0). */
+export function certifiersAt(genesis, epochs, height) {
+  let epoch = { epoch: 0, members: genesis.members };
+  for (const e of epochs || []) {
+    // epoch 0 is the genesis the page verifies against (this node's, or one the user loaded)
+    if (e.epoch > 0 && BigInt(e.activation_height) <= BigInt(height)) epoch = e;
+  }
+  const domain = epoch.epoch === 0 ? genesis.chain_id : `${genesis.chain_id}#${epoch.epoch}`;
+  return { epoch: epoch.epoch, members: epoch.members, domain };
+}
+
+/** consensus/certificates.py verify_commit_certificate against the members of the block's
+ * epoch; throws VerifyError("bad_certificate"). */
+export async function verifyCommitCertificate(genesis, block, cert, epochs = null) {
   const fail = (why) => {
     throw new VerifyError("bad_certificate", `the commit certificate does not prove the block: ${why}`);
   };
-  const members = genesis.members.map((m) => m.id);
+  const who = certifiersAt(genesis, epochs, block.header.height);
+  const members = who.members.map((m) => m.id);
   if (block.header.chainId !== genesis.chain_id) fail("wrong_chain");
   if (BigInt(cert.height) !== BigInt(block.header.height) || !equalBytes(cert.blockHash, block.hash)) {
     fail("digest_mismatch");
@@ -195,8 +210,8 @@ export async function verifyCommitCertificate(genesis, block, cert) {
   const needed = quorumSize(members.length);
   if (signers.length < needed) fail(`too_few_signers: ${signers.length} < ${needed}`);
   for (const [signer, sig] of cert.signatures) {
-    const member = genesis.members.find((m) => m.id === signer);
-    const data = commitSigningBytes(genesis.chain_id, signer, cert.view, cert.height, cert.blockHash);
+    const member = who.members.find((m) => m.id === signer);
+    const data = commitSigningBytes(who.domain, signer, cert.view, cert.height, cert.blockHash);
     if (!(await ed25519Verify(fromHex(member.node_public_key), data, sig))) {
       fail(`bad_signature: ${signer}`);
     }
@@ -268,7 +283,7 @@ function entryInt(entry, name) {
 
 /** Verify `entry` (an audit entry with proof) against `genesis` (the genesis.json document);
  * returns what it proved, or throws VerifyError with the Python verifier's reason code. */
-export async function verifyEntry(entry, genesis) {
+export async function verifyEntry(entry, genesis, epochs = null) {
   const height = entryInt(entry, "height");
   const index = entryInt(entry, "index");
   const timeMs = entryInt(entry, "time_ms");
@@ -301,7 +316,7 @@ export async function verifyEntry(entry, genesis) {
   if (BigInt(header.timestampMs) !== BigInt(timeMs)) {
     throw new VerifyError("time_mismatch", `block time is ${header.timestampMs}, entry ${timeMs}`);
   }
-  await verifyCommitCertificate(genesis, block, cert);
+  await verifyCommitCertificate(genesis, block, cert, epochs);
   if (index >= block.payload.length) throw new VerifyError("bad_index", `the block has ${block.payload.length} transactions`);
   const rawTx = block.payload[index];
   if (!equalBytes(await sha256(rawTx), txId)) {
@@ -311,7 +326,7 @@ export async function verifyEntry(entry, genesis) {
   if (tx.type !== entry.type || tx.sender !== entry.actor) {
     throw new VerifyError("tx_mismatch", `the transaction is ${tx.type} by ${tx.sender}, the entry says ${entry.type} by ${entry.actor}`);
   }
-  const members = genesis.members.length;
+  const members = certifiersAt(genesis, epochs, height).members.length;
   return {
     chainId: genesis.chain_id,
     height,
@@ -319,7 +334,7 @@ export async function verifyEntry(entry, genesis) {
     timeMs,
     view: cert.view,
     signers: cert.signatures.map(([s]) => s),
-    quorum: 2 * Math.floor((members - 1) / 3) + 1,
+    quorum: quorumSize(members),
     txId: hex(txId),
     index,
     type: tx.type,

@@ -10,6 +10,7 @@ import {
   fromHex,
   hex,
   VerifyError,
+  certifiersAt,
   verifyCommitCertificate,
   verifyEntry,
 } from "./verify.js";
@@ -146,8 +147,11 @@ export async function block(ctx, height) {
   let check;
   try {
     if (hex(decoded.hash) !== b.hash) throw new VerifyError("block_hash_mismatch", `the block hashes to ${hex(decoded.hash)}`);
-    await verifyCommitCertificate(await ctx.genesis(), decoded, cert);
-    check = mark(true, "verified", `hash recomputed; ${cert.signatures.length} COMMIT signatures verify against the genesis node keys`);
+    const epochs = await ctx.epochs(b.height);
+    await verifyCommitCertificate(await ctx.genesis(), decoded, cert, epochs);
+    const n = certifiersAt(await ctx.genesis(), epochs, b.height).epoch;
+    const keys = n === 0 ? "the genesis node keys" : `the node keys of epoch ${n} (this node's membership history)`;
+    check = mark(true, "verified", `hash recomputed; ${cert.signatures.length} COMMIT signatures verify against ${keys}`);
   } catch (e) {
     check = mark(false, `NOT verified: ${e.message}`);
   }
@@ -282,7 +286,7 @@ async function auditTrail(ctx, kind, id) {
   for (const e of entries) {
     let m;
     try {
-      const p = await verifyEntry(e, genesis);
+      const p = await verifyEntry(e, genesis, await ctx.epochs(e.height));
       verified += 1;
       m = mark(true, "verified", `block ${p.height} hash recomputed; ${p.signers.length} of quorum ${p.quorum} COMMIT signatures (${p.signers.join(", ")}) verify; tx at index ${p.index}`);
     } catch (err) {
