@@ -51,7 +51,7 @@ CAUGHT_UP = 2  # blocks a caught-up node may trail the others by when it is aske
 PACE_S = 0.5  # between the rounds of a paced load (one transaction per sender a round)
 # how long a slow-disk node, just restarted behind, takes load as fast as it comes: it falls
 # further behind, so beacons start state transfer again and again while the core delivers
-RACE_S = 20.0
+RACE_S = 12.0
 STRIKES = "mdtp_state_transfer_peer_strikes_total"
 # the most blocks one state-transfer answer brings (ConsensusConfig.state_transfer_blocks_max)
 STATE_TRANSFER_BLOCKS = 64
