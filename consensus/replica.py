@@ -666,6 +666,13 @@ class Replica:
         if not self._in_window(pp.height):
             self._reject("outside_watermarks")
             return
+        if pp.height <= self._delivered and not self._is_committed_block(pp):
+            # committed here already (a proposal we accepted before a restart is not kept
+            # for it): preparing another block there would be a second vote for the slot.
+            # The committed block itself we still prepare in a later view: replicas that
+            # missed its certificate need our votes in the view they are in.
+            self._reject("already_committed")
+            return
         shape = verify_block_shape(self.config, pp.block, pp.height)
         if shape is not None:
             self._reject(shape)
@@ -903,6 +910,11 @@ class Replica:
         for slot in self._slots.values():
             if slot.pre_prepare is not None and slot.height > top:
                 top = slot.height
+        nv = self._new_view_msg
+        if nv is not None and nv.view == self._view:
+            # the NEW-VIEW's re-proposals are this view's proposals for their heights, even
+            # those still above our window: never a second one there
+            top = max([top, *(pp.height for pp in nv.pre_prepares)])
         height = top + 1
         if height > self._high:
             return None
@@ -1026,6 +1038,7 @@ class Replica:
             return
         if height % self.config.checkpoint_interval == 0 and height > self._low:
             self._send_checkpoint(height, state_root)
+        self._install_new_view_proposals()  # the window moved with what we executed
         for slot in self._ordered_slots():
             self._try_accept(slot)
         self._maybe_want_proposal()
@@ -1150,6 +1163,7 @@ class Replica:
             del self._roots[height]
         if self._delivered < cert.height:
             self._start_transfer(cert.height, cert.block_hash, self._stable_signers())
+        self._install_new_view_proposals()
         self._maybe_want_proposal()
 
     def _on_epoch_ends(self, last_height: int) -> None:
@@ -1219,6 +1233,7 @@ class Replica:
                 self._transfer_attempts += 1
                 self._request_transfer()
         self._deliver_ready()
+        self._install_new_view_proposals()
         for slot in self._ordered_slots():
             self._maybe_commit(slot.height)
             self._try_accept(slot)
@@ -1449,20 +1464,46 @@ class Replica:
             self._adopt_stable(plan.checkpoint)
             if self._halted:
                 return
-        for pp in nv.pre_prepares:
-            if not self._in_window(pp.height):
-                continue
-            slot = self._slot(pp.height)
-            slot.seen[(PrePrepare.KIND, pp.view, pp.sender)] = pp
-            self._store_body(slot, pp.block)
-            # Re-proposals skip content checks: each carried a prepared certificate,
-            # so f+1 honest replicas validated it in its original view.
-            self._accept(pp)
+        self._install_new_view_proposals()
         for slot in self._ordered_slots():
             self._maybe_commit(slot.height)
         self._replay_future()
         self._arm_progress_timer()
         self._maybe_want_proposal()
+
+    def _install_new_view_proposals(self) -> None:
+        """Accept the re-proposals of the NEW-VIEW that opened our view, for every height
+        inside our window. One above it (our window stops a window above what we executed,
+        and we may have adopted the plan's checkpoint before executing up to it) waits here
+        until the window reaches it: it is the view's proposal for that height, so neither we
+        nor the primary ever take another one there (``_proposal_slot``)."""
+        nv = self._new_view_msg
+        if nv is None or nv.view != self._view or self._in_view_change:
+            return
+        for pp in nv.pre_prepares:
+            if not self._in_window(pp.height):
+                continue
+            slot = self._slot(pp.height)
+            if slot.pre_prepare is not None:
+                continue
+            if pp.height <= self._delivered and not self._is_committed_block(pp):
+                self._reject("already_committed")  # a plan can only re-propose it
+                continue
+            key = (PrePrepare.KIND, pp.view, pp.sender)
+            prior = slot.seen.get(key)
+            if prior is not None and prior != pp:
+                self._report("PrePrepare", prior, pp)
+                continue
+            slot.seen[key] = pp
+            slot.pending = None
+            self._store_body(slot, pp.block)
+            # Re-proposals skip content checks: each carried a prepared certificate,
+            # so f+1 honest replicas validated it in its original view.
+            self._accept(pp)
+
+    def _is_committed_block(self, pp: PrePrepare) -> bool:
+        linked = self._chain.get(pp.height)
+        return linked is not None and linked[0] == pp.digest
 
     def _replay_future(self) -> None:
         for sender in sorted(self._future):

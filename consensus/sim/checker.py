@@ -4,6 +4,7 @@
 - certificates: every delivered block carries 2f+1 valid, distinct commit signatures;
 - contiguity: each replica's chain grows by exactly one linked block at a time;
 - persistence: no vote leaves a replica before the state that protects it is persisted;
+- honesty: no honest replica holds evidence that another honest one equivocated;
 - liveness: after faults heal, within a bounded time, every honest replica progresses,
   commits every transaction submitted before the heal, and is back in a view (none left
   in a view change, alone or not).

@@ -205,6 +205,13 @@ def _final_checks(world: SimWorld, target: int, heal_ms: int, result: SimResult)
             f"{waited} ms after the network healed (bound {LIVENESS_BOUND_MS} ms)"
         )
     result.committed_txs = len(world.submitted) - len(missing)
+    for n in honest:
+        if not n.alive or n._parts is None:
+            continue
+        blamed = sorted({ev["offender"] for ev in n.driver.evidence} & world.honest)
+        if blamed:
+            # an honest replica never signs two conflicting messages
+            checker.violation(f"equivocation: {n.instance} holds evidence against honest {blamed}")
     views = {n.instance: n.driver.replica.view for n in honest}
     for n in honest:
         if n.driver.lagging:
