@@ -17,9 +17,9 @@ from mdtp.node.testing.sim.scenario import SimResult
 
 pytestmark = pytest.mark.sim
 ALL = frozenset(RECONFIG_FAULTS)
-# seeds per CI run, in two processes (about 2 s of CPU each); more with
+# seeds per CI run, in two processes (about 1 s of CPU each); more with
 # ``python -m mdtp.node.testing.sim --reconfig --seeds N``
-SEEDS = 48
+SEEDS = 200
 
 
 def _job(seed: int) -> SimResult:

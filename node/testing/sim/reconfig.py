@@ -50,7 +50,7 @@ from mdtp.node.testing.sim.world import CHAIN_ID, GENESIS_TIME_MS, SimNode, SimW
 
 RECONFIG_FAULTS = ("loss", "dup", "delay", "reorder", "crash", "partition", "byzantine")
 PHASE_BOUND_MS = 60_000
-SUBMIT_EVERY_MS = 150
+SUBMIT_EVERY_MS = 400
 JOINER = "n4"
 REMOVED = "n3"
 ROTATED = "n0"
