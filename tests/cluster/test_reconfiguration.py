@@ -286,6 +286,13 @@ async def _scenario(
     assert committed <= set(seen) | set(await _late(chain, apis["node4"], committed - set(seen)))
     # 5. audit entries of every epoch verify offline, with genesis and the proven history
     _verify_offline(chain)
+    # the observer's end is proposed like any change (one approval of four: still open)
+    done = await asyncio.to_thread(
+        cli_json,
+        chain, "member", "propose", "remove-observer", "node5", "--id", "end-node5",
+        "--key", admin_key(chain, 0),
+    )  # fmt: skip
+    assert done["result"]["status"] == "open" and done["result"]["subject"] == "node5"
 
 
 async def _st(chain: Path, api: str) -> dict[str, Any]:

@@ -4,8 +4,9 @@ live tasks and honest readiness, across n = 4 and n = 7 with every fault mixed i
 
 Seed counts: 22 single-fault mixes x (12 at n=4 + 3 at n=7) + all faults together
 (330 at n=4 + 110 at n=7) = 770 seeds, run in two processes, plus the seeds that once
-found a bug; and 200 seeds of membership changes (``test_reconfig_simulation.py``). Both controls must be caught: f+1 twins (agreement) and a censoring primary
-with the primary checks (request timer, rotation, throughput floor) switched off.
+found a bug; and 200 seeds of membership changes (``test_reconfig_simulation.py``). Both
+controls must be caught: f+1 twins (agreement) and a censoring primary with the primary
+checks (request timer, rotation, throughput floor) switched off.
 """
 
 from __future__ import annotations
