@@ -252,21 +252,8 @@ def _check_change(
         observer = change["observer"]
         if len(latest.observers) + 1 > MAX_OBSERVERS:
             refuse("too_many_observers", f"a consortium has at most {MAX_OBSERVERS} observers")
-        if at_pass:
-            return
-        if (
-            tlayout.read(state, tlayout.member_key(observer["id"])) is not None
-            or latest.member(observer["id"]) is not None
-            or latest.observer(observer["id"]) is not None
-        ):
-            refuse("member_exists", f"id {observer['id']} is taken")
-        node_key = bytes.fromhex(observer["node_public_key"])
-        if state.get(tlayout.account_key_index(node_key)) is not None or any(
-            m.node_public_key == observer["node_public_key"]
-            for m in latest.members + latest.observers
-        ):
-            refuse("node_key_in_use", "node_public_key is bound to an account or node")
-        _fingerprint_free(state, latest, observer["tls_fingerprint"])
+        if not at_pass:
+            _node_facts_free(state, latest, observer)
         return
     if kind == "remove_observer":
         if latest.observer(change["observer_id"]) is None:
@@ -278,19 +265,7 @@ def _check_change(
             refuse("too_many_members", f"a consortium has at most {MAX_MEMBERS} members")
         if at_pass:
             return
-        if (
-            tlayout.read(state, tlayout.member_key(member["id"])) is not None
-            or latest.member(member["id"]) is not None
-            or latest.observer(member["id"]) is not None
-        ):
-            refuse("member_exists", f"member id {member['id']} is taken")
-        node_key = bytes.fromhex(member["node_public_key"])
-        if state.get(tlayout.account_key_index(node_key)) is not None or any(
-            m.node_public_key == member["node_public_key"]
-            for m in latest.members + latest.observers
-        ):
-            refuse("node_key_in_use", "node_public_key is bound to an account or member")
-        _fingerprint_free(state, latest, member["tls_fingerprint"])
+        _node_facts_free(state, latest, member)
         for admin in change["admins"]:
             key = bytes.fromhex(admin["public_key"])
             if state.get(tlayout.account_key_index(key)) is not None:
@@ -318,6 +293,22 @@ def _check_change(
             refuse("node_key_in_use", "node_public_key is bound to an account or member")
     elif kind == "rotate_certificate" and not at_pass:
         _fingerprint_free(state, latest, change["tls_fingerprint"])
+
+
+def _node_facts_free(state: Overlay, latest: Epoch, node: dict[str, Any]) -> None:
+    """A new member's or observer's id, node key and certificate are nobody's yet."""
+    if (
+        tlayout.read(state, tlayout.member_key(node["id"])) is not None
+        or latest.member(node["id"]) is not None
+        or latest.observer(node["id"]) is not None
+    ):
+        refuse("member_exists", f"id {node['id']} is taken")
+    node_key = bytes.fromhex(node["node_public_key"])
+    if state.get(tlayout.account_key_index(node_key)) is not None or any(
+        m.node_public_key == node["node_public_key"] for m in latest.members + latest.observers
+    ):
+        refuse("node_key_in_use", "node_public_key is bound to an account or node")
+    _fingerprint_free(state, latest, node["tls_fingerprint"])
 
 
 def _fingerprint_free(state: Overlay, latest: Epoch, fingerprint: str) -> None:
