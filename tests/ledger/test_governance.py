@@ -15,7 +15,7 @@ from mdtp.node.ledger.governance.membership import (
     history,
     membership_at,
 )
-from mdtp.node.ledger.governance.rules import MAX_OPEN, effective_status
+from mdtp.node.ledger.governance.rules import MAX_OPEN, MAX_OPEN_PER_MEMBER, effective_status
 from mdtp.node.ledger.trading import layout as tlayout
 from mdtp.node.ledger.trading.accounts import load_account
 from mdtp.node.ledger.trading.queries import audit_trail
@@ -258,13 +258,27 @@ def test_reason_codes_of_proposals():
 def test_too_many_open_proposals():
     gov = Gov(4)
     for i in range(MAX_OPEN):
-        gov.propose("m1", f"p{i}", NewMember(f"n{i}").change())
+        gov.propose(f"m{i % 4 + 1}", f"p{i}", NewMember(f"n{i}").change())
     gov.refused(
         "too_many_open_proposals",
         gov.admin("m1"),
         "member.propose",
         gov.propose_body("px", NewMember("nx").change()),
     )
+
+
+def test_one_member_cannot_hold_every_open_proposal():
+    gov = Gov(4)
+    for i in range(MAX_OPEN_PER_MEMBER):
+        gov.propose("m1", f"p{i}", NewMember(f"n{i}").change())
+    result = gov.refused(
+        "too_many_open_proposals",
+        gov.admin("m1"),
+        "member.propose",
+        gov.propose_body("px", NewMember("nx").change()),
+    )
+    assert "per member" in result.detail
+    gov.propose("m2", "py", NewMember("ny").change())  # the others still can
 
 
 def test_too_many_members(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,9 @@ STATUSES = ("open", "passed", "rejected", "expired")
 # Open proposals are swept for expiry by every governance transaction, so their number is
 # bounded; a consortium of at most MAX_MEMBERS rarely has more than a few in flight.
 MAX_OPEN = 16
+# ... and no member holds more than a quarter of them, so one member's admins cannot fill every
+# slot and block the others' proposals until theirs expire.
+MAX_OPEN_PER_MEMBER = 4
 # A proposal lives at most 30 days: long enough for any organisation's sign-off, short
 # enough that stale proposals do not hold locks and claims for ever.
 MAX_LIFETIME_MS = 30 * 86_400_000
@@ -519,8 +522,18 @@ def make_handlers(
             refuse("bad_expiry", f"expires_at_ms must be in the next {MAX_LIFETIME_MS} ms")
         if load_proposal(state, proposal_id) is not None:
             refuse("proposal_exists", f"proposal {proposal_id} exists")
-        if sum(1 for _ in state.scan(layout.OPEN)) >= MAX_OPEN:
+        open_ids = [key[len(layout.OPEN) :].decode() for key, _ in state.scan(layout.OPEN)]
+        if len(open_ids) >= MAX_OPEN:
             refuse("too_many_open_proposals", f"at most {MAX_OPEN} proposals may be open")
+        mine = 0
+        for open_id in open_ids:
+            record = load_proposal(state, open_id)
+            mine += record is not None and record["proposer_member"] == member
+        if mine >= MAX_OPEN_PER_MEMBER:
+            refuse(
+                "too_many_open_proposals",
+                f"{member} has {mine} open proposals; at most {MAX_OPEN_PER_MEMBER} per member",
+            )
         subject = subject_of(change)
         holder = state.get(layout.lock_key(subject))
         if holder is not None:
