@@ -18,8 +18,15 @@ class TimerKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
+    """A peer's message. ``verified_in`` names the signing domain in which the driver has
+    already checked the message's own signature (its ingress does, before queueing it): the
+    core skips that one check when it is the domain of its own epoch, so each signature is
+    verified once per node. Signatures carried inside the message (a certificate's votes, a
+    NEW-VIEW's VIEW-CHANGEs) are always checked by the core."""
+
     now_ms: int
     message: Message
+    verified_in: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

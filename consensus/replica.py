@@ -375,7 +375,7 @@ class Replica:
             return []
         self._monitor.advance(event.now_ms)
         if isinstance(event, MessageReceived):
-            self._on_message(event.message)
+            self._on_message(event.message, event.verified_in)
         elif isinstance(event, TimerFired):
             self._on_timer(event.kind, event.timer_id)
         elif isinstance(event, TransactionsAvailable):
@@ -576,9 +576,10 @@ class Replica:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message, verified_in: str | None = None) -> None:
         # Order of checks (DESIGN §3): size and nesting were bounded by decode_message; then
-        # the sender must be a member and the signature must verify, before any other work.
+        # the sender must be a member and the signature must verify (here, or at the driver's
+        # ingress in this same domain: ``MessageReceived.verified_in``), before any other work.
         # Nothing below this point (buffers, per-sender maps, heights, replies) ever sees
         # input that a member did not sign.
         if msg.sender not in self._members:
@@ -591,7 +592,8 @@ class Replica:
             # Served and consumed by the driver (state_transfer.py), never here.
             self._reject("not_for_replica")
             return
-        if not verify_message(msg, self.config.domain, self._verify):
+        checked = verified_in == self.config.domain
+        if not checked and not verify_message(msg, self.config.domain, self._verify):
             self._reject("bad_signature")
             return
         try:
@@ -1514,7 +1516,8 @@ class Replica:
             queue.extend(later)
             self._future_bytes[sender] = sum(size for _, size in later)
             for msg in ready:
-                self._on_message(msg)
+                # buffered only after its signature checked out in this replica's domain
+                self._on_message(msg, self.config.domain)
 
 
 def _view_of(msg: Message) -> int:

@@ -299,7 +299,7 @@ class Driver:
         self.executor.listeners.append(self.admission.on_commit)
         self.executor.listeners.append(self._after_commit)
         self.commit_listeners = self.executor.listeners
-        self._network: deque[tuple[str, Message]] = deque()
+        self._network: deque[tuple[str, Message, str]] = deque()
         self._internal: deque[InternalItem] = deque()
         peers = sorted(self.epochs.roster - {node_id})
         self._ingress: FairIngress[bytes] = FairIngress(peers, limits.ingress, self.clock.monotonic)
@@ -559,7 +559,7 @@ class Driver:
             if len(self._network) >= self.limits.network_queue_max:
                 self.metrics.frames_dropped.labels("network_queue_full").inc()
                 continue
-            self._network.append((peer_id, msg))
+            self._network.append((peer_id, msg, domain))
             self._wake.set()
 
     def _why_unverified(self, msg: Message) -> str:
@@ -639,9 +639,10 @@ class Driver:
                         actions.extend(self.replica.handle(event))
                     handled += 1
                 while self._network and handled < self.limits.events_per_batch_max:
-                    peer_id, msg = self._network.popleft()
+                    peer_id, msg, verified_in = self._network.popleft()
                     refused = self.replica.rejected_total
-                    actions.extend(self.replica.handle(MessageReceived(now, msg)))
+                    event = MessageReceived(now, msg, verified_in)
+                    actions.extend(self.replica.handle(event))
                     if self.replica.rejected_total == refused:
                         self._ingress.refund(peer_id)  # of use: it costs the peer nothing
                     handled += 1

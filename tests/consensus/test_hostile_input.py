@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from mdtp.consensus.actions import RequestStateTransfer, Send, SetTimer
-from mdtp.consensus.events import TimerFired, TimerKind
+from mdtp.consensus.events import MessageReceived, TimerFired, TimerKind
 from mdtp.consensus.messages import (
     Checkpoint,
     Commit,
@@ -20,11 +20,17 @@ from mdtp.consensus.messages import (
     Suspect,
     ViewChange,
 )
+from mdtp.consensus.replica import Replica
+from mdtp.consensus.sim.crypto import validate_payload
 from tests.consensus.helpers import (
+    KEYS,
+    NOW,
     block,
     broadcasts,
+    config,
     feed,
     pre_prepare,
+    prepare,
     replica,
     signed,
 )
@@ -151,3 +157,29 @@ def test_late_new_view_is_still_accepted_after_the_wait_for_it_expired():
     # A peer still waiting for that NEW-VIEW and suspecting view 1 is shown it.
     actions = feed(r, signed(Suspect(1, "n3")), now=timer.at_ms + 600)
     assert [(a.to, a.message) for a in actions if isinstance(a, Send)] == [("n3", nv)]
+
+
+def test_a_signature_the_driver_verified_in_this_domain_is_not_checked_again() -> None:
+    """The driver's ingress verifies each message before queueing it and says in which
+    domain (``MessageReceived.verified_in``); the core trusts that only for its own domain,
+    so a message verified under another epoch's domain is checked again and refused."""
+    calls: list[str] = []
+
+    def counting(node_id: str, data: bytes, signature: bytes) -> bool:
+        calls.append(node_id)
+        return KEYS.verify(node_id, data, signature)
+
+    r = Replica(config("n1"), KEYS.signer("n1"), counting, validate_payload)
+    r.start(0)
+    pp = pre_prepare()
+    r.handle(MessageReceived(NOW, pp, verified_in="test"))
+    assert calls == []
+    assert r.rejected_total == 0
+
+    forged = dataclasses.replace(prepare(pp, "n2"), signature=b"\x01" * 64)
+    r.handle(MessageReceived(NOW, forged, verified_in="test#1"))
+    assert calls == ["n2"]
+    assert r.rejections.get("bad_signature") == 1
+    r.handle(MessageReceived(NOW, forged))
+    assert calls == ["n2", "n2"]
+    assert r.rejections.get("bad_signature") == 2
