@@ -162,7 +162,7 @@ class Admission:
         which an honest peer never sends (it gossips only what it verified, and unlike size
         or encoding rules a signature does not depend on a node's configuration or
         version), and how many were known already or admitted now."""
-        fresh = [r for r in raws if hashlib.sha256(r).digest() not in self._verified]
+        fresh = [r for r in raws if not self._held(hashlib.sha256(r).digest())]
         failed = 0
         useful = len(raws) - len(fresh)
         added = False
@@ -178,6 +178,17 @@ class Admission:
         if added:
             self._on_activity()
         return failed, useful
+
+    def _held(self, tx_id: bytes) -> bool:
+        """Gossip of a transaction we verified is dropped unread only while we hold it or it
+        is committed. One verified and then refused for a passing reason (the pool full
+        during a burst, its sender's registration or an earlier nonce not here yet) is
+        admitted when a peer gossips it again: remembering it as done would leave this node
+        without it for good -- as primary it could then never propose the sender's later
+        nonces, and one backup's suspicion alone does not change the view."""
+        if tx_id not in self._verified:
+            return False
+        return tx_id in self.mempool or self.store.tx_location(tx_id) is not None
 
     def regossip(self) -> None:
         """Offer the oldest waiting transactions to every peer again. Gossip is sent once and

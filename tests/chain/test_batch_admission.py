@@ -4,6 +4,7 @@ signature batch, each transaction admitted in order with its own answer, all com
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.tx import Tx, TxError, sign_tx
 from mdtp.node.testing.sim.world import CHAIN_ID, GENESIS_TIME_MS
+from mdtp.node.txpool.mempool import MempoolFull
 from mdtp.node.txpool.sigverify import BatchVerifier, VerifierBusy
 from tests.chain.world import run, world
 
@@ -86,5 +88,53 @@ def test_a_waiter_that_gives_up_is_forgotten(tmp_path: Path) -> None:
             kept.cancel()
             await asyncio.sleep(0)
             assert admission._waiters == {}
+
+        run(w, body)
+
+
+@pytest.mark.parametrize("refusal", ["mempool_full", "nonce_gap"])
+def test_gossip_refused_for_a_passing_reason_is_admitted_when_gossiped_again(
+    tmp_path: Path, refusal: str
+) -> None:
+    """A peer's transaction refused for a reason that passes (no room during a burst, an
+    earlier nonce not here yet) is not remembered as done: the peers' regular re-gossip
+    brings it in later. Remembering it made a primary that missed one transaction of a
+    sender unable to propose any later one of that sender, for good."""
+    with world(tmp_path) as w:
+        key = w.clients[0]
+
+        def signed(nonce: int) -> bytes:
+            return sign_tx(
+                key,
+                chain_id=CHAIN_ID,
+                type_="note.set",
+                sender=key.account_id,
+                nonce=nonce,
+                expires_at_ms=GENESIS_TIME_MS + 10**9,
+                body={"key": f"k{nonce}", "value": b"v"},
+            )
+
+        async def body() -> None:
+            w.nodes[0].start()
+            admission = w.nodes[0].driver.admission
+            mempool = w.nodes[0].driver.mempool
+            first, second = signed(1), signed(2)
+            if refusal == "mempool_full":
+                real_add = mempool.add
+
+                def full(tx: Tx) -> bool:
+                    raise MempoolFull("no room")
+
+                mempool.add = full  # type: ignore[method-assign]
+                assert await admission.admit_gossip([first]) == (0, 0)
+                mempool.add = real_add  # type: ignore[method-assign]
+                assert await admission.admit_gossip([first]) == (0, 1)
+                assert hashlib.sha256(first).digest() in mempool
+            else:
+                await admission.admit_gossip([signed(3)])  # far ahead: refused or kept
+                assert await admission.admit_gossip([first, second]) == (0, 2)
+                assert hashlib.sha256(second).digest() in mempool
+            # once held, the same gossip is dropped unread
+            assert await admission.admit_gossip([first]) == (0, 1)
 
         run(w, body)

@@ -77,17 +77,32 @@ async def test_ten_thousand_transactions_commit_exactly_once_with_identical_chai
                     return False
             return True
 
-        deadline = asyncio.get_running_loop().time() + 600
+        async def stuck(doc: dict[str, Any]) -> str:
+            """What every node says of a transaction still not committed, and of itself."""
+            seen = []
+            for api in apis:
+                async with client(running_cluster, api, timeout_s=10) as other:
+                    try:
+                        there: Any = await other.tx(doc["id"])
+                    except ApiError as e:
+                        there = e.status
+                    s = await other.status()
+                    seen.append(f"{api}: tx {there}; node {s}")
+            return f"{doc} still not committed:\n" + "\n".join(seen)
+
+        # under pytest's 300 s limit, so that a stuck transaction is reported with every
+        # node's view of it rather than by a timeout
+        deadline = asyncio.get_running_loop().time() + 200
         while not await all_committed():
-            assert asyncio.get_running_loop().time() < deadline, (
-                "10,000 transactions did not commit"
-            )
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(await stuck(await status(ids[-1])))
             await asyncio.sleep(1)
         for tx_id in ids:
             # the last 50 submitted need not be the last 50 to commit: on a loaded machine
             # another sender's earlier transactions may still be on their way
             while (doc := await status(tx_id))["status"] in ("pending", "unknown"):
-                assert asyncio.get_running_loop().time() < deadline, doc
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(await stuck(doc))
                 await asyncio.sleep(0.5)
             assert doc["status"] == "committed", doc
     await wait_heights_equal(running_cluster, apis, 60)
