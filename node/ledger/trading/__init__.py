@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from mdtp.node.identity.genesis import Genesis
 from mdtp.node.ledger.machine import Ledger
-from mdtp.node.ledger.trading import accounts, catalog, compute, contracts, fulfilment
+from mdtp.node.ledger.trading import (
+    accounts,
+    billing,
+    catalog,
+    compute,
+    contracts,
+    disputes,
+    fulfilment,
+)
 from mdtp.node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
@@ -24,6 +32,8 @@ def install(ledger: Ledger, genesis: Genesis) -> None:
     contracts.register(ledger)
     fulfilment.register(ledger)
     compute.register(ledger)
+    billing.register(ledger)
+    disputes.register(ledger)
     ledger.key_resolver = accounts.resolve_key
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay, ReadableKV
-from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading import audit, billing, layout, record
 from mdtp.node.ledger.trading.accounts import has_role, registered_only, require_active
 from mdtp.node.ledger.trading.analysis import check_terms
 from mdtp.node.ledger.trading.catalog import require_published
@@ -191,7 +191,10 @@ def read_terms(f: Fields, now_ms: int) -> dict[str, Any]:
     }
     if t.has("reviewer"):
         terms["reviewer"] = t.account_id("reviewer")
+    if t.has("arbiter"):
+        terms["arbiter"] = t.account_id("arbiter")
     check_terms(t, terms)
+    billing.read_billing(t, terms)
     t.finish()
     if not CURRENCY_RE.match(terms["currency"]):
         bad("terms.currency", "must be an ISO 4217 code such as EUR")
@@ -260,14 +263,20 @@ def _check_version(contract: dict[str, Any], version: int) -> None:
 
 
 def _check_reviewer(state: Overlay, terms: dict[str, Any], both: tuple[str, str]) -> None:
-    reviewer = terms.get("reviewer")
-    if reviewer is None:
-        return
-    if reviewer in both:
-        refuse("reviewer_is_party", "terms.reviewer is a party of the contract")
-    record = require_active(state, reviewer, "terms.reviewer")
-    if not has_role(record, "reviewer"):
-        refuse("not_reviewer", f"terms.reviewer {reviewer} does not have the reviewer role")
+    """The reviewer and the arbiter the terms name (if any): not a party, active, with the
+    reviewer role (an arbiter who fails this is ``arbiter_is_party`` / ``not_arbiter``)."""
+    for field, is_party, lacks_role in (
+        ("reviewer", "reviewer_is_party", "not_reviewer"),
+        ("arbiter", "arbiter_is_party", "not_arbiter"),
+    ):
+        account = terms.get(field)
+        if account is None:
+            continue
+        if account in both:
+            refuse(is_party, f"terms.{field} is a party of the contract")
+        found = require_active(state, account, f"terms.{field}")
+        if not has_role(found, "reviewer"):
+            refuse(lacks_role, f"terms.{field} {account} does not have the reviewer role")
 
 
 def _new_version(
@@ -280,6 +289,7 @@ def _new_version(
         "terms_hash": terms_hash(terms),
         "dataset_version": dataset["version"],
         "dataset_merkle_root": dataset["merkle_root"],
+        "dataset_chunk_count": dataset["chunk_count"],
         "created": event(ctx, tx),
         "superseded": None,
         "signatures": [],
@@ -301,6 +311,8 @@ def _activate(ctx: BlockContext, state: Overlay, contract: dict[str, Any], tx: T
     state.put(
         layout.disposal_due_key(contract["disposal_deadline_ms"], contract["id"]), layout.EMPTY
     )
+    record.bump(state, contract["supplier"], "contracts")
+    billing.reindex(state, contract)
 
 
 def contract_offer(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
@@ -485,6 +497,7 @@ def contract_terminate(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     contract["status"] = status.value
     contract["terminated"] = {**event(ctx, tx), "by": tx.sender, "reason": reason}
     _store(state, contract)
+    billing.reindex(state, contract)
     audit.record(
         ctx, state, tx, subjects(contract, tx), f"terminated contract {contract_id}: {reason}"
     )
