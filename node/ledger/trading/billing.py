@@ -382,6 +382,130 @@ def refunded_minor(kv: ReadableKV, contract_id: str) -> int:
     return value
 
 
+# ---- reads for the API, the SDK and the supplier's node ------------------------------------
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+def invoice_lines(kv: ReadableKV, invoice: Invoice) -> list[dict[str, Any]]:
+    """The fixed line (one-time or subscription) then the usage and refund lines, in order."""
+    prefix = layout.bill_lines_prefix(invoice.plan.contract_id, invoice.index)
+    stored = [layout.decode(raw) for _, raw in kv.scan(prefix)]
+    return ([invoice.fixed] if invoice.fixed else []) + stored
+
+
+def invoice_view(kv: ReadableKV, invoice: Invoice, at_ms: int) -> dict[str, Any]:
+    refunds = invoice.refund_minor
+    view = {
+        "id": invoice.id,
+        "contract_id": invoice.plan.contract_id,
+        "period_index": invoice.index,
+        "period_start_ms": invoice.start_ms,
+        "period_end_ms": invoice.end_ms,
+        "currency": invoice.plan.currency,
+        "lines": invoice_lines(kv, invoice),
+        "charges_minor": invoice.charges_minor,
+        "refunds_minor": refunds,
+        "credit_brought_minor": invoice.credit_brought_minor,
+        "total_minor": invoice.total_minor,
+        "paid_minor": invoice.paid_minor,
+        "outstanding_minor": invoice.outstanding_minor,
+        "credit_carried_minor": invoice.credit_carried_minor,
+        "due_ms": invoice.due_ms,
+        "status": invoice.status(at_ms),
+        "payments": invoice.payments,
+    }
+    result: dict[str, Any] = _json(view)
+    return result
+
+
+def invoices(kv: ReadableKV, contract_id: str, *, at_ms: int) -> list[dict[str, Any]]:
+    """The invoices of a contract whose period started by ``at_ms``, in period order (a
+    pay-per-use period without lines or payments owes nothing and is left out); empty when
+    the contract does not exist, never became active or its terms have no ``billing``."""
+    contract = layout.read(kv, layout.contract_key(contract_id))
+    p = None if contract is None else plan(kv, contract)
+    if p is None:
+        return []
+    return [
+        invoice_view(kv, i, at_ms)
+        for i in compute_invoices(kv, p)
+        if i.start_ms <= at_ms and i.listed
+    ]
+
+
+def invoice(kv: ReadableKV, invoice_id: str, *, at_ms: int) -> dict[str, Any] | None:
+    """One invoice by its id ``<contract id>/<period index>`` (also a future period's)."""
+    found = load_invoice(kv, invoice_id)
+    return None if found is None else invoice_view(kv, found[1], at_ms)
+
+
+def summary(kv: ReadableKV, contract_id: str, *, at_ms: int) -> dict[str, Any]:
+    """A contract's billing at ``at_ms``: whether it is billed, the terms' billing, what was
+    charged (periods started), refunded and paid, the credit the supplier owes after the
+    last invoice (``credit_outstanding_minor``), and whether access is suspended."""
+    contract = layout.read(kv, layout.contract_key(contract_id))
+    p = None if contract is None else plan(kv, contract)
+    if contract is None or p is None:
+        return {"contract_id": contract_id, "billed": False}
+    every = compute_invoices(kv, p)
+    started = [i for i in every if i.start_ms <= at_ms]
+    return {
+        "contract_id": contract_id,
+        "billed": True,
+        "price_model": p.model,
+        "unit": p.unit,
+        "currency": p.currency,
+        "period_ms": p.period_ms,
+        "payment_due_ms": p.payment_due_ms,
+        "suspend_when_overdue": p.suspend_when_overdue,
+        "periods": p.count,
+        "charged_minor": sum(i.charges_minor for i in started),
+        "refunded_minor": refunded_minor(kv, contract_id),
+        "paid_minor": sum(i.paid_minor for i in every),
+        "outstanding_minor": sum(i.outstanding_minor for i in started if i.end_ms <= at_ms),
+        "credit_outstanding_minor": every[-1].credit_carried_minor,
+        "overdue": any(i.status(at_ms) == "OVERDUE" for i in started),
+        "access_suspended": access_suspended(kv, contract, at_ms=at_ms),
+    }
+
+
+def overdue_invoices(kv: ReadableKV, *, at_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """Invoices OVERDUE at ``at_ms``, contracts by their earliest due time; reads only the
+    contracts the ``billdue/`` index names as due before ``at_ms``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
+        raise ValueError("limit must be an integer in 1..500")
+    found: list[dict[str, Any]] = []
+    for key, _ in kv.scan(layout.BILL_DUE):
+        due_hex, contract_id = key[len(layout.BILL_DUE) :].decode().split("/", 1)
+        if int(due_hex, 16) > at_ms:
+            break  # keys are in due order; an invoice is OVERDUE from its due time on
+        contract = layout.read(kv, layout.contract_key(contract_id))
+        p = None if contract is None else plan(kv, contract)
+        assert contract is not None and p is not None, contract_id
+        for i in compute_invoices(kv, p):
+            if i.status(at_ms) == "OVERDUE":
+                found.append(
+                    {
+                        **invoice_view(kv, i, at_ms),
+                        "supplier": contract["supplier"],
+                        "consumer": contract["consumer"],
+                        "overdue_by_ms": at_ms - i.due_ms,
+                    }
+                )
+                if len(found) == limit:
+                    return found
+    return found
+
+
 # ---- writes (called by the contract, receipt and dispute rules) -----------------------------
 
 

@@ -174,6 +174,10 @@ def bill_line_key(contract_id: str, period: int, n: int) -> bytes:
     return BILL_LINE + _period(contract_id, period) + b"/" + f"{n:08x}".encode()
 
 
+def bill_lines_prefix(contract_id: str, period: int) -> bytes:
+    return BILL_LINE + _period(contract_id, period) + b"/"
+
+
 def bill_total_key(contract_id: str, period: int) -> bytes:
     return BILL_TOTAL + _period(contract_id, period)
 
