@@ -100,6 +100,12 @@ def invoices(market: Market, at_ms: int) -> list[dict[str, Any]]:
     return billing.invoices(market.chain.kv, "c1", at_ms=at_ms)
 
 
+def one(market: Market, invoice_id: str, at_ms: int) -> dict[str, Any]:
+    found = billing.invoice(market.chain.kv, invoice_id, at_ms=at_ms)
+    assert found is not None
+    return found
+
+
 def activated_ms(market: Market) -> int:
     value: int = market.contract()["activated"]["time_ms"]
     return value
@@ -364,7 +370,7 @@ def test_a_pay_per_use_period_without_usage_is_not_listed_and_owes_nothing(marke
     per_use(market)
     deliver(market, S + 2 * P + 1)
     assert [i["period_index"] for i in invoices(market, S + 99_000)] == [2]
-    assert billing.invoice(market.chain.kv, "c1/0", at_ms=S + 99_000)["status"] == "PAID"
+    assert one(market, "c1/0", S + 99_000)["status"] == "PAID"
 
 
 # ---- payments ------------------------------------------------------------------------------
@@ -374,13 +380,13 @@ def test_consumer_pays_and_supplier_acknowledges(market):
     subscription(market)
     market.chain.run(at_ms=S + P)
     market.chain.ok(market.consumer, "payment.confirm", pay_body("c1/0", 1001))
-    invoice = billing.invoice(market.chain.kv, "c1/0", at_ms=S + P + 5000)
+    invoice = one(market, "c1/0", S + P + 5000)
     assert invoice["status"] == "PAID" and invoice["paid_minor"] == 1001
     [payment] = invoice["payments"]
     assert payment["reference"] == "SEPA 2026-0001" and payment["late"] is False
     assert payment["acknowledged"] is None
     market.chain.ok(market.supplier, "payment.acknowledge", {"invoice_id": "c1/0"})
-    invoice = billing.invoice(market.chain.kv, "c1/0", at_ms=S + P + 5000)
+    invoice = one(market, "c1/0", S + P + 5000)
     assert invoice["status"] == "ACKNOWLEDGED"
     market.chain.refused(
         "not_confirmed", market.supplier, "payment.acknowledge", {"invoice_id": "c1/0"}
@@ -460,7 +466,7 @@ def test_a_late_payment_is_flagged_and_clears_the_overdue_status(market):
         "c1/0"
     ]
     market.chain.ok(market.consumer, "payment.confirm", pay_body("c1/0", 1001))
-    invoice = billing.invoice(market.chain.kv, "c1/0", at_ms=S + P + DUE + 1000)
+    invoice = one(market, "c1/0", S + P + DUE + 1000)
     assert invoice["status"] == "PAID" and invoice["payments"][0]["late"] is True
     assert billing.overdue_invoices(market.chain.kv, at_ms=S + P + DUE + 1000) == []
 
@@ -472,7 +478,7 @@ def test_late_usage_reopens_a_paid_invoice_for_the_difference(market):
     market.chain.ok(market.consumer, "payment.confirm", pay_body("c1/0", 700))
     late = receipt(market, S + 2, request="late")  # authorised in period 0, committed later
     market.chain.ok(market.node, "delivery.receipt", late)
-    invoice = billing.invoice(market.chain.kv, "c1/0", at_ms=S + P + 1000)
+    invoice = one(market, "c1/0", S + P + 1000)
     assert (invoice["total_minor"], invoice["paid_minor"], invoice["outstanding_minor"]) == (
         1400,
         700,
@@ -480,7 +486,7 @@ def test_late_usage_reopens_a_paid_invoice_for_the_difference(market):
     )
     assert invoice["status"] == "DUE"
     market.chain.ok(market.consumer, "payment.confirm", pay_body("c1/0", 700))
-    assert billing.invoice(market.chain.kv, "c1/0", at_ms=S + P + 1000)["status"] == "PAID"
+    assert one(market, "c1/0", S + P + 1000)["status"] == "PAID"
 
 
 def test_an_invoice_takes_a_bounded_number_of_payments(market):
@@ -559,10 +565,7 @@ def test_termination_moves_the_overdue_index_to_the_shortened_period(market):
     )
     keys = [k for k, _ in market.chain.kv.scan(layout.BILL_DUE)]
     assert keys == [layout.bill_due_key(S + P + 100 + DUE, "c1")]
-    assert (
-        billing.invoice(market.chain.kv, "c1/1", at_ms=S + P + 100)["total_minor"]
-        == 1001 * 100 // P
-    )
+    assert one(market, "c1/1", S + P + 100)["total_minor"] == 1001 * 100 // P
 
 
 def test_summary_totals_the_contract(market):
