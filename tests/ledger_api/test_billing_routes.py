@@ -59,6 +59,7 @@ class RoutedNode(LedgerNode):
         super().__init__()
         self.ledger = market.chain
         self.http = http
+        self.reader: SigningKey | None = None  # the CLI's --key, as on a NodeClient
 
     async def get(self, /, path: str, **params: str) -> Any:
         if path.endswith("/nonce"):
@@ -71,6 +72,7 @@ class RoutedNode(LedgerNode):
         return await self._read(path, reader, params)
 
     async def _read(self, path: str, reader: SigningKey | None, params: dict[str, str]) -> Any:
+        reader = reader or self.reader
         headers = {READER_HEADER: reader.account_id} if reader is not None else {}
         response = await self.http.get(path, params=params, headers=headers)
         doc = json.loads(await response.text())
@@ -79,12 +81,16 @@ class RoutedNode(LedgerNode):
         return doc
 
 
+def routes_app(market: DisputeMarket) -> web.Application:
+    app = web.Application(middlewares=[as_reader])
+    trading_routes.add_routes(app, Store(market), 0, None)  # type: ignore[arg-type]
+    return app
+
+
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[DisputeMarket, TradingClient]]:
     market = DisputeMarket()
-    app = web.Application(middlewares=[as_reader])
-    trading_routes.add_routes(app, Store(market), 0, None)  # type: ignore[arg-type]
-    async with TestClient(TestServer(app)) as http:
+    async with TestClient(TestServer(routes_app(market))) as http:
         yield market, TradingClient(RoutedNode(market, http))
 
 
