@@ -10,7 +10,9 @@ terms hash (:func:`terms_hash`); the transaction's own signature is the party's 
 over that hash. When both parties have signed the current version the contract is ACTIVE,
 or PENDING_REVIEW if the terms name a ``reviewer``: that account (it must hold the reviewer
 role and not be a party) then approves (ACTIVE) or rejects (REJECTED, from where the parties
-may counter again or terminate). The author of the current version may delete it while
+may counter again or terminate). Terms may also name an ``arbiter`` (same conditions) who
+resolves disputes (:mod:`.disputes`), and a ``billing`` map (:mod:`.billing`) by which the
+ledger derives the contract's invoices; activation and termination re-index its billing. The author of the current version may delete it while
 nobody has signed it. A party may terminate at any time before the contract ends.
 
 States::
