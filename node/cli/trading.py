@@ -439,10 +439,17 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
             print_json(d)
             return 0
         q = d["quality"]
+        r = await t.supplier_record(d["supplier"])
         rows = [
             ("dataset", f"{d['id']} (version {d['version']}, {d['status']})"),
             ("title", d["title"]),
             ("supplier", f"{d['supplier']} on node {d['supplier_node']}"),
+            (
+                "track record",
+                f"{r['contracts']} contracts, {r['disputes_opened']} disputes "
+                f"({r['disputes_upheld']} upheld, {r['disputes_settled']} settled, "
+                f"{r['disputes_rejected']} rejected)",
+            ),
             ("tags", ", ".join(d["tags"]) or "-"),
             ("format", d["format"]),
             ("size", f"{d['size_bytes']} bytes in {d['chunk_count']} chunks"),

@@ -183,6 +183,9 @@ def test_a_dispute_is_opened_from_the_fetched_copy_answered_and_resolved(
     assert (record["disputes_opened"], record["disputes_settled"]) == (1, 1)
     assert main(["supplier", "record", market.supplier.account_id]) == 0
     assert "1 disputes opened (0 upheld, 1 settled" in capsys.readouterr().out
+    # the catalog shows the supplier's track record with each dataset
+    assert main(["dataset", "show", "ds1"]) == 0
+    assert "1 contracts, 1 disputes (0 upheld, 1 settled, 0 rejected)" in capsys.readouterr().out
 
 
 def test_dispute_evidence_errors_are_the_users_to_fix(

@@ -12,8 +12,9 @@ or PENDING_REVIEW if the terms name a ``reviewer``: that account (it must hold t
 role and not be a party) then approves (ACTIVE) or rejects (REJECTED, from where the parties
 may counter again or terminate). Terms may also name an ``arbiter`` (same conditions) who
 resolves disputes (:mod:`.disputes`), and a ``billing`` map (:mod:`.billing`) by which the
-ledger derives the contract's invoices; activation and termination re-index its billing. The author of the current version may delete it while
-nobody has signed it. A party may terminate at any time before the contract ends.
+ledger derives the contract's invoices; activation and termination re-index its billing.
+The author of the current version may delete it while nobody has signed it. A party may
+terminate at any time before the contract ends.
 
 States::
 
