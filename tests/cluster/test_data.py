@@ -20,10 +20,11 @@ import pytest
 
 from mdtp.node.data.protocol import sign_fetch_request
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.merkle import verify_proof
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.ops.testbed import client_for, make_contract, register_account
-from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
+from mdtp.node.sdk.data import DataClient, DataError, dispose, dispute_chunks, fetch, publish
 from mdtp.node.testing.tamper import TAMPER_ENV
 from tests.support.processes import metric_value
 
@@ -166,6 +167,10 @@ async def test_64_mib_dataset_is_fetched_byte_identically_with_receipt_and_confi
     types = [e["type"] for e in view["audit"]]
     assert types[-3:] == ["access.grant", "delivery.receipt", "delivery.confirm"]
     assert view["contract"]["downloads"] == 1
+    # the fetch kept the chunk hashes a dispute's Merkle evidence is built from
+    root = bytes.fromhex(view["contract"]["versions"][0]["dataset_merkle_root"])
+    for chunk in dispute_chunks(out, [0, 63]):
+        assert verify_proof(root, 64, chunk.index, chunk.chunk_hash, list(chunk.proof))
 
     async with t.consumer_client() as c:
         disposed = await dispose(c, t.consumer, contract_id, registry=tmp_path / "reg")
@@ -206,6 +211,8 @@ async def test_interrupted_fetch_resumes_from_the_first_missing_chunk(
             await asyncio.sleep(0.2)
     ranges = sorted((r["first_chunk"], r["last_chunk"]) for r in view["receipts"])
     assert ranges[1] == (20, 63) and ranges[0][0] == 0
+    # the hashes of the chunks fetched before the interruption were kept across it
+    assert len(dispute_chunks(out, list(range(64)))) == 64
 
 
 @pytest.mark.parametrize(
