@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from mdtp.node.ledger.merkle import MerkleTree
-from mdtp.node.ledger.trading import billing, disputes
+from mdtp.node.ledger.trading import billing, disputes, queries
 from mdtp.node.ledger.trading.bodies import DisputedChunk, DisputeOpen
 from tests.ledger.helpers import DAY_MS, T0, Market, digest
 from tests.ledger.test_billing import P, S, bill, one, pay_body
@@ -315,6 +315,9 @@ def test_the_arbiter_resolves_and_the_track_record_counts_it(market, decision):
     assert found["resolution"]["refund_minor"] == 0 and found["resolution"]["invoice_id"] is None
     record = disputes.track_record(market.chain.kv, market.supplier.account_id)
     assert record[f"disputes_{decision}"] == 1 and record["disputes_opened"] == 1
+    trail = queries.audit_trail(market.chain.kv, "contract", "c1")
+    assert [e["type"] for e in trail][-3:] == ["dispute.open", "dispute.answer", "dispute.resolve"]
+    assert trail[-1]["summary"] == f"resolved dispute d1 on contract c1: {decision}"
     market.chain.refused("dispute_resolved", market.reviewer, "dispute.resolve", resolve_body())
 
 
