@@ -1,4 +1,5 @@
-"""The trading rules: accounts, catalog, contracts and their fulfilment, as ledger handlers.
+"""The trading rules: accounts, catalog, contracts and their fulfilment, billing (invoices
+derived from terms, receipts and block time; payments) and disputes, as ledger handlers.
 
 ``install(ledger, genesis)`` registers every transaction type and makes the ledger resolve
 sender keys from the account records (so rotated and revoked keys are honoured);
