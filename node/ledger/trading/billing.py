@@ -600,20 +600,6 @@ def require_not_suspended(state: Overlay, contract: dict[str, Any], at_ms: int) 
 # ---- handlers ------------------------------------------------------------------------------
 
 
-def _subjects(contract: dict[str, Any], tx: Tx) -> list[tuple[audit.Kind, str]]:
-    return [
-        ("contract", contract["id"]),
-        ("dataset", contract["dataset_id"]),
-        ("account", tx.sender),
-        ("account", contract["supplier"]),
-        ("account", contract["consumer"]),
-    ]
-
-
-def _event(ctx: BlockContext, tx: Tx) -> dict[str, Any]:
-    return {"height": ctx.height, "time_ms": ctx.timestamp_ms, "tx_id": tx.id}
-
-
 def _read_invoice(state: Overlay, f: Fields) -> tuple[dict[str, Any], Invoice]:
     invoice_id = f.text("invoice_id", min_len=3, max_len=INVOICE_ID_MAX_LEN)
     if not INVOICE_ID_RE.match(invoice_id):
@@ -657,7 +643,7 @@ def payment_confirm(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
             "reference": reference,
             "by": tx.sender,
             "late": status == "OVERDUE",
-            **_event(ctx, tx),
+            **audit.event(ctx, tx),
             "acknowledged": None,
         },
     )
@@ -666,7 +652,7 @@ def payment_confirm(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         ctx,
         state,
         tx,
-        _subjects(contract, tx),
+        audit.contract_subjects(contract, tx),
         f"confirmed payment of {amount} {currency} for invoice {invoice.id} ({status})",
     )
 
@@ -681,14 +667,14 @@ def payment_acknowledge(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     if not pending:
         refuse("not_confirmed", f"invoice {invoice.id} has no payment to acknowledge")
     for payment in pending:
-        payment["acknowledged"] = _event(ctx, tx)
+        payment["acknowledged"] = audit.event(ctx, tx)
         state.put_obj(layout.bill_payment_key(contract["id"], invoice.index, payment["n"]), payment)
     amount = sum(p["amount_minor"] for p in pending)
     audit.record(
         ctx,
         state,
         tx,
-        _subjects(contract, tx),
+        audit.contract_subjects(contract, tx),
         f"acknowledged {amount} {invoice.plan.currency} received for invoice {invoice.id}",
     )
 

@@ -52,10 +52,13 @@ from mdtp.node.ledger.state import Overlay, ReadableKV
 from mdtp.node.ledger.trading import audit, billing, layout, record
 from mdtp.node.ledger.trading.accounts import has_role, registered_only, require_active
 from mdtp.node.ledger.trading.analysis import check_terms
+from mdtp.node.ledger.trading.audit import event as event
 from mdtp.node.ledger.trading.catalog import require_published
 from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
 from mdtp.node.ledger.tx import Tx, canonical
+
+subjects = audit.contract_subjects  # the audit subjects of every contract event
 
 
 class Status(StrEnum):
@@ -233,21 +236,6 @@ def require_contract(state: ReadableKV, contract_id: str) -> dict[str, Any]:
 
 def parties(contract: dict[str, Any]) -> tuple[str, str]:
     return contract["supplier"], contract["consumer"]
-
-
-def event(ctx: BlockContext, tx: Tx) -> dict[str, Any]:
-    return {"height": ctx.height, "time_ms": ctx.timestamp_ms, "tx_id": tx.id}
-
-
-def subjects(contract: dict[str, Any], tx: Tx) -> list[tuple[audit.Kind, str]]:
-    """Audit subjects of a contract event: the contract, its dataset, sender and parties."""
-    return [
-        ("contract", contract["id"]),
-        ("dataset", contract["dataset_id"]),
-        ("account", tx.sender),
-        ("account", contract["supplier"]),
-        ("account", contract["consumer"]),
-    ]
 
 
 # ---- handlers --------------------------------------------------------------------------
