@@ -57,6 +57,11 @@ a further payment (at most :data:`MAX_PAYMENTS` per invoice) or a carried credit
 the difference. ``payment.acknowledge`` by the supplier acknowledges every payment of the
 invoice not yet acknowledged (``not_confirmed`` when there is none).
 
+Suspension: with ``suspend_when_overdue``, :func:`access_suspended` is true while an invoice
+is OVERDUE. The supplier's node checks it before serving and between windows; the ledger
+refuses a receipt (``payment_overdue``) if access was suspended at its authorisation time,
+judged on the state that commits it (a payment committed in between lifts the refusal).
+
 Index: ``billdue/<due>/<contract>`` holds the due time of each contract's earliest invoice
 with an amount outstanding; it is rewritten whenever that can change (activation,
 termination, a usage line, a refund, a payment), so :func:`overdue_invoices` reads only
