@@ -193,10 +193,19 @@ def add_routes(
     def get_dataset(request: web.Request) -> web.Response:
         _only(request, frozenset())
         dataset_id = request.match_info["dataset_id"]
-        height, _, dataset = consistent(lambda s, h, t: queries.get_dataset(s.state, dataset_id))
-        if dataset is None:
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            dataset = queries.get_dataset(s.state, dataset_id)
+            if dataset is None:
+                return None
+            return dataset, disputes.track_record(s.state, dataset["supplier"])
+
+        height, _, found = consistent(read)
+        if found is None:
             return not_found(f"no dataset {dataset_id}")
-        return _json({"as_of_height": height, "dataset": dataset})
+        dataset, record = found
+        # the catalog shows the supplier's track record with each dataset
+        return _json({"as_of_height": height, "dataset": dataset, "supplier_record": record})
 
     # -- contracts --------------------------------------------------------------------------
 

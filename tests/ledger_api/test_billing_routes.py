@@ -150,6 +150,8 @@ async def test_a_billed_contract_is_paid_disputed_and_refunded_through_the_sdk(
     assert (record["contracts"], record["disputes_opened"], record["disputes_settled"]) == (1, 1, 1)
     summary = (await t.invoices("c1", reader=m.consumer))["billing"]
     assert summary["refunded_minor"] == 50_000 and summary["credit_outstanding_minor"] == 50_000
+    shown = await t.node.get("/v1/datasets/ds1")  # the catalog shows the track record
+    assert shown["supplier_record"] == record
 
 
 async def test_overdue_invoices_list_only_contracts_the_reader_may_read(
