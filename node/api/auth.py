@@ -79,11 +79,22 @@ def _contract_parties(state: ReadableKV, contract_id: str) -> set[str] | None:
         return None
     parties = {str(contract["supplier"]), str(contract["consumer"])}
     for n in range(1, int(contract["version"]) + 1):
-        version = layout.read(state, layout.version_key(contract_id, n)) or {}
-        reviewer = (version.get("terms") or {}).get("reviewer")
-        if reviewer:
-            parties.add(str(reviewer))
+        terms = (layout.read(state, layout.version_key(contract_id, n)) or {}).get("terms") or {}
+        for role in ("reviewer", "arbiter"):
+            if terms.get(role):
+                parties.add(str(terms[role]))
     return parties
+
+
+def contract_readers(state: ReadableKV, contract_id: str) -> set[str]:
+    """The accounts that read a contract as parties (supplier, consumer, reviewer, arbiter);
+    with :func:`may_read`, also their members' auditors."""
+    return _contract_parties(state, contract_id) or set()
+
+
+def _of_dispute(state: ReadableKV, request: web.Request) -> set[str] | None:
+    dispute = layout.read(state, layout.dispute_key(request.match_info["dispute_id"]))
+    return None if dispute is None else _contract_parties(state, str(dispute["contract_id"]))
 
 
 def _dataset_parties(state: ReadableKV, dataset_id: str) -> set[str] | None:
@@ -141,7 +152,9 @@ def _party(parties: Parties, who: str) -> Rule:
     return Rule(Tier.PARTY, who, parties)
 
 
-_CONTRACT_PARTY = "supplier, consumer or reviewer of the contract, or an auditor of their member"
+_CONTRACT_PARTY = (
+    "supplier, consumer, reviewer or arbiter of the contract, or an auditor of their member"
+)
 
 # (method, route as declared) -> who may call it. A route missing here is refused
 # (``no_policy``): adding a route means deciding who may call it.
@@ -174,6 +187,16 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/disposals/overdue"): _party(
         _any_account, "any account; rows of contracts it may read (as above)"
     ),
+    # Billing and disputes: a contract's invoices and disputes are its parties' business; a
+    # supplier's track record (counts only) is shown with the catalog.
+    ("GET", "/v1/contracts/{contract_id}/invoices"): _party(_of_contract, _CONTRACT_PARTY),
+    ("GET", "/v1/contracts/{contract_id}/invoices/{period}"): _party(_of_contract, _CONTRACT_PARTY),
+    ("GET", "/v1/invoices/overdue"): _party(
+        _any_account, "any account; invoices of contracts it may read (as above)"
+    ),
+    ("GET", "/v1/contracts/{contract_id}/disputes"): _party(_of_contract, _CONTRACT_PARTY),
+    ("GET", "/v1/disputes/{dispute_id}"): _party(_of_dispute, _CONTRACT_PARTY),
+    ("GET", "/v1/suppliers/{account_id}/record"): _LEDGER,
     ("GET", "/v1/audit/{kind}/{subject_id}"): _party(
         _of_audit_subject,
         "contract: as above; dataset: its supplier; account: itself; or their member's "

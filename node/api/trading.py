@@ -27,7 +27,7 @@ from mdtp.node.chain.execution import decode_certificate
 from mdtp.node.encoding import dumps
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.state import Overlay
-from mdtp.node.ledger.trading import queries
+from mdtp.node.ledger.trading import billing, disputes, queries
 from mdtp.node.ledger.trading.audit import KINDS
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
 from mdtp.storage.blockstore import BlockStore
@@ -193,10 +193,19 @@ def add_routes(
     def get_dataset(request: web.Request) -> web.Response:
         _only(request, frozenset())
         dataset_id = request.match_info["dataset_id"]
-        height, _, dataset = consistent(lambda s, h, t: queries.get_dataset(s.state, dataset_id))
-        if dataset is None:
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            dataset = queries.get_dataset(s.state, dataset_id)
+            if dataset is None:
+                return None
+            return dataset, disputes.track_record(s.state, dataset["supplier"])
+
+        height, _, found = consistent(read)
+        if found is None:
             return not_found(f"no dataset {dataset_id}")
-        return _json({"as_of_height": height, "dataset": dataset})
+        dataset, record = found
+        # the catalog shows the supplier's track record with each dataset
+        return _json({"as_of_height": height, "dataset": dataset, "supplier_record": record})
 
     # -- contracts --------------------------------------------------------------------------
 
@@ -290,6 +299,100 @@ def add_routes(
 
         height, at_ms, found = consistent(read)
         return _json({"as_of_height": height, "as_of_time_ms": at_ms, "overdue": found})
+
+    # -- billing and disputes -------------------------------------------------------------
+
+    def contract_invoices(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        contract_id = request.match_info["contract_id"]
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            if queries.get_contract(s.state, contract_id, at_ms=t) is None:
+                return None
+            return (
+                billing.invoices(s.state, contract_id, at_ms=t),
+                billing.summary(s.state, contract_id, at_ms=t),
+            )
+
+        height, at_ms, found = consistent(read)
+        if found is None:
+            return not_found(f"no contract {contract_id}")
+        invoices, summary = found
+        return _json(
+            {
+                "as_of_height": height,
+                "as_of_time_ms": at_ms,
+                "billing": summary,
+                "invoices": invoices,
+            }
+        )
+
+    def get_invoice(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        contract_id, period = request.match_info["contract_id"], request.match_info["period"]
+        if not period.isdigit() or len(period) > 6:
+            raise BadParam("period must be an invoice's period index")
+        invoice_id = f"{contract_id}/{int(period)}"
+        height, at_ms, found = consistent(
+            lambda s, h, t: billing.invoice(s.state, invoice_id, at_ms=t)
+        )
+        if found is None:
+            return not_found(f"no invoice {invoice_id}")
+        return _json({"as_of_height": height, "as_of_time_ms": at_ms, "invoice": found})
+
+    def overdue_invoices(request: web.Request) -> web.Response:
+        _only(request, frozenset({"limit"}))
+        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
+        reader = request[auth.READER]
+
+        def read(s: BlockStore, h: int, t: int) -> list[dict[str, Any]]:
+            # only the invoices of contracts the signer may read (as a party or its auditor)
+            rows = billing.overdue_invoices(s.state, at_ms=t, limit=queries.LIMIT_MAX)
+            mine = [
+                r
+                for r in rows
+                if auth.may_read(s.state, reader, auth.contract_readers(s.state, r["contract_id"]))
+            ]
+            return mine[:limit]
+
+        height, at_ms, found = consistent(read)
+        return _json({"as_of_height": height, "as_of_time_ms": at_ms, "overdue": found})
+
+    def contract_disputes(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        contract_id = request.match_info["contract_id"]
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            if queries.get_contract(s.state, contract_id, at_ms=t) is None:
+                return None
+            return queries.jsonable(disputes.contract_disputes(s.state, contract_id))
+
+        height, _, found = consistent(read)
+        if found is None:
+            return not_found(f"no contract {contract_id}")
+        return _json({"as_of_height": height, "disputes": found})
+
+    def get_dispute(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        dispute_id = request.match_info["dispute_id"]
+        height, _, found = consistent(lambda s, h, t: disputes.get_dispute(s.state, dispute_id))
+        if found is None:
+            return not_found(f"no dispute {dispute_id}")
+        return _json({"as_of_height": height, "dispute": queries.jsonable(found)})
+
+    def supplier_record(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        account_id = request.match_info["account_id"]
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            if queries.get_account(s.state, account_id) is None:
+                return None
+            return disputes.track_record(s.state, account_id)
+
+        height, _, found = consistent(read)
+        if found is None:
+            return not_found(f"no account {account_id}")
+        return _json({"as_of_height": height, "record": found})
 
     # -- audit ------------------------------------------------------------------------------
 
@@ -385,6 +488,12 @@ def add_routes(
     r.add_get("/v1/contracts/{contract_id}/compute", route(contract_compute))
     r.add_get("/v1/receipts/{receipt_id}", route(get_receipt))
     r.add_get("/v1/disposals/overdue", route(overdue))
+    r.add_get("/v1/contracts/{contract_id}/invoices", route(contract_invoices))
+    r.add_get("/v1/contracts/{contract_id}/invoices/{period}", route(get_invoice))
+    r.add_get("/v1/invoices/overdue", route(overdue_invoices))
+    r.add_get("/v1/contracts/{contract_id}/disputes", route(contract_disputes))
+    r.add_get("/v1/disputes/{dispute_id}", route(get_dispute))
+    r.add_get("/v1/suppliers/{account_id}/record", route(supplier_record))
     r.add_get("/v1/audit/{kind}/{subject_id}", route(audit))
     r.add_get("/v1/audit/{kind}/{subject_id}/export", route(export))
     r.add_get("/v1/reasons", route(reasons))

@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Each concern's client commands live beside it and register themselves here.
 _COMMAND_MODULES: tuple[str, ...] = (
     "mdtp.node.cli.trading",
+    "mdtp.node.cli.billing",
     "mdtp.node.cli.governance",
     "mdtp.node.cli.data",
     "mdtp.node.cli.compute",

@@ -439,10 +439,17 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
             print_json(d)
             return 0
         q = d["quality"]
+        r = await t.supplier_record(d["supplier"])
         rows = [
             ("dataset", f"{d['id']} (version {d['version']}, {d['status']})"),
             ("title", d["title"]),
             ("supplier", f"{d['supplier']} on node {d['supplier_node']}"),
+            (
+                "track record",
+                f"{r['contracts']} contracts, {r['disputes_opened']} disputes "
+                f"({r['disputes_upheld']} upheld, {r['disputes_settled']} settled, "
+                f"{r['disputes_rejected']} rejected)",
+            ),
             ("tags", ", ".join(d["tags"]) or "-"),
             ("format", d["format"]),
             ("size", f"{d['size_bytes']} bytes in {d['chunk_count']} chunks"),
@@ -514,6 +521,13 @@ def _terms(args: argparse.Namespace, base: dict[str, Any]) -> b.Terms:
         terms.pop("reviewer", None)
     elif args.reviewer:
         terms["reviewer"] = args.reviewer
+    if args.arbiter == "none":
+        terms.pop("arbiter", None)
+    elif args.arbiter:
+        terms["arbiter"] = args.arbiter
+    billing = _billing(args, terms.get("billing"))
+    if billing is not None:
+        terms["billing"] = billing
     terms.setdefault("use_start_ms", int(time.time() * 1000))
     missing = [flag for name, flag in _REQUIRED_TERMS if name not in terms]
     if missing:
@@ -522,6 +536,31 @@ def _terms(args: argparse.Namespace, base: dict[str, Any]) -> b.Terms:
         return terms_from_json(terms)
     except TradingError as e:
         raise UsageError(e.message) from None
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds from ``30d``, ``12h``, ``15m``, ``10s`` or a plain integer of ms."""
+    m = re.fullmatch(r"(\d+)([smhd]?)", text)
+    if m is None:
+        raise UsageError(f"cannot read duration {text!r}: give 30d, 12h, 15m, 10s or ms")
+    return int(m.group(1)) * (_UNIT_MS[m.group(2)] if m.group(2) else 1)
+
+
+def _billing(args: argparse.Namespace, base: Any) -> dict[str, Any] | None:
+    """The terms' ``billing`` map: ``base`` (from --terms) with the billing flags over it."""
+    flags: dict[str, Any] = {
+        "unit": args.billing_unit,
+        "period_ms": parse_duration(args.billing_period) if args.billing_period else None,
+        "payment_due_ms": parse_duration(args.payment_due) if args.payment_due else None,
+        "suspend_when_overdue": args.suspend_when_overdue,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return None if base is None else dict(base)
+    billing = {"suspend_when_overdue": False, **(base or {}), **given}
+    if "payment_due_ms" not in billing:
+        raise UsageError("billing terms need --payment-due (e.g. 14d)")
+    return billing
 
 
 def _usage(args: argparse.Namespace, e: UsageError) -> int:
@@ -827,6 +866,16 @@ def _terms_flags(sp: argparse.ArgumentParser) -> None:
     g.add_argument("--terms-document", help="file of the natural-language terms (hashed)")
     g.add_argument("--terms-document-hash", help="SHA-256 hex of that document")
     g.add_argument("--reviewer", help="reviewer account id who must approve ('none' to drop)")
+    g.add_argument("--arbiter", help="reviewer-role account who resolves disputes ('none' to drop)")
+    g.add_argument("--billing-unit", choices=("download", "chunk", "query"), help="pay_per_use")
+    g.add_argument("--billing-period", help="invoice period, e.g. 30d (subscription, per use)")
+    g.add_argument("--payment-due", help="time to pay after a period closes, e.g. 14d")
+    g.add_argument(
+        "--suspend-when-overdue",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="no downloads or queries while an invoice is overdue",
+    )
 
 
 def _metadata_flags(sp: argparse.ArgumentParser) -> None:

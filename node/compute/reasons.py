@@ -25,6 +25,7 @@ REQUEST_REFUSALS: dict[str, str] = {
     "contract_expired": "the contract's use period has ended",
     "contract_terminated": "the contract was terminated",
     "outside_use_period": "the use period has not started yet",
+    "payment_overdue": "an invoice is overdue and the terms suspend access until it is paid",
     "not_clean_room": "the contract's delivery method is not clean_room",
     "budget_exhausted": "every query the contract's budget allows has been run",
     "busy": "too many queries in progress; retry later",

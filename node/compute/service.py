@@ -50,6 +50,7 @@ from mdtp.node.data.protocol import Refused, check_expiry, check_signature
 from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.signer import NodeSigner
 from mdtp.node.data.tasks import Tasks
+from mdtp.node.ledger.trading import billing
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.accounts import load_account
 from mdtp.node.ledger.trading.analysis import rule_hash
@@ -187,6 +188,8 @@ class QueryServer:
         version = load_version(state, req.contract_id, contract["activated"]["version"])
         if at < version["terms"]["use_start_ms"]:
             raise QueryRefused("outside_use_period", "the use period has not started")
+        if billing.access_suspended(state, contract, at_ms=at):
+            raise QueryRefused("payment_overdue", "an invoice is overdue; access is suspended")
         rule = version["terms"].get("analysis_rule")
         if rule is None:
             raise QueryRefused("not_clean_room", f"contract {req.contract_id} is for download")

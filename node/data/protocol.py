@@ -52,6 +52,7 @@ REFUSALS: dict[str, str] = {
     "contract_expired": "the contract's use period has ended",
     "contract_terminated": "the contract was terminated",
     "outside_use_period": "the use period has not started yet",
+    "payment_overdue": "an invoice is overdue and the terms suspend access until it is paid",
     "bad_chunk_range": "the chunk range is empty or outside the dataset",
     "quota_exhausted": "every download the contract allows has been used",
     "busy": "too many fetches in progress; retry later",

@@ -12,7 +12,8 @@ An authorised fetch is written ahead as a download (:mod:`~node.data.receipts`) 
 ``data.chunk`` frames (chunk, Merkle proof) with a window: at most ``window_chunks``
 unacknowledged chunks are ever queued, so a fetch cannot flood the peer link that consensus
 also uses. Before each window the authorisation is checked again on the committed state
-(contract still ACTIVE, inside the use period, quota not overdrawn, consumer not revoked):
+(contract still ACTIVE, inside the use period, no overdue invoice suspending access, quota not
+overdrawn, consumer not revoked):
 a consumer who stalls and terminates gets no further window. Every chunk is re-hashed on
 read; a corrupted one stops the fetch (``chunk_corrupt``). However the stream ends, what was
 sent is recorded on the ledger as one ``delivery.receipt``.
@@ -46,6 +47,7 @@ from mdtp.node.data.receipts import Download, Receipts
 from mdtp.node.data.replay import ReplayGuard
 from mdtp.node.data.tasks import Tasks
 from mdtp.node.ledger.state import ReadableKV
+from mdtp.node.ledger.trading import billing
 from mdtp.node.ledger.trading.accounts import load_account
 from mdtp.node.ledger.trading.contracts import Status, effective_status, load_contract, load_version
 from mdtp.storage.chunkstore import ChunkCorrupt, ChunkMissing, ChunkStore
@@ -164,6 +166,8 @@ class Supplier:
         version = load_version(state, req.contract_id, contract["activated"]["version"])
         if at < version["terms"]["use_start_ms"]:
             raise Refused("outside_use_period", "the use period has not started")
+        if billing.access_suspended(state, contract, at_ms=at):
+            raise Refused("payment_overdue", "an invoice is overdue and the terms suspend access")
         dataset_id: str = contract["dataset_id"]
         manifest = self._store.manifest(dataset_id)
         if manifest is None or manifest.merkle_root != version["dataset_merkle_root"]:

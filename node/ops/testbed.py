@@ -46,8 +46,11 @@ def terms(
     use_end_ms: int | None = None,
     disposal_deadline_ms: int | None = None,
     analysis_rule: b.AnalysisRule | None = None,
+    billing: b.Billing | None = None,
+    arbiter: str | None = None,
 ) -> b.Terms:
-    """Download terms, or clean-room terms when an ``analysis_rule`` is given."""
+    """Download terms, or clean-room terms when an ``analysis_rule`` is given; a one-time
+    price of 1000 EUR minor units, billed on the ledger with ``billing``."""
     start = now_ms() - 60_000 if use_start_ms is None else use_start_ms
     end = now_ms() + DAY_MS if use_end_ms is None else use_end_ms
     return b.Terms(
@@ -64,6 +67,8 @@ def terms(
         price_model="one_time",
         terms_document_hash=bytes(32),
         analysis_rule=analysis_rule,
+        billing=billing,
+        arbiter=arbiter,
     )
 
 

@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -395,6 +395,7 @@ class FetchState:
     next_chunk: int = 0
     bytes_done: int = 0
     receipts: list[str] = field(default_factory=list)
+    chunk_hashes: list[str] = field(default_factory=list)  # ciphertext hashes, in order
 
 
 @dataclass
@@ -434,6 +435,44 @@ def _load_state(path: Path, contract_id: str, root: str) -> FetchState | None:
     if state.contract_id != contract_id or state.merkle_root != root:
         return None
     return state
+
+
+def evidence_path(out: Path) -> Path:
+    """Where a completed fetch keeps its chunks' ciphertext hashes (``OUT.chunks.json``): what
+    a dispute's Merkle evidence is built from (:func:`dispute_chunks`)."""
+    return out.with_name(out.name + ".chunks.json")
+
+
+def dispute_chunks(out: Path, indices: Sequence[int]) -> tuple[b.DisputedChunk, ...]:
+    """The evidence for ``dispute.open`` about chunks ``indices`` of a fetched copy ``out``:
+    each chunk's ciphertext hash and its Merkle proof, rebuilt from the hashes the fetch
+    kept and checked against the root the contract pinned. DataError if the copy has no
+    evidence file (fetched before it was kept, or never completed) or an index is out of
+    range."""
+    try:
+        doc = json.loads(evidence_path(out).read_text())
+        hashes = [bytes.fromhex(h) for h in doc["chunk_hashes"]]
+        root = bytes.fromhex(doc["merkle_root"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError("no_evidence", f"no chunk hashes kept for {out}: {e}") from None
+    tree = MerkleTree(hashes)
+    if tree.root != root:
+        raise DataError("bad_chunk", f"{evidence_path(out)} does not match the Merkle root")
+    chunks = []
+    for index in indices:
+        if not 0 <= index < len(hashes):
+            raise DataError("bad_chunk_range", f"chunk {index} is outside 0..{len(hashes) - 1}")
+        chunks.append(b.DisputedChunk(index, hashes[index], tuple(tree.proof(index))))
+    return tuple(chunks)
+
+
+def file_sha256(path: Path) -> bytes:
+    """SHA-256 of a file: the ``evidence_hash`` of supporting material kept off the ledger."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * 2**20):
+            digest.update(block)
+    return digest.digest()
 
 
 def registry_dir(explicit: Path | None = None) -> Path:
@@ -569,6 +608,14 @@ async def fetch(
     if plain.hexdigest() != dataset["plaintext_digest"]:
         raise DataError("digest_mismatch", "the decrypted file does not match plaintext_digest")
     os.replace(part, out)
+    if len(state.chunk_hashes) == count:  # a copy resumed from an older state has none
+        evidence = {
+            "contract_id": contract_id,
+            "dataset_id": dataset_id,
+            "merkle_root": root_hex,
+            "chunk_hashes": state.chunk_hashes,
+        }
+        write_owner_only(evidence_path(out), json.dumps(evidence).encode())
     state_path.unlink(missing_ok=True)
     confirmed = await confirm_receipts(client, signer, state.receipts) if confirm else []
     return Fetched(
@@ -639,6 +686,7 @@ async def _transfer(
             f.write(pt)
             if plain is not None:
                 plain.update(pt)
+            state.chunk_hashes.append(sha256(data).hex())
             state.next_chunk += 1
             state.bytes_done += len(pt)
             bar.update(len(pt))

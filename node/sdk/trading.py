@@ -8,7 +8,8 @@ read the trading queries, on top of :class:`node.sdk.client.NodeClient`.
         await t.publish_dataset(supplier_key, dataset_id="ds1", metadata={...})
         contract = await t.contract("c1")  # a confidential read, signed by the reader
 
-Confidential reads (contracts, receipts, audit trails, overdue disposals) are signed by an
+Confidential reads (contracts, receipts, invoices, disputes, audit trails, overdue disposals
+and invoices) are signed by an
 account: the ``reader=`` of the call, else the client's, else the node client's. Methods that
 act on a contract (counter, sign, review) read it as the configured reader, else as the
 account that acts.
@@ -26,7 +27,7 @@ files, query results); :func:`terms_from_json` reads terms in their JSON form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -96,6 +97,19 @@ HINTS: dict[str, str] = {
     "same_party": "the consumer must be another account than the dataset's supplier",
     "wrong_supplier_node": "publish with --supplier-node set to your own member",
     "unknown_member": "name a member of the consortium (see genesis.json)",
+    "bad_billing": "check terms.billing against the price model (README: Billing and disputes)",
+    "unknown_invoice": "list the contract's invoices with `mdtp invoice list CONTRACT`",
+    "invoice_open": "the period is still running; pay once it closed (`mdtp invoice list`)",
+    "invoice_paid": "nothing is outstanding on this invoice",
+    "amount_mismatch": "pay exactly the outstanding amount `mdtp invoice list` shows",
+    "currency_mismatch": "pay in the invoice's currency",
+    "not_confirmed": "the consumer has not confirmed a payment of this invoice yet",
+    "payment_overdue": "pay the overdue invoice (`mdtp invoice overdue`) to lift the suspension",
+    "no_resolver": "the terms name no arbiter or reviewer: settle it off-ledger",
+    "chunk_not_delivered": "name chunks a committed receipt of the contract covers",
+    "bad_merkle_proof": "build the evidence from the fetched copy (`mdtp dispute open --file`)",
+    "dispute_window_closed": "disputes may be opened until the disposal deadline",
+    "refund_over_cap": "refund at most what the contract charged minus earlier refunds",
 }
 
 
@@ -407,6 +421,80 @@ class TradingClient:
     ) -> Committed:
         return await self.send(consumer, b.DisposalAttest(contract_id, method, disposed_at_ms))
 
+    # billing and disputes (node/ledger/trading/billing.py, disputes.py; README "Billing and
+    # disputes"): charges are never posted, only payments confirmed and acknowledged
+
+    async def confirm_payment(
+        self,
+        consumer: SigningKey,
+        invoice_id: str,
+        *,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+    ) -> Committed:
+        """The consumer paid ``invoice_id`` (``<contract id>/<period>``): exactly its
+        outstanding amount, in its currency; ``reference`` names the bank transfer."""
+        body = b.PaymentConfirm(invoice_id, amount_minor, currency, reference)
+        return await self.send(consumer, body)
+
+    async def pay_invoice(
+        self, consumer: SigningKey, invoice_id: str, *, reference: str
+    ) -> Committed:
+        """Confirm a payment of the invoice's outstanding amount as the ledger computes it
+        now (read as the consumer)."""
+        invoice = await self.invoice(invoice_id, reader=self.reader or consumer)
+        return await self.confirm_payment(
+            consumer,
+            invoice_id,
+            amount_minor=int(invoice["outstanding_minor"]),
+            currency=str(invoice["currency"]),
+            reference=reference,
+        )
+
+    async def acknowledge_payment(self, supplier: SigningKey, invoice_id: str) -> Committed:
+        """The supplier received the invoice's confirmed payments."""
+        return await self.send(supplier, b.PaymentAcknowledge(invoice_id))
+
+    async def open_dispute(
+        self,
+        consumer: SigningKey,
+        dispute_id: str,
+        contract_id: str,
+        *,
+        statement: str,
+        evidence_hash: bytes,
+        chunks: Sequence[b.DisputedChunk] = (),
+        receipt_id: bytes | None = None,
+    ) -> Committed:
+        """Open a dispute: ``chunks`` (with their Merkle proofs, see
+        :func:`node.sdk.data.dispute_chunks`) for a download contract, ``receipt_id`` (a
+        compute receipt) for a clean-room one; ``evidence_hash`` is the SHA-256 of the
+        supporting material kept off the ledger."""
+        body = b.DisputeOpen(
+            dispute_id, contract_id, tuple(chunks), statement, evidence_hash, receipt_id
+        )
+        return await self.send(consumer, body)
+
+    async def answer_dispute(
+        self, supplier: SigningKey, dispute_id: str, *, statement: str, evidence_hash: bytes
+    ) -> Committed:
+        return await self.send(supplier, b.DisputeAnswer(dispute_id, statement, evidence_hash))
+
+    async def resolve_dispute(
+        self,
+        resolver: SigningKey,
+        dispute_id: str,
+        *,
+        decision: str,
+        refund_minor: int = 0,
+        comment: str = "",
+    ) -> Committed:
+        """By the terms' arbiter (else reviewer): ``upheld``, ``rejected`` or ``settled``; a
+        refund (not on ``rejected``) is credited on the contract's invoices."""
+        body = b.DisputeResolve(dispute_id, decision, refund_minor, comment)
+        return await self.send(resolver, body)
+
     # -- queries ----------------------------------------------------------------------------
 
     async def _get(self, path: str, **params: Any) -> Any:
@@ -532,6 +620,51 @@ class TradingClient:
     ) -> dict[str, Any]:
         """Overdue disposals of the contracts the reader may read."""
         doc: dict[str, Any] = await self._get_signed("/v1/disposals/overdue", reader, limit=limit)
+        return doc
+
+    async def invoices(
+        self, contract_id: str, *, reader: SigningKey | None = None
+    ) -> dict[str, Any]:
+        """``{"as_of_height", "as_of_time_ms", "billing", "invoices"}``: the contract's
+        billing summary and the invoices of every period started (see README "Billing and
+        disputes" for the fields and statuses)."""
+        doc: dict[str, Any] = await self._get_signed(
+            f"/v1/contracts/{contract_id}/invoices", reader
+        )
+        return doc
+
+    async def invoice(self, invoice_id: str, *, reader: SigningKey | None = None) -> dict[str, Any]:
+        """One invoice by its id ``<contract id>/<period>``."""
+        contract_id, _, period = invoice_id.rpartition("/")
+        if not contract_id or not period.isdigit():
+            raise ValueError(f"invoice id {invoice_id!r} is not <contract id>/<period>")
+        path = f"/v1/contracts/{contract_id}/invoices/{period}"
+        doc: dict[str, Any] = (await self._get_signed(path, reader))["invoice"]
+        return doc
+
+    async def overdue_invoices(
+        self, *, limit: int | None = None, reader: SigningKey | None = None
+    ) -> dict[str, Any]:
+        """Overdue invoices of the contracts the reader may read, earliest due first."""
+        doc: dict[str, Any] = await self._get_signed("/v1/invoices/overdue", reader, limit=limit)
+        return doc
+
+    async def disputes(
+        self, contract_id: str, *, reader: SigningKey | None = None
+    ) -> list[dict[str, Any]]:
+        doc = await self._get_signed(f"/v1/contracts/{contract_id}/disputes", reader)
+        found: list[dict[str, Any]] = doc["disputes"]
+        return found
+
+    async def dispute(self, dispute_id: str, *, reader: SigningKey | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = (await self._get_signed(f"/v1/disputes/{dispute_id}", reader))[
+            "dispute"
+        ]
+        return doc
+
+    async def supplier_record(self, account_id: str) -> dict[str, Any]:
+        """A supplier's track record: contracts, disputes opened, upheld, settled, rejected."""
+        doc: dict[str, Any] = (await self._get(f"/v1/suppliers/{account_id}/record"))["record"]
         return doc
 
     async def audit(

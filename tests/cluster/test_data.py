@@ -20,10 +20,12 @@ import pytest
 
 from mdtp.node.data.protocol import sign_fetch_request
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.merkle import verify_proof
+from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.ops.testbed import client_for, make_contract, register_account
-from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
+from mdtp.node.sdk.data import DataClient, DataError, dispose, dispute_chunks, fetch, publish
 from mdtp.node.testing.tamper import TAMPER_ENV
 from tests.support.processes import metric_value
 
@@ -166,6 +168,10 @@ async def test_64_mib_dataset_is_fetched_byte_identically_with_receipt_and_confi
     types = [e["type"] for e in view["audit"]]
     assert types[-3:] == ["access.grant", "delivery.receipt", "delivery.confirm"]
     assert view["contract"]["downloads"] == 1
+    # the fetch kept the chunk hashes a dispute's Merkle evidence is built from
+    root = bytes.fromhex(view["contract"]["versions"][0]["dataset_merkle_root"])
+    for chunk in dispute_chunks(out, [0, 63]):
+        assert verify_proof(root, 64, chunk.index, chunk.chunk_hash, list(chunk.proof))
 
     async with t.consumer_client() as c:
         disposed = await dispose(c, t.consumer, contract_id, registry=tmp_path / "reg")
@@ -206,6 +212,8 @@ async def test_interrupted_fetch_resumes_from_the_first_missing_chunk(
             await asyncio.sleep(0.2)
     ranges = sorted((r["first_chunk"], r["last_chunk"]) for r in view["receipts"])
     assert ranges[1] == (20, 63) and ranges[0][0] == 0
+    # the hashes of the chunks fetched before the interruption were kept across it
+    assert len(dispute_chunks(out, list(range(64)))) == 64
 
 
 @pytest.mark.parametrize(
@@ -221,6 +229,7 @@ async def test_interrupted_fetch_resumes_from_the_first_missing_chunk(
         "replayed_nonce",
         "request_expired",
         "bad_chunk_range",
+        "payment_overdue",
     ],
 )
 async def test_bad_request_is_refused_with_its_reason_and_no_data_byte(
@@ -264,6 +273,10 @@ async def test_bad_request_is_refused_with_its_reason_and_no_data_byte(
         assert (await raw_fetch(t, raw))[-1]["t"] == "end"
     elif case == "request_expired":
         raw = await signed(t, await contract(t), expires_in_ms=-1000)
+    elif case == "payment_overdue":  # the one-time invoice is due, and so overdue, at once
+        cid = await contract(t, billing=b.Billing(payment_due_ms=0, suspend_when_overdue=True))
+        await wait_for_grant(t, cid)
+        raw = await signed(t, cid)
     else:
         raw = await signed(t, await contract(t), first=0, last=99)
     served, refused = served_bytes(t), refusals(refusing, case)
@@ -335,3 +348,49 @@ async def test_disposal_not_attested_by_the_deadline_shows_as_overdue(trade: Tra
         await make_contract(c, t.supplier, t.consumer, "small-ds", sign=False)
         overdue = await c.overdue_disposals()
     assert cid in [row["contract_id"] for row in overdue]
+
+
+async def test_an_overdue_invoice_suspends_fetches_until_paid_then_a_dispute_gets_a_refund(
+    trade: Trade, tmp_path: Path
+) -> None:
+    t = trade
+    third = cluster.load_cluster(t.dir)[2]
+    arbiter = await register_account(t.dir, third, ["reviewer"], "arbiter")
+    billed = b.Billing(payment_due_ms=0, suspend_when_overdue=True)
+    cid = await contract(t, billing=billed, arbiter=arbiter.account_id)
+    await wait_for_grant(t, cid)
+    out, registry = tmp_path / "small.bin", tmp_path / "reg"
+    async with t.consumer_client() as c:
+        with pytest.raises(DataError) as e:
+            await fetch(c, t.consumer, cid, out, progress=False, registry=registry)
+        assert e.value.reason == "payment_overdue"
+        [invoice] = (await c.trading.invoices(cid))["invoices"]
+        assert (invoice["status"], invoice["total_minor"]) == ("OVERDUE", 1000)
+        await c.trading.pay_invoice(t.consumer, f"{cid}/0", reference="SEPA 1")
+        await fetch(c, t.consumer, cid, out, progress=False, registry=registry)
+        assert out.read_bytes() == t.small.read_bytes()
+        await c.trading.open_dispute(
+            t.consumer,
+            f"d-{cid}",
+            cid,
+            statement="chunks 0 and 2 are not what the schema says",
+            evidence_hash=bytes(32),
+            chunks=dispute_chunks(out, [0, 2]),
+        )
+    async with t.supplier_client() as c:
+        await c.trading.acknowledge_payment(t.supplier, f"{cid}/0")
+        await c.trading.answer_dispute(
+            t.supplier, f"d-{cid}", statement="as published", evidence_hash=bytes(32)
+        )
+    async with client_for(t.dir, third, reader=arbiter) as c:
+        await c.trading.resolve_dispute(
+            arbiter, f"d-{cid}", decision="upheld", refund_minor=400, comment="partly"
+        )
+        dispute = await c.trading.dispute(f"d-{cid}")
+        record = await c.trading.supplier_record(t.supplier.account_id)
+    assert dispute["status"] == "RESOLVED" and [ch["index"] for ch in dispute["chunks"]] == [0, 2]
+    assert record["disputes_upheld"] >= 1
+    async with t.consumer_client() as c:
+        listed = await c.trading.invoices(cid)
+    assert listed["invoices"][0]["status"] == "ACKNOWLEDGED"
+    assert listed["billing"]["credit_outstanding_minor"] == 400

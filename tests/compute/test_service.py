@@ -176,3 +176,20 @@ def test_the_relay_passes_on_only_results_that_match_their_receipt() -> None:
     ):
         with pytest.raises(QueryRefused, match="bad_result"):
             _checked_result({**bad, "receipt": receipt}, "m1")
+
+
+def test_a_query_is_refused_while_an_overdue_invoice_suspends_access(bed: Bed) -> None:
+    m = bed.market
+    period = {"use_start_ms": NOW - DAY_MS, "use_end_ms": NOW + DAY_MS}
+    billing = {"payment_due_ms": 0, "suspend_when_overdue": True}  # due at activation
+    m.activate(
+        "c3",
+        delivery_method="clean_room",
+        analysis_rule=rule(),
+        billing=billing,
+        disposal_deadline_ms=NOW + 2 * DAY_MS,
+        **period,
+    )
+    assert bed.ask(m.consumer, "SELECT COUNT(*) FROM data", contract="c3") == "payment_overdue"
+    assert bed.server.refusals("c3") == {"payment_overdue": 1}
+    assert bed.replay.held(m.consumer.account_id) == 0

@@ -171,6 +171,7 @@ def test_a_transaction_and_a_dataset(explorer: Explorer) -> None:
     assert main.locator("h3 .mark").get_attribute("data-verified") == "yes"
     main = explorer.open(f"dataset/{market.dataset_id}")
     assert "Spindle vibration, line 7" in main.inner_text()
+    assert "Supplier's track record" in main.inner_text()
     main = explorer.open("datasets")
     assert market.dataset_id in main.inner_text()
 

@@ -95,11 +95,13 @@ def test_every_builder_yields_a_body_the_ledger_accepts() -> None:
         noise_scale_milli=500,
     )
     clean = b.Terms.from_json({**terms(), "delivery_method": "clean_room"})
-    clean = dataclasses.replace(clean, analysis_rule=rule)
+    billed = b.Billing(payment_due_ms=0, suspend_when_overdue=False)
+    arbiter = m.reviewer.account_id
+    clean = dataclasses.replace(clean, analysis_rule=rule, billing=billed, arbiter=arbiter)
     ok(m.supplier, b.ContractOffer("c4", "ds1", m.consumer.account_id, clean))
     for party in (m.consumer, m.supplier):
         ok(party, b.ContractSign("c4", 1, clean.hash()))
-    ok(
+    compute = ok(
         m.node,
         b.ComputeReceipt(
             "c4",
@@ -115,6 +117,12 @@ def test_every_builder_yields_a_body_the_ledger_accepts() -> None:
             1,
         ),
     )
+    # billing and disputes on the clean-room contract (one-time price, arbitrated)
+    ok(m.consumer, b.PaymentConfirm("c4/0", 150_000, "EUR", "SEPA 1"))
+    ok(m.supplier, b.PaymentAcknowledge("c4/0"))
+    ok(m.consumer, b.DisputeOpen("d1", "c4", (), "wrong", digest("report"), compute))
+    ok(m.supplier, b.DisputeAnswer("d1", "checked", digest("log")))
+    ok(m.reviewer, b.DisputeResolve("d1", "settled", 1000, "half"))
 
     assert built == set(b.BODIES)
 

@@ -27,7 +27,8 @@ Step = tuple[SigningKey, Callable[[], b.Body], str | None]  # signer, body, send
 
 def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
     """One body of each type, in an order in which each is allowed, with its signer;
-    ``receipt_id`` receives the receipt's id once it committed."""
+    ``receipt_id`` receives the delivery receipt's id, then the compute receipt's, once each
+    committed."""
     admin = m.chain.admins["m1"]
     user, new_key = SigningKey.generate(with_encryption=True), SigningKey.generate()
     enc = user.encryption_public_key or b""
@@ -44,7 +45,13 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
         query_budget=5,
         max_result_rows=10,
     )
-    clean = dataclasses.replace(plain, delivery_method="clean_room", analysis_rule=rule)
+    clean = dataclasses.replace(
+        plain,
+        delivery_method="clean_room",
+        analysis_rule=rule,
+        billing=b.Billing(payment_due_ms=0, suspend_when_overdue=False),
+        arbiter=m.reviewer.account_id,
+    )
     publish = b.DatasetPublish.from_json(
         {
             **dataset_body("ds2"),
@@ -97,6 +104,15 @@ def samples(m: Market, receipt_id: list[bytes]) -> list[Step]:
             ),
             None,
         ),
+        (m.consumer, lambda: b.PaymentConfirm("c4/0", 150_000, "EUR", "SEPA 1"), None),
+        (m.supplier, lambda: b.PaymentAcknowledge("c4/0"), None),
+        (
+            m.consumer,
+            lambda: b.DisputeOpen("d1", "c4", (), "wrong", digest("report"), receipt_id[1]),
+            None,
+        ),
+        (m.supplier, lambda: b.DisputeAnswer("d1", "checked", digest("log")), None),
+        (m.reviewer, lambda: b.DisputeResolve("d1", "settled", 1000, "half"), None),
         (admin, lambda: gb.MemberPropose("p1", policy, m.chain.time_ms + 3_600_000), None),
         (m.chain.admins["m2"], lambda: gb.MemberVote("p1", approve=True), None),
     ]
@@ -116,6 +132,6 @@ def test_every_typed_body_is_executed_by_the_node_ledger() -> None:
         [result] = m.chain.run(raw)
         assert result.ok, (body.TYPE, result.reason, result.detail)
         executed.add(body.TYPE)
-        if body.TYPE == "delivery.receipt":
+        if body.TYPE in ("delivery.receipt", "compute.receipt"):
             receipt_id.append(result.tx_id)
     assert executed == set(all_bodies.BODIES)

@@ -1,4 +1,5 @@
-"""The trading rules: accounts, catalog, contracts and their fulfilment, as ledger handlers.
+"""The trading rules: accounts, catalog, contracts and their fulfilment, billing (invoices
+derived from terms, receipts and block time; payments) and disputes, as ledger handlers.
 
 ``install(ledger, genesis)`` registers every transaction type and makes the ledger resolve
 sender keys from the account records (so rotated and revoked keys are honoured);
@@ -10,7 +11,15 @@ from __future__ import annotations
 
 from mdtp.node.identity.genesis import Genesis
 from mdtp.node.ledger.machine import Ledger
-from mdtp.node.ledger.trading import accounts, catalog, compute, contracts, fulfilment
+from mdtp.node.ledger.trading import (
+    accounts,
+    billing,
+    catalog,
+    compute,
+    contracts,
+    disputes,
+    fulfilment,
+)
 from mdtp.node.ledger.trading.reasons import REASON_CODES
 
 __all__ = ["REASON_CODES", "genesis_writes", "install"]
@@ -24,6 +33,8 @@ def install(ledger: Ledger, genesis: Genesis) -> None:
     contracts.register(ledger)
     fulfilment.register(ledger)
     compute.register(ledger)
+    billing.register(ledger)
+    disputes.register(ledger)
     ledger.key_resolver = accounts.resolve_key
 
 

@@ -10,7 +10,7 @@ height and by transaction id; handlers do not see the index.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from mdtp.node.ledger.machine import BlockContext
 from mdtp.node.ledger.state import Overlay
@@ -49,3 +49,19 @@ def record(
         seq = (int.from_bytes(raw, "big") if raw else 0) + 1
         state.put(count_key, seq.to_bytes(8, "big"))
         state.put_obj(layout.audit_key(kind, subject, seq), {**entry_base, "seq": seq})
+
+
+def event(ctx: BlockContext, tx: Tx) -> dict[str, Any]:
+    """Where and when a transaction executed, as every record of the rules keeps it."""
+    return {"height": ctx.height, "time_ms": ctx.timestamp_ms, "tx_id": tx.id}
+
+
+def contract_subjects(contract: dict[str, Any], tx: Tx) -> list[tuple[Kind, str]]:
+    """Audit subjects of a contract event: the contract, its dataset, sender and parties."""
+    return [
+        ("contract", contract["id"]),
+        ("dataset", contract["dataset_id"]),
+        ("account", tx.sender),
+        ("account", contract["supplier"]),
+        ("account", contract["consumer"]),
+    ]

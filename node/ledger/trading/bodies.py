@@ -20,7 +20,7 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
-from typing import Any, ClassVar, Self, get_args, get_type_hints
+from typing import Any, ClassVar, Self, get_args, get_origin, get_type_hints
 
 from mdtp.node.encoding import account_id_from_public_key
 from mdtp.node.identity.keys import SigningKey
@@ -42,7 +42,7 @@ class BodyPart:
             if isinstance(value, BodyPart):
                 value = value.to_body()
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_body() if isinstance(v, BodyPart) else v for v in value]
             out[f.name] = value
         return out
 
@@ -76,6 +76,11 @@ def _from_json_value(hint: Any, value: Any, where: str) -> Any:
     if part is not None and isinstance(value, Mapping):
         return part.from_json(value, f"{where}.")
     if isinstance(value, list):
+        items = next((get_args(o) for o in options if get_origin(o) is tuple), ())
+        if items and items[0] is not str:
+            return tuple(
+                _from_json_value(items[0], v, f"{where}[{i}]") for i, v in enumerate(value)
+            )
         return tuple(value)
     return value
 
@@ -212,6 +217,16 @@ class AnalysisRule(BodyPart):
 
 
 @dataclass(frozen=True)
+class Billing(BodyPart):
+    """How the ledger bills the contract (:mod:`.billing`): part of the signed terms."""
+
+    payment_due_ms: int
+    suspend_when_overdue: bool
+    unit: str | None = None  # "download" | "chunk" | "query": pay_per_use only
+    period_ms: int | None = None  # subscription and pay_per_use only
+
+
+@dataclass(frozen=True)
 class Terms(BodyPart):
     delivery_method: str
     purpose: str
@@ -227,6 +242,8 @@ class Terms(BodyPart):
     terms_document_hash: bytes
     reviewer: str | None = None
     analysis_rule: AnalysisRule | None = None
+    billing: Billing | None = None
+    arbiter: str | None = None  # resolves disputes instead of the reviewer
 
     def hash(self) -> bytes:
         """What ``contract.sign`` names (:func:`.contracts.terms_hash`)."""
@@ -334,6 +351,66 @@ class ComputeReceipt(Body):
     budget_used: int
 
 
+# ---- billing and disputes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentConfirm(Body):
+    """By the consumer: ``amount_minor`` is exactly the invoice's outstanding amount."""
+
+    TYPE = "payment.confirm"
+    invoice_id: str  # "<contract id>/<period index>"
+    amount_minor: int
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class PaymentAcknowledge(Body):
+    TYPE = "payment.acknowledge"
+    invoice_id: str
+
+
+@dataclass(frozen=True)
+class DisputedChunk(BodyPart):
+    """A delivered chunk: its index, ciphertext hash and Merkle proof to the pinned root."""
+
+    index: int
+    chunk_hash: bytes
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class DisputeOpen(Body):
+    """By the consumer: chunks for a download contract, ``receipt_id`` (a compute receipt)
+    for a clean-room contract."""
+
+    TYPE = "dispute.open"
+    dispute_id: str
+    contract_id: str
+    chunks: tuple[DisputedChunk, ...]
+    statement: str
+    evidence_hash: bytes
+    receipt_id: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DisputeAnswer(Body):
+    TYPE = "dispute.answer"
+    dispute_id: str
+    statement: str
+    evidence_hash: bytes
+
+
+@dataclass(frozen=True)
+class DisputeResolve(Body):
+    TYPE = "dispute.resolve"
+    dispute_id: str
+    decision: str  # "upheld" | "rejected" | "settled"
+    refund_minor: int = 0
+    comment: str = ""
+
+
 BODIES: dict[str, type[Body]] = {
     body.TYPE: body
     for body in (
@@ -354,5 +431,10 @@ BODIES: dict[str, type[Body]] = {
         DeliveryConfirm,
         DisposalAttest,
         ComputeReceipt,
+        PaymentConfirm,
+        PaymentAcknowledge,
+        DisputeOpen,
+        DisputeAnswer,
+        DisputeResolve,
     )
 }

@@ -29,8 +29,10 @@ is not a replica's job, and the receipt is the node's signed statement of what i
 query), query hash, rule hash, result hash, rows scanned, returned and suppressed, and the
 budget the query used. The ledger refuses a receipt for a contract that is not a clean-room
 contract, whose rule hash is not the active version's, that exceeds the query budget, or
-that repeats a request; it is accepted after the contract ended only if the contract was
-ACTIVE when the node authorised the query (the same rule as delivery receipts).
+that repeats a request, or that was authorised while access was suspended for an overdue
+payment (``payment_overdue``); it is accepted after the contract ended only if the contract was
+ACTIVE when the node authorised the query (the same rule as delivery receipts). Terms billed
+per ``query`` get a usage line for each accepted receipt (:mod:`.billing`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay, ReadableKV
-from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading import audit, billing, layout
 from mdtp.node.ledger.trading.accounts import node_account_of, registered_only
 from mdtp.node.ledger.trading.analysis import RESULT_ROWS_MAX, rule_hash
 from mdtp.node.ledger.trading.contracts import (
@@ -105,6 +107,7 @@ def compute_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     used = queries_used(state, contract_id)
     if used + budget_used > rule["query_budget"]:
         refuse("budget_exhausted", f"{used} of the {rule['query_budget']} queries are used")
+    billing.require_not_suspended(state, contract, authorisation.at_ms)
     used += budget_used
     n = int.from_bytes(state.get(layout.compute_count_key(contract_id)) or b"", "big") + 1
     state.put(request_key, tx.id)
@@ -133,6 +136,9 @@ def compute_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
             "by": tx.sender,
             **event(ctx, tx),
         },
+    )
+    billing.add_usage(
+        ctx, state, contract, unit="query", quantity=1, receipt_id=tx.id, at_ms=authorisation.at_ms
     )
     audit.record(
         ctx,

@@ -10,8 +10,11 @@ terms hash (:func:`terms_hash`); the transaction's own signature is the party's 
 over that hash. When both parties have signed the current version the contract is ACTIVE,
 or PENDING_REVIEW if the terms name a ``reviewer``: that account (it must hold the reviewer
 role and not be a party) then approves (ACTIVE) or rejects (REJECTED, from where the parties
-may counter again or terminate). The author of the current version may delete it while
-nobody has signed it. A party may terminate at any time before the contract ends.
+may counter again or terminate). Terms may also name an ``arbiter`` (same conditions) who
+resolves disputes (:mod:`.disputes`), and a ``billing`` map (:mod:`.billing`) by which the
+ledger derives the contract's invoices; activation and termination re-index its billing.
+The author of the current version may delete it while nobody has signed it. A party may
+terminate at any time before the contract ends.
 
 States::
 
@@ -46,13 +49,16 @@ from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay, ReadableKV
-from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading import audit, billing, layout, record
 from mdtp.node.ledger.trading.accounts import has_role, registered_only, require_active
 from mdtp.node.ledger.trading.analysis import check_terms
+from mdtp.node.ledger.trading.audit import event as event
 from mdtp.node.ledger.trading.catalog import require_published
 from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import HASH_LEN, INT_MAX, Fields, bad
 from mdtp.node.ledger.tx import Tx, canonical
+
+subjects = audit.contract_subjects  # the audit subjects of every contract event
 
 
 class Status(StrEnum):
@@ -191,7 +197,10 @@ def read_terms(f: Fields, now_ms: int) -> dict[str, Any]:
     }
     if t.has("reviewer"):
         terms["reviewer"] = t.account_id("reviewer")
+    if t.has("arbiter"):
+        terms["arbiter"] = t.account_id("arbiter")
     check_terms(t, terms)
+    billing.read_billing(t, terms)
     t.finish()
     if not CURRENCY_RE.match(terms["currency"]):
         bad("terms.currency", "must be an ISO 4217 code such as EUR")
@@ -229,21 +238,6 @@ def parties(contract: dict[str, Any]) -> tuple[str, str]:
     return contract["supplier"], contract["consumer"]
 
 
-def event(ctx: BlockContext, tx: Tx) -> dict[str, Any]:
-    return {"height": ctx.height, "time_ms": ctx.timestamp_ms, "tx_id": tx.id}
-
-
-def subjects(contract: dict[str, Any], tx: Tx) -> list[tuple[audit.Kind, str]]:
-    """Audit subjects of a contract event: the contract, its dataset, sender and parties."""
-    return [
-        ("contract", contract["id"]),
-        ("dataset", contract["dataset_id"]),
-        ("account", tx.sender),
-        ("account", contract["supplier"]),
-        ("account", contract["consumer"]),
-    ]
-
-
 # ---- handlers --------------------------------------------------------------------------
 
 
@@ -260,14 +254,20 @@ def _check_version(contract: dict[str, Any], version: int) -> None:
 
 
 def _check_reviewer(state: Overlay, terms: dict[str, Any], both: tuple[str, str]) -> None:
-    reviewer = terms.get("reviewer")
-    if reviewer is None:
-        return
-    if reviewer in both:
-        refuse("reviewer_is_party", "terms.reviewer is a party of the contract")
-    record = require_active(state, reviewer, "terms.reviewer")
-    if not has_role(record, "reviewer"):
-        refuse("not_reviewer", f"terms.reviewer {reviewer} does not have the reviewer role")
+    """The reviewer and the arbiter the terms name (if any): not a party, active, with the
+    reviewer role (an arbiter who fails this is ``arbiter_is_party`` / ``not_arbiter``)."""
+    for field, is_party, lacks_role in (
+        ("reviewer", "reviewer_is_party", "not_reviewer"),
+        ("arbiter", "arbiter_is_party", "not_arbiter"),
+    ):
+        account = terms.get(field)
+        if account is None:
+            continue
+        if account in both:
+            refuse(is_party, f"terms.{field} is a party of the contract")
+        found = require_active(state, account, f"terms.{field}")
+        if not has_role(found, "reviewer"):
+            refuse(lacks_role, f"terms.{field} {account} does not have the reviewer role")
 
 
 def _new_version(
@@ -280,6 +280,7 @@ def _new_version(
         "terms_hash": terms_hash(terms),
         "dataset_version": dataset["version"],
         "dataset_merkle_root": dataset["merkle_root"],
+        "dataset_chunk_count": dataset["chunk_count"],
         "created": event(ctx, tx),
         "superseded": None,
         "signatures": [],
@@ -301,6 +302,8 @@ def _activate(ctx: BlockContext, state: Overlay, contract: dict[str, Any], tx: T
     state.put(
         layout.disposal_due_key(contract["disposal_deadline_ms"], contract["id"]), layout.EMPTY
     )
+    record.bump(state, contract["supplier"], "contracts")
+    billing.reindex(state, contract)
 
 
 def contract_offer(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
@@ -485,6 +488,7 @@ def contract_terminate(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     contract["status"] = status.value
     contract["terminated"] = {**event(ctx, tx), "by": tx.sender, "reason": reason}
     _store(state, contract)
+    billing.reindex(state, contract)
     audit.record(
         ctx, state, tx, subjects(contract, tx), f"terminated contract {contract_id}: {reason}"
     )

@@ -19,6 +19,10 @@ checks who may post them and when, and keeps them for the audit.
   not terminated at or below it, and the time inside the use period. Every check uses only
   the body and the state, so every replica decides alike. One receipt per request: a node
   that retries a receipt after a crash cannot count a download twice.
+- A receipt authorised (``authorised_at_ms``, else the block time) while the contract's
+  access was suspended for an overdue payment (:func:`.billing.access_suspended`) is refused
+  with ``payment_overdue``; an accepted one is billed if the terms bill per download or per
+  chunk (:func:`.billing.add_usage`).
 - ``delivery.confirm`` and ``disposal.attest`` are posted by the consumer, also after the
   contract expired or was terminated (disposal comes after use). A disposal attested after
   the deadline is still recorded, flagged ``overdue``: the ledger can only vouch for a
@@ -35,7 +39,7 @@ from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay
-from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading import audit, billing, layout
 from mdtp.node.ledger.trading.accounts import node_account_of, registered_only, require_active
 from mdtp.node.ledger.trading.catalog import load_dataset
 from mdtp.node.ledger.trading.contracts import (
@@ -169,6 +173,7 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         refuse("outside_use_period", f"the use period starts at {terms['use_start_ms']}")
     if contract["downloads"] >= contract["max_downloads"]:
         refuse("quota_exhausted", f"all {contract['max_downloads']} downloads are delivered")
+    billing.require_not_suspended(state, contract, started_ms)
     contract["downloads"] += 1
     state.put_obj(
         layout.receipt_key(tx.id),
@@ -189,6 +194,10 @@ def delivery_receipt(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     )
     state.put(layout.contract_receipt_key(contract_id, contract["downloads"]), tx.id)
     state.put_obj(layout.contract_key(contract_id), contract)
+    for unit, quantity in (("download", 1), ("chunk", last_chunk - first_chunk + 1)):
+        billing.add_usage(
+            ctx, state, contract, unit=unit, quantity=quantity, receipt_id=tx.id, at_ms=started_ms
+        )
     audit.record(
         ctx,
         state,

@@ -25,6 +25,15 @@ are fixed-width hex so that byte order is numeric order.
 ``cqreq/<ct id>/<request hex>``    compute receipt id recorded for a query (one per query)
 ``crcpt/<receipt id hex>``         compute receipt (id = id of its transaction)
 ``due/<deadline:016x>/<ct id>``    disposal deadline of every contract that became active
+``bill/<ct id>``                   billing record: line count, refunds, its ``billdue/`` key
+``bline/<ct id>/<per:08x>/<n:08x>`` invoice line ``n`` (usage or refund) in period ``per``
+``btot/<ct id>/<per:08x>``         totals of a period's lines (usage, refunds, count)
+``bpay/<ct id>/<per:08x>/<n:02x>`` payment ``n`` of a period's invoice (confirm, acknowledge)
+``billdue/<due:016x>/<ct id>``     earliest due time of a contract's unpaid invoices
+``dsp/<dispute id>``               dispute record (evidence, answer, resolution)
+``ctdsp/<ct id>/<n:08x>``          dispute ids of a contract, in order
+``dspn/<ct id>``                   dispute counts of a contract (all, open)
+``rec/<supplier account>``         a supplier's track record counters
 ``audit/<kind>/<id>/<seq:08x>``    audit entry ``seq`` of a subject
 ``auditn/<kind>/<id>``             number of audit entries of a subject
 ================================  ==============================================
@@ -58,6 +67,15 @@ COMPUTE_USED = b"cqu/"
 COMPUTE_REQUEST = b"cqreq/"
 COMPUTE_RECEIPT = b"crcpt/"
 DISPOSAL_DUE = b"due/"
+BILLING = b"bill/"
+BILL_LINE = b"bline/"
+BILL_TOTAL = b"btot/"
+BILL_PAYMENT = b"bpay/"
+BILL_DUE = b"billdue/"
+DISPUTE = b"dsp/"
+CONTRACT_DISPUTE = b"ctdsp/"
+DISPUTE_COUNT = b"dspn/"
+TRACK_RECORD = b"rec/"
 AUDIT = b"audit/"
 AUDIT_COUNT = b"auditn/"
 
@@ -142,6 +160,50 @@ def compute_receipt_key(receipt_id: bytes) -> bytes:
 
 def disposal_due_key(deadline_ms: int, contract_id: str) -> bytes:
     return DISPOSAL_DUE + f"{deadline_ms:016x}".encode() + b"/" + contract_id.encode()
+
+
+def billing_key(contract_id: str) -> bytes:
+    return BILLING + contract_id.encode()
+
+
+def _period(contract_id: str, period: int) -> bytes:
+    return contract_id.encode() + b"/" + f"{period:08x}".encode()
+
+
+def bill_line_key(contract_id: str, period: int, n: int) -> bytes:
+    return BILL_LINE + _period(contract_id, period) + b"/" + f"{n:08x}".encode()
+
+
+def bill_lines_prefix(contract_id: str, period: int) -> bytes:
+    return BILL_LINE + _period(contract_id, period) + b"/"
+
+
+def bill_total_key(contract_id: str, period: int) -> bytes:
+    return BILL_TOTAL + _period(contract_id, period)
+
+
+def bill_payment_key(contract_id: str, period: int, n: int) -> bytes:
+    return BILL_PAYMENT + _period(contract_id, period) + b"/" + f"{n:02x}".encode()
+
+
+def bill_due_key(due_ms: int, contract_id: str) -> bytes:
+    return BILL_DUE + f"{due_ms:016x}".encode() + b"/" + contract_id.encode()
+
+
+def dispute_key(dispute_id: str) -> bytes:
+    return DISPUTE + dispute_id.encode()
+
+
+def contract_dispute_key(contract_id: str, n: int) -> bytes:
+    return CONTRACT_DISPUTE + contract_id.encode() + b"/" + f"{n:08x}".encode()
+
+
+def dispute_count_key(contract_id: str) -> bytes:
+    return DISPUTE_COUNT + contract_id.encode()
+
+
+def track_record_key(account_id: str) -> bytes:
+    return TRACK_RECORD + account_id.encode()
 
 
 def audit_key(kind: str, subject: str, seq: int) -> bytes:

@@ -223,7 +223,8 @@ export async function datasets(ctx) {
 
 export async function dataset(ctx, id) {
   const d = await get(path`/v1/datasets/${id}`);
-  return [h("h2", {}, `Dataset ${id}`), fields(d.dataset), h("p", {}, link(`#/audit/dataset/${encodeURIComponent(id)}`, "audit trail (signed by its supplier)"))];
+  const record = d.supplier_record ? [h("h3", {}, "Supplier's track record"), fields(d.supplier_record)] : [];
+  return [h("h2", {}, `Dataset ${id}`), fields(d.dataset), ...record, h("p", {}, link(`#/audit/dataset/${encodeURIComponent(id)}`, "audit trail (signed by its supplier)"))];
 }
 
 export async function account(ctx, id) {
