@@ -48,9 +48,11 @@ def terms(
     analysis_rule: b.AnalysisRule | None = None,
     billing: b.Billing | None = None,
     arbiter: str | None = None,
+    price_model: str = "one_time",
+    price_minor: int = 1000,
 ) -> b.Terms:
-    """Download terms, or clean-room terms when an ``analysis_rule`` is given; a one-time
-    price of 1000 EUR minor units, billed on the ledger with ``billing``."""
+    """Download terms, or clean-room terms when an ``analysis_rule`` is given; by default
+    a one-time price of 1000 EUR minor units, billed on the ledger with ``billing``."""
     start = now_ms() - 60_000 if use_start_ms is None else use_start_ms
     end = now_ms() + DAY_MS if use_end_ms is None else use_end_ms
     return b.Terms(
@@ -62,9 +64,9 @@ def terms(
         redistribution_banned=True,
         disposal_method="delete",
         disposal_deadline_ms=end if disposal_deadline_ms is None else disposal_deadline_ms,
-        price_minor=1000,
+        price_minor=price_minor,
         currency="EUR",
-        price_model="one_time",
+        price_model=price_model,
         terms_document_hash=bytes(32),
         analysis_rule=analysis_rule,
         billing=billing,
