@@ -756,11 +756,17 @@ def cmd_contract_odrl(args: argparse.Namespace) -> int:
                 f"{args.check} carries the terms of {args.id} version {result['version']} "
                 f"(terms hash {result['terms_hash']})"
             )
-        else:
+        elif not result["terms_match"]:
             print(
                 f"mdtp: {args.check} does not carry the terms of {args.id} version "
                 f"{result['version']}: terms hash {result['terms_hash']}, the ledger's "
                 f"{result['ledger_terms_hash']}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"mdtp: {args.check} carries the terms of {args.id} version "
+                f"{result['version']} but names another assigner, assignee or target",
                 file=sys.stderr,
             )
         return 0 if result["matches"] else 1

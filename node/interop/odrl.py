@@ -239,10 +239,11 @@ def _action(rule: Mapping[str, Any], where: str) -> tuple[str, list[Any]]:
     raise ValueError(f"{where}: action must be a name or a refined action")
 
 
-def _constraints(rule: Mapping[str, Any], key: str, where: str) -> dict[tuple[str, str], Any]:
+def _constraints(constraints: list[Any], where: str) -> dict[tuple[str, str], Any]:
+    """Constraints by (left operand, operator): each pair once (their order is no term)."""
     found: dict[tuple[str, str], Any] = {}
-    for i, c in enumerate(_many(rule.get(key))):
-        at = f"{where}.{key}[{i}]"
+    for i, c in enumerate(constraints):
+        at = f"{where}[{i}]"
         pair = (_text(c.get("leftOperand"), at), _text(c.get("operator"), at))
         if pair in found:
             raise ValueError(f"{at}: repeats {pair[0]} {pair[1]}")
@@ -270,7 +271,7 @@ def terms_from_odrl(doc: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
     permission = _one(p, "permission", "policy")
     if _action(permission, "permission") != ("use", []):
         raise ValueError("permission: action must be use")
-    found = _constraints(permission, "constraint", "permission")
+    found = _constraints(_many(permission.get("constraint")), "permission.constraint")
     terms: dict[str, Any] = {
         "delivery_method": _text(p.get("mdtp:deliveryMethod"), "mdtp:deliveryMethod"),
         "purpose": _text(_take(found, "purpose", "eq", "permission")["rightOperand"], "purpose"),
@@ -281,23 +282,23 @@ def terms_from_odrl(doc: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
         "max_downloads": _int(_take(found, "count", "lteq", "permission")["rightOperand"], "count"),
     }
     _nothing_left(found, "permission.constraint")
-    duties: dict[str, Mapping[str, Any]] = {}
+    duties: dict[str, tuple[Mapping[str, Any], list[Any]]] = {}
     for i, duty in enumerate(_many(permission.get("duty"))):
         name, refinements = _action(duty, f"permission.duty[{i}]")
         if name in duties or name not in ("compensate", "delete"):
             raise ValueError(f"permission.duty[{i}]: unexpected duty {name}")
-        duties[name] = {**duty, "_refinements": refinements}
+        duties[name] = (duty, refinements)
     if set(duties) != {"compensate", "delete"}:
         raise ValueError("permission: needs a compensate and a delete duty")
-    delete = duties["delete"]
-    found = _constraints(delete, "constraint", "delete duty")
+    delete, _ = duties["delete"]
+    found = _constraints(_many(delete.get("constraint")), "delete duty")
     deadline = _take(found, "dateTime", "lteq", "delete duty")["rightOperand"]
     _nothing_left(found, "delete duty")
     terms["redistribution_banned"] = _prohibits_distribution(p)
     terms["disposal_method"] = _text(delete.get("mdtp:disposalMethod"), "mdtp:disposalMethod")
     terms["disposal_deadline_ms"] = _time(deadline, "disposal deadline")
-    compensate = duties["compensate"]
-    found = _constraints({"r": compensate["_refinements"]}, "r", "compensate duty")
+    compensate, refinements = duties["compensate"]
+    found = _constraints(refinements, "compensate duty refinement")
     pay = _take(found, "payAmount", "eq", "compensate duty")
     _nothing_left(found, "compensate duty")
     terms["price_minor"] = _int(pay["rightOperand"], "payAmount")
@@ -315,6 +316,16 @@ def terms_from_odrl(doc: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
     if "mdtp:arbiter" in p:
         terms["arbiter"] = _iri(p["mdtp:arbiter"], "mdtp:arbiter")
     return terms
+
+
+def parties_from_odrl(doc: Mapping[str, Any] | list[Any]) -> dict[str, str]:
+    """``{"assigner", "assignee", "target"}`` of a policy (any JSON-LD form): whom and what
+    it binds, which the terms map does not carry."""
+    p = compact(doc)
+    return {
+        name: _iri(_one(p, name, "policy"), f"policy.{name}")
+        for name in ("assigner", "assignee", "target")
+    }
 
 
 def _prohibits_distribution(p: Mapping[str, Any]) -> bool:

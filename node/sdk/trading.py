@@ -636,23 +636,33 @@ class TradingClient:
         reader: SigningKey | None = None,
     ) -> dict[str, Any]:
         """Whether an ODRL policy (any JSON-LD form) carries exactly the terms of a contract
-        version on the ledger: ``{"contract_id", "version", "terms_hash", "ledger_terms_hash",
+        version on the ledger and binds its parties and dataset: ``{"contract_id",
+        "version", "terms_hash", "ledger_terms_hash", "terms_match", "parties_match",
         "matches"}``. The version defaults to the one the policy's uid names, else the
         current one. ValueError names what of the policy does not map back to terms."""
         terms = odrl.terms_from_odrl(policy)
+        bound = odrl.parties_from_odrl(policy)
         contract = await self.contract(contract_id, reader=reader)
-        number = version or _policy_version(policy, await self.chain_id(), contract_id)
+        chain_id = await self.chain_id()
+        number = version or _policy_version(policy, chain_id, contract_id)
         number = number or int(contract["version"])
         if not 1 <= number <= int(contract["version"]):
             raise TradingError("unknown_version", f"contract {contract_id} has no version {number}")
         ledger_hash = str(contract["versions"][number - 1]["terms_hash"])
         mine = terms_hash(terms).hex()
+        parties_match = bound == {
+            "assigner": contract["supplier"],
+            "assignee": contract["consumer"],
+            "target": ids.dataset_iri(chain_id, contract["dataset_id"]),
+        }
         return {
             "contract_id": contract_id,
             "version": number,
             "terms_hash": mine,
             "ledger_terms_hash": ledger_hash,
-            "matches": mine == ledger_hash,
+            "terms_match": mine == ledger_hash,
+            "parties_match": parties_match,
+            "matches": mine == ledger_hash and parties_match,
         }
 
     async def contract(

@@ -90,6 +90,17 @@ def test_every_json_ld_form_of_a_policy_maps_back(form):
     assert terms_hash(odrl.terms_from_odrl(doc)) == terms_hash(t)
 
 
+def test_the_parties_and_target_are_read_back_from_any_form():
+    doc = policy(terms())
+    expected = {
+        "assigner": SUPPLIER,
+        "assignee": CONSUMER,
+        "target": ids.dataset_iri(CHAIN_ID, "ds:1"),
+    }
+    assert odrl.parties_from_odrl(doc) == expected
+    assert odrl.parties_from_odrl(jsonld.expand(doc, OPTIONS)) == expected
+
+
 def test_an_unsigned_version_is_an_offer_and_the_signed_one_an_agreement():
     offer, agreement = policy(terms(), agreed=False), policy(terms(), agreed=True)
     for doc, kind in ((offer, ns.ODRL2.Offer), (agreement, ns.ODRL2.Agreement)):

@@ -230,7 +230,10 @@ async def test_odrl_route_gives_an_offer_then_the_agreement_and_check_matches(wo
     check = await w.t.check_odrl(offer, "c1")
     assert (check["version"], check["matches"]) == (1, True)
     check = await w.t.check_odrl(offer, "c1", version=2)  # version 1's terms, not 2's
-    assert check["matches"] is False
+    assert (check["terms_match"], check["matches"]) == (False, False)
+    swapped = {**agreement, "assignee": w.supplier.account_id}
+    check = await w.t.check_odrl(swapped, "c1")
+    assert (check["terms_match"], check["parties_match"], check["matches"]) == (True, False, False)
     with pytest.raises(ApiError) as e:
         await w.t.contract_odrl("c1", version=3)
     assert e.value.status == 404
