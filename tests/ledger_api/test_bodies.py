@@ -10,7 +10,17 @@ import pytest
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.contracts import load_contract
-from tests.ledger.helpers import CHAIN_ID, DAY_MS, T0, Chain, Market, dataset_body, digest, terms
+from tests.ledger.helpers import (
+    CHAIN_ID,
+    DAY_MS,
+    T0,
+    Chain,
+    Market,
+    dataset_body,
+    digest,
+    quality,
+    terms,
+)
 
 
 def executes(chain: Chain, signer: SigningKey, body: b.Body, sender: str | None = None) -> bytes:
@@ -181,7 +191,7 @@ def test_quality_claims_and_a_stamp_read_from_their_json_forms() -> None:
     gaps = [{"start_ms": T0 - 25 * DAY_MS, "end_ms": T0 - 24 * DAY_MS, "reason": "PLC restart"}]
     doc = {
         **{k: v.hex() if isinstance(v, bytes) else v for k, v in content.items()},
-        "quality": {**content["quality"], "completeness_permille": 990, "known_gaps": gaps},
+        "quality": quality(completeness_permille=990, known_gaps=gaps),
         "provenance": {**stamp.to_body(), "capture_signature": stamp.capture_signature.hex()},
     }
     body = b.DatasetPublish.from_json(doc)
