@@ -203,5 +203,5 @@ def test_quality_claims_and_a_stamp_read_from_their_json_forms() -> None:
     executes(chain, supplier, body)
     with pytest.raises(ValueError, match=r"quality\.known_gaps\[0\]\.colour: unknown field"):
         b.DatasetPublish.from_json(
-            {**doc, "quality": {**doc["quality"], "known_gaps": [{**gaps[0], "colour": 1}]}}
+            {**doc, "quality": quality(known_gaps=[{**gaps[0], "colour": 1}])}
         )
