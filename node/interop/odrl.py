@@ -26,8 +26,6 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from pyld import jsonld
-
 from mdtp.node.interop import ids
 from mdtp.node.interop.loader import ODRL_CONTEXT_URL, document_loader
 
@@ -169,6 +167,10 @@ def compact(doc: Mapping[str, Any] | list[Any]) -> dict[str, Any]:
     """The one policy in ``doc`` (any JSON-LD form: compacted, expanded, flattened, or read
     back from RDF) framed and compacted with :data:`CONTEXT`, offline. Framing nests the
     rules under the policy again, whatever shape the document came in."""
+    # Imported here: the node only writes policies (plain maps); reading one back is a
+    # client's job (SDK, CLI), and the processor pulls in requests and lxml (~0.2 s).
+    from pyld import jsonld
+
     options = {"documentLoader": document_loader, "embed": "@always"}
     frame = {"@context": CONTEXT, "@type": ["Offer", "Agreement"]}
     framed: dict[str, Any] = jsonld.frame(copy.deepcopy(doc), frame, options)
