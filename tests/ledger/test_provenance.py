@@ -333,7 +333,8 @@ def test_an_update_may_add_a_stamp_alone(factory):
 def test_a_quality_update_must_keep_the_stamped_capture_period_inside(factory):
     factory.publish()
     narrow = quality(collection_start_ms=T0 - 10 * DAY_MS)
-    body = {"dataset_id": "ds1", "quality": narrow}
+    # with a tag change too: the refusal leaves the tag index as it was
+    body = {"dataset_id": "ds1", "quality": narrow, "tags": ["spindle"]}
     factory.chain.refused("capture_outside_collection", factory.supplier, "dataset.update", body)
 
 

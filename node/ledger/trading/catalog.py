@@ -127,6 +127,27 @@ def _stamp(
         )
 
 
+def _check_kept_stamp(
+    stamp: dict[str, Any], record: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """An update without a fresh stamp keeps the stored one: only if the content it signed
+    stays, and the new collection period still contains the stamped capture period."""
+    if any(
+        name in changes and changes[name] != record[name]
+        for name in ("merkle_root", "plaintext_digest")
+    ):
+        refuse("provenance_stale", "a stamped dataset's new content needs a fresh provenance")
+    quality = changes.get("quality", record["quality"])
+    if (
+        stamp["capture_start_ms"] < quality["collection_start_ms"]
+        or stamp["capture_end_ms"] > quality["collection_end_ms"]
+    ):
+        refuse(
+            "capture_outside_collection",
+            "the new collection period does not contain the stamped capture period",
+        )
+
+
 def dataset_publish(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     f = Fields(tx.body)
     dataset_id = f.ident("dataset_id")
@@ -178,28 +199,13 @@ def dataset_update(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     if not changes and stamp is None:
         bad("body", f"name at least one of {', '.join(MUTABLE_FIELDS)}, provenance")
     record = _owned(state, tx, dataset_id)
-    content_changes = any(
-        name in changes and changes[name] != record[name]
-        for name in ("merkle_root", "plaintext_digest")
-    )
-    if content_changes and stamp is None and record.get("provenance") is not None:
-        refuse("provenance_stale", "a stamped dataset's new content needs a fresh provenance")
+    if stamp is None and record.get("provenance") is not None:
+        _check_kept_stamp(record["provenance"], record, changes)
     for tag in sorted(set(record["tags"]) - set(changes.get("tags", record["tags"]))):
         state.delete(layout.dataset_tag_key(tag, dataset_id))
     for tag in changes.get("tags", ()):
         state.put(layout.dataset_tag_key(tag, dataset_id), layout.EMPTY)
     record.update(changes)
-    if stamp is None and record.get("provenance") is not None and "quality" in changes:
-        stamp_period = record["provenance"]
-        quality = record["quality"]
-        if (
-            stamp_period["capture_start_ms"] < quality["collection_start_ms"]
-            or stamp_period["capture_end_ms"] > quality["collection_end_ms"]
-        ):
-            refuse(
-                "capture_outside_collection",
-                "the new collection period does not contain the stamped capture period",
-            )
     _stamp(ctx, state, record, stamp)
     record["version"] += 1
     record["updated"] = _event(ctx, tx)
