@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.interop import ids, odrl
+from mdtp.node.ledger.trading import queries
 from mdtp.node.ledger.trading.contracts import terms_hash
 from mdtp.node.sdk.client import ApiError, NodeClient
 from mdtp.node.sdk.trading import TradingClient
@@ -237,3 +238,21 @@ async def test_odrl_route_gives_an_offer_then_the_agreement_and_check_matches(wo
     with pytest.raises(ApiError) as e:
         await w.t.contract_odrl("c1", version=3)
     assert e.value.status == 404
+
+
+async def test_a_supplier_record_past_its_scan_bound_says_it_is_incomplete(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world
+    await publish_stamped(w, "ds1", site="plant-a", line="line-3")
+    for contract_id in ("c1", "c2", "c3"):
+        await w.t.offer(
+            w.supplier,
+            contract_id=contract_id,
+            dataset_id="ds1",
+            consumer=w.consumer.account_id,
+            terms=terms(),
+        )
+    monkeypatch.setattr(queries, "SUPPLIER_RECORD_SCAN_MAX", 2)
+    record = (await w.t.catalog_entry("ds1"))["supplier_record"]
+    assert (record["contracts"]["total"], record["complete"]) == (2, False)
