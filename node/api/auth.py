@@ -177,12 +177,17 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/accounts/{account_id}/nonce"): _LEDGER,
     ("GET", "/v1/datasets"): _LEDGER,
     ("GET", "/v1/datasets/{dataset_id}"): _LEDGER,
+    # The dataspace exports are the same records as the catalog and contract routes, as
+    # JSON-LD: the same readers.
+    ("GET", "/v1/datasets/{dataset_id}/dcat"): _LEDGER,
+    ("GET", "/v1/catalog/dcat"): _LEDGER,
     ("GET", "/v1/contracts"): _party(
         _of_listing, "the listed account or dataset supplier, or an auditor of its member"
     ),
     ("GET", "/v1/contracts/{contract_id}"): _party(_of_contract, _CONTRACT_PARTY),
     ("GET", "/v1/contracts/{contract_id}/receipts"): _party(_of_contract, _CONTRACT_PARTY),
     ("GET", "/v1/contracts/{contract_id}/compute"): _party(_of_contract, _CONTRACT_PARTY),
+    ("GET", "/v1/contracts/{contract_id}/odrl"): _party(_of_contract, _CONTRACT_PARTY),
     ("GET", "/v1/receipts/{receipt_id}"): _party(_of_receipt, _CONTRACT_PARTY),
     ("GET", "/v1/disposals/overdue"): _party(
         _any_account, "any account; rows of contracts it may read (as above)"

@@ -9,6 +9,10 @@ same height returns byte-identical bodies, and a client can compare them. The on
 is an audit entry's commit certificate: each node keeps the 2f+1 COMMIT signatures *it*
 collected, so two nodes may hold different (equally valid) certificates for one block.
 
+The dataspace exports (``/v1/catalog/dcat``, ``/v1/datasets/{id}/dcat``,
+``/v1/contracts/{id}/odrl``) are the same records as JSON-LD (:mod:`mdtp.node.interop`),
+served as ``application/ld+json`` with the height they were read at (``mdtp:asOfHeight``).
+
 Commits land in another thread; a query reads the tip before and after it runs and retries
 if a block committed in between, so one body never mixes two heights.
 """
@@ -25,11 +29,13 @@ from mdtp.node.api import auth
 from mdtp.node.api.common import error, hex32
 from mdtp.node.chain.execution import decode_certificate
 from mdtp.node.encoding import dumps
+from mdtp.node.interop import dcat, odrl
 from mdtp.node.ledger.machine import account_nonce
 from mdtp.node.ledger.state import Overlay
 from mdtp.node.ledger.trading import billing, disputes, queries
 from mdtp.node.ledger.trading.audit import KINDS
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
+from mdtp.node.ledger.trading.schema import INT_MAX
 from mdtp.storage.blockstore import BlockStore
 
 LIMIT_DEFAULT = 50
@@ -49,7 +55,23 @@ _INT_FIELDS = frozenset(
         "quality.collection_end_ms",
     }
 )
-_SEARCH_PARAMS = frozenset({"text", "tag", "supplier", "limit", "after", "include_withdrawn"})
+_SEARCH_PARAMS = frozenset(
+    {
+        "text",
+        "tag",
+        "supplier",
+        "limit",
+        "after",
+        "include_withdrawn",
+        "site",
+        "line",
+        "captured_by",
+        "captured_after",
+        "captured_before",
+        "min_completeness",
+    }
+)
+JSON_LD = "application/ld+json"
 
 
 class BadParam(Exception):
@@ -63,6 +85,10 @@ class BlockPruned(Exception):
 
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(text=dumps(doc), status=status, content_type="application/json")
+
+
+def _json_ld(doc: Any) -> web.Response:
+    return web.Response(text=dumps(doc), content_type=JSON_LD)
 
 
 def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -89,6 +115,44 @@ def _flag(request: web.Request, name: str, default: bool) -> bool:
     raise BadParam(f"{name} must be 1 or 0")
 
 
+def _search_args(request: web.Request) -> dict[str, Any]:
+    """The keyword arguments of :func:`queries.search_datasets` a search request names."""
+    _only(request, _SEARCH_PARAMS | frozenset(queries.SEARCH_FIELDS))
+    q = request.query
+    fields: dict[str, Any] = {}
+    for name in queries.SEARCH_FIELDS:
+        if name in q and name != "supplier":
+            raw = q[name]
+            if name in _INT_FIELDS:
+                try:
+                    fields[name] = int(raw)
+                except ValueError:
+                    raise BadParam(f"{name} must be an integer") from None
+            else:
+                fields[name] = raw
+
+    def time_bound(name: str) -> int | None:
+        return _int(request, name, -1, 0, INT_MAX) if name in q else None
+
+    return {
+        "text": q.get("text") or None,
+        "tag": q.get("tag") or None,
+        "supplier": q.get("supplier") or None,
+        "fields": fields,
+        "site": q.get("site") or None,
+        "line": q.get("line") or None,
+        "captured_by": q.get("captured_by") or None,
+        "captured_after_ms": time_bound("captured_after"),
+        "captured_before_ms": time_bound("captured_before"),
+        "min_completeness_permille": (
+            _int(request, "min_completeness", 0, 0, 1000) if "min_completeness" in q else None
+        ),
+        "include_withdrawn": _flag(request, "include_withdrawn", "status" in fields),
+        "after": q.get("after") or None,
+        "limit": _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX),
+    }
+
+
 def _only(request: web.Request, allowed: frozenset[str]) -> None:
     unknown = sorted(set(request.query) - allowed)
     if unknown:
@@ -97,7 +161,12 @@ def _only(request: web.Request, allowed: frozenset[str]) -> None:
 
 
 def add_routes(
-    app: web.Application, store: BlockStore, genesis_time_ms: int, wire_limits: WireLimits
+    app: web.Application,
+    store: BlockStore,
+    genesis_time_ms: int,
+    wire_limits: WireLimits,
+    *,
+    chain_id: str,
 ) -> None:
     auth.bind(app, state=store.state)
 
@@ -160,34 +229,9 @@ def add_routes(
     # -- catalog ----------------------------------------------------------------------------
 
     def search(request: web.Request) -> web.Response:
-        _only(request, _SEARCH_PARAMS | frozenset(queries.SEARCH_FIELDS))
-        q = request.query
-        fields: dict[str, Any] = {}
-        for name in queries.SEARCH_FIELDS:
-            if name in q and name != "supplier":
-                raw = q[name]
-                if name in _INT_FIELDS:
-                    try:
-                        fields[name] = int(raw)
-                    except ValueError:
-                        raise BadParam(f"{name} must be an integer") from None
-                else:
-                    fields[name] = raw
-        limit = _int(request, "limit", LIMIT_DEFAULT, 1, queries.LIMIT_MAX)
-        include_withdrawn = _flag(request, "include_withdrawn", "status" in fields)
-        height, _, found = consistent(
-            lambda s, h, t: queries.search_datasets(
-                s.state,
-                text=q.get("text") or None,
-                tag=q.get("tag") or None,
-                supplier=q.get("supplier") or None,
-                fields=fields,
-                include_withdrawn=include_withdrawn,
-                after=q.get("after") or None,
-                limit=limit,
-            )
-        )
-        next_after = found[-1]["id"] if len(found) == limit else None
+        args = _search_args(request)
+        height, _, found = consistent(lambda s, h, t: queries.search_datasets(s.state, **args))
+        next_after = found[-1]["id"] if len(found) == args["limit"] else None
         return _json({"as_of_height": height, "datasets": found, "next_after": next_after})
 
     def get_dataset(request: web.Request) -> web.Response:
@@ -198,7 +242,9 @@ def add_routes(
             dataset = queries.get_dataset(s.state, dataset_id)
             if dataset is None:
                 return None
-            return dataset, disputes.track_record(s.state, dataset["supplier"])
+            supplier = dataset["supplier"]
+            by_status = queries.supplier_contracts(s.state, supplier, at_ms=t)
+            return dataset, {**disputes.track_record(s.state, supplier), **by_status}
 
         height, _, found = consistent(read)
         if found is None:
@@ -206,6 +252,64 @@ def add_routes(
         dataset, record = found
         # the catalog shows the supplier's track record with each dataset
         return _json({"as_of_height": height, "dataset": dataset, "supplier_record": record})
+
+    # -- dataspace export (DCAT-AP, ODRL) ---------------------------------------------------
+
+    def publisher_names(s: BlockStore, records: list[dict[str, Any]]) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for supplier in sorted({r["supplier"] for r in records}):
+            account = queries.get_account(s.state, supplier)
+            names[supplier] = account["display_name"] if account is not None else supplier
+        return names
+
+    def catalog_dcat(request: web.Request) -> web.Response:
+        args = _search_args(request)
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            found = queries.search_datasets(s.state, **args)
+            return found, publisher_names(s, found)
+
+        height, _, (found, names) = consistent(read)
+        doc = dcat.catalog(chain_id, found, names, title=f"mdtp catalog of {chain_id}")
+        doc["mdtp:asOfHeight"] = height
+        if len(found) == args["limit"]:
+            doc["mdtp:nextAfter"] = found[-1]["id"]
+        return _json_ld(doc)
+
+    def dataset_dcat(request: web.Request) -> web.Response:
+        _only(request, frozenset())
+        dataset_id = request.match_info["dataset_id"]
+
+        def read(s: BlockStore, h: int, t: int) -> Any:
+            dataset = queries.get_dataset(s.state, dataset_id)
+            return None if dataset is None else (dataset, publisher_names(s, [dataset]))
+
+        height, _, found = consistent(read)
+        if found is None:
+            return not_found(f"no dataset {dataset_id}")
+        dataset, names = found
+        doc = dcat.document(chain_id, dataset, names[dataset["supplier"]])
+        doc["mdtp:asOfHeight"] = height
+        return _json_ld(doc)
+
+    def contract_odrl(request: web.Request) -> web.Response:
+        _only(request, frozenset({"version"}))
+        contract_id = request.match_info["contract_id"]
+        asked = _int(request, "version", 0, 1, 2**32) if "version" in request.query else None
+        height, _, contract = consistent(
+            lambda s, h, t: queries.get_contract(s.state, contract_id, at_ms=t)
+        )
+        if contract is None:
+            return not_found(f"no contract {contract_id}")
+        number = contract["version"] if asked is None else asked
+        if not 1 <= number <= contract["version"]:
+            return not_found(f"contract {contract_id} has no version {number}")
+        version = contract["versions"][number - 1]
+        activated = contract["activated"]
+        agreed = activated is not None and activated["version"] == number
+        doc = odrl.policy(chain_id, contract, version, agreed=agreed)
+        doc["mdtp:asOfHeight"] = height
+        return _json_ld(doc)
 
     # -- contracts --------------------------------------------------------------------------
 
@@ -482,6 +586,9 @@ def add_routes(
     r.add_get("/v1/accounts/{account_id}/nonce", route(get_nonce))
     r.add_get("/v1/datasets", route(search))
     r.add_get("/v1/datasets/{dataset_id}", route(get_dataset))
+    r.add_get("/v1/datasets/{dataset_id}/dcat", route(dataset_dcat))
+    r.add_get("/v1/catalog/dcat", route(catalog_dcat))
+    r.add_get("/v1/contracts/{contract_id}/odrl", route(contract_odrl))
     r.add_get("/v1/contracts", route(list_contracts))
     r.add_get("/v1/contracts/{contract_id}", route(get_contract))
     r.add_get("/v1/contracts/{contract_id}/receipts", route(contract_receipts))

@@ -427,6 +427,7 @@ class Node:
                     store=store,
                     genesis_time_ms=self.genesis.genesis_time_ms,
                     wire_limits=driver.wire_limits,
+                    chain_id=self.genesis.chain_id,
                 ),
                 functools.partial(
                     governance_routes.add_routes,

@@ -333,6 +333,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "mdtp.node.cli.governance",
     "mdtp.node.cli.data",
     "mdtp.node.cli.compute",
+    "mdtp.node.cli.dataspace",
     "mdtp.node.cli.blocks",
     "mdtp.node.cli.snapshot",
     "mdtp.node.cli.completion",

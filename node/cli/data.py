@@ -32,11 +32,20 @@ from mdtp.node.cli.options import (
     tags_of,
 )
 from mdtp.node.cli.output import add_json_option, emit, failed
+from mdtp.node.cli.trading import parse_time
 from mdtp.node.compute.anonymise import Anonymisation
 from mdtp.node.data.crypto import DEFAULT_CHUNK_BYTES
 from mdtp.node.sdk.client import ApiError
 from mdtp.node.sdk.compute import publish_for_analysis
-from mdtp.node.sdk.data import DataClient, DataError, Published, dispose, fetch, publish
+from mdtp.node.sdk.data import (
+    Capture,
+    DataClient,
+    DataError,
+    Published,
+    dispose,
+    fetch,
+    publish,
+)
 
 # A fetch or publish of a large dataset is one long session.
 CLIENT_TIMEOUT_S = 600
@@ -87,6 +96,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     anonymisation = _anonymisation(args)
     if anonymisation is not None and not args.for_analysis:
         raise UsageError("--drop-column, --pseudonymise and --generalise need --for-analysis")
+    capture = _capture(args)
+    if capture is not None and args.for_analysis:
+        raise UsageError(
+            "a table prepared for analysis is not the data as captured: publish it, then have "
+            "the capturing system vouch for it with `mdtp provenance sign` if it does"
+        )
 
     async def go() -> dict[str, Any]:
         async with client as c:
@@ -119,10 +134,32 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 quality=quality,
                 chunk_bytes=args.chunk_size,
                 progress=progress_bar(args),
+                capture=capture,
             )
         return _published(p)
 
     return _run(args, go())
+
+
+_CAPTURE_FLAGS = ("captured_by_key", "site", "line", "capture_start", "capture_end")
+
+
+def _capture(args: argparse.Namespace) -> Capture | None:
+    """The provenance stamp to make while publishing, if the capture flags are given (all)."""
+    given = [name for name in _CAPTURE_FLAGS if getattr(args, name)]
+    if not given:
+        return None
+    if len(given) != len(_CAPTURE_FLAGS):
+        flags = ", ".join("--" + n.replace("_", "-") for n in _CAPTURE_FLAGS)
+        raise UsageError(f"a provenance stamp needs all of {flags}")
+    return Capture(
+        capturer=signing_key(args, "captured_by_key"),
+        site=args.site,
+        line=args.line,
+        start_ms=parse_time(args.capture_start),
+        end_ms=parse_time(args.capture_end),
+        captured_by=args.captured_by,
+    )
 
 
 def _published(p: Published) -> dict[str, Any]:
@@ -231,6 +268,15 @@ def register(sub: Any) -> None:
     sp.add_argument("--format", default="bin")
     sp.add_argument("--quality", help="JSON file with the quality fields")
     sp.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_BYTES, help="bytes")
+    c = sp.add_argument_group(
+        "provenance stamp, signed here by the capturing system's key (else: mdtp provenance sign)"
+    )
+    c.add_argument("--captured-by-key", help="key file of the capturing system's account")
+    c.add_argument("--captured-by", help="its account id, if its key was rotated")
+    c.add_argument("--site", help="site id")
+    c.add_argument("--line", help="machine or line id")
+    c.add_argument("--capture-start", help="capture start: 2030-01-31, ms, ...")
+    c.add_argument("--capture-end", help="capture end")
     a = sp.add_argument_group("clean-room analysis (the file is CSV or Parquet)")
     a.add_argument(
         "--for-analysis",

@@ -318,7 +318,11 @@ def _metadata(args: argparse.Namespace, *, publish: bool) -> dict[str, Any]:
         "plaintext_digest": args.plaintext_digest,
     }
     doc.update({k: v for k, v in flags.items() if v is not None})
+    if args.provenance:
+        doc["provenance"] = _read_json(Path(args.provenance), "provenance stamp")
     quality_flags = {
+        "completeness_permille": args.completeness_permille,
+        "calibration": args.calibration,
         "machine_type": args.machine_type,
         "sampling_rate_millihz": args.sampling_rate_millihz,
         "validation_method": args.validation_method,
@@ -393,6 +397,28 @@ def _field_filters(items: list[str]) -> dict[str, str]:
     return fields
 
 
+def provenance_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The provenance and quality filters of a catalog search (``add_provenance_filters``)."""
+    return {
+        "site": args.site,
+        "line": args.line,
+        "captured_by": args.captured_by,
+        "captured_after_ms": parse_time(args.captured_after) if args.captured_after else None,
+        "captured_before_ms": parse_time(args.captured_before) if args.captured_before else None,
+        "min_completeness_permille": args.min_completeness,
+    }
+
+
+def add_provenance_filters(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_argument_group("provenance and quality filters")
+    g.add_argument("--site", help="stamped site")
+    g.add_argument("--line", help="stamped machine or line")
+    g.add_argument("--captured-by", help="account of the capturing system")
+    g.add_argument("--captured-after", help="capture period ends at or after (time)")
+    g.add_argument("--captured-before", help="capture period starts at or before (time)")
+    g.add_argument("--min-completeness", type=int, help="claimed completeness >= permille")
+
+
 def cmd_dataset_search(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         doc = await t.search_datasets(
@@ -400,6 +426,7 @@ def cmd_dataset_search(args: argparse.Namespace) -> int:
             tag=args.tag,
             supplier=args.supplier,
             fields=_field_filters(args.field),
+            **provenance_filters(args),
             include_withdrawn=args.withdrawn,
             after=args.after,
             limit=args.limit,
@@ -432,23 +459,53 @@ def cmd_dataset_search(args: argparse.Namespace) -> int:
     return run(args, body)
 
 
+def _quality_claims(q: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    if "completeness_permille" in q:
+        p = q["completeness_permille"]
+        rows.append(("complete", f"{p // 10}.{p % 10}% (claimed)"))
+    if "calibration" in q:
+        rows.append(("calibration", q["calibration"]))
+    for gap in q.get("known_gaps", ()):
+        span = f"{fmt_time(gap['start_ms'])} .. {fmt_time(gap['end_ms'])}"
+        rows.append(("known gap", f"{span}: {gap['reason']}"))
+    return rows
+
+
+def _provenance_rows(stamp: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if stamp is None:
+        return [("provenance", "- (not stamped)")]
+    period = f"{fmt_time(stamp['capture_start_ms'])} .. {fmt_time(stamp['capture_end_ms'])}"
+    return [
+        ("provenance", f"site {stamp['site']}, line {stamp['line']}, captured {period}"),
+        ("captured by", f"{stamp['captured_by']} (key version {stamp['key_version']}, verified)"),
+    ]
+
+
+def _record_line(record: dict[str, Any]) -> str:
+    counts = record["contracts_by_status"]
+    busy = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
+    more = "" if record["contracts_by_status_complete"] else " (at least)"
+    return f"{sum(counts.values())}{more} as supplier" + (f": {busy}" if busy else "")
+
+
 def cmd_dataset_show(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
-        d = await t.dataset(args.id)
+        entry = await t.catalog_entry(args.id)
+        d, record = entry["dataset"], entry["supplier_record"]
         if args.json:
-            print_json(d)
+            print_json({**d, "supplier_record": record})
             return 0
         q = d["quality"]
-        r = await t.supplier_record(d["supplier"])
         rows = [
             ("dataset", f"{d['id']} (version {d['version']}, {d['status']})"),
             ("title", d["title"]),
             ("supplier", f"{d['supplier']} on node {d['supplier_node']}"),
             (
                 "track record",
-                f"{r['contracts']} contracts, {r['disputes_opened']} disputes "
-                f"({r['disputes_upheld']} upheld, {r['disputes_settled']} settled, "
-                f"{r['disputes_rejected']} rejected)",
+                f"{record['contracts']} contracts, {record['disputes_opened']} disputes "
+                f"({record['disputes_upheld']} upheld, {record['disputes_settled']} settled, "
+                f"{record['disputes_rejected']} rejected)",
             ),
             ("tags", ", ".join(d["tags"]) or "-"),
             ("format", d["format"]),
@@ -461,6 +518,9 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
                 f"{fmt_time(q['collection_start_ms'])} .. {fmt_time(q['collection_end_ms'])}",
             ),
             ("validation", q["validation_method"] or "-"),
+            *_quality_claims(q),
+            *_provenance_rows(d.get("provenance")),
+            ("contracts", _record_line(record)),
             ("merkle root", d["merkle_root"]),
             ("plaintext", d["plaintext_digest"]),
             (
@@ -701,6 +761,57 @@ def cmd_contract_show(args: argparse.Namespace) -> int:
     return run(args, body)
 
 
+def write_document(doc: Any, out: str | None) -> None:
+    """A JSON-LD document to ``out`` (or stdout), indented for people and diffs."""
+    text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    if out:
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_contract_odrl(args: argparse.Namespace) -> int:
+    policy: Any = None
+    if args.check:
+        try:
+            policy = json.loads(Path(args.check).read_text())
+        except (OSError, ValueError) as e:
+            return _usage(args, UsageError(f"{args.check}: cannot read the policy ({e})"))
+
+    async def body(t: TradingClient) -> int:
+        if policy is None:
+            doc = await t.contract_odrl(args.id, version=args.version)
+            write_document(doc, args.out)
+            return 0
+        try:
+            result = await t.check_odrl(policy, args.id, version=args.version)
+        except ValueError as e:
+            return failed(args, "bad_policy", str(e), line=f"mdtp: {args.check}: {e}")
+        if args.json:
+            print_json(result)
+        elif result["matches"]:
+            print(
+                f"{args.check} carries the terms of {args.id} version {result['version']} "
+                f"(terms hash {result['terms_hash']})"
+            )
+        elif not result["terms_match"]:
+            print(
+                f"mdtp: {args.check} does not carry the terms of {args.id} version "
+                f"{result['version']}: terms hash {result['terms_hash']}, the ledger's "
+                f"{result['ledger_terms_hash']}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"mdtp: {args.check} carries the terms of {args.id} version "
+                f"{result['version']} but names another assigner, assignee or target",
+                file=sys.stderr,
+            )
+        return 0 if result["matches"] else 1
+
+    return run(args, body)
+
+
 def cmd_contract_list(args: argparse.Namespace) -> int:
     async def body(t: TradingClient) -> int:
         account = args.account
@@ -895,6 +1006,12 @@ def _metadata_flags(sp: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-method")
     g.add_argument("--collected-from", help="collection start: 2024-01-01, ms, ...")
     g.add_argument("--collected-to", help="collection end")
+    g.add_argument("--completeness-permille", type=int, help="quality claim: 0..1000")
+    g.add_argument("--calibration", help="quality claim: calibration method, date, certificate")
+    g.add_argument(
+        "--provenance",
+        help="provenance stamp JSON from the capturing system (`mdtp provenance sign`)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -945,6 +1062,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--withdrawn", action="store_true", help="include withdrawn datasets")
     sp.add_argument("--after", help="continue after this dataset id")
     sp.add_argument("--limit", type=int)
+    add_provenance_filters(sp)
     sp = cmd(ds, "show", cmd_dataset_show, "show a dataset", False)
     sp.add_argument("id")
 
@@ -975,6 +1093,21 @@ def register(sub: Any) -> None:
     sp.add_argument("--reason", required=True)
     sp = cmd(ct, "show", cmd_contract_show, "a contract with its versions and signatures", False)
     sp.add_argument("id")
+    sp = cmd(
+        ct,
+        "odrl",
+        cmd_contract_odrl,
+        "a version's terms as an ODRL 2.2 JSON-LD policy, or --check a policy against them",
+        False,
+    )
+    sp.add_argument("id")
+    sp.add_argument("--version", type=int, help="default: the current version")
+    sp.add_argument("--out", help="file to write (default: stdout)")
+    sp.add_argument(
+        "--check",
+        metavar="FILE",
+        help="a policy (any JSON-LD form): exit 0 if its terms hash is the version's",
+    )
     sp = cmd(ct, "list", cmd_contract_list, "contracts of an account or a dataset", False)
     sp.add_argument("--account")
     sp.add_argument("--dataset")

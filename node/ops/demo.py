@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,23 @@ from mdtp.node.ops.sensor_data import generate_csv, generate_fleet_csv
 from mdtp.node.sdk.audit_verify import parse_entry, verify_entry
 from mdtp.node.sdk.client import NodeClient
 from mdtp.node.sdk.compute import publish_for_analysis, query
-from mdtp.node.sdk.data import DataClient, DataError, dispose, fetch, publish
+from mdtp.node.sdk.data import (
+    DataClient,
+    DataError,
+    dispose,
+    dispute_chunks,
+    fetch,
+    file_sha256,
+    publish,
+)
 from mdtp.node.sdk.trading import TradingClient
 
 DAY_MS = 86_400_000
+# the ledger invoices the contract's downloads every BILLING_PERIOD_MS: a demo's "month", so
+# that an invoice closes and is paid while you watch
+BILLING_PERIOD_MS = 4_000
+PER_DOWNLOAD_V1, PER_DOWNLOAD_V2 = 120_000, 150_000  # EUR minor units (cents)
+REFUND = 30_000
 ROWS = 40_000  # ~11 h of 1 Hz samples, ~2.5 MB
 CHUNK_BYTES = 256 * 1024
 TERMS_TEXT = (
@@ -145,16 +159,22 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
             delivery_method="download",
             purpose="train and evaluate tool-wear prediction models",
             use_start_ms=now - 60_000,
-            use_end_ms=now + 30 * DAY_MS,
+            use_end_ms=now + 3_600_000,
             max_downloads=3,
             redistribution_banned=True,
             disposal_method="secure-delete",
-            disposal_deadline_ms=now + 37 * DAY_MS,
-            price_minor=500_000,
+            disposal_deadline_ms=now + 7 * DAY_MS,
+            price_minor=PER_DOWNLOAD_V1,
             currency="EUR",
-            price_model="one_time",
+            price_model="pay_per_use",
             terms_document_hash=hashlib.sha256(TERMS_TEXT.encode()).digest(),
             reviewer=keys["reviewer"].account_id,
+            billing=b.Billing(
+                unit="download",
+                period_ms=BILLING_PERIOD_MS,
+                payment_due_ms=DAY_MS,
+                suspend_when_overdue=True,
+            ),
         )
         contract_id = "ct-cnc07-devml-1"
         step = await t1.offer(
@@ -166,14 +186,15 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
         )
         await settle(step.height)
         _row(
-            f"v1 offered by the developer: EUR {terms.price_minor / 100:,.2f}",
+            f"v1 offered by the developer: EUR {terms.price_minor // 100:,} per download, "
+            f"invoiced every {BILLING_PERIOD_MS // 1000} s",
             f"block {step.height}",
         )
-        terms_v2 = dataclasses.replace(terms, price_minor=650_000)
+        terms_v2 = dataclasses.replace(terms, price_minor=PER_DOWNLOAD_V2)
         step = await t0.counter(keys["supplier"], contract_id, terms=terms_v2)
         await settle(step.height)
         _row(
-            f"v2 countered by the factory: EUR {terms_v2.price_minor / 100:,.2f}",
+            f"v2 countered by the factory: EUR {terms_v2.price_minor // 100:,} per download",
             f"block {step.height}",
         )
         for who, t in (("supplier", t0), ("consumer", t1)):
@@ -215,13 +236,15 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
             receipts = await t3.contract_receipts(contract_id)
             _row(f"{len(receipts)} delivery receipt(s) on the ledger, confirmed by the consumer")
 
-            _say(8, "the developer disposes of its copies and attests it on the ledger")
+            await _billing(work, out, contract_id, keys, t0, t1, t2, settle)
+
+            _say(10, "the developer disposes of its copies and attests it on the ledger")
             await dispose(d1, keys["consumer"], contract_id, registry=work / "copies")
             _row(f"deleted: {not out.exists()}; disposal.attest recorded")
 
         await _clean_room(work, factory, developer, keys, t0, t1, settle)
 
-        _say(10, "the audit trail of the contract, as any member sees it")
+        _say(12, "the audit trail of the contract, as any member sees it")
         trail = await t3.audit_trail("contract", contract_id)
         for e in trail:
             _row(
@@ -257,6 +280,84 @@ async def _trade(cluster_dir: Path, work: Path) -> dict[str, Any]:
             await c.close()
 
 
+def _eur(minor: int) -> str:
+    return f"EUR {minor // 100:,}.{minor % 100:02d}"
+
+
+async def _billing(
+    work: Path,
+    out: Path,
+    contract_id: str,
+    keys: dict[str, SigningKey],
+    t0: TradingClient,
+    t1: TradingClient,
+    t2: TradingClient,
+    settle: Callable[[int], Awaitable[None]],
+) -> None:
+    consumer, supplier, reviewer = keys["consumer"], keys["supplier"], keys["reviewer"]
+    _say(8, "billing: the ledger charges the download from its receipt; the invoice is paid")
+    listed = await t1.invoices(contract_id, reader=consumer)
+    used = [i for i in listed["invoices"] if i["charges_minor"] > 0]
+    for inv in used:
+        for line in inv["lines"]:
+            _row(
+                f"invoice {inv['id']}: {line['kind']} {line['quantity']} x "
+                f"{_eur(line['unit_price_minor'])} = {_eur(line['amount_minor'])}",
+                f"({inv['status']})",
+            )
+    # an invoice is paid once its period has closed (its total is final then)
+    wait_ms = max(i["period_end_ms"] for i in used) - int(time.time() * 1000)
+    await asyncio.sleep(max(0, wait_ms) / 1000 + 0.3)
+    for inv in used:
+        step = await t1.pay_invoice(consumer, inv["id"], reference=f"SEPA {inv['id']}")
+        await settle(step.height)
+        _row(
+            f"the developer paid {_eur(inv['total_minor'])} for {inv['id']}", f"block {step.height}"
+        )
+        step = await t0.acknowledge_payment(supplier, inv["id"])
+        await settle(step.height)
+        shown = await t1.invoice(inv["id"], reader=consumer)
+        _row(f"the factory acknowledged it: invoice {shown['status']}", f"block {step.height}")
+
+    _say(9, "a dispute over two delivered chunks, settled by the reviewer with a refund")
+    report = work / "sensor-report.txt"
+    report.write_text("bearing temperature flat for 40 min in chunks 0-1: sensor fault?\n")
+    dispute_id = f"d-{contract_id}-1"
+    step = await t1.open_dispute(
+        consumer,
+        dispute_id,
+        contract_id,
+        statement="bearing temperature flat-lines in chunks 0 and 1",
+        evidence_hash=file_sha256(report),
+        chunks=dispute_chunks(out, [0, 1]),
+    )
+    await settle(step.height)
+    _row("opened with chunks 0 and 1 and their Merkle proofs", f"block {step.height}")
+    step = await t0.answer_dispute(
+        supplier,
+        dispute_id,
+        statement="sensor recalibrated on day 3; earlier samples flagged in the schema",
+        evidence_hash=hashlib.sha256(b"calibration certificate 2026-07").digest(),
+    )
+    await settle(step.height)
+    _row("the factory answered", f"block {step.height}")
+    step = await t2.resolve_dispute(
+        reviewer, dispute_id, decision="settled", refund_minor=REFUND, comment="partly affected"
+    )
+    await settle(step.height)
+    summary = (await t1.invoices(contract_id, reader=consumer))["billing"]
+    _row(
+        f"settled: refund {_eur(summary['refunded_minor'])} credited on the invoices "
+        f"(charged {_eur(summary['charged_minor'])}, paid {_eur(summary['paid_minor'])})",
+        f"block {step.height}",
+    )
+    record = await t1.supplier_record(supplier.account_id)
+    _row(
+        f"the factory's track record: {record['contracts']} contract(s), "
+        f"{record['disputes_opened']} dispute(s), {record['disputes_settled']} settled"
+    )
+
+
 FLEET = ("CNC-07", "CNC-08", "CNC-09")
 FLEET_ROWS = 6_000  # per machine: 20 parts of 300 s
 PER_MACHINE_SQL = (
@@ -276,7 +377,7 @@ async def _clean_room(
     t1: TradingClient,
     settle: Any,
 ) -> None:
-    _say(9, "clean room: the developer computes per-machine averages without receiving a row")
+    _say(11, "clean room: the developer computes per-machine averages without receiving a row")
     fleet = work / "fleet-sensors.csv"
     generate_fleet_csv(fleet, FLEET_ROWS, FLEET)
     async with DataClient.of_home(

@@ -266,6 +266,20 @@ class Published:
     chunk_digests: list[bytes]
 
 
+@dataclass(frozen=True)
+class Capture:
+    """A provenance stamp to make while publishing, when the capturing system's key is at
+    hand where the data is published (else the capturing system stamps afterwards:
+    :meth:`TradingClient.stamp_capture`). ``captured_by``: its account, if its key rotated."""
+
+    capturer: SigningKey
+    site: str
+    line: str
+    start_ms: int
+    end_ms: int
+    captured_by: str | None = None
+
+
 def default_quality() -> b.Quality:
     return b.Quality(
         collection_start_ms=0,
@@ -290,8 +304,10 @@ async def publish(
     quality: b.Quality | Mapping[str, Any] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    capture: Capture | None = None,
 ) -> Published:
-    """Encrypt ``path`` chunk by chunk, upload to the own node, seal, ``dataset.publish``."""
+    """Encrypt ``path`` chunk by chunk, upload to the own node, seal, ``dataset.publish``
+    (with ``capture``, carrying the capturing system's stamp over the content)."""
     status = await client.status()
     chain_id, supplier_node = str(status["chain_id"]), str(status["id"])
     key = new_dataset_key()
@@ -369,6 +385,20 @@ async def publish(
         plaintext_digest=plain.digest(),
         quality=_quality(quality),
         supplier_node=supplier_node,
+        provenance=None
+        if capture is None
+        else b.Provenance.stamp(
+            capture.capturer,
+            chain_id=chain_id,
+            dataset_id=dataset_id,
+            plaintext_digest=plain.digest(),
+            merkle_root=root,
+            site=capture.site,
+            line=capture.line,
+            capture_start_ms=capture.start_ms,
+            capture_end_ms=capture.end_ms,
+            captured_by=capture.captured_by,
+        ),
     )
     committed = await client.send(signer, body)
     return Published(dataset_id, len(ordered), size, root, plain.digest(), committed.id, ordered)

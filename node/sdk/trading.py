@@ -21,6 +21,10 @@ typed builders of :mod:`node.ledger.trading.bodies` (:meth:`TradingClient.send` 
 and signed by :class:`node.ledger.signer.Signer`, whose committed nonces come from
 ``GET /v1/accounts/{id}/nonce``.
 
+Provenance stamps (:meth:`TradingClient.stamp_capture`, made by the capturing system with its
+own key) and the dataspace exports (DCAT-AP catalog, ODRL policies, :mod:`node.interop`) have
+methods here too.
+
 Bytes inside bodies (hashes, keys) are ``bytes`` here and lowercase hex in JSON (terms
 files, query results); :func:`terms_from_json` reads terms in their JSON form.
 """
@@ -33,8 +37,10 @@ from typing import Any, TypeVar
 
 from mdtp.node.encoding import dumps
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.interop import ids, odrl
 from mdtp.node.ledger.signer import NONCE_KEPT, Signer
 from mdtp.node.ledger.trading import bodies as b
+from mdtp.node.ledger.trading.contracts import terms_hash
 from mdtp.node.ledger.trading.reasons import MACHINE_REASONS, TRADING_REASONS
 from mdtp.node.sdk.client import ApiError, NodeClient
 
@@ -184,6 +190,41 @@ def terms_from_json(doc: Mapping[str, Any]) -> b.Terms:
 
 def _terms(terms: b.Terms | Mapping[str, Any]) -> b.Terms:
     return terms if isinstance(terms, b.Terms) else terms_from_json(terms)
+
+
+def _provenance(doc: Mapping[str, Any]) -> b.Provenance:
+    """A provenance stamp from its JSON form (the signature as hex)."""
+    return _from_json(b.Provenance, doc, "provenance.")
+
+
+def _search_params(
+    *,
+    fields: Mapping[str, Any] | None = None,
+    include_withdrawn: bool = False,
+    captured_after_ms: int | None = None,
+    captured_before_ms: int | None = None,
+    min_completeness_permille: int | None = None,
+    **named: Any,
+) -> dict[str, Any]:
+    """The query parameters of a catalog search (``None`` values are left out later)."""
+    return {
+        **named,
+        "captured_after": captured_after_ms,
+        "captured_before": captured_before_ms,
+        "min_completeness": min_completeness_permille,
+        "include_withdrawn": "1" if include_withdrawn else None,
+        **(fields or {}),
+    }
+
+
+def _policy_version(policy: Mapping[str, Any] | list[Any], chain_id: str, contract_id: str) -> int:
+    """The version a policy's uid names, if it is one of this contract's; else 0."""
+    uid = policy.get("uid", policy.get("@id")) if isinstance(policy, Mapping) else None
+    if not isinstance(uid, str):
+        return 0
+    prefix = ids.policy_iri(chain_id, contract_id, 0)[: -len("0")]
+    tail = uid[len(prefix) :] if uid.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else 0
 
 
 class TradingClient:
@@ -530,26 +571,187 @@ class TradingClient:
         tag: str | None = None,
         supplier: str | None = None,
         fields: dict[str, Any] | None = None,
+        site: str | None = None,
+        line: str | None = None,
+        captured_by: str | None = None,
+        captured_after_ms: int | None = None,
+        captured_before_ms: int | None = None,
+        min_completeness_permille: int | None = None,
         include_withdrawn: bool = False,
         after: str | None = None,
         limit: int | None = None,
     ) -> dict[str, Any]:
-        """``{"as_of_height", "datasets": [...], "next_after"}``."""
+        """``{"as_of_height", "datasets": [...], "next_after"}``. ``site``, ``line`` and
+        ``captured_by`` match the provenance stamp; the capture window keeps datasets whose
+        stamped capture period overlaps it; ``min_completeness_permille`` the quality claim."""
         doc: dict[str, Any] = await self._get(
             "/v1/datasets",
-            text=text,
-            tag=tag,
-            supplier=supplier,
-            include_withdrawn="1" if include_withdrawn else None,
-            after=after,
-            limit=limit,
-            **(fields or {}),
+            **_search_params(
+                text=text,
+                tag=tag,
+                supplier=supplier,
+                fields=fields,
+                site=site,
+                line=line,
+                captured_by=captured_by,
+                captured_after_ms=captured_after_ms,
+                captured_before_ms=captured_before_ms,
+                min_completeness_permille=min_completeness_permille,
+                include_withdrawn=include_withdrawn,
+                after=after,
+                limit=limit,
+            ),
         )
         return doc
 
     async def dataset(self, dataset_id: str) -> dict[str, Any]:
         doc: dict[str, Any] = (await self._get(f"/v1/datasets/{dataset_id}"))["dataset"]
         return doc
+
+    async def catalog_entry(self, dataset_id: str) -> dict[str, Any]:
+        """``{"as_of_height", "dataset", "supplier_record"}``: the dataset with its supplier's
+        track record (contracts by effective status)."""
+        doc: dict[str, Any] = await self._get(f"/v1/datasets/{dataset_id}")
+        return doc
+
+    # -- provenance stamps ------------------------------------------------------------------
+
+    async def stamp_capture(
+        self,
+        capturer: SigningKey,
+        dataset_id: str,
+        *,
+        site: str,
+        line: str,
+        capture_start_ms: int,
+        capture_end_ms: int,
+        captured_by: str | None = None,
+    ) -> b.Provenance:
+        """The capturing system's stamp for the dataset's content *as published now* (its
+        plaintext digest and Merkle root are read from the ledger): what a capturing system
+        runs once the supplier has published; the supplier then adds it with
+        :meth:`add_provenance`. ``captured_by``: the capturing account, if its key rotated."""
+        dataset = await self.dataset(dataset_id)
+        return b.Provenance.stamp(
+            capturer,
+            chain_id=await self.chain_id(),
+            dataset_id=dataset_id,
+            plaintext_digest=bytes.fromhex(dataset["plaintext_digest"]),
+            merkle_root=bytes.fromhex(dataset["merkle_root"]),
+            site=site,
+            line=line,
+            capture_start_ms=capture_start_ms,
+            capture_end_ms=capture_end_ms,
+            captured_by=captured_by,
+        )
+
+    async def add_provenance(
+        self,
+        supplier: SigningKey,
+        dataset_id: str,
+        provenance: b.Provenance | Mapping[str, Any],
+        *,
+        sender: str | None = None,
+    ) -> Committed:
+        """``dataset.update`` carrying a stamp (a :class:`Provenance` or its JSON form)."""
+        stamp = provenance if isinstance(provenance, b.Provenance) else _provenance(provenance)
+        return await self.send(
+            supplier, b.DatasetUpdate(dataset_id, provenance=stamp), sender=sender
+        )
+
+    # -- dataspace export (DCAT-AP, ODRL) ---------------------------------------------------
+
+    async def catalog_dcat(
+        self,
+        *,
+        text: str | None = None,
+        tag: str | None = None,
+        supplier: str | None = None,
+        site: str | None = None,
+        line: str | None = None,
+        captured_by: str | None = None,
+        captured_after_ms: int | None = None,
+        captured_before_ms: int | None = None,
+        min_completeness_permille: int | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """A page of the catalog as a DCAT-AP 3 JSON-LD ``dcat:Catalog`` (the filters of
+        :meth:`search_datasets`); ``mdtp:nextAfter`` names the next page."""
+        doc: dict[str, Any] = await self._get(
+            "/v1/catalog/dcat",
+            **_search_params(
+                text=text,
+                tag=tag,
+                supplier=supplier,
+                site=site,
+                line=line,
+                captured_by=captured_by,
+                captured_after_ms=captured_after_ms,
+                captured_before_ms=captured_before_ms,
+                min_completeness_permille=min_completeness_permille,
+                after=after,
+                limit=limit,
+            ),
+        )
+        return doc
+
+    async def dataset_dcat(self, dataset_id: str) -> dict[str, Any]:
+        """One dataset as a DCAT-AP 3 JSON-LD ``dcat:Dataset``."""
+        doc: dict[str, Any] = await self._get(f"/v1/datasets/{dataset_id}/dcat")
+        return doc
+
+    async def contract_odrl(
+        self,
+        contract_id: str,
+        *,
+        version: int | None = None,
+        reader: SigningKey | None = None,
+    ) -> dict[str, Any]:
+        """A contract version's terms as an ODRL 2.2 JSON-LD policy (``odrl:Agreement`` for
+        the version that made it active, ``odrl:Offer`` otherwise); default the current."""
+        doc: dict[str, Any] = await self._get_signed(
+            f"/v1/contracts/{contract_id}/odrl", reader, version=version
+        )
+        return doc
+
+    async def check_odrl(
+        self,
+        policy: Mapping[str, Any] | list[Any],
+        contract_id: str,
+        *,
+        version: int | None = None,
+        reader: SigningKey | None = None,
+    ) -> dict[str, Any]:
+        """Whether an ODRL policy (any JSON-LD form) carries exactly the terms of a contract
+        version on the ledger and binds its parties and dataset: ``{"contract_id",
+        "version", "terms_hash", "ledger_terms_hash", "terms_match", "parties_match",
+        "matches"}``. The version defaults to the one the policy's uid names, else the
+        current one. ValueError names what of the policy does not map back to terms."""
+        terms = odrl.terms_from_odrl(policy)
+        bound = odrl.parties_from_odrl(policy)
+        contract = await self.contract(contract_id, reader=reader)
+        chain_id = await self.chain_id()
+        number = version or _policy_version(policy, chain_id, contract_id)
+        number = number or int(contract["version"])
+        if not 1 <= number <= int(contract["version"]):
+            raise TradingError("unknown_version", f"contract {contract_id} has no version {number}")
+        ledger_hash = str(contract["versions"][number - 1]["terms_hash"])
+        mine = terms_hash(terms).hex()
+        parties_match = bound == {
+            "assigner": contract["supplier"],
+            "assignee": contract["consumer"],
+            "target": ids.dataset_iri(chain_id, contract["dataset_id"]),
+        }
+        return {
+            "contract_id": contract_id,
+            "version": number,
+            "terms_hash": mine,
+            "ledger_terms_hash": ledger_hash,
+            "terms_match": mine == ledger_hash,
+            "parties_match": parties_match,
+            "matches": mine == ledger_hash and parties_match,
+        }
 
     async def contract(
         self, contract_id: str, *, reader: SigningKey | None = None

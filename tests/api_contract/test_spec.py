@@ -42,7 +42,7 @@ def app() -> web.Application:
         explorer.add_routes,
         lambda a: data_routes.add_routes(a, uploads=none, relay=none),
         lambda a: compute_routes.add_routes(a, relay=none, server=none),
-        lambda a: trading_routes.add_routes(a, store, 0, none),
+        lambda a: trading_routes.add_routes(a, store, 0, none, chain_id="c"),
         lambda a: governance_routes.add_routes(a, store, 0),
     ]
     return api_app(installers, 1024, ApiMetrics(CollectorRegistry()))

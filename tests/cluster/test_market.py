@@ -32,10 +32,10 @@ REFUND = 300
 async def _same_height(cluster_dir: Path) -> int:
     """Wait until every node has executed the same last block (nothing else writes here)."""
     for _ in range(300):
-        heights = set()
+        heights: set[int] = set()
         for api in apis_of(cluster_dir):
             async with client(cluster_dir, api, timeout_s=10) as c:
-                heights.add((await c.status())["height"])
+                heights.add(int((await c.status())["height"]))
         if len(heights) == 1:
             return heights.pop()
         await asyncio.sleep(0.2)

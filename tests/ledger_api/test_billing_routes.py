@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mdtp.node.api import auth
 from mdtp.node.api import trading as trading_routes
 from mdtp.node.identity.keys import SigningKey
+from mdtp.node.ledger.trading.contracts import Status
 from mdtp.node.sdk.client import ApiError
 from mdtp.node.sdk.data import DataError, dispute_chunks, evidence_path, file_sha256
 from mdtp.node.sdk.trading import TradingClient, TxFailed
@@ -83,7 +84,7 @@ class RoutedNode(LedgerNode):
 
 def routes_app(market: DisputeMarket) -> web.Application:
     app = web.Application(middlewares=[as_reader])
-    trading_routes.add_routes(app, Store(market), 0, None)  # type: ignore[arg-type]
+    trading_routes.add_routes(app, Store(market), 0, None, chain_id="test")  # type: ignore[arg-type]
     return app
 
 
@@ -151,7 +152,11 @@ async def test_a_billed_contract_is_paid_disputed_and_refunded_through_the_sdk(
     summary = (await t.invoices("c1", reader=m.consumer))["billing"]
     assert summary["refunded_minor"] == 50_000 and summary["credit_outstanding_minor"] == 50_000
     shown = await t.node.get("/v1/datasets/ds1")  # the catalog shows the track record
-    assert shown["supplier_record"] == record
+    assert shown["supplier_record"] == {
+        **record,
+        "contracts_by_status": {**dict.fromkeys(sorted(Status), 0), "ACTIVE": 1},
+        "contracts_by_status_complete": True,
+    }
 
 
 async def test_overdue_invoices_list_only_contracts_the_reader_may_read(

@@ -10,7 +10,17 @@ import pytest
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.ledger.trading.contracts import load_contract
-from tests.ledger.helpers import CHAIN_ID, DAY_MS, T0, Chain, Market, dataset_body, digest, terms
+from tests.ledger.helpers import (
+    CHAIN_ID,
+    DAY_MS,
+    T0,
+    Chain,
+    Market,
+    dataset_body,
+    digest,
+    quality,
+    terms,
+)
 
 
 def executes(chain: Chain, signer: SigningKey, body: b.Body, sender: str | None = None) -> bytes:
@@ -169,3 +179,37 @@ def test_a_builder_holding_a_bad_value_is_refused_by_the_ledger_not_the_builder(
     )
     [result] = m.chain.run(raw)
     assert result.reason == "bad_body" and "terms.max_downloads" in result.detail
+
+
+def test_quality_claims_and_a_stamp_read_from_their_json_forms() -> None:
+    chain = Chain()
+    supplier, camera = chain.user("supplier"), chain.user("capture")
+    content = dataset_body("ds1")
+    stamp = b.Provenance.stamp(
+        camera,
+        chain_id=CHAIN_ID,
+        dataset_id="ds1",
+        plaintext_digest=content["plaintext_digest"],
+        merkle_root=content["merkle_root"],
+        site="plant-a",
+        line="line-3",
+        capture_start_ms=T0 - 20 * DAY_MS,
+        capture_end_ms=T0 - 2 * DAY_MS,
+    )
+    gaps = [{"start_ms": T0 - 25 * DAY_MS, "end_ms": T0 - 24 * DAY_MS, "reason": "PLC restart"}]
+    doc = {
+        **{k: v.hex() if isinstance(v, bytes) else v for k, v in content.items()},
+        "quality": quality(completeness_permille=990, known_gaps=gaps),
+        "provenance": {**stamp.to_body(), "capture_signature": stamp.capture_signature.hex()},
+    }
+    body = b.DatasetPublish.from_json(doc)
+    assert body.quality.known_gaps == (
+        b.KnownGap(T0 - 25 * DAY_MS, T0 - 24 * DAY_MS, "PLC restart"),
+    )
+    assert body.provenance == stamp
+    assert body.to_body()["quality"]["known_gaps"] == gaps
+    executes(chain, supplier, body)
+    with pytest.raises(ValueError, match=r"quality\.known_gaps\[0\]\.colour: unknown field"):
+        b.DatasetPublish.from_json(
+            {**doc, "quality": quality(known_gaps=[{**gaps[0], "colour": 1}])}
+        )

@@ -8,7 +8,8 @@ Kinds of account:
 - ``node``: one per member, keyed by the member's node key, from the genesis file; posts
   ``access.grant`` and ``delivery.receipt`` for datasets stored on that member's node. Its key
   changes only with the membership, so it cannot rotate or be revoked here.
-- ``user``: registered by an admin, with roles from :data:`ROLES`.
+- ``user``: registered by an admin, with roles from :data:`ROLES` (``capture``: a capturing
+  system of the member, which signs provenance stamps: :mod:`.provenance`).
 
 Account ids are self-certifying (``did:key`` of the first signing key) and stay the same when
 the key rotates; from then on the state, not the id, says which key signs. A key is bound to
@@ -31,7 +32,7 @@ from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import PUBLIC_KEY_LEN, SIGNATURE_LEN, Fields
 from mdtp.node.ledger.tx import Tx, canonical
 
-ROLES = ("supplier", "consumer", "reviewer", "auditor")
+ROLES = ("supplier", "consumer", "reviewer", "auditor", "capture")
 DISPLAY_NAME_MAX_LEN = 100
 REVOKE_REASON_MAX_LEN = 500
 ROTATION_TAG = b"mdtp/v1/rotate\x00"

@@ -27,6 +27,7 @@ from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading.accounts import rotation_proof
 from mdtp.node.ledger.trading.analysis import rule_hash
 from mdtp.node.ledger.trading.contracts import terms_hash
+from mdtp.node.ledger.trading.provenance import capture_statement
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,17 @@ def _from_json_value(hint: Any, value: Any, where: str) -> Any:
             )
         return tuple(value)
     return value
+
+
+def _tuple_item_part(options: tuple[Any, ...]) -> type[BodyPart] | None:
+    """``X`` when one of the options is ``tuple[X, ...]`` of a :class:`BodyPart` X."""
+    for option in options:
+        args = get_args(option)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = args[0]
+            if isinstance(item, type) and issubclass(item, BodyPart):
+                return item
+    return None
 
 
 @dataclass(frozen=True)
@@ -144,12 +156,73 @@ class AccountRevoke(Body):
 
 
 @dataclass(frozen=True)
+class KnownGap(BodyPart):
+    """A period [start_ms, end_ms) inside the collection period with no data, and why."""
+
+    start_ms: int
+    end_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Quality(BodyPart):
     collection_start_ms: int
     collection_end_ms: int
     machine_type: str
     sampling_rate_millihz: int
     validation_method: str
+    completeness_permille: int | None = None
+    calibration: str | None = None
+    known_gaps: tuple[KnownGap, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Provenance(BodyPart):
+    """A provenance stamp (:mod:`.provenance`): made by the capturing system with
+    :meth:`stamp`, carried by the supplier's ``dataset.publish`` or ``dataset.update``."""
+
+    site: str
+    line: str
+    capture_start_ms: int
+    capture_end_ms: int
+    captured_by: str
+    capture_signature: bytes
+
+    @classmethod
+    def stamp(
+        cls,
+        capturer: SigningKey,
+        *,
+        chain_id: str,
+        dataset_id: str,
+        plaintext_digest: bytes,
+        merkle_root: bytes,
+        site: str,
+        line: str,
+        capture_start_ms: int,
+        capture_end_ms: int,
+        captured_by: str | None = None,
+    ) -> Provenance:
+        """The stamp ``capturer`` signs for this content; ``captured_by`` is its account
+        (by default the did:key of its key, which holds until the account rotates)."""
+        statement = capture_statement(
+            chain_id,
+            dataset_id,
+            plaintext_digest,
+            merkle_root,
+            site,
+            line,
+            capture_start_ms,
+            capture_end_ms,
+        )
+        return cls(
+            site,
+            line,
+            capture_start_ms,
+            capture_end_ms,
+            captured_by or capturer.account_id,
+            capturer.sign(statement),
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +240,7 @@ class DatasetPublish(Body):
     plaintext_digest: bytes
     quality: Quality
     supplier_node: str
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +259,7 @@ class DatasetUpdate(Body):
     merkle_root: bytes | None = None
     plaintext_digest: bytes | None = None
     quality: Quality | None = None
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ Withdrawing stops new offers and signatures; contracts already active run to the
 ``version`` counts metadata changes; a contract version pins the Merkle root it was offered
 against, so a content change needs a new contract version before anyone can sign
 (``dataset_changed``).
+
+Quality claims beyond the required five fields and the provenance stamp are read and
+checked in :mod:`.provenance`; a dataset's stamp is verified against the metadata as it will
+be stored, so a publish or update that changes the content must carry a stamp the capturing
+system signed for that content.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from mdtp.node.ledger.machine import BlockContext, Ledger
 from mdtp.node.ledger.state import Overlay, ReadableKV
-from mdtp.node.ledger.trading import audit, layout
+from mdtp.node.ledger.trading import audit, layout, provenance
 from mdtp.node.ledger.trading.accounts import has_role, load_account, registered_only
 from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import HASH_LEN, TAG_RE, Fields, bad
@@ -58,9 +63,9 @@ def _quality(f: Fields) -> dict[str, Any]:
         "sampling_rate_millihz": q.integer("sampling_rate_millihz"),
         "validation_method": q.text("validation_method", max_len=VALIDATION_METHOD_MAX_LEN),
     }
+    provenance.read_quality_extras(q, quality)
     q.finish()
-    if quality["collection_end_ms"] < quality["collection_start_ms"]:
-        refuse("bad_period", "quality.collection_end_ms is before quality.collection_start_ms")
+    provenance.check_quality(quality)
     return quality
 
 
@@ -112,11 +117,43 @@ def _event(ctx: BlockContext, tx: Tx) -> dict[str, Any]:
     return {"height": ctx.height, "time_ms": ctx.timestamp_ms, "tx_id": tx.id}
 
 
+def _stamp(
+    ctx: BlockContext, state: Overlay, record: dict[str, Any], stamp: dict[str, Any] | None
+) -> None:
+    """Verify ``stamp`` (if given) against ``record`` as it will be stored, and store it."""
+    if stamp is not None:
+        record["provenance"] = provenance.check_provenance(
+            state, chain_id=ctx.chain_id, now_ms=ctx.timestamp_ms, dataset=record, provenance=stamp
+        )
+
+
+def _check_kept_stamp(
+    stamp: dict[str, Any], record: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """An update without a fresh stamp keeps the stored one: only if the content it signed
+    stays, and the new collection period still contains the stamped capture period."""
+    if any(
+        name in changes and changes[name] != record[name]
+        for name in ("merkle_root", "plaintext_digest")
+    ):
+        refuse("provenance_stale", "a stamped dataset's new content needs a fresh provenance")
+    quality = changes.get("quality", record["quality"])
+    if (
+        stamp["capture_start_ms"] < quality["collection_start_ms"]
+        or stamp["capture_end_ms"] > quality["collection_end_ms"]
+    ):
+        refuse(
+            "capture_outside_collection",
+            "the new collection period does not contain the stamped capture period",
+        )
+
+
 def dataset_publish(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     f = Fields(tx.body)
     dataset_id = f.ident("dataset_id")
     metadata = {name: _read_field(f, name) for name in MUTABLE_FIELDS}
     supplier_node = f.text("supplier_node", min_len=1, max_len=MEMBER_ID_MAX_LEN)
+    stamp = provenance.read_provenance(f) if f.has("provenance") else None
     f.finish()
     sender = load_account(state, tx.sender)
     assert sender is not None
@@ -139,6 +176,7 @@ def dataset_publish(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         "updated": None,
         "withdrawn": None,
     }
+    _stamp(ctx, state, record, stamp)
     state.put_obj(layout.dataset_key(dataset_id), record)
     for tag in metadata["tags"]:
         state.put(layout.dataset_tag_key(tag, dataset_id), layout.EMPTY)
@@ -156,15 +194,19 @@ def dataset_update(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
     f = Fields(tx.body)
     dataset_id = f.ident("dataset_id")
     changes = {name: _read_field(f, name) for name in MUTABLE_FIELDS if f.has(name)}
+    stamp = provenance.read_provenance(f) if f.has("provenance") else None
     f.finish()
-    if not changes:
-        bad("body", f"name at least one of {', '.join(MUTABLE_FIELDS)}")
+    if not changes and stamp is None:
+        bad("body", f"name at least one of {', '.join(MUTABLE_FIELDS)}, provenance")
     record = _owned(state, tx, dataset_id)
+    if stamp is None and record.get("provenance") is not None:
+        _check_kept_stamp(record["provenance"], record, changes)
     for tag in sorted(set(record["tags"]) - set(changes.get("tags", record["tags"]))):
         state.delete(layout.dataset_tag_key(tag, dataset_id))
     for tag in changes.get("tags", ()):
         state.put(layout.dataset_tag_key(tag, dataset_id), layout.EMPTY)
     record.update(changes)
+    _stamp(ctx, state, record, stamp)
     record["version"] += 1
     record["updated"] = _event(ctx, tx)
     state.put_obj(layout.dataset_key(dataset_id), record)
@@ -173,7 +215,8 @@ def dataset_update(ctx: BlockContext, state: Overlay, tx: Tx) -> None:
         state,
         tx,
         [("dataset", dataset_id), ("account", tx.sender)],
-        f"updated dataset {dataset_id} to version {record['version']}: {', '.join(changes)}",
+        f"updated dataset {dataset_id} to version {record['version']}: "
+        + ", ".join([*changes, *(["provenance"] if stamp is not None else [])]),
     )
 
 

@@ -23,6 +23,8 @@ from mdtp.node.ledger.trading.audit import KINDS
 from mdtp.node.ledger.trading.contracts import Status, effective_status
 
 LIMIT_MAX = 500
+# A supplier's record counts at most this many of its contracts (one index scan).
+SUPPLIER_RECORD_SCAN_MAX = 10_000
 
 # Fields a search may match exactly, by dotted path.
 SEARCH_FIELDS = (
@@ -107,6 +109,20 @@ def _candidates(kv: ReadableKV, tag: str | None, supplier: str | None) -> Iterat
             yield key[len(layout.DATASET) :].decode()
 
 
+def _captured_in(record: Mapping[str, Any], after_ms: int | None, before_ms: int | None) -> bool:
+    stamp = record.get("provenance")
+    if stamp is None:
+        return False
+    if after_ms is not None and stamp["capture_end_ms"] < after_ms:
+        return False
+    return before_ms is None or stamp["capture_start_ms"] <= before_ms
+
+
+def _complete_enough(record: Mapping[str, Any], min_permille: int) -> bool:
+    completeness = record["quality"].get("completeness_permille")
+    return completeness is not None and completeness >= min_permille
+
+
 def search_datasets(
     kv: ReadableKV,
     *,
@@ -114,6 +130,12 @@ def search_datasets(
     tag: str | None = None,
     supplier: str | None = None,
     fields: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    line: str | None = None,
+    captured_by: str | None = None,
+    captured_after_ms: int | None = None,
+    captured_before_ms: int | None = None,
+    min_completeness_permille: int | None = None,
     include_withdrawn: bool = False,
     after: str | None = None,
     limit: int = 50,
@@ -123,9 +145,23 @@ def search_datasets(
     ``text``: every whitespace-separated word occurs (case-insensitively) in the title,
     description, schema, format, tags, machine type or validation method. ``tag``: has the
     tag. ``supplier``: published by that account. ``fields``: exact matches on
-    :data:`SEARCH_FIELDS` (dotted paths). Withdrawn datasets only with ``include_withdrawn``.
+    :data:`SEARCH_FIELDS` (dotted paths). ``site``, ``line``, ``captured_by``: the provenance
+    stamp names that site, line or capturing account (only stamped datasets match).
+    ``captured_after_ms`` /
+    ``captured_before_ms``: the stamped capture period overlaps the window (a bound left out
+    is open; an unstamped dataset never matches). ``min_completeness_permille``: the quality
+    claims state a completeness of at least that (one that states none never matches).
+    Withdrawn datasets only with ``include_withdrawn``.
     """
     _check_limit(limit)
+    if min_completeness_permille is not None and not 0 <= min_completeness_permille <= 1000:
+        raise ValueError("min_completeness must be in 0..1000 (permille)")
+    window = captured_after_ms is not None or captured_before_ms is not None
+    stamped = {
+        f"provenance.{name}": value
+        for name, value in (("site", site), ("line", line), ("captured_by", captured_by))
+        if value is not None
+    }
     fields = dict(fields or {})
     unknown = sorted(set(fields) - set(SEARCH_FIELDS))
     if unknown:
@@ -145,12 +181,40 @@ def search_datasets(
             continue
         if any(_field(record, path) != value for path, value in fields.items()):
             continue
+        if any(_field(record, path) != value for path, value in stamped.items()):
+            continue
         if words and not _text_matches(record, words):
+            continue
+        if window and not _captured_in(record, captured_after_ms, captured_before_ms):
+            continue
+        if min_completeness_permille is not None and not _complete_enough(
+            record, min_completeness_permille
+        ):
             continue
         found.append(jsonable(record))
         if len(found) == limit:
             break
     return found
+
+
+def supplier_contracts(kv: ReadableKV, supplier: str, *, at_ms: int) -> dict[str, Any]:
+    """The supplier's contracts by effective status at ``at_ms``, which the catalog shows
+    beside its track record (``disputes.track_record``: contracts and disputes counted as they
+    happen): ``contracts_by_status`` (every status listed), counted up to
+    :data:`SUPPLIER_RECORD_SCAN_MAX` contracts; ``contracts_by_status_complete`` says whether
+    that was all of them.
+    """
+    by_status: dict[str, int] = {status.value: 0 for status in sorted(Status)}
+    complete = True
+    for scanned, (key, _) in enumerate(kv.scan(layout.CONTRACT_BY_ACCOUNT + _slash(supplier))):
+        if scanned == SUPPLIER_RECORD_SCAN_MAX:
+            complete = False
+            break
+        contract = layout.read(kv, layout.contract_key(layout.last_segment(key)))
+        assert contract is not None
+        if contract["supplier"] == supplier:
+            by_status[effective_status(contract, at_ms).value] += 1
+    return {"contracts_by_status": by_status, "contracts_by_status_complete": complete}
 
 
 # ---- contracts --------------------------------------------------------------------------

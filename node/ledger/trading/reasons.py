@@ -50,6 +50,17 @@ TRADING_REASONS: dict[str, str] = {
     "dataset_withdrawn": "the dataset is withdrawn",
     "not_owner": "the sender is not the dataset's supplier",
     "dataset_changed": "the dataset's content changed since this contract version",
+    # quality claims and provenance stamps (node.ledger.trading.provenance)
+    "bad_gap": "a known gap of the quality claims does not end after it starts",
+    "gap_outside_period": "a known gap lies (partly) outside the collection period",
+    "gaps_not_sorted": "the known gaps are not listed in order of their start",
+    "gaps_overlap": "a known gap starts before the previous one ends",
+    "capture_outside_collection": "the capture period is not inside the collection period",
+    "not_capture_system": "the account named as capturing system lacks the capture role",
+    "capturer_other_member": "the capturing system is not an account of the supplier's member",
+    "bad_capture_signature": "the capture signature is not the capturing system's signature "
+    "of this dataset's content and stamp",
+    "provenance_stale": "the content changes but the update carries no fresh provenance stamp",
     # contracts
     "contract_exists": "a contract with this id already exists",
     "unknown_contract": "no such contract",
