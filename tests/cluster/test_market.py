@@ -3,7 +3,8 @@ pay-per-query clean-room contract charged by the ledger from their committed rec
 closed invoices paid by the consumer and acknowledged by the supplier, a dispute over
 delivered chunks (with their Merkle proofs) answered and settled by the arbiter with a refund
 that billing credits, the supplier's track record counting it; all four nodes derive the same
-billing state at the same height."""
+billing state at the same height; the agreements export as ODRL policies that map back to the
+signed terms."""
 
 from __future__ import annotations
 
@@ -184,6 +185,17 @@ async def test_pay_per_use_downloads_and_queries_to_paid_invoices_and_a_refunded
         )
         record = await c.trading.supplier_record(supplier.account_id)
     assert record["disputes_opened"] == 1 and record["disputes_settled"] == 1, record
+
+    # the agreements as ODRL 2.2 policies (with the billing terms) and the catalog as
+    # DCAT-AP, read from the cluster: each policy maps back to the signed terms
+    async with client_for(running_cluster, nodes[3], reader=consumer) as c:
+        for cid in (downloads, queries):
+            policy = await c.trading.contract_odrl(cid)
+            assert policy["@type"] in ("Agreement", "odrl:Agreement"), policy["@type"]
+            checked = await c.trading.check_odrl(policy, cid)
+            assert checked["matches"], checked
+        catalog = await c.trading.catalog_dcat()
+    assert "fleet-raw" in json.dumps(catalog)
 
     # every node derives the same billing state at the same height
     height = await _same_height(running_cluster)
