@@ -21,24 +21,23 @@ from mdtp.storage.chunkstore import ChunkStore
 from tests.compute.test_service import Ledger
 from tests.ledger.helpers import CHAIN_ID, DAY_MS, Market
 
-NOW = int(time.time() * 1000)
-
 
 @pytest.mark.parametrize(("suspend", "reason"), [(True, "payment_overdue"), (False, None)])
 def test_a_download_is_refused_while_access_is_suspended(
     tmp_path: Path, suspend: bool, reason: str | None
 ) -> None:
+    now = int(time.time() * 1000)  # not at import: the suite may reach this minutes later
     market = Market()
-    market.chain.time_ms = NOW - 60_000
+    market.chain.time_ms = now - 60_000
     market.activate(
         "c1",
-        use_start_ms=NOW - DAY_MS,
-        use_end_ms=NOW + DAY_MS,
-        disposal_deadline_ms=NOW + 2 * DAY_MS,
+        use_start_ms=now - DAY_MS,
+        use_end_ms=now + DAY_MS,
+        disposal_deadline_ms=now + 2 * DAY_MS,
         billing={"payment_due_ms": 0, "suspend_when_overdue": suspend},  # due at activation
     )
     store = ChunkStore(tmp_path / "chunks")
-    replay = ReplayGuard(store.db.prefixed_db(b"n/"), 10, NOW)
+    replay = ReplayGuard(store.db.prefixed_db(b"n/"), 10, now)
     supplier = Supplier(
         node_id="m1",
         chain_id=CHAIN_ID,
@@ -58,7 +57,7 @@ def test_a_download_is_refused_while_access_is_suspended(
         contract_id="c1",
         first_chunk=0,
         last_chunk=0,
-        expires_at_ms=NOW + 60_000,
+        expires_at_ms=now + 60_000,
     )
     with pytest.raises(Refused) as refused:
         supplier.authorise(decode_fetch_request(raw, CHAIN_ID), "m2")
