@@ -17,7 +17,9 @@ after ``stall_s`` without progress (the core or the next beacons start it again)
 
 Beacons: every ``status_interval_s`` each replica broadcasts its height. The target is the
 (f+1)-th highest height reported, so at least one honest member has it; a replica that stays
-behind it for two intervals starts catching up.
+behind it for two intervals starts catching up, at once (on the beacon) if it is behind by
+more than the watermark window (those blocks cannot come by consensus any more); a running catch-up
+extends its target to the latest beacons' instead of ending short of them.
 """
 
 from __future__ import annotations
@@ -409,7 +411,27 @@ class StateSync:
             return "bad_status"
         if peer in self.config.members:
             self._peer_heights[peer] = height
+            if self.active and self.beacon_target() > self.target:
+                # the chain moved on (or we heard it only now): the running catch-up goes
+                # on to there instead of ending and waiting for the next beacons
+                self.target = self.beacon_target()
+                self.metrics.state_transfer_target.set(self.target)
+            elif not self.active and self._far_behind():
+                log.info(
+                    "far behind the chain (%d < %d): catching up",
+                    self.executor.height,
+                    self.beacon_target(),
+                )
+                self.request(self.beacon_target())
         return None
+
+    def _far_behind(self) -> bool:
+        """Behind the beacons' target by more than the watermark window: those blocks can no
+        longer come by consensus (e.g. a restarted node), so no reason to wait."""
+        return (
+            self.heard_chain
+            and self.beacon_target() - self.executor.height > self.config.window_size
+        )
 
     @property
     def heard_chain(self) -> bool:
@@ -433,7 +455,8 @@ class StateSync:
         target = self.beacon_target()
         if target > self.executor.height and not self.active:
             self._behind_ticks += 1
-            if self._behind_ticks >= 2 * self.limits.status_interval_s:
+            # less than the window behind may be blocks still in flight: wait two intervals
+            if self._far_behind() or self._behind_ticks >= 2 * self.limits.status_interval_s:
                 log.info("behind the chain (%d < %d): catching up", self.executor.height, target)
                 self.request(target)
                 self._behind_ticks = 0
