@@ -9,7 +9,9 @@ of its process until its height equals the others' (polling its metrics port eve
 counted by its own ``mdtp_transactions_committed_total``, over that time) and blocks/s, the
 same rates from its first transferred block on (``transfer_*``: without the process start and
 the time it takes to learn that it is behind), and the CPU the laggard's process used (user +
-system, all threads, from ``/proc/<pid>/stat``) per transaction.
+system, all threads, from ``/proc/<pid>/stat``) per transaction, and by thread
+(``cpu_s_by_thread``: the event loop, which executes the blocks, and the other threads: the
+signature checkers, the store writer, ...).
 
 With ``profile_dir`` the laggard runs under cProfile (``MDTP_PROFILE_DIR``, see ``mdtp
 start``) and writes ``<node id>.prof`` when the cluster stops.
@@ -31,7 +33,13 @@ from typing import Any
 
 from mdtp.node.errors import ClusterError
 from mdtp.node.ops import cluster
-from mdtp.node.ops.bench import BATCH_CLIENTS, BATCH_SIZE, process_cpu_s, register_senders
+from mdtp.node.ops.bench import (
+    BATCH_CLIENTS,
+    BATCH_SIZE,
+    process_cpu_s,
+    register_senders,
+    stat_cpu_s,
+)
 from mdtp.node.ops.bench_long import _Load
 from mdtp.node.sdk.client import NodeClient
 
@@ -55,6 +63,22 @@ def scrape(node: cluster.ClusterNode, timeout: float = 2.0) -> dict[str, float]:
         if name in names:
             out[names[name]] += float(value)
     return out
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's main thread (``event_loop``: the node's event loop, block
+    execution included) and of its other threads together (``other_threads``: signature
+    checks, store writes, ...; Python does not name them for ``/proc``), from
+    ``/proc/<pid>/task``."""
+    out = {"event_loop": 0.0, "other_threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        group = "event_loop" if task.name == str(pid) else "other_threads"
+        out[group] += stat_cpu_s(stat)
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 def _pick_laggard(cluster_dir: Path, nodes: list[cluster.ClusterNode]) -> cluster.ClusterNode:
@@ -130,6 +154,7 @@ def _catch_up(
         time.sleep(POLL_S)
     ended = time.perf_counter()
     cpu_s = process_cpu_s(proc.pid)
+    threads = thread_cpu_s(proc.pid)
     return {
         "pid": proc.pid,
         "start_height": stopped_at,
@@ -139,6 +164,7 @@ def _catch_up(
         "blocks": int(seen["height"]) - stopped_at,
         "transferred_blocks": int(seen["transferred"]),
         "cpu_s": cpu_s,
+        "threads": threads,
     }
 
 
@@ -189,6 +215,7 @@ def run_catchup_bench(
             "transfer_blocks_per_s": _rate(run["blocks"], run["transfer_seconds"]),
             "cpu_s": None if run["cpu_s"] is None else round(run["cpu_s"], 2),
             "cpu_us_per_tx": None if cpu_us is None else round(cpu_us, 1),
+            "cpu_s_by_thread": run["threads"],
             "target_tx_per_s": TARGET_TX_PER_S,
             "target_met": rate >= TARGET_TX_PER_S,
         }
@@ -209,3 +236,5 @@ def print_summary(r: dict[str, Any]) -> None:
         f"{r['cpu_us_per_tx']} us/tx; target {r['target_tx_per_s']:,} tx/s "
         f"{'met' if r['target_met'] else 'NOT met'}"
     )
+    threads = ", ".join(f"{k} {v} s" for k, v in sorted(r["cpu_s_by_thread"].items()))
+    print(f"its CPU by thread: {threads}")

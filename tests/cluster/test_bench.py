@@ -100,5 +100,9 @@ def test_bench_catch_up_reports_the_laggards_rate_blocks_and_cpu() -> None:
     assert doc["cpu_us_per_tx"] == pytest.approx(
         doc["cpu_s"] * 1e6 / doc["caught_up_txs"], rel=0.02
     )
+    threads = doc["cpu_s_by_thread"]
+    assert threads["event_loop"] > 0
+    # the threads alive at the end: at most the process's (ended threads are not listed)
+    assert sum(threads.values()) <= doc["cpu_s"] + 0.05 * len(threads)
     assert doc["target_tx_per_s"] == 20_000 and isinstance(doc["target_met"], bool)
     assert doc["machine"] == {"cpus": doc["machine"]["cpus"], "nodes": 4}
