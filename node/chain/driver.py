@@ -293,6 +293,7 @@ class Driver:
             view=lambda: self.replica.view,
             on_done=self._state_transfer_done,
             on_diverged=self._halt,
+            check_txs=verifier.check_certified,
             server=state_server,
         )
         # the mempool and waiters settle before anyone else hears of a commit

@@ -20,6 +20,7 @@ from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.ports import Clock, Disk
 from mdtp.node.ledger.machine import BlockContext, Ledger, TxResult
 from mdtp.node.ledger.state import Overlay, next_state_root
+from mdtp.node.ledger.tx import Tx, TxError
 from mdtp.storage.blockstore import BlockStore, CommittedBlock
 from mdtp.storage.crashpoints import crash_point
 from mdtp.storage.errors import InconsistentStore
@@ -124,8 +125,14 @@ class BlockExecutor:
 
     # -- execution --------------------------------------------------------------------------
 
-    async def deliver(self, block: Block, cert: CommitCertificate) -> bool:
-        """Execute ``block`` as the next height; False if that height is already executed."""
+    async def deliver(
+        self,
+        block: Block,
+        cert: CommitCertificate,
+        decoded: Sequence[Tx | TxError] | None = None,
+    ) -> bool:
+        """Execute ``block`` as the next height; False if that height is already executed.
+        ``decoded``: its transactions decoded already (see ``Ledger.execute_block``)."""
         async with self._lock:
             height = block.height
             if height <= self.height:
@@ -134,14 +141,16 @@ class BlockExecutor:
                 raise InconsistentStore(f"block {height} delivered at height {self.height}")
             if block.header.prev_hash != self.tip_hash:
                 raise InconsistentStore(f"block {height} does not extend the tip {self.height}")
-            await self._execute(block, cert)
+            await self._execute(block, cert, decoded)
             return True
 
-    async def _execute(self, block: Block, cert: CommitCertificate) -> None:
+    async def _execute(
+        self, block: Block, cert: CommitCertificate, decoded: Sequence[Tx | TxError] | None
+    ) -> None:
         height = block.height
         ctx = BlockContext(self.chain_id, height, block.header.timestamp_ms, block.header.proposer)
         overlay = Overlay(self.store.state)
-        results = self.ledger.execute_block(ctx, overlay, block.payload)
+        results = self.ledger.execute_block(ctx, overlay, block.payload, decoded)
         root = next_state_root(self.state_root, overlay.writes)
         seen: set[bytes] = set()
         index_entries = []

@@ -4,6 +4,11 @@ and the status beacons that tell a replica on an idle chain that it is behind.
 Catching up (:meth:`StateSync.request`): one task fetches the missing blocks with their commit
 certificates, verifies them (``consensus.state_transfer``) and executes them through the one
 delivery path (:class:`.execution.BlockExecutor`), so it never races the core's deliveries.
+Every transaction's signature is checked too (``check_txs``: the batch verifier's threads,
+block by block ahead of execution, each transaction decoded once and handed to the ledger);
+a block with a transaction whose signature does not verify is never executed. While it
+executes one response it has already asked the next peer for the range after it (one
+request ahead), so the peer's reading and the round trip overlap the execution.
 It asks the peers in turn — a different peer for every request — and measures each answer: a
 peer that times out, answers with a chain that does not verify, or drips fewer blocks than it
 could, collects strikes and is asked only when no better peer is left. So one Byzantine member
@@ -12,15 +17,17 @@ after ``stall_s`` without progress (the core or the next beacons start it again)
 
 Beacons: every ``status_interval_s`` each replica broadcasts its height. The target is the
 (f+1)-th highest height reported, so at least one honest member has it; a replica that stays
-behind it for two intervals starts catching up.
+behind it for two intervals starts catching up, at once (on the beacon) if it is behind by
+more than the watermark window (those blocks cannot come by consensus any more); a running catch-up
+extends its target to the latest beacons' instead of ending short of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mdtp.consensus import state_transfer
@@ -37,6 +44,7 @@ from mdtp.consensus.messages import (
 from mdtp.node.chain.execution import BlockExecutor
 from mdtp.node.chain.metrics import DriverMetrics
 from mdtp.node.chain.ports import BroadcastFn, Clock, SendFn
+from mdtp.node.ledger.tx import Tx, TxError
 from mdtp.node.supervisor import Supervisor
 
 log = logging.getLogger("mdtp.statesync")
@@ -57,6 +65,23 @@ class ServeContext:
     sign: Signer
     timeout_s: float
     send: Callable[[StateTransferResponse], None]
+
+
+# Decodes and signature-checks a block's transactions (``BatchVerifier.check_certified``).
+CheckTxs = Callable[[Sequence[bytes]], Awaitable[list[Tx | TxError]]]
+
+
+@dataclass
+class _Asked:
+    """A request in flight: to whom, the range's first height and its predecessor's hash,
+    when it left and when its answer came."""
+
+    peer: str
+    start: int
+    start_prev: bytes
+    asked_at: float
+    fut: asyncio.Future[StateTransferResponse] = field(repr=False)
+    answered_at: float | None = None
 
 
 # How this node answers a member's request, given the honest answer; None (production) sends
@@ -91,6 +116,7 @@ class StateSync:
         view: Callable[[], int],
         on_done: DoneFn,
         on_diverged: Callable[[str], None],
+        check_txs: CheckTxs,
         server: StateServer | None = None,
     ) -> None:
         self.config = config
@@ -108,9 +134,10 @@ class StateSync:
         self._on_done = on_done
         self._on_diverged = on_diverged
         self._server = server
+        self._check_txs = check_txs
         self.target = 0
         self._task: asyncio.Task[None] | None = None
-        self._waiter: tuple[str, asyncio.Future[StateTransferResponse]] | None = None
+        self._asked: list[_Asked] = []
         self._strikes: dict[str, int] = {}
         self._next_peer = 0
         self._peer_heights: dict[str, int] = {}
@@ -160,6 +187,7 @@ class StateSync:
         self.metrics.state_transfer_active.set(1)
         last_block: Block | None = None
         last_progress = self.clock.monotonic()
+        ahead: _Asked | None = None
         try:
             while self.executor.height < self.target:
                 if self.clock.monotonic() - last_progress > self.limits.stall_s:
@@ -170,55 +198,118 @@ class StateSync:
                         self.target,
                     )
                     return
-                peer = self._pick_peer()
-                struck = self._strikes.get(peer, 0)
-                blocks = await self._ask(peer)
+                asked = ahead or self._ask(self.executor.height + 1, self.executor.tip_hash)
+                ahead = None
+                if asked.start > self.executor.height + 1:
+                    # asked ahead of a response that turned out short or bad: not this
+                    # peer's fault, and its answer (if it comes) is not used
+                    self._asked.remove(asked)
+                    continue
+                struck = self._strikes.get(asked.peer, 0)
+                response = await self._answer(asked)
+                if response is None:
+                    continue
+                if response.entries and asked.start + len(response.entries) <= self.target:
+                    # ask for the range after this one now; it comes while we execute this
+                    last = response.entries[-1][0]
+                    ahead = self._ask(asked.start + len(response.entries), last.hash())
+                blocks = await self._apply(asked, response)
                 if blocks is None:
                     continue
                 if blocks:
                     last_block = blocks[-1]
                     last_progress = self.clock.monotonic()
-                    if self._strikes.get(peer, 0) == struck:
+                    if self._strikes.get(asked.peer, 0) == struck:
                         # a full, timely answer forgives the past; a drip (a block, slowly)
                         # moved us on too, but keeps its strike
-                        self._strikes.pop(peer, None)
+                        self._strikes.pop(asked.peer, None)
         finally:
+            self._asked.clear()
             self.metrics.state_transfer_active.set(0)
             if last_block is not None:
                 self._finished(last_block)
 
-    async def _ask(self, peer: str) -> list[Block] | None:
-        """One request to ``peer``; the blocks it brought (executed), None on a bad answer."""
-        start, start_prev = self.executor.height + 1, self.executor.tip_hash
+    def _ask(self, start: int, start_prev: bytes) -> _Asked:
+        """Send a request for ``start``.. (whose predecessor hashes to ``start_prev``) to the
+        next peer in turn."""
+        peer = self._pick_peer()
         request = state_transfer.build_request(self.config, self._sign, start, self.target)
         fut: asyncio.Future[StateTransferResponse] = asyncio.get_running_loop().create_future()
-        self._waiter = (peer, fut)
-        asked_at = self.clock.monotonic()
+        asked = _Asked(peer, start, start_prev, self.clock.monotonic(), fut)
+        self._asked.append(asked)
         self._send(peer, "blocks", encode_message(request))
+        return asked
+
+    async def _answer(self, asked: _Asked) -> StateTransferResponse | None:
+        """The answer to ``asked``, or None (struck) if it did not come within the timeout
+        from when the request left."""
+        left = asked.asked_at + self.limits.request_timeout_s - self.clock.monotonic()
         try:
-            response = await asyncio.wait_for(fut, self.limits.request_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(asked.fut), max(0.0, left))
         except TimeoutError:
-            log.info("state transfer: no answer from %s, asking another peer", peer)
-            self._strike(peer, "timeout")
+            log.info("state transfer: no answer from %s, asking another peer", asked.peer)
+            self._strike(asked.peer, "timeout")
             return None
         finally:
-            self._waiter = None
+            if asked in self._asked:
+                self._asked.remove(asked)
+
+    async def _apply(self, asked: _Asked, response: StateTransferResponse) -> list[Block] | None:
+        """Verify and execute the blocks of ``response``; those executed, None on a bad
+        answer. Each block's transactions are checked on the verifier's threads, all queued
+        at once, so the next blocks are checked while one executes."""
+        checks = [
+            asyncio.ensure_future(self._check_txs(block.payload)) for block, _ in response.entries
+        ]
+        try:
+            return await self._apply_checked(asked, response, checks)
+        finally:
+            for check in checks:
+                check.cancel()
+
+    async def _apply_checked(
+        self,
+        asked: _Asked,
+        response: StateTransferResponse,
+        checks: Sequence[Awaitable[list[Tx | TxError]]],
+    ) -> list[Block] | None:
         executed: list[Block] = []
-        height, prev_hash = start, start_prev
-        for block, cert in response.entries:
+        height, prev_hash = asked.start, asked.start_prev
+        for (block, cert), check in zip(response.entries, checks, strict=True):
             # one by one: a block may schedule the membership that certifies the next ones
             try:
                 state_transfer.verify_entry(self._certifiers, block, cert, height, prev_hash)
             except ConsensusError as e:
-                log.warning("state transfer: bad response from %s: %s", peer, e)
-                self._strike(peer, "bad_response")
+                log.warning("state transfer: bad response from %s: %s", asked.peer, e)
+                self._strike(asked.peer, "bad_response")
                 return executed or None
             diverged = self._diverged(block)
             if diverged is not None:
                 self._on_diverged(diverged)
                 self.target = 0  # nothing more to fetch: this node's state is wrong
                 return executed
-            if await self.executor.deliver(block, cert):
+            decoded = await check
+            forged = next(
+                (
+                    i
+                    for i, d in enumerate(decoded)
+                    if isinstance(d, TxError) and d.reason == "bad_signature"
+                ),
+                None,
+            )
+            if forged is not None:
+                # certified, yet not signed by its key: more than f members vouched for it,
+                # or the certificate checks are wrong; never executed, whoever sent it
+                log.warning(
+                    "state transfer: block %d from %s holds transaction %d whose signature "
+                    "does not verify",
+                    block.height,
+                    asked.peer,
+                    forged,
+                )
+                self._strike(asked.peer, "bad_response")
+                return executed or None
+            if await self.executor.deliver(block, cert, decoded):
                 self.metrics.state_transfer_blocks.inc()
             executed.append(block)
             height, prev_hash = height + 1, block.hash()
@@ -226,8 +317,9 @@ class StateSync:
         # more than half the timeout is struck as slow, whether it brought fewer (a drip) or
         # all that was asked (a drip of a one-block request looks complete): either way
         # another peer is preferred next time, and only a full, timely answer clears it.
-        if self.clock.monotonic() - asked_at > self.limits.request_timeout_s / 2:
-            self._strike(peer, "slow")
+        answered_at = asked.answered_at if asked.answered_at is not None else asked.asked_at
+        if answered_at - asked.asked_at > self.limits.request_timeout_s / 2:
+            self._strike(asked.peer, "slow")
         return executed
 
     def _diverged(self, block: Block) -> str | None:
@@ -260,11 +352,21 @@ class StateSync:
         self._on_done(block, roots)
 
     def on_response(self, peer: str, response: StateTransferResponse) -> bool:
-        """A response frame; False if nobody asked ``peer`` for one."""
-        waiter = self._waiter
-        if waiter is None or waiter[0] != peer or waiter[1].done():
+        """A response frame; False if nobody asked ``peer`` for one (answers come in the
+        order of the requests on a peer's link)."""
+        first = response.entries[0][0].height if response.entries else None
+        asked = next(
+            (
+                a
+                for a in self._asked
+                if a.peer == peer and not a.fut.done() and first in (None, a.start)
+            ),
+            None,
+        )
+        if asked is None:
             return False
-        waiter[1].set_result(response)
+        asked.answered_at = self.clock.monotonic()
+        asked.fut.set_result(response)
         return True
 
     async def close(self) -> None:
@@ -309,7 +411,27 @@ class StateSync:
             return "bad_status"
         if peer in self.config.members:
             self._peer_heights[peer] = height
+            if self.active and self.beacon_target() > self.target:
+                # the chain moved on (or we heard it only now): the running catch-up goes
+                # on to there instead of ending and waiting for the next beacons
+                self.target = self.beacon_target()
+                self.metrics.state_transfer_target.set(self.target)
+            elif not self.active and self._far_behind():
+                log.info(
+                    "far behind the chain (%d < %d): catching up",
+                    self.executor.height,
+                    self.beacon_target(),
+                )
+                self.request(self.beacon_target())
         return None
+
+    def _far_behind(self) -> bool:
+        """Behind the beacons' target by more than the watermark window: those blocks can no
+        longer come by consensus (e.g. a restarted node), so no reason to wait."""
+        return (
+            self.heard_chain
+            and self.beacon_target() - self.executor.height > self.config.window_size
+        )
 
     @property
     def heard_chain(self) -> bool:
@@ -333,7 +455,8 @@ class StateSync:
         target = self.beacon_target()
         if target > self.executor.height and not self.active:
             self._behind_ticks += 1
-            if self._behind_ticks >= 2 * self.limits.status_interval_s:
+            # less than the window behind may be blocks still in flight: wait two intervals
+            if self._far_behind() or self._behind_ticks >= 2 * self.limits.status_interval_s:
                 log.info("behind the chain (%d < %d): catching up", self.executor.height, target)
                 self.request(target)
                 self._behind_ticks = 0

@@ -180,10 +180,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=None if args.json else lambda line: print(line, file=sys.stderr),
         )
         return emit(args, attack, lambda: bench_attack.print_table(attack))
+    if args.catch_up:
+        from mdtp.node.ops import bench_catchup
+
+        profile = Path(args.profile) if args.profile else None
+        txs = args.txs if args.txs is not None else 100_000
+        catch_up = bench_catchup.run_catchup_bench(txs=txs, profile_dir=profile)
+        return emit(args, catch_up, lambda: bench_catchup.print_summary(catch_up))
     if args.long:
         from mdtp.node.ops import bench_long
 
-        txs = 20_000 if args.quick else args.txs
+        txs = 20_000 if args.quick else (args.txs if args.txs is not None else 1_000_000)
         report = None if args.json else bench_long.print_window
         long = bench_long.run_long_bench(txs=txs, window_s=args.window, report=report)
         emit(args, long, lambda: bench_long.print_summary(long))
@@ -311,7 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="growth run: batched load until --txs committed, tx/s, CPU and RSS per window",
     )
-    sp.add_argument("--txs", type=int, default=1_000_000, help="transactions to commit for --long")
+    sp.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="one member stopped, --txs committed without it, then timed until it caught up",
+    )
+    sp.add_argument(
+        "--txs",
+        type=int,
+        default=None,
+        help="transactions to commit for --long (default 1,000,000) or --catch-up (100,000)",
+    )
     sp.add_argument(
         "--window", type=float, default=60.0, help="seconds per measured window for --long"
     )

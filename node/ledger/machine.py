@@ -17,7 +17,8 @@ Execute-after-order: every transaction in a committed block gets a result, ``ok`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mdtp.node.encoding import public_key_from_account_id
@@ -108,20 +109,37 @@ class Ledger:
             raise Refusal("wrong_key", "signed by a key that is not the sender's current key")
 
     def execute_block(
-        self, ctx: BlockContext, state: Overlay, txs: tuple[bytes, ...]
+        self,
+        ctx: BlockContext,
+        state: Overlay,
+        txs: tuple[bytes, ...],
+        decoded: Sequence[Tx | TxError] | None = None,
     ) -> list[TxResult]:
+        """``decoded``: each transaction as :func:`decode_tx` with ``max_bytes=len(raw)``
+        decoded it already (state transfer checks the signatures in a batch first), so it is
+        decoded once; otherwise it is decoded here."""
+        if decoded is not None and len(decoded) != len(txs):
+            raise ValueError(f"{len(decoded)} decoded transactions for {len(txs)}")
         results = []
         for index, raw in enumerate(txs):
-            results.append(self._execute(ctx, state, index, raw))
+            pre = None if decoded is None else decoded[index]
+            results.append(self._execute(ctx, state, index, raw, pre))
         assert len(results) == len(txs)
         return results
 
-    def _execute(self, ctx: BlockContext, state: Overlay, index: int, raw: bytes) -> TxResult:
-        import hashlib
-
+    def _execute(
+        self, ctx: BlockContext, state: Overlay, index: int, raw: bytes, pre: Tx | TxError | None
+    ) -> TxResult:
         tx_id = hashlib.sha256(raw).digest()
         try:
-            tx = decode_tx(raw, chain_id=self.chain_id, max_bytes=len(raw), verify=False)
+            if pre is None:
+                tx = decode_tx(raw, chain_id=self.chain_id, max_bytes=len(raw), verify=False)
+            elif isinstance(pre, TxError):
+                raise pre
+            elif pre.signed_bytes is raw or pre.signed_bytes == raw:
+                tx = pre
+            else:
+                raise ValueError(f"transaction {index} was decoded from other bytes")
         except TxError as e:
             return TxResult(tx_id, index, False, e.reason, str(e))
         if ctx.timestamp_ms > tx.expires_at_ms:

@@ -395,6 +395,19 @@ def down(cluster_dir: Path, timeout_s: float = 15.0) -> list[str]:
     return list(pids)
 
 
+def stop(cluster_dir: Path, node_id: str, timeout_s: float = 15.0) -> bool:
+    """Stop one node of the cluster; False if it was not running."""
+    nodes = load_cluster(cluster_dir)
+    node = next((n for n in nodes if n.id == node_id), None)
+    if node is None:
+        raise ClusterError(f"{node_id}: not in the cluster ({', '.join(n.id for n in nodes)})")
+    pid = running_pid(node)
+    if pid is None:
+        return False
+    _stop(nodes, {node.id: pid}, timeout_s)
+    return True
+
+
 def _stop(nodes: list[ClusterNode], pids: dict[str, int], timeout_s: float) -> None:
     """SIGTERM each process, SIGKILL it after ``timeout_s``, wait for it; forget its pid."""
     for pid in pids.values():

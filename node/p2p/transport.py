@@ -116,10 +116,20 @@ def classify_tls_error(exc: BaseException) -> str:
     return "connection_error"
 
 
+# Frame kinds not queued for a peer whose link is down. Gossip is offered again every few
+# seconds while a transaction waits (``Admission.regossip``), so a peer that comes back gets
+# what is still waiting; what was queued while it was down would reach it stale -- committed
+# meanwhile, yet each transaction verified again -- ahead of the state-transfer answers it
+# needs (measured: a node down while 100,000 transactions committed got ~20,000-90,000 of
+# them as gossip on its return, delaying its catch-up by seconds).
+UNQUEUED_WHILE_DOWN = frozenset({"txs"})
+
+
 class _OutboundLink:
     def __init__(self, peer_id: str, limits: TransportLimits, metrics: P2PMetrics) -> None:
         self.peer_id = peer_id
-        # Kept across reconnects: frames queued while the link is down go out when it is up.
+        # Kept across reconnects: frames queued while the link is down go out when it is up
+        # (except gossip, see UNQUEUED_WHILE_DOWN).
         self.queues = SendQueues(limits.channels, metrics)
         self.connected = False
         self.task: asyncio.Task[None] | None = None
@@ -262,6 +272,9 @@ class Transport:
         if link is None:
             # not (or no longer) on the roster: a reply to a node the chain just removed
             self.metrics.frames_dropped.labels("not_a_peer").inc()
+            return False
+        if kind in UNQUEUED_WHILE_DOWN and not link.connected:
+            self.metrics.frames_dropped.labels("peer_down").inc()
             return False
         if not link.queues.put(kind, frame):
             self.metrics.frames_dropped.labels("queue_full").inc()

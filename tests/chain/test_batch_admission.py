@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mdtp.node.errors import MdtpError
+from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.tx import Tx, TxError, sign_tx
 from mdtp.node.testing.sim.world import CHAIN_ID, GENESIS_TIME_MS
 from mdtp.node.txpool.mempool import MempoolFull
@@ -138,3 +139,37 @@ def test_gossip_refused_for_a_passing_reason_is_admitted_when_gossiped_again(
             assert await admission.admit_gossip([first]) == (0, 1)
 
         run(w, body)
+
+
+def test_check_certified_decodes_each_transaction_once_and_names_a_forged_signature() -> None:
+    """What state transfer hands the ledger: every transaction decoded and its signature
+    checked, in order; one larger than the mempool's bound is still decoded (a block's
+    bounds apply), a forged one is a ``bad_signature`` error, garbage a ``malformed`` one."""
+    key = SigningKey.generate()
+
+    def signed(nonce: int, value: bytes = b"v") -> bytes:
+        return sign_tx(
+            key,
+            chain_id=CHAIN_ID,
+            type_="note.set",
+            sender=key.account_id,
+            nonce=nonce,
+            expires_at_ms=GENESIS_TIME_MS + 10**9,
+            body={"key": f"k{nonce}", "value": value},
+        )
+
+    good, large = signed(1), signed(2, b"x" * 600)
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    verifier = BatchVerifier(CHAIN_ID, max_tx_bytes=512)
+
+    async def check() -> list[Tx | TxError]:
+        try:
+            return await verifier.check_certified([good, large, forged, b"\xc1"])
+        finally:
+            await verifier.close()
+
+    out = asyncio.run(check())
+    assert isinstance(out[0], Tx) and out[0].signed_bytes == good and out[0].nonce == 1
+    assert isinstance(out[1], Tx) and out[1].nonce == 2
+    assert isinstance(out[2], TxError) and out[2].reason == "bad_signature"
+    assert isinstance(out[3], TxError) and out[3].reason == "malformed"

@@ -398,3 +398,66 @@ def test_a_transaction_a_lagging_node_accepted_ends_dropped_with_its_reason(
             await asyncio.wait_for(lagging.driver.wait_committed(stale.id), 1)
 
         run(w, body)
+
+
+def test_a_certified_block_with_a_forged_signature_is_never_executed_by_state_transfer(
+    tmp_path: Path,
+) -> None:
+    """State transfer checks every transaction's signature, not only the certificates: a
+    block whose transaction does not verify (here the lagger's checker says so for one
+    transaction, as it would if more than f members had certified a forgery) is not
+    executed, whichever peer sends it, and each is struck; once the checker agrees again
+    the lagger catches up."""
+    with world(tmp_path, seed=5) as w:
+        forged: set[bytes] = set()
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            lagger = w.nodes[3]
+            await load(w, 1.0)
+            crashed_at = lagger.height
+            lagger.crash()
+            await load(w, 8.0, every_s=0.05)
+            healthy = w.nodes[1]
+            poisoned = next(
+                h
+                for h in range(crashed_at + 2, healthy.height + 1)
+                if (entry := healthy.driver.executor.block_and_certificate(h)) and entry[0].payload
+            )
+            entry = healthy.driver.executor.block_and_certificate(poisoned)
+            assert entry is not None
+            forged.add(entry[0].payload[-1])
+            lagger.restart()
+            sync = lagger.driver.sync
+            honest = sync._check_txs
+
+            async def check(raws: Sequence[bytes]) -> list[Tx | TxError]:
+                out = await honest(raws)
+                return [
+                    TxError("signature does not verify", reason="bad_signature")
+                    if raw in forged
+                    else r
+                    for raw, r in zip(raws, out, strict=True)
+                ]
+
+            sync._check_txs = check
+            await asyncio.sleep(20.0)
+            assert lagger.height == poisoned - 1
+            struck = {
+                peer: sync.metrics.state_transfer_peer_strikes.labels(
+                    peer, "bad_response"
+                )._value.get()
+                for peer in sync.peers
+            }
+            assert all(v >= 1 for v in struck.values()), struck
+            forged.clear()
+            for _ in range(200):
+                await asyncio.sleep(0.5)
+                if lagger.height >= healthy.height:
+                    break
+            assert lagger.height >= healthy.height > poisoned
+
+        run(w, body)
+        assert w.checker.violations == []
+        assert w.nodes[3].failed_tasks == []

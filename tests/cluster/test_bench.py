@@ -70,3 +70,39 @@ def test_bench_long_reports_every_window_and_the_verdict() -> None:
     assert doc["last_tx_per_s"] == doc["windows"][-1]["tx_per_s"]
     assert doc["rss_mb_max"] == max(v for w in doc["windows"] for v in w["rss_mb"].values())
     assert isinstance(doc["throughput_kept"], bool) and isinstance(doc["rss_within_limit"], bool)
+
+
+def test_bench_catch_up_reports_the_laggards_rate_blocks_and_cpu() -> None:
+    """``mdtp bench --catch-up`` (here 2,000 transactions): one member that is not the
+    primary is stopped, the others commit, it is started again and timed until its height
+    equals theirs; the figures add up (not their speed: no timed assertions)."""
+    args = ["bench", "--catch-up", "--txs", "2000", "--json"]
+    r = subprocess.run(
+        [sys.executable, "-m", "mdtp.node", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["laggard"] in ("node1", "node2", "node3")
+    assert doc["load_committed"] >= 2000
+    # it executed every transaction the others committed while it was down (the load's and
+    # the senders' registrations), in every block from where it stopped to their height
+    assert doc["caught_up_txs"] >= doc["load_committed"]
+    assert doc["caught_up_blocks"] == doc["target_height"] - doc["start_height"] > 0
+    assert 0 < doc["transfer_seconds"] <= doc["seconds"]
+    assert doc["tx_per_s"] == pytest.approx(doc["caught_up_txs"] / doc["seconds"], rel=0.01)
+    assert doc["blocks_per_s"] == pytest.approx(doc["caught_up_blocks"] / doc["seconds"], rel=0.01)
+    assert doc["transfer_tx_per_s"] >= doc["tx_per_s"]
+    assert doc["cpu_s"] > 0
+    assert doc["cpu_us_per_tx"] == pytest.approx(
+        doc["cpu_s"] * 1e6 / doc["caught_up_txs"], rel=0.02
+    )
+    threads = doc["cpu_s_by_thread"]
+    assert threads["event_loop"] > 0
+    # the threads alive at the end: at most the process's (ended threads are not listed)
+    assert sum(threads.values()) <= doc["cpu_s"] + 0.05 * len(threads)
+    assert doc["target_tx_per_s"] == 20_000 and isinstance(doc["target_met"], bool)
+    assert doc["machine"] == {"cpus": doc["machine"]["cpus"], "nodes": 4}

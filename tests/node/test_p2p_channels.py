@@ -323,3 +323,17 @@ async def test_a_backlog_queued_while_the_link_is_down_lets_the_vote_out_first(
         await receiver.close()
     assert [k for k, _ in received] == ["consensus"] + ["data.chunk"] * 8
     assert [b["i"] for _, b in received[1:]] == list(range(8))
+
+
+def test_gossip_for_a_peer_whose_link_is_down_is_not_queued_but_votes_are(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """A peer that is down gets no backlog of stale gossip when it is back (what still waits
+    is gossiped again, ``Admission.regossip``); consensus frames wait for it as before."""
+    paths, genesis = homes
+    transport, registry = make_transport(paths[0], genesis, TransportLimits())
+    assert not transport.send("n1", "txs", [b"tx"])
+    transport.broadcast("txs", [b"tx"])
+    assert transport.send("n1", "consensus", b"vote")
+    assert registry.get_sample_value("mdtp_p2p_frames_dropped_total", {"reason": "peer_down"}) == 2
+    assert len(transport._outbound["n1"].queues) == 1

@@ -42,7 +42,7 @@ lists sorted) and recorded in the audit trail (kind ``member``, subject the memb
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -66,7 +66,7 @@ from mdtp.node.ledger.trading import layout as tlayout
 from mdtp.node.ledger.trading.accounts import DISPLAY_NAME_MAX_LEN
 from mdtp.node.ledger.trading.reasons import refuse
 from mdtp.node.ledger.trading.schema import PUBLIC_KEY_LEN, Fields, bad
-from mdtp.node.ledger.tx import Tx, canonical
+from mdtp.node.ledger.tx import Tx, TxError, canonical
 
 CHANGE_KINDS = (
     "add",
@@ -707,11 +707,15 @@ class GovernedLedger(Ledger):
     every epoch that takes effect at (or before) its height are applied to the accounts."""
 
     def execute_block(
-        self, ctx: BlockContext, state: Overlay, txs: tuple[bytes, ...]
+        self,
+        ctx: BlockContext,
+        state: Overlay,
+        txs: tuple[bytes, ...],
+        decoded: Sequence[Tx | TxError] | None = None,
     ) -> list[TxResult]:
         if state.get(layout.epoch_key(0)) is not None:
             activate_due(ctx, state)
-        return super().execute_block(ctx, state, txs)
+        return super().execute_block(ctx, state, txs, decoded)
 
 
 def register(ledger: Ledger, genesis: Genesis) -> None:
