@@ -48,6 +48,7 @@ from mdtp.node.sdk.fetchsink import (
     FetchState,
     save_state,
 )
+from mdtp.node.sdk.partfile import PartWriter
 from mdtp.node.sdk.trading import Committed, TradingClient, TradingError
 
 AUTH_HEADER = "X-Mdtp-Auth"
@@ -592,9 +593,10 @@ async def fetch(
     started = time.monotonic()
     # plaintext: readable by this user only, from the first byte on (the rename keeps it)
     f: IO[bytes] = os.fdopen(open_owner_only(part, truncate=not resumed), "r+b")
+    writer: PartWriter | None = None
     try:
         f.truncate(state.bytes_done)
-        f.seek(state.bytes_done)
+        writer = PartWriter(part, f.fileno(), state.bytes_done)
         if state.next_chunk < count:
             await _transfer(
                 client,
@@ -605,7 +607,7 @@ async def fetch(
                 root,
                 count,
                 key,
-                f,
+                writer,
                 state,
                 state_path,
                 bar,
@@ -616,6 +618,8 @@ async def fetch(
         f.flush()
         os.fsync(f.fileno())
     finally:
+        if writer is not None:
+            writer.close()
         f.close()
         bar.finish()
     seconds = time.monotonic() - started
@@ -658,7 +662,7 @@ async def _transfer(
     root: bytes,
     count: int,
     key: bytes,
-    f: IO[bytes],
+    writer: PartWriter,
     state: FetchState,
     state_path: Path,
     bar: Progress,
@@ -681,7 +685,7 @@ async def _transfer(
         dataset_id=dataset_id,
         root=root,
         count=count,
-        out=f,
+        out=writer,
         plain=plain,
         state=state,
         state_path=state_path,
@@ -717,8 +721,7 @@ async def _transfer(
             failure = failure or DataError("bad_chunk", str(e), e.chunk)
     finally:
         sink.close()
-    f.flush()
-    os.fsync(f.fileno())
+    writer.sync()
     save_state(state_path, state)
     if failure is not None:
         raise failure

@@ -1,12 +1,14 @@
 """The client's end of a fetch: verify, decrypt and write chunks beside the event loop.
 
-The event loop only reads the HTTPS stream; every chunk then goes, in order, to one worker
-thread (:class:`ChunkSink`) that hashes the ciphertext once, checks that hash against the
-Merkle root the contract pinned, decrypts (OpenSSL releases the GIL, as ``hashlib`` does for
-large buffers, so the two run on two cores), feeds the plaintext digest and writes the part
-file. At most :data:`CHUNKS_IN_FLIGHT` chunks are read and not yet written: the client's
-buffer bound. Once a chunk fails, the sink takes no further chunk, so nothing after a bad
-chunk reaches the part file or the resume state.
+The event loop only reads the HTTPS stream; every chunk then goes, in order, through two
+worker threads (:class:`ChunkSink`). The first hashes the ciphertext once, checks that hash
+against the Merkle root the contract pinned, decrypts (OpenSSL releases the GIL, as
+``hashlib`` does for large buffers, so this runs on the other core) and feeds the plaintext
+digest; the second writes the part file (:mod:`~node.sdk.partfile`, which waits for the disk)
+and records progress, so the disk write of one chunk overlaps the checks of the next. At most
+:data:`CHUNKS_IN_FLIGHT` chunks are read and not yet written: the client's buffer bound. Once
+a chunk fails, the first thread takes no further chunk, so nothing at or after a bad chunk
+reaches the part file or the resume state.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from mdtp.node.data.crypto import ChunkDecryptError, decrypt_chunk, sha256, verify_proof
 from mdtp.node.data.owner_only import write_owner_only
+from mdtp.node.sdk.partfile import PartWriter
 
 CHUNKS_IN_FLIGHT = 4
 STATE_SAVE_EVERY_CHUNKS = 16
@@ -60,7 +62,7 @@ class ChunkSink:
         dataset_id: str,
         root: bytes,
         count: int,
-        out: IO[bytes],
+        out: PartWriter,
         plain: Any,
         state: FetchState,
         state_path: Path,
@@ -69,10 +71,11 @@ class ChunkSink:
         self._key, self._dataset_id, self._root, self._count = key, dataset_id, root, count
         self._out, self._plain, self._state, self._state_path = out, plain, state, state_path
         self._on_written = on_written
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="fetch-sink")
-        self._pending: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._checker = ThreadPoolExecutor(1, thread_name_prefix="fetch-check")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="fetch-write")
+        self._pending: collections.deque[asyncio.Future[Future[int]]] = collections.deque()
         self._expect = state.next_chunk  # index of the next chunk handed in
-        self._failed = False  # read and written on the sink's thread only
+        self._failed = False  # read and written on the checking thread only
 
     async def put(self, index: Any, data: Any, proof: Any) -> None:
         """Hand in the next chunk as the stream record had it; waits while
@@ -91,7 +94,7 @@ class ChunkSink:
             )
         self._expect += 1
         loop = asyncio.get_running_loop()
-        self._pending.append(loop.run_in_executor(self._thread, self._take, index, data, proof))
+        self._pending.append(loop.run_in_executor(self._checker, self._check, index, data, proof))
         while len(self._pending) >= CHUNKS_IN_FLIGHT:
             await self._settle_oldest()
 
@@ -107,14 +110,15 @@ class ChunkSink:
             raise first
 
     async def _settle_oldest(self) -> None:
-        written = await self._pending.popleft()
-        self._on_written(written)
+        write = await self._pending.popleft()
+        self._on_written(await asyncio.wrap_future(write))
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        self._checker.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
 
-    def _take(self, index: int, data: bytes, proof: list[Any]) -> int:
-        """On the sink's thread: verify, decrypt, write one chunk; its plaintext length."""
+    def _check(self, index: int, data: bytes, proof: list[Any]) -> Future[int]:
+        """On the checking thread: verify and decrypt one chunk, then queue its write."""
         if self._failed:
             raise ChunkRejected(f"chunk {index} follows a rejected chunk", index)
         digest = sha256(data)
@@ -128,15 +132,18 @@ class ChunkSink:
         except ChunkRejected:
             self._failed = True
             raise
-        self._out.write(pt)
         if self._plain is not None:
             self._plain.update(pt)
+        return self._writer.submit(self._write, digest, pt)
+
+    def _write(self, digest: bytes, pt: bytes) -> int:
+        """On the writing thread: write one verified chunk, record it; its plaintext length."""
+        self._out.write(pt)
         state = self._state
         state.chunk_hashes.append(digest.hex())
         state.next_chunk += 1
         state.bytes_done += len(pt)
         if state.next_chunk % STATE_SAVE_EVERY_CHUNKS == 0:
-            self._out.flush()
-            os.fsync(self._out.fileno())
+            self._out.sync()
             save_state(self._state_path, state)
         return len(pt)

@@ -4,7 +4,6 @@ CHUNKS_IN_FLIGHT chunks held, and writes nothing at or after a bad chunk."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from mdtp.node.data.crypto import MerkleTree, encrypt_chunk, new_dataset_key, sha256
+from mdtp.node.data.owner_only import open_owner_only
 from mdtp.node.sdk.fetchsink import (
     CHUNKS_IN_FLIGHT,
     STATE_SAVE_EVERY_CHUNKS,
@@ -20,29 +20,20 @@ from mdtp.node.sdk.fetchsink import (
     ChunkSink,
     FetchState,
 )
+from mdtp.node.sdk.partfile import PartWriter
 
 COUNT = STATE_SAVE_EVERY_CHUNKS + 4
 PLAIN = [bytes([i]) * (1000 + i) for i in range(COUNT)]
 
 
-class _SlowFile(io.BytesIO):
+class _SlowWriter(PartWriter):
     """A part file whose writes wait for the test, so chunks pile up before the sink."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
+    gate = threading.Event()
 
-    def write(self, b: Any) -> int:
+    def write(self, data: bytes) -> None:
         self.gate.wait(10)
-        return super().write(b)
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation
-
-
-class _File(io.BytesIO):
-    def fileno(self) -> int:
-        return -1
+        super().write(data)
 
 
 @pytest.fixture
@@ -53,8 +44,11 @@ def dataset() -> tuple[bytes, list[bytes], MerkleTree]:
 
 
 def _sink(
-    tmp_path: Path, key: bytes, tree: MerkleTree, out: io.BytesIO
+    tmp_path: Path, key: bytes, tree: MerkleTree, writer: type[PartWriter] = PartWriter
 ) -> tuple[ChunkSink, FetchState, Any, list[int]]:
+    part = tmp_path / "out.part"
+    fd = open_owner_only(part, truncate=True)
+    out = writer(part, fd, 0)
     state = FetchState("c1", tree.root.hex())
     plain = hashlib.sha256()
     written: list[int] = []
@@ -72,23 +66,25 @@ def _sink(
     return sink, state, plain, written
 
 
+def _part(tmp_path: Path) -> bytes:
+    return (tmp_path / "out.part").read_bytes()
+
+
 async def test_every_chunk_is_verified_decrypted_and_written_in_order(
-    tmp_path: Path, dataset: tuple[bytes, list[bytes], MerkleTree], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, dataset: tuple[bytes, list[bytes], MerkleTree]
 ) -> None:
     key, stored, tree = dataset
-    monkeypatch.setattr("os.fsync", lambda fd: None)
-    out = _File()
-    sink, state, plain, written = _sink(tmp_path, key, tree, out)
+    sink, state, plain, written = _sink(tmp_path, key, tree)
     try:
         for i, s in enumerate(stored):
             await sink.put(i, s, tree.proof(i))
         await sink.drain()
     finally:
         sink.close()
-    assert out.getvalue() == b"".join(PLAIN)
+    assert _part(tmp_path) == b"".join(PLAIN)
     assert plain.digest() == hashlib.sha256(b"".join(PLAIN)).digest()
     assert written == [len(p) for p in PLAIN]
-    assert state.next_chunk == COUNT and state.bytes_done == len(out.getvalue())
+    assert state.next_chunk == COUNT and state.bytes_done == len(_part(tmp_path))
     assert state.chunk_hashes == [sha256(s).hex() for s in stored]
     saved = json.loads((tmp_path / "out.part.json").read_text())
     assert saved["next_chunk"] == STATE_SAVE_EVERY_CHUNKS  # saved at the last multiple
@@ -98,14 +94,11 @@ async def test_every_chunk_is_verified_decrypted_and_written_in_order(
 async def test_a_bad_chunk_stops_the_sink_and_nothing_after_it_is_written(
     tmp_path: Path,
     dataset: tuple[bytes, list[bytes], MerkleTree],
-    monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
     key, stored, tree = dataset
-    monkeypatch.setattr("os.fsync", lambda fd: None)
     bad = 3
-    out = _File()
-    sink, state, _, _ = _sink(tmp_path, key, tree, out)
+    sink, state, _, _ = _sink(tmp_path, key, tree)
     try:
         with pytest.raises(ChunkRejected) as caught:
             for i, s in enumerate(stored[: bad + 3]):
@@ -117,7 +110,7 @@ async def test_a_bad_chunk_stops_the_sink_and_nothing_after_it_is_written(
     finally:
         sink.close()
     assert caught.value.chunk == bad
-    assert out.getvalue() == b"".join(PLAIN[:bad])
+    assert _part(tmp_path) == b"".join(PLAIN[:bad])
     assert state.next_chunk == bad and len(state.chunk_hashes) == bad
 
 
@@ -125,15 +118,14 @@ async def test_a_chunk_that_decrypts_to_nothing_under_the_key_is_rejected(
     tmp_path: Path, dataset: tuple[bytes, list[bytes], MerkleTree]
 ) -> None:
     _, stored, tree = dataset  # right hashes and proofs, wrong key
-    out = _File()
-    sink, state, _, _ = _sink(tmp_path, new_dataset_key(), tree, out)
+    sink, state, _, _ = _sink(tmp_path, new_dataset_key(), tree)
     try:
         with pytest.raises(ChunkRejected) as caught:
             await sink.put(0, stored[0], tree.proof(0))
             await sink.drain()
     finally:
         sink.close()
-    assert caught.value.chunk == 0 and out.getvalue() == b"" and state.next_chunk == 0
+    assert caught.value.chunk == 0 and _part(tmp_path) == b"" and state.next_chunk == 0
 
 
 @pytest.mark.parametrize(
@@ -148,7 +140,7 @@ async def test_an_out_of_order_or_malformed_record_is_rejected(
     proof: Any,
 ) -> None:
     key, stored, tree = dataset
-    sink, state, _, _ = _sink(tmp_path, key, tree, _File())
+    sink, state, _, _ = _sink(tmp_path, key, tree)
     try:
         with pytest.raises(ChunkRejected) as caught:
             await sink.put(
@@ -165,18 +157,19 @@ async def test_no_more_than_chunks_in_flight_are_held(
     tmp_path: Path, dataset: tuple[bytes, list[bytes], MerkleTree]
 ) -> None:
     key, stored, tree = dataset
-    out = _SlowFile()
-    sink, _, _, written = _sink(tmp_path, key, tree, out)
+    gate = _SlowWriter.gate
+    gate.clear()
+    sink, _, _, written = _sink(tmp_path, key, tree, _SlowWriter)
     try:
         for i in range(CHUNKS_IN_FLIGHT - 1):
             await sink.put(i, stored[i], tree.proof(i))
         assert written == []  # all held, none written: the writes wait at the gate
         held = CHUNKS_IN_FLIGHT - 1
-        threading.Timer(0.2, out.gate.set).start()
+        threading.Timer(0.2, gate.set).start()
         await sink.put(held, stored[held], tree.proof(held))  # the bound: waits for a write
         assert len(written) >= 1
         await sink.drain()
     finally:
-        out.gate.set()
+        gate.set()
         sink.close()
-    assert out.getvalue() == b"".join(PLAIN[:CHUNKS_IN_FLIGHT])
+    assert _part(tmp_path) == b"".join(PLAIN[:CHUNKS_IN_FLIGHT])
