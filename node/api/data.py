@@ -48,6 +48,34 @@ def record(obj: dict[str, Any]) -> bytes:
     return _U32.pack(len(body)) + body
 
 
+def _bin_header(length: int) -> bytes:
+    """msgpack's ``bin 8/16/32`` header (the format spec's; the packer has no call for it)."""
+    if length < 2**8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length < 2**16:
+        return b"\xc5" + length.to_bytes(2, "big")
+    return b"\xc6" + length.to_bytes(4, "big")
+
+
+def chunk_record_head(index: int, proof: list[bytes], data_len: int) -> bytes:
+    """The bytes of the record ``{"t": "chunk", "i", "proof", "data"}`` up to the chunk's own
+    bytes, which follow it as they are (msgpack ``bin`` last): the chunk is never copied into
+    a packed record."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head: bytes = (
+        packer.pack_map_header(4)
+        + packer.pack("t")
+        + packer.pack("chunk")
+        + packer.pack("i")
+        + packer.pack(index)
+        + packer.pack("proof")
+        + packer.pack(proof)
+        + packer.pack("data")
+        + _bin_header(data_len)
+    )
+    return _U32.pack(len(head) + data_len) + head
+
+
 def _refusal(r: Refused) -> web.Response:
     status = _REFUSAL_STATUS.get(r.reason, 403)
     headers = {"Retry-After": "1"} if status == 503 else None
@@ -127,16 +155,9 @@ def add_routes(app: web.Application, *, uploads: Uploads, relay: Relay) -> None:
                         record({"t": "end", "receipt": receipt.hex() if receipt else None})
                     )
                     break
-                await response.write(
-                    record(
-                        {
-                            "t": "chunk",
-                            "i": event["i"],
-                            "data": event["data"],
-                            "proof": event["proof"],
-                        }
-                    )
-                )
+                data = event["data"]
+                await response.write(chunk_record_head(event["i"], event["proof"], len(data)))
+                await response.write(data)
                 session.ack(event["i"])
                 try:
                     event = await session.next()

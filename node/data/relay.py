@@ -5,6 +5,12 @@
 and returns a :class:`FetchSession`. The session checks each chunk against the Merkle root the
 contract pinned before the client sees it, and acknowledges it once the client took it, so
 the supplier's window moves only as fast as the client reads.
+
+A chunk's SHA-256 starts on the chunk thread pool the moment its frame arrives (``hashlib``
+releases the GIL for large buffers), so the hash of the next chunks runs on the other core
+while the event loop writes the current one to the client; :meth:`FetchSession.next` awaits
+the hash of the chunk it returns and checks its Merkle proof, in order, before the client sees
+a byte of it. The queue of chunks (and their hashes) is bounded by the window.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import Executor
 from typing import Any
 
 from mdtp.node.data.audit import audit_log, refused
@@ -36,6 +43,7 @@ class Relay:
         link: PeerLink,
         limits: DataLimits,
         metrics: DataMetrics,
+        pool: Executor | None = None,
     ) -> None:
         self.node_id = node_id
         self.chain_id = chain_id
@@ -43,6 +51,7 @@ class Relay:
         self.link = link
         self.limits = limits
         self.metrics = metrics
+        self.pool = pool  # where chunk hashes are computed (None: the loop's default executor)
         self.fetching: dict[bytes, FetchSession] = {}
 
     def open_fetch(self, raw: bytes) -> FetchSession:
@@ -120,12 +129,18 @@ class FetchSession:
         self.done = False
 
     def deliver(self, kind: str, body: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait({"kind": kind, **body})
-        except asyncio.QueueFull:
+        if self.queue.full():
             # the supplier ignored the window: a protocol violation, end the fetch
             self.relay.metrics.fetch_failures.labels("window_violation").inc()
             self.cancel()
+            return
+        event: dict[str, Any] = {"kind": kind, **body}
+        data = body.get("data")
+        if kind == "chunk" and isinstance(data, bytes):
+            event["digest"] = asyncio.get_running_loop().run_in_executor(
+                self.relay.pool, sha256, data
+            )
+        self.queue.put_nowait(event)
 
     async def next(self) -> dict[str, Any]:
         """The next event: ``chunk`` (verified), ``end``; :class:`Refused` on failure."""
@@ -152,11 +167,14 @@ class FetchSession:
             self.close()
             return event
         index, data, proof = event.get("i"), event.get("data"), event.get("proof")
+        digest = await event["digest"] if "digest" in event else None
         if (
             index != self.next_index
             or not isinstance(data, bytes)
+            or not isinstance(digest, bytes)
             or not isinstance(proof, list)
-            or not verify_proof(self.root, self.count, index, sha256(data), proof)
+            or not all(isinstance(step, bytes) for step in proof)
+            or not verify_proof(self.root, self.count, index, digest, proof)
         ):
             self.relay.metrics.fetch_failures.labels("bad_chunk").inc()
             audit_log.warning(

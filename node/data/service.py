@@ -144,6 +144,7 @@ class DataService:
             link=link,
             limits=limits,
             metrics=metrics,
+            pool=self._pool,
         )
         self.grants = Grants(
             node_id=node_id,

@@ -21,7 +21,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
@@ -33,22 +33,26 @@ import nacl.public
 from mdtp.node.data.crypto import (
     DEFAULT_CHUNK_BYTES,
     MerkleTree,
-    decrypt_chunk,
     encrypt_chunk,
     new_dataset_key,
     sha256,
-    verify_proof,
 )
 from mdtp.node.data.owner_only import DIR_MODE, open_owner_only, write_owner_only
 from mdtp.node.data.protocol import UPLOAD_TAG, sign_envelope, sign_fetch_request
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.trading import bodies as b
 from mdtp.node.sdk.client import ApiError, NodeClient
+from mdtp.node.sdk.fetchsink import (
+    ChunkRejected,
+    ChunkSink,
+    FetchState,
+    save_state,
+)
+from mdtp.node.sdk.partfile import PartWriter
 from mdtp.node.sdk.trading import Committed, TradingClient, TradingError
 
 AUTH_HEADER = "X-Mdtp-Auth"
 UPLOADS_IN_FLIGHT = 4
-STATE_SAVE_EVERY_CHUNKS = 16
 # A publish or a disposal follows minutes of transfer: worth waiting for up to the API's limit.
 SUBMIT_WAIT_S = 60.0
 OVERDUE_LIMIT = 100
@@ -419,16 +423,6 @@ def _quality(quality: b.Quality | Mapping[str, Any] | None) -> b.Quality:
 
 
 @dataclass
-class FetchState:
-    contract_id: str
-    merkle_root: str
-    next_chunk: int = 0
-    bytes_done: int = 0
-    receipts: list[str] = field(default_factory=list)
-    chunk_hashes: list[str] = field(default_factory=list)  # ciphertext hashes, in order
-
-
-@dataclass
 class Fetched:
     contract_id: str
     path: Path
@@ -450,10 +444,6 @@ UNKNOWN_CONTRACT_WAIT_S = 5.0
 
 def _part_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
-
-
-def _save_state(path: Path, state: FetchState) -> None:
-    write_owner_only(path, json.dumps(state.__dict__).encode())
 
 
 def _load_state(path: Path, contract_id: str, root: str) -> FetchState | None:
@@ -603,9 +593,10 @@ async def fetch(
     started = time.monotonic()
     # plaintext: readable by this user only, from the first byte on (the rename keeps it)
     f: IO[bytes] = os.fdopen(open_owner_only(part, truncate=not resumed), "r+b")
+    writer: PartWriter | None = None
     try:
         f.truncate(state.bytes_done)
-        f.seek(state.bytes_done)
+        writer = PartWriter(part, f.fileno(), state.bytes_done)
         if state.next_chunk < count:
             await _transfer(
                 client,
@@ -616,7 +607,7 @@ async def fetch(
                 root,
                 count,
                 key,
-                f,
+                writer,
                 state,
                 state_path,
                 bar,
@@ -627,6 +618,8 @@ async def fetch(
         f.flush()
         os.fsync(f.fileno())
     finally:
+        if writer is not None:
+            writer.close()
         f.close()
         bar.finish()
     seconds = time.monotonic() - started
@@ -669,7 +662,7 @@ async def _transfer(
     root: bytes,
     count: int,
     key: bytes,
-    f: IO[bytes],
+    writer: PartWriter,
     state: FetchState,
     state_path: Path,
     bar: Progress,
@@ -687,52 +680,49 @@ async def _transfer(
     )
     received = 0
     failure: DataError | None = None
-    loop = asyncio.get_running_loop()
+    sink = ChunkSink(
+        key=key,
+        dataset_id=dataset_id,
+        root=root,
+        count=count,
+        out=writer,
+        plain=plain,
+        state=state,
+        state_path=state_path,
+        on_written=bar.update,
+    )
     try:
-        async for rec in client.fetch_records(raw):
-            kind = rec.get("t")
-            if kind == "end":
-                if rec.get("receipt"):
-                    state.receipts.append(rec["receipt"])
-                break
-            if kind == "error":
-                failure = DataError(rec["reason"], rec["message"], rec.get("chunk"))
-                break
-            index, data = rec["i"], rec["data"]
-            if index != state.next_chunk or not verify_proof(
-                root, count, index, sha256(data), rec["proof"]
-            ):
-                failure = DataError(
-                    "bad_chunk",
-                    f"chunk {state.next_chunk} does not match the Merkle root",
-                    state.next_chunk,
-                )
-                break
-            try:
-                pt = await loop.run_in_executor(None, decrypt_chunk, key, dataset_id, index, data)
-            except ValueError as e:
-                failure = DataError("bad_chunk", str(e), index)
-                break
-            f.write(pt)
-            if plain is not None:
-                plain.update(pt)
-            state.chunk_hashes.append(sha256(data).hex())
-            state.next_chunk += 1
-            state.bytes_done += len(pt)
-            bar.update(len(pt))
-            received += 1
-            if state.next_chunk % STATE_SAVE_EVERY_CHUNKS == 0:
-                f.flush()
-                os.fsync(f.fileno())
-                _save_state(state_path, state)
-            if stop_after_chunks is not None and received >= stop_after_chunks:
-                failure = DataError("interrupted", f"stopped after {received} chunks on request")
-                break
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as e:
-        failure = DataError("interrupted", f"transfer broke at chunk {state.next_chunk}: {e}")
-    f.flush()
-    os.fsync(f.fileno())
-    _save_state(state_path, state)
+        try:
+            async for rec in client.fetch_records(raw):
+                kind = rec.get("t")
+                if kind == "end":
+                    if rec.get("receipt"):
+                        state.receipts.append(rec["receipt"])
+                    break
+                if kind == "error":
+                    failure = DataError(rec["reason"], rec["message"], rec.get("chunk"))
+                    break
+                await sink.put(rec.get("i"), rec.get("data"), rec.get("proof"))
+                received += 1
+                if stop_after_chunks is not None and received >= stop_after_chunks:
+                    failure = DataError(
+                        "interrupted", f"stopped after {received} chunks on request"
+                    )
+                    break
+            await sink.drain()
+        except ChunkRejected as e:
+            failure = DataError("bad_chunk", str(e), e.chunk)
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError) as e:
+            failure = DataError("interrupted", f"transfer broke at chunk {state.next_chunk}: {e}")
+        # whatever stopped the stream, the chunks verified before it are written and recorded
+        try:
+            await sink.drain()
+        except ChunkRejected as e:
+            failure = failure or DataError("bad_chunk", str(e), e.chunk)
+    finally:
+        sink.close()
+    writer.sync()
+    save_state(state_path, state)
     if failure is not None:
         raise failure
     if state.next_chunk != count:

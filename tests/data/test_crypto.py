@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 
+import nacl.bindings as sodium
 import pytest
 
 from mdtp.node.data.crypto import (
+    NONCE_BYTES,
     ChunkDecryptError,
     MerkleTree,
+    associated_data,
     decrypt_chunk,
     encrypt_chunk,
+    hchacha20,
     new_dataset_key,
     sha256,
     verify_proof,
@@ -73,3 +77,35 @@ def test_single_chunk_root_is_its_leaf_and_leaf_cannot_pose_as_inner_node() -> N
     # the inner node's preimage presented as a "chunk hash" of a one-chunk tree fails
     assert MerkleTree([a]).root != two.root
     assert not verify_proof(two.root, 1, 0, two.levels[0][0] + two.levels[0][1], [])
+
+
+def test_hchacha20_matches_the_xchacha_draft_vector() -> None:
+    # draft-irtf-cfrg-xchacha-03, 2.2.1
+    key = bytes(range(32))
+    nonce = bytes.fromhex("000000090000004a0000000031415927")
+    assert hchacha20(key, nonce) == bytes.fromhex(
+        "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 4096, 1024 * 1024 + 7])
+def test_chunks_are_libsodium_xchacha20poly1305_both_ways(size: int) -> None:
+    key, plain = new_dataset_key(), os.urandom(size)
+    ad = associated_data("ds", 9)
+    ours = encrypt_chunk(key, "ds", 9, plain)
+    nonce = ours[:NONCE_BYTES]
+    assert ours[NONCE_BYTES:] == sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plain, ad, nonce, key
+    )
+    nonce = os.urandom(NONCE_BYTES)
+    theirs = nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)
+    assert decrypt_chunk(key, "ds", 9, theirs) == plain
+    assert decrypt_chunk(key, "ds", 9, memoryview(theirs)) == plain
+
+
+def test_short_chunk_or_wrong_key_length_is_a_decrypt_error() -> None:
+    with pytest.raises(ChunkDecryptError):
+        decrypt_chunk(new_dataset_key(), "ds", 0, b"x" * (NONCE_BYTES + 15))
+    stored = encrypt_chunk(new_dataset_key(), "ds", 0, b"x")
+    with pytest.raises(ChunkDecryptError):
+        decrypt_chunk(b"k" * 31, "ds", 0, stored)
