@@ -141,6 +141,7 @@ class Node:
             limits=TransportLimits.from_config(cfg),
             handler=self._on_frame,
             dial_overrides=cfg.dial_overrides(),
+            on_link_up=self._on_link_up,
         )
         # The parts that hold the home's files: built last, once the home is ours.
         self._lock_file = self._lock_home()
@@ -204,6 +205,9 @@ class Node:
             self.transport.set_roster(roster)
 
     # -- state ------------------------------------------------------------------------------
+
+    def _on_link_up(self, peer_id: str) -> None:
+        self.driver.sync.greet(peer_id)
 
     def _on_frame(self, peer_id: str, kind: str, body: Any) -> float | None:
         driver = self.driver

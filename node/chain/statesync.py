@@ -445,11 +445,20 @@ class StateSync:
         f = self.config.f
         return heights[f] if len(heights) > f else 0
 
+    def _beacon(self) -> dict[str, int]:
+        return {"h": self.executor.height, "v": self._view()}
+
+    def greet(self, peer: str) -> None:
+        """A link to ``peer`` just came up: tell it our height now rather than at the next
+        beacon, so a node that restarted behind learns it at once (its catch-up starts up to
+        ``status_interval_s`` earlier) and says ready sooner."""
+        self._send(peer, "status", self._beacon())
+
     def tick(self) -> None:
         """Once a second: send our beacon on schedule; catch up if we stay behind."""
         self._tick += 1
         if self._tick % self.limits.status_interval_s == 0:
-            self._broadcast("status", {"h": self.executor.height, "v": self._view()})
+            self._broadcast("status", self._beacon())
         # An idle chain carries no consensus messages, so a replica that missed the last
         # blocks would never hear of them; peers' beacons tell it.
         target = self.beacon_target()

@@ -152,8 +152,11 @@ class Transport:
         handler: FrameHandler,
         dial_overrides: dict[str, str] | None = None,
         node_keys: list[SigningKey] | None = None,
+        on_link_up: Callable[[str], None] | None = None,
     ) -> None:
         self.genesis = genesis
+        # told the peer's id each time our link to it comes up (the node greets it)
+        self.on_link_up = on_link_up
         # every node key this node holds (a rotation under way: both); it proves the one its
         # own roster entry lists, the newest first
         self._node_keys = node_keys or [node_key]
@@ -303,6 +306,8 @@ class Transport:
                 link.connected = True
                 self.metrics.peers_connected.labels("outbound").inc()
                 log.info("outbound link to %s up", link.peer_id)
+                if self.on_link_up is not None:
+                    self.on_link_up(link.peer_id)
                 backoff = self.limits.backoff_s_min
                 try:
                     await self._pump(link, reader, conn)

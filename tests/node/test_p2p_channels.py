@@ -337,3 +337,34 @@ def test_gossip_for_a_peer_whose_link_is_down_is_not_queued_but_votes_are(
     assert transport.send("n1", "consensus", b"vote")
     assert registry.get_sample_value("mdtp_p2p_frames_dropped_total", {"reason": "peer_down"}) == 2
     assert len(transport._outbound["n1"].queues) == 1
+
+
+async def test_a_link_coming_up_greets_the_peer_with_a_status_first(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """When our link to a peer comes up the node is told (``on_link_up``) and sends it its
+    height at once: a node that restarted behind learns the chain's height without waiting
+    for the next beacon."""
+    paths, genesis = homes
+    received: list[tuple[str, Any]] = []
+    greeted = asyncio.Event()
+
+    def on_frame(_peer: str, kind: str, body: Any) -> None:
+        received.append((kind, body))
+        greeted.set()
+
+    sender, _ = make_transport(paths[0], genesis, TransportLimits())
+
+    def greet(peer: str) -> None:
+        sender.send(peer, "status", {"h": 7, "v": 0})
+
+    sender.on_link_up = greet
+    receiver, _ = make_transport(paths[1], genesis, TransportLimits(), on_frame)
+    await receiver.start()
+    await sender.start()
+    try:
+        await asyncio.wait_for(greeted.wait(), 30)
+    finally:
+        await sender.close()
+        await receiver.close()
+    assert received[0] == ("status", {"h": 7, "v": 0})
