@@ -92,6 +92,10 @@ class Mempool:
     def __contains__(self, tx_id: bytes) -> bool:
         return tx_id in self._txs
 
+    def get(self, tx_id: bytes) -> Tx | None:
+        """The held transaction with this id, as admission decoded and verified it."""
+        return self._txs.get(tx_id)
+
     @property
     def size_bytes(self) -> int:
         return self._bytes
