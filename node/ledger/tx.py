@@ -17,6 +17,7 @@ key carried, and the state machine checks the key belongs to the sender.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +119,10 @@ class Tx:
     signature: bytes
     signed_bytes: bytes
 
-    @property
+    @functools.cached_property
     def id(self) -> bytes:
+        """SHA-256 of the signed bytes, hashed once per decoded transaction (admission,
+        the mempool and execution each ask for it)."""
         return hashlib.sha256(self.signed_bytes).digest()
 
     @property
