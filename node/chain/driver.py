@@ -297,6 +297,7 @@ class Driver:
             server=state_server,
         )
         # the mempool and waiters settle before anyone else hears of a commit
+        self.executor.known_txs = mempool.get  # a block's held transactions: not decoded again
         self.executor.listeners.append(self.admission.on_commit)
         self.executor.listeners.append(self._after_commit)
         self.commit_listeners = self.executor.listeners

@@ -10,6 +10,7 @@ to the store in one synced batch; only then do the tip and the listeners move.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -68,6 +69,9 @@ class BlockExecutor:
         self.wire_limits = wire_limits
         self.metrics = metrics
         self.listeners: list[CommitListener] = []
+        # the transactions this node admitted and still holds, by id (the mempool's): a
+        # block's transaction found there with identical bytes is not decoded again
+        self.known_txs: Callable[[bytes], Tx | None] | None = None
         self._lock = asyncio.Lock()
         self.height, self.state_root = store.tip()
         self.tip_hash = self.hash_at(self.height)
@@ -129,7 +133,7 @@ class BlockExecutor:
         self,
         block: Block,
         cert: CommitCertificate,
-        decoded: Sequence[Tx | TxError] | None = None,
+        decoded: Sequence[Tx | TxError | None] | None = None,
     ) -> bool:
         """Execute ``block`` as the next height; False if that height is already executed.
         ``decoded``: its transactions decoded already (see ``Ledger.execute_block``)."""
@@ -144,12 +148,30 @@ class BlockExecutor:
             await self._execute(block, cert, decoded)
             return True
 
+    def _admitted(self, payload: Sequence[bytes]) -> list[Tx | TxError | None]:
+        """Each transaction as admission decoded it (same chain, same bytes, a tighter size
+        bound, the signature checked), or None where this node does not hold it."""
+        known = self.known_txs
+        assert known is not None
+        out: list[Tx | TxError | None] = []
+        for raw in payload:
+            tx = known(hashlib.sha256(raw).digest())
+            out.append(tx if tx is not None and tx.signed_bytes == raw else None)
+        return out
+
     async def _execute(
-        self, block: Block, cert: CommitCertificate, decoded: Sequence[Tx | TxError] | None
+        self,
+        block: Block,
+        cert: CommitCertificate,
+        decoded: Sequence[Tx | TxError | None] | None,
     ) -> None:
         height = block.height
         ctx = BlockContext(self.chain_id, height, block.header.timestamp_ms, block.header.proposer)
-        overlay = Overlay(self.store.state)
+        # the block's reads of committed state are cached for this block only (the store
+        # does not change until this block's own commit below)
+        overlay = Overlay(self.store.state, cache_reads=True)
+        if decoded is None and self.known_txs is not None:
+            decoded = self._admitted(block.payload)
         results = self.ledger.execute_block(ctx, overlay, block.payload, decoded)
         root = next_state_root(self.state_root, overlay.writes)
         seen: set[bytes] = set()
@@ -159,9 +181,13 @@ class BlockExecutor:
             # the index keeps pointing at the execution that counted
             if r.tx_id in seen:
                 continue
-            earlier = self.store.tx_location(r.tx_id)
-            if earlier is not None and (earlier.ok or not r.ok):
-                continue
+            # one that succeeds now never succeeded before: that would have consumed its
+            # nonce, and a sender's nonce only grows by one per transaction; so only a
+            # failed one needs the index look-up
+            if not r.ok:
+                earlier = self.store.tx_location(r.tx_id)
+                if earlier is not None:
+                    continue
             seen.add(r.tx_id)
             index_entries.append((r.tx_id, r.index, r.ok, r.reason))
         committed = CommittedBlock(

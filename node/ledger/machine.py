@@ -113,11 +113,12 @@ class Ledger:
         ctx: BlockContext,
         state: Overlay,
         txs: tuple[bytes, ...],
-        decoded: Sequence[Tx | TxError] | None = None,
+        decoded: Sequence[Tx | TxError | None] | None = None,
     ) -> list[TxResult]:
         """``decoded``: each transaction as :func:`decode_tx` with ``max_bytes=len(raw)``
-        decoded it already (state transfer checks the signatures in a batch first), so it is
-        decoded once; otherwise it is decoded here."""
+        decoded it already (state transfer checks the signatures in a batch first; the
+        executor passes what admission decoded), so it is decoded once; a None entry, or
+        ``decoded`` None, is decoded here."""
         if decoded is not None and len(decoded) != len(txs):
             raise ValueError(f"{len(decoded)} decoded transactions for {len(txs)}")
         results = []

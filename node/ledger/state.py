@@ -52,17 +52,33 @@ class MemoryKV:
                 self.data[k] = v
 
 
-class Overlay:
-    """Buffered writes over a readable store; ``None`` marks a deletion."""
+_MISSING = object()
 
-    def __init__(self, base: ReadableKV) -> None:
+
+class Overlay:
+    """Buffered writes over a readable store; ``None`` marks a deletion.
+
+    ``cache_reads``: remember what each key read from ``base`` returned, so a key read by
+    many transactions of a block (the sender's account record) is read from the store once.
+    Only for an overlay whose base does not change while it lives and that lives at most one
+    block (the executor's root overlay); the cache holds at most the keys the block read."""
+
+    def __init__(self, base: ReadableKV, *, cache_reads: bool = False) -> None:
         self.base = base
         self.writes: dict[bytes, bytes | None] = {}
+        self._reads: dict[bytes, bytes | None] | None = {} if cache_reads else None
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self.writes:
-            return self.writes[key]
-        return self.base.get(key)
+        value = self.writes.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[return-value]
+        reads = self._reads
+        if reads is None:
+            return self.base.get(key)
+        value = reads.get(key, _MISSING)
+        if value is _MISSING:
+            value = reads[key] = self.base.get(key)
+        return value  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes) -> None:
         self.writes[key] = value

@@ -17,6 +17,7 @@ key carried, and the state machine checks the key belongs to the sender.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -62,26 +63,48 @@ def _sorted(obj: Any) -> Any:
 
 
 def _unpack(data: bytes, what: str) -> Any:
+    return _unpack_shaped(data, what)[0]
+
+
+def _unpack_shaped(data: bytes, what: str) -> tuple[Any, bool]:
+    """The decoded object, and whether it is already in canonical shape (every map's keys
+    strings in sorted order, no floats), so that :func:`canonical` of it is plain packing."""
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise TxError(
             f"{what} is not valid msgpack ({type(e).__name__})", reason="malformed"
         ) from None
-    _check_depth(obj, what)
-    return obj
+    return obj, _check_depth(obj, what)
 
 
-def _check_depth(obj: Any, what: str) -> None:
-    """Refuse nesting deeper than :data:`DEPTH_MAX` (iteratively: the check cannot overflow)."""
+def _check_depth(obj: Any, what: str) -> bool:
+    """Refuse nesting deeper than :data:`DEPTH_MAX` (iteratively: the check cannot overflow);
+    True if ``obj`` is in canonical shape (see :func:`_unpack_shaped`). One pass over the
+    containers only (msgpack decodes to exactly ``dict``, ``list`` and scalars)."""
+    shaped = type(obj) is not float
     stack: list[tuple[Any, int]] = [(obj, 0)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth >= DEPTH_MAX:
-                raise TxError(f"{what} nests deeper than {DEPTH_MAX} levels", reason="malformed")
-            values = item.values() if isinstance(item, dict) else item
-            stack.extend((v, depth + 1) for v in values)
+        if type(item) is dict:
+            keys = list(item)
+            # keys of one map are distinct, so sorted order is the canonical one
+            if shaped and not (all(type(k) is str for k in keys) and keys == sorted(keys)):
+                shaped = False
+            values: Any = item.values()
+        elif type(item) is list:
+            values = item
+        else:
+            continue
+        if depth >= DEPTH_MAX:
+            raise TxError(f"{what} nests deeper than {DEPTH_MAX} levels", reason="malformed")
+        for v in values:
+            kind = type(v)
+            if kind is dict or kind is list:
+                stack.append((v, depth + 1))
+            elif kind is float:
+                shaped = False
+    return shaped
 
 
 @dataclass(frozen=True)
@@ -96,8 +119,10 @@ class Tx:
     signature: bytes
     signed_bytes: bytes
 
-    @property
+    @functools.cached_property
     def id(self) -> bytes:
+        """SHA-256 of the signed bytes, hashed once per decoded transaction (admission,
+        the mempool and execution each ask for it)."""
         return hashlib.sha256(self.signed_bytes).digest()
 
     @property
@@ -147,7 +172,7 @@ def decode_tx(
     unsigned, public_key, signature = outer
     if len(public_key) != 32 or len(signature) != 64:
         raise TxError("public key must be 32 bytes and signature 64", reason="malformed")
-    inner = _unpack(unsigned, "unsigned transaction")
+    inner, shaped = _unpack_shaped(unsigned, "unsigned transaction")
     if not isinstance(inner, list) or len(inner) != 6:
         raise TxError("unsigned transaction must have 6 fields", reason="malformed")
     tx_chain, type_, sender, nonce, expires_at_ms, body = inner
@@ -162,7 +187,12 @@ def decode_tx(
             raise TxError(f"{name} must be a non-negative integer", reason="malformed")
     if not isinstance(body, dict):
         raise TxError("body must be a map", reason="malformed")
-    if canonical(outer) != data or canonical(inner) != unsigned:
+    # ``outer`` is three byte strings, so its canonical form is its plain packing; so is
+    # ``inner``'s when it is in canonical shape, else canonical() sorts it (or refuses it)
+    if (
+        msgpack.packb(outer, use_bin_type=True) != data
+        or (msgpack.packb(inner, use_bin_type=True) if shaped else canonical(inner)) != unsigned
+    ):
         raise TxError("transaction is not canonically encoded", reason="non_canonical")
     if verify:
         from mdtp.node.identity.keys import verify_signature

@@ -26,6 +26,8 @@ from mdtp.node.ledger.tx import Tx
 
 # how many dropped transactions ``GET /v1/tx`` can still explain (about 100 bytes each)
 DROPPED_REMEMBERED = 50_000
+# senders whose committed nonce is remembered between two commits (then the cache starts over)
+NONCE_CACHE_MAX = 10_000
 
 
 class MempoolFull(MdtpError):
@@ -74,7 +76,10 @@ class Mempool:
         metrics: MempoolMetrics,
     ) -> None:
         self.limits = limits
-        self.committed_nonce = committed_nonce
+        self._read_nonce = committed_nonce
+        # committed nonces read since the last commit (each sender's read and decoded once
+        # per block, not once per transaction); cleared by :meth:`committed`, bounded
+        self._nonces: dict[str, int] = {}
         self.metrics = metrics
         self._txs: OrderedDict[bytes, Tx] = OrderedDict()
         self._by_sender: dict[str, dict[int, bytes]] = {}
@@ -86,11 +91,26 @@ class Mempool:
         # bumped whenever the set of proposable transactions may have changed
         self.generation = 0
 
+    def committed_nonce(self, sender: str) -> int:
+        """The sender's last committed nonce. Remembered until the next commit: between
+        two commits the committed state does not change (read during a commit, it may be
+        the new nonce already, never a stale one after :meth:`committed`)."""
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            if len(self._nonces) >= NONCE_CACHE_MAX:
+                self._nonces.clear()
+            nonce = self._nonces[sender] = self._read_nonce(sender)
+        return nonce
+
     def __len__(self) -> int:
         return len(self._txs)
 
     def __contains__(self, tx_id: bytes) -> bool:
         return tx_id in self._txs
+
+    def get(self, tx_id: bytes) -> Tx | None:
+        """The held transaction with this id, as admission decoded and verified it."""
+        return self._txs.get(tx_id)
 
     @property
     def size_bytes(self) -> int:
@@ -210,6 +230,7 @@ class Mempool:
         sender took that nonce — one this pool may never have seen, e.g. when this node
         accepted its rival while it lagged behind the chain).
         """
+        self._nonces.clear()  # the block moved them
         senders = {sender for _, sender, _, _ in results if sender in self._by_sender}
         for tx_id, _, ok, reason in results:
             if tx_id not in self._txs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -461,3 +461,42 @@ def test_a_certified_block_with_a_forged_signature_is_never_executed_by_state_tr
         run(w, body)
         assert w.checker.violations == []
         assert w.nodes[3].failed_tasks == []
+
+
+def test_blocks_run_the_transactions_admission_decoded_and_never_others(
+    tmp_path: Path,
+) -> None:
+    """The executor takes a block's transaction from the mempool instead of decoding it
+    again only when the bytes are the same: node1 is handed a wrong transaction for every id
+    and must decode the block's own bytes, and all nodes still agree on every state root."""
+    with world(tmp_path) as w:
+        used: list[bytes] = []
+        wrong = Tx("sim", "note.set", "x", 1, 2**40, {}, bytes(32), bytes(64), b"other")
+
+        def counting(known: Callable[[bytes], Tx | None]) -> Callable[[bytes], Tx | None]:
+            def lookup(tx_id: bytes) -> Tx | None:
+                tx = known(tx_id)
+                if tx is not None:
+                    used.append(tx_id)
+                return tx
+
+            return lookup
+
+        async def body() -> None:
+            for node in w.nodes:
+                node.start()
+            node0 = w.nodes[0].driver.executor
+            assert node0.known_txs is not None
+            node0.known_txs = counting(node0.known_txs)
+            w.nodes[1].driver.executor.known_txs = lambda _tx_id: wrong
+            await load(w, 3.0)
+            await asyncio.sleep(3.0)
+
+        run(w, body)
+        assert used, "node0 decoded every transaction again"
+        heights = {n.height for n in w.nodes}
+        assert len(heights) == 1 and heights.pop() > 0
+        assert w.submitted and all(w.committed_everywhere(s.tx_id) for s in w.submitted)
+        assert w.checker.violations == []
+        roots = {n.driver.executor.state_root for n in w.nodes}
+        assert len(roots) == 1

@@ -91,7 +91,7 @@ class Chain:
         self.height += 1
         self.time_ms = at_ms if at_ms is not None else self.time_ms + 1000
         ctx = BlockContext(CHAIN_ID, self.height, self.time_ms, "m1")
-        state = Overlay(self.kv)
+        state = Overlay(self.kv, cache_reads=True)  # as the executor runs a block
         results = self.ledger.execute_block(ctx, state, txs)
         self.blocks.append((self.time_ms, txs))
         self.kv.apply(state.writes)

@@ -132,6 +132,33 @@ def test_rotated_key_replaces_the_old_one_and_the_id_stays():
     chain.refused("unknown_dataset", new, "dataset.withdraw", body, sender=user.account_id)
 
 
+def test_a_rotation_and_a_revocation_count_for_the_rest_of_their_own_block():
+    # the block's read cache and the decoded-key cache must not serve the record as it was
+    # before the block's own writes
+    chain = Chain()
+    user, other = chain.user("consumer"), chain.user("consumer", name="other")
+    new = SigningKey.generate(with_encryption=True)
+    body = {"dataset_id": "x", "reason": ""}
+    results = chain.run(
+        chain.tx(user, "dataset.withdraw", body),
+        chain.tx(user, "account.rotate_key", rotate_body(new, user.account_id)),
+        chain.tx(new, "dataset.withdraw", body, sender=user.account_id),
+        chain.tx(user, "dataset.withdraw", body),
+        chain.tx(other, "dataset.withdraw", body),
+        chain.tx(other, "account.revoke", {"account_id": other.account_id, "reason": "lost"}),
+        chain.tx(other, "dataset.withdraw", body),
+    )
+    assert [r.reason for r in results] == [
+        "unknown_dataset",
+        "",
+        "unknown_dataset",
+        "wrong_key",
+        "unknown_dataset",
+        "",
+        "revoked",
+    ]
+
+
 def test_rotation_needs_a_proof_by_the_new_key():
     chain = Chain()
     user = chain.user("consumer")

@@ -135,3 +135,27 @@ def test_expired_transactions_leave_by_themselves():
     assert p.dropped_reason(t.id) == "expired"
     p.add(t)  # accepted again: no longer dropped
     assert p.dropped_reason(t.id) is None
+
+
+def test_committed_nonces_are_read_once_between_commits():
+    a, b = SigningKey.generate(), SigningKey.generate()
+    reads: list[str] = []
+    nonces = {a.account_id: 0, b.account_id: 0}
+
+    def read(account: str) -> int:
+        reads.append(account)
+        return nonces[account]
+
+    p = Mempool(MempoolLimits(), read, MempoolMetrics(CollectorRegistry()))
+    t1, t2, u1 = tx(a, 1), tx(a, 2), tx(b, 1)
+    for t in (t1, t2, u1):
+        p.add(t)
+    assert [t.nonce for t in p.take(10, 10**6)] == [1, 2, 1]
+    assert reads == [a.account_id, b.account_id]
+    # a commit moves the nonces: the next read is fresh, and a used nonce is refused
+    nonces[a.account_id] = 1
+    p.committed([(t1.id, a.account_id, True, "")])
+    with pytest.raises(MempoolReject) as e:
+        p.add(tx(a, 1, size=2))
+    assert e.value.reason == "stale_nonce"
+    assert reads[2:] == [a.account_id]  # read once after the commit, then remembered

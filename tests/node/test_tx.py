@@ -123,3 +123,87 @@ async def test_verifier_answers_after_a_hostile_transaction() -> None:
         assert supervisor.failed == []
     finally:
         await verifier.close()
+
+
+def _reference_decode(data: bytes) -> tuple[str, str] | tuple[Any, ...]:
+    """The decoder's definition written plainly (depth, shape, then canonical(...) re-encoding
+    of both layers), to hold the fast path of ``decode_tx`` to the same answers."""
+    from mdtp.node.ledger.tx import DEPTH_MAX
+
+    def unpack(raw: bytes) -> Any:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        stack = [(obj, 0)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, dict | list):
+                if depth >= DEPTH_MAX:
+                    raise TxError("deep", reason="malformed")
+                stack.extend(
+                    (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+                )
+        return obj
+
+    try:
+        outer = unpack(data)
+        if not (
+            isinstance(outer, list) and len(outer) == 3 and all(isinstance(x, bytes) for x in outer)
+        ):
+            raise TxError("shape", reason="malformed")
+        if len(outer[1]) != 32 or len(outer[2]) != 64:
+            raise TxError("sizes", reason="malformed")
+        inner = unpack(outer[0])
+        if not (isinstance(inner, list) and len(inner) == 6):
+            raise TxError("fields", reason="malformed")
+        if inner[0] != "c1":
+            raise TxError("chain", reason="wrong_chain")
+        if not isinstance(inner[5], dict):
+            raise TxError("body", reason="malformed")
+        if canonical(outer) != data or canonical(inner) != outer[0]:
+            raise TxError("canonical", reason="non_canonical")
+    except TxError as e:
+        return ("error", e.reason)
+    except Exception:
+        return ("error", "malformed")
+    return tuple(inner[1:])
+
+
+_leaf = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+)
+_values = st.recursive(
+    _leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.one_of(st.text(max_size=3), st.binary(max_size=2)), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values, st.booleans())
+def test_the_fast_canonical_check_answers_as_the_plain_definition(body, shuffle):
+    # bodies of every shape, packed as they come (not sorted): unsorted or bytes keys, floats,
+    # nesting; the fast path must refuse exactly what re-encoding refuses, for the same reason
+    if isinstance(body, dict) and shuffle:
+        body = dict(reversed(list(body.items())))
+    unsigned = msgpack.packb(["c1", "note.set", "s", 1, 1, body], use_bin_type=True)
+    raw = msgpack.packb([unsigned, b"k" * 32, b"s" * 64], use_bin_type=True)
+    try:
+        tx = decode_tx(raw, chain_id="c1", max_bytes=len(raw), verify=False)
+        got: tuple[Any, ...] = (tx.type, tx.sender, tx.nonce, tx.expires_at_ms, tx.body)
+    except TxError as e:
+        got = ("error", e.reason)
+    want = _reference_decode(raw)
+    if want[0] == "error" and got[0] == "error":
+        assert got == want
+    else:
+        assert got[0] != "error" and want[0] != "error", (got, want)
+        assert msgpack.packb(list(got), use_bin_type=True) == msgpack.packb(
+            list(want), use_bin_type=True
+        )

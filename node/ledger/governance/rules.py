@@ -711,7 +711,7 @@ class GovernedLedger(Ledger):
         ctx: BlockContext,
         state: Overlay,
         txs: tuple[bytes, ...],
-        decoded: Sequence[Tx | TxError] | None = None,
+        decoded: Sequence[Tx | TxError | None] | None = None,
     ) -> list[TxResult]:
         if state.get(layout.epoch_key(0)) is not None:
             activate_due(ctx, state)

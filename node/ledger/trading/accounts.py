@@ -74,10 +74,19 @@ def resolve_key(state: Overlay, account_id: str) -> tuple[bytes | None, str]:
     generator) open to any self-certifying account; every trading handler is wrapped in
     :func:`registered_only`, so trading still needs an account registered by an admin.
     """
-    record = load_account(state, account_id)
-    if record is None:
+    raw = state.get(layout.account_key(account_id))
+    if raw is None:
         key, status = self_certifying_key(state, account_id)
         return key, "unregistered" if key is not None else status
+    return _key_and_status(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_and_status(raw_record: bytes) -> tuple[bytes, str]:
+    """(public key, status) of an encoded account record: a function of its bytes alone,
+    so remembering the last records decoded (at most ~1 MB) changes no result, and the
+    sender of every transaction in a block or an admitted batch is decoded once."""
+    record = layout.decode(raw_record)
     return bytes(record["public_key"]), str(record["status"])
 
 
