@@ -133,6 +133,9 @@ class _OutboundLink:
         self.queues = SendQueues(limits.channels, metrics)
         self.connected = False
         self.task: asyncio.Task[None] | None = None
+        # set when the peer dials us while our link to it is down: it is back, so our dial
+        # loop stops backing off and dials it now
+        self.peer_is_back = asyncio.Event()
 
 
 class Transport:
@@ -292,6 +295,7 @@ class Transport:
         REMOTE.set(f"p2p:{link.peer_id}")  # this task's own context: its lines are limited
         while not self._closing:
             self.metrics.reconnects.inc()
+            link.peer_is_back.clear()  # a return announced from here on cuts the next wait
             writer: asyncio.StreamWriter | None = None
             try:
                 reader, conn = await asyncio.wait_for(
@@ -332,7 +336,10 @@ class Transport:
                 writer.close()
             delay = random.uniform(backoff / 2, backoff)
             backoff = min(backoff * 2, self.limits.backoff_s_max)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.peer_is_back.wait(), delay)
+            if link.peer_is_back.is_set():
+                backoff = self.limits.backoff_s_min
 
     async def _pump(
         self, link: _OutboundLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -524,6 +531,9 @@ class Transport:
                 old.close()  # a reconnecting peer replaces its stale link
             self._inbound[peer_id] = writer
             self.metrics.peers_connected.labels("inbound").inc()
+            ours = self._outbound.get(peer_id)
+            if ours is not None and not ours.connected:
+                ours.peer_is_back.set()
             try:
                 await self._receive(peer_id, reader)
             finally:

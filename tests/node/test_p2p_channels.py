@@ -368,3 +368,30 @@ async def test_a_link_coming_up_greets_the_peer_with_a_status_first(
         await sender.close()
         await receiver.close()
     assert received[0] == ("status", {"h": 7, "v": 0})
+
+
+async def test_a_peer_that_dials_us_while_our_link_is_down_is_dialled_at_once(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """Our dial loop backs off while a peer is down (here at least 10 s a wait). When the
+    peer is back it dials us; that tells our loop to dial it now rather than when its wait
+    ends, so the frames queued for it (its catch-up, its peers' heights) go out at once."""
+    paths, genesis = homes
+    slow = TransportLimits(backoff_s_min=20.0, backoff_s_max=20.0)
+    got = asyncio.Event()
+
+    def on_frame(_peer: str, kind: str, body: Any) -> None:
+        if kind == "consensus":
+            got.set()
+
+    sender, _ = make_transport(paths[0], genesis, slow)
+    receiver, _ = make_transport(paths[1], genesis, slow, on_frame)
+    assert sender.send("n1", "consensus", b"vote")
+    await sender.start()
+    try:
+        await asyncio.sleep(1.0)  # its first dial failed: it waits 10-20 s to dial again
+        await receiver.start()  # dials the sender at once
+        await asyncio.wait_for(got.wait(), 8.0)
+    finally:
+        await sender.close()
+        await receiver.close()
