@@ -137,7 +137,9 @@ async def long_run(
                 "rss_mb": {n.id: rss_mb(pids[n.id]) for n in nodes},
                 "store_mb": {n.id: _store_mb(n.home) for n in nodes},
             }
-            if elapsed >= window_s / 2:  # a short last window says little about the rate
+            # a short last window says little about the rate, but a run that ends inside its
+            # first window is reported by it
+            if elapsed >= window_s / 2 or not windows:
                 windows.append(window)
                 if report is not None:
                     report(window)
