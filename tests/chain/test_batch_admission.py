@@ -20,20 +20,25 @@ from mdtp.node.txpool.sigverify import BatchVerifier, VerifierBusy
 from tests.chain.world import run, world
 
 
+def note(key: SigningKey, nonce: int, chain: str = CHAIN_ID, value: bytes = b"v") -> bytes:
+    """A signed ``note.set`` of ``key``'s account with ``nonce``."""
+    return sign_tx(
+        key,
+        chain_id=chain,
+        type_="note.set",
+        sender=key.account_id,
+        nonce=nonce,
+        expires_at_ms=GENESIS_TIME_MS + 10**9,
+        body={"key": f"k{nonce}", "value": value},
+    )
+
+
 def test_a_batch_is_admitted_in_order_and_commits_everywhere(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         key = w.clients[0]
 
         def signed(nonce: int, chain: str = CHAIN_ID) -> bytes:
-            return sign_tx(
-                key,
-                chain_id=chain,
-                type_="note.set",
-                sender=key.account_id,
-                nonce=nonce,
-                expires_at_ms=GENESIS_TIME_MS + 10**9,
-                body={"key": f"k{nonce}", "value": b"v"},
-            )
+            return note(key, nonce, chain)
 
         good = [signed(n) for n in range(1, 41)]
         forged = good[0][:-1] + bytes([good[0][-1] ^ 1])
@@ -104,16 +109,8 @@ def test_gossip_refused_for_a_passing_reason_is_admitted_when_gossiped_again(
     with world(tmp_path) as w:
         key = w.clients[0]
 
-        def signed(nonce: int) -> bytes:
-            return sign_tx(
-                key,
-                chain_id=CHAIN_ID,
-                type_="note.set",
-                sender=key.account_id,
-                nonce=nonce,
-                expires_at_ms=GENESIS_TIME_MS + 10**9,
-                body={"key": f"k{nonce}", "value": b"v"},
-            )
+        def signed(nonce: int, chain: str = CHAIN_ID) -> bytes:
+            return note(key, nonce, chain)
 
         async def body() -> None:
             w.nodes[0].start()
@@ -147,18 +144,7 @@ def test_check_certified_decodes_each_transaction_once_and_names_a_forged_signat
     bounds apply), a forged one is a ``bad_signature`` error, garbage a ``malformed`` one."""
     key = SigningKey.generate()
 
-    def signed(nonce: int, value: bytes = b"v") -> bytes:
-        return sign_tx(
-            key,
-            chain_id=CHAIN_ID,
-            type_="note.set",
-            sender=key.account_id,
-            nonce=nonce,
-            expires_at_ms=GENESIS_TIME_MS + 10**9,
-            body={"key": f"k{nonce}", "value": value},
-        )
-
-    good, large = signed(1), signed(2, b"x" * 600)
+    good, large = note(key, 1), note(key, 2, value=b"x" * 600)
     forged = good[:-1] + bytes([good[-1] ^ 1])
     verifier = BatchVerifier(CHAIN_ID, max_tx_bytes=512)
 
