@@ -10,7 +10,7 @@ Construct::
 
     config = ConsensusConfig(chain_id, members, my_id, genesis_state_root=..., ...)
     replica = Replica(config, sign, verify, validate_payload)          # fresh chain
-    replica = Replica.restore(config, decode_state(blob), last_executed_height,
+    replica = Replica.restore(config, decode_state(head, slots), last_executed_height,
                               last_block_header, recent_state_roots,
                               sign, verify, validate_payload)          # after a crash
     actions = replica.start(now_ms)                                    # exactly once
@@ -30,7 +30,8 @@ the ones to check), ``BlockExecuted(now_ms, height, state_root)``
 last_block, recent_state_roots)``.
 
 Actions: ``Persist(state)`` (always first when present: store
-``encode_state(state)`` durably before executing the rest), ``Send(to, msg)``,
+its records durably before executing the rest: ``StateWriter.changes(state)``, only
+what changed since the last write, or ``encode_state(state)``, all of it), ``Send(to, msg)``,
 ``Broadcast(msg)`` (to every other member), ``SetTimer(kind, id, at_ms)`` /
 ``CancelTimer(kind)`` (one timer per kind), ``Deliver(block, certificate)`` (strict
 height order, once per height above ``last_executed_height``), ``ProposalWanted(height)``
@@ -114,7 +115,13 @@ from mdtp.consensus.messages import (
     encode_message,
 )
 from mdtp.consensus.replica import Replica
-from mdtp.consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.state import (
+    PersistedState,
+    StateRecords,
+    StateWriter,
+    decode_state,
+    encode_state,
+)
 
 __all__ = [
     "Action",
@@ -151,9 +158,11 @@ __all__ = [
     "Send",
     "SetTimer",
     "StateDiverged",
+    "StateRecords",
     "StateTransferDone",
     "StateTransferRequest",
     "StateTransferResponse",
+    "StateWriter",
     "Suspect",
     "TimerFired",
     "TimerKind",

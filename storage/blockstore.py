@@ -9,7 +9,9 @@ One LevelDB per node, key spaces separated by a one-byte prefix and a slash::
     s/<key>            ledger state (the keys of node/ledger)
     m/chain            chain id and genesis hash this store belongs to
     m/tip              height and state root of the last executed block
-    m/consensus        the consensus core's persisted state
+    m/consensus        the consensus core's persisted state: its head record
+    p/<height u64be>   the consensus core's persisted state: the record of one height of
+                       its window (written and deleted with the head, in one synced batch)
     m/base             lowest block height held, when the store was restored from a
                        state-only snapshot (absent: every block from height 1)
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from mdtp.storage.errors import InconsistentStore, StorageError, WrongChain
 
 _U64 = struct.Struct(">Q")
 BLOCK, CERT, RECORD, TXINDEX, STATE, META = b"b/", b"c/", b"h/", b"t/", b"s/", b"m/"
+CONSENSUS_SLOTS = b"p/"
 DATA_SPACES = (BLOCK, CERT, RECORD, TXINDEX, STATE)
 _KEY_SPACE_NAMES = {BLOCK: "blocks", CERT: "commit certificates", RECORD: "block records"}
 
@@ -255,12 +258,30 @@ class BlockStore:
 
     # -- consensus state --------------------------------------------------------------------
 
-    def save_consensus_state(self, data: bytes) -> None:
-        self._db.put(META + b"consensus", data, sync=self._sync)
+    def save_consensus_state(self, head: bytes | None, slots: Mapping[int, bytes | None]) -> None:
+        """Write the consensus core's changed records in one synced batch: the head unless
+        None, each height's record, or its deletion where it is None."""
+        with self._db.write_batch(sync=self._sync) as wb:
+            if head is not None:
+                wb.put(META + b"consensus", head)
+            for height, record in slots.items():
+                key = CONSENSUS_SLOTS + _U64.pack(height)
+                if record is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, record)
 
-    def load_consensus_state(self) -> bytes | None:
-        value: bytes | None = self._db.get(META + b"consensus", verify_checksums=True)
-        return value
+    def load_consensus_state(self) -> tuple[bytes, dict[int, bytes]] | None:
+        """The consensus core's head record and its records by height; None before the
+        first write."""
+        head: bytes | None = self._db.get(META + b"consensus", verify_checksums=True)
+        if head is None:
+            return None
+        slots = {
+            _U64.unpack(k[len(CONSENSUS_SLOTS) :])[0]: v
+            for k, v in self._db.iterator(prefix=CONSENSUS_SLOTS, verify_checksums=True)
+        }
+        return head, slots
 
     # -- raw entries (snapshots) -------------------------------------------------------------
 

@@ -84,7 +84,7 @@ from mdtp.consensus.messages import (
     verify_message,
 )
 from mdtp.consensus.replica import Replica
-from mdtp.consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.state import PersistedState, StateWriter, decode_state
 from mdtp.node.chain.epochs import ChainEpochs
 from mdtp.node.chain.execution import (
     BlockExecutor,
@@ -259,6 +259,7 @@ class Driver:
         )
         self.epochs = ChainEpochs(genesis_config, lambda: Overlay(store.state), self._epoch_base)
         persisted = self._load_consensus_state()
+        self._state_writer = StateWriter(persisted)
         epoch = self._resume_epoch(persisted)
         self.config = self.epochs.config(epoch)
         self._verify = self.epochs.verifier(epoch)
@@ -380,10 +381,10 @@ class Driver:
         if persisted is None:
             return None
         try:
-            return decode_state(persisted, self.wire_limits)
+            return decode_state(*persisted, self.wire_limits)
         except ConsensusError as e:
             raise InconsistentStore(
-                f"{self.store.path}: key space 'meta' consensus state is undecodable ({e})"
+                f"{self.store.path}: the consensus state (m/consensus, p/) is undecodable ({e})"
             ) from None
 
     def _resume_epoch(self, persisted: PersistedState | None) -> int:
@@ -666,10 +667,11 @@ class Driver:
     async def _execute(self, actions: list[Action]) -> None:
         persists = [a for a in actions if isinstance(a, Persist)]
         if persists:
-            data = encode_state(persists[-1].state)
+            records = self._state_writer.changes(persists[-1].state)
             started = self.clock.monotonic()
             crash_point("before consensus-state persist")
-            await self.disk.run(self.store.save_consensus_state, data)
+            await self.disk.run(self.store.save_consensus_state, records.head, records.slots)
+            self._state_writer.written()
             crash_point("after consensus-state persist")
             self.metrics.store_write_latency.labels("consensus_state").observe(
                 self.clock.monotonic() - started

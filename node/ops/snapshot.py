@@ -53,7 +53,7 @@ from typing import Any
 
 from mdtp.consensus.codec import pack
 from mdtp.consensus.messages import CheckpointCertificate
-from mdtp.consensus.state import PersistedState, decode_state, encode_state
+from mdtp.consensus.state import PersistedState, decode_state, encode_head
 from mdtp.node.chain.driver import DriverLimits
 from mdtp.node.identity.config import load_config
 from mdtp.node.identity.genesis import load_genesis
@@ -138,7 +138,7 @@ def export_snapshot(home: Path, out: Path, *, full: bool = False) -> dict[str, A
 
 def _stable_checkpoint(chain: ChainFacts, store: BlockStore) -> CheckpointCertificate:
     raw = store.load_consensus_state()
-    cp = None if raw is None else decode_state(raw, chain.limits).stable_checkpoint
+    cp = None if raw is None else decode_state(*raw, chain.limits).stable_checkpoint
     if cp is None or cp.height == 0:
         raise SnapshotFailure(
             f"{store.path}: no stable checkpoint yet (one forms every "
@@ -255,7 +255,7 @@ def restore_snapshot(
                     genesis_hash=header.genesis_hash,
                     tip=(header.height, tip_root),
                     base=header.base,
-                    consensus_state=encode_state(persisted),
+                    consensus_state=encode_head(persisted),
                 )
                 store.check(deep=True)
             finally:

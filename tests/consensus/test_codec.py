@@ -107,7 +107,7 @@ def test_deepest_legitimate_value_is_within_the_depth_bound():
     vc = signed(ViewChange(1, GENESIS_CP, (cert,), "n2"))
     nv = signed(NewView(1, (vc,), (pp,), "n1"))
     state = PersistedState(1, False, GENESIS_CP, (pp,), (cert,), nv)
-    assert decode_state(encode_state(state)) == state
+    assert decode_state(*encode_state(state).stored()) == state
 
 
 @settings(max_examples=300, deadline=None)
@@ -150,7 +150,7 @@ def test_persisted_state_round_trips_through_canonical_bytes():
     pp = pre_prepare()
     cert = PreparedCertificate(pp, tuple((s, prepare(pp, s).signature) for s in ("n1", "n2")))
     state = PersistedState(3, True, GENESIS_CP, (pp,), (cert,), None)
-    assert decode_state(encode_state(state)) == state
+    assert decode_state(*encode_state(state).stored()) == state
 
 
 FORBIDDEN = {"asyncio", "aiohttp", "plyvel", "time", "random", "socket", "node", "storage"}

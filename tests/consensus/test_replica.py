@@ -318,7 +318,7 @@ def test_restored_replica_never_prepares_a_conflicting_block():
     state = [a for a in actions if isinstance(a, Persist)][-1].state
     restored = Replica.restore(
         config("n1"),
-        decode_state(encode_state(state)),
+        decode_state(*encode_state(state).stored()),
         0,
         None,
         {},
@@ -347,7 +347,7 @@ def test_restored_replica_on_an_idle_chain_has_no_phantom_work():
     assert [p.height for p in state.accepted] == [1]  # persisted while pending
     restored = Replica.restore(
         config("n1"),
-        decode_state(encode_state(state)),
+        decode_state(*encode_state(state).stored()),
         1,
         pp.block.header,
         {0: b"\x00" * 32, 1: b"\x00" * 32},

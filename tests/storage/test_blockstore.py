@@ -74,5 +74,9 @@ def test_commit_must_extend_the_tip(store):
 
 def test_consensus_state_round_trips(store):
     assert store.load_consensus_state() is None
-    store.save_consensus_state(b"state")
-    assert store.load_consensus_state() == b"state"
+    store.save_consensus_state(b"head", {3: b"three", 4: b"four"})
+    assert store.load_consensus_state() == (b"head", {3: b"three", 4: b"four"})
+    store.save_consensus_state(None, {3: None, 5: b"five"})  # head kept, 3 deleted
+    assert store.load_consensus_state() == (b"head", {4: b"four", 5: b"five"})
+    store.save_consensus_state(b"head2", {})
+    assert store.load_consensus_state() == (b"head2", {4: b"four", 5: b"five"})
