@@ -129,7 +129,8 @@ def add_routes(
         doc: dict[str, Any] = {"id": tx.id.hex(), "status": "pending"}
         if wait:
             try:
-                await asyncio.wait_for(submitter.wait_committed(tx.id), timeout)
+                async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                    await submitter.wait_committed(tx.id)
             except TimeoutError:
                 return web.json_response(doc, status=202)
             return web.json_response(reader.tx_status(tx.id), status=200)

@@ -25,7 +25,7 @@ from mdtp.consensus.config import ConsensusConfig, EpochBase
 from mdtp.consensus.messages import Verifier
 from mdtp.consensus.state_transfer import Certifiers
 from mdtp.node.identity.genesis import Member, MemberSignatures
-from mdtp.node.ledger.governance.membership import Epoch, epoch_at, history
+from mdtp.node.ledger.governance.membership import Epoch, epoch_at, read_epoch
 from mdtp.node.ledger.state import ReadableKV
 
 # The block a later epoch starts from: its height's hash, timestamp and state root.
@@ -48,13 +48,17 @@ class ChainEpochs:
         self.refresh()
 
     def refresh(self) -> bool:
-        """Re-read the history; True if an epoch was added since the last call."""
-        epochs = history(self._state())
-        assert epochs[: len(self._epochs)] == self._epochs, "recorded epochs never change"
-        if len(epochs) == len(self._epochs):
+        """Read the epochs recorded since the last call (epochs are numbered from 0 and a
+        recorded one never changes, so one look-up per call when none was added); True if
+        any was."""
+        state = self._state()
+        added: list[Epoch] = []
+        while (epoch := read_epoch(state, len(self._epochs) + len(added))) is not None:
+            added.append(epoch)
+        if not added:
             return False
-        self._epochs = epochs
-        for epoch in epochs:
+        self._epochs = self._epochs + added
+        for epoch in added:
             for m in epoch.members + epoch.observers:
                 keys = self._any_keys.setdefault(m.id, [])
                 key = nacl.signing.VerifyKey(bytes.fromhex(m.node_public_key))
