@@ -25,7 +25,7 @@ from mdtp.consensus.block import Block
 from mdtp.node.errors import MdtpError
 from mdtp.node.ledger.machine import Ledger, Refusal, TxResult
 from mdtp.node.ledger.state import Overlay
-from mdtp.node.ledger.tx import Tx, TxError
+from mdtp.node.ledger.tx import Tx, TxError, decode_tx
 from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool.mempool import Mempool, MempoolFull, MempoolReject
 from mdtp.node.txpool.sigverify import BatchVerifier
@@ -162,11 +162,18 @@ class Admission:
         which an honest peer never sends (it gossips only what it verified, and unlike size
         or encoding rules a signature does not depend on a node's configuration or
         version), and how many were known already or admitted now."""
-        fresh = [r for r in raws if not self._held(hashlib.sha256(r).digest())]
+        fresh = [(r, i) for r in raws if not self._held(i := hashlib.sha256(r).digest())]
+        # one this node verified already (a proposal carried it first, or it was refused
+        # for a passing reason) is decoded, not checked again: a signature's validity is a
+        # function of the bytes, which its id names
+        seen = [i in self._verified for _, i in fresh]
+        unseen = [r for (r, _), known in zip(fresh, seen, strict=True) if not known]
+        checked = iter(await self.verifier.check_many(unseen) if unseen else [])
         failed = 0
         useful = len(raws) - len(fresh)
         added = False
-        for result in await self.verifier.check_many(fresh) if fresh else []:
+        for (raw, _), known in zip(fresh, seen, strict=True):
+            result = self._decode_verified(raw) if known else next(checked)
             if isinstance(result, TxError):
                 self.mempool.metrics.rejected.labels(result.reason).inc()
                 failed += result.reason == "bad_signature"
@@ -178,6 +185,17 @@ class Admission:
         if added:
             self._on_activity()
         return failed, useful
+
+    def _decode_verified(self, raw: bytes) -> Tx | TxError:
+        try:
+            return decode_tx(
+                raw,
+                chain_id=self.verifier.chain_id,
+                max_bytes=self.verifier.max_tx_bytes,
+                verify=False,
+            )
+        except TxError as e:  # it decoded when it was verified: only a limit changed since
+            return e
 
     def _held(self, tx_id: bytes) -> bool:
         """Gossip of a transaction we verified is dropped unread only while we hold it or it

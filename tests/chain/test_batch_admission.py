@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -134,6 +136,40 @@ def test_gossip_refused_for_a_passing_reason_is_admitted_when_gossiped_again(
                 assert hashlib.sha256(second).digest() in mempool
             # once held, the same gossip is dropped unread
             assert await admission.admit_gossip([first]) == (0, 1)
+
+        run(w, body)
+
+
+def test_gossip_of_a_transaction_a_proposal_brought_first_is_not_checked_again(
+    tmp_path: Path,
+) -> None:
+    """A backup checks a proposal's unseen transactions when the proposal comes; its gossip
+    arriving afterwards is admitted on that check (decoded, not verified a second time), in
+    gossip order, while an unseen transaction beside it is verified as ever."""
+    with world(tmp_path) as w:
+        key = w.clients[0]
+
+        async def body() -> None:
+            w.nodes[0].start()
+            admission = w.nodes[0].driver.admission
+            mempool = w.nodes[0].driver.mempool
+            first, second = note(key, 1), note(key, 2)
+            block = SimpleNamespace(payload=[first])
+            assert await admission.preverify([block]) == 0  # type: ignore[list-item]
+            checked: list[bytes] = []
+            real = admission.verifier.check_many
+
+            async def counting(raws: Sequence[bytes]) -> list[Tx | TxError]:
+                checked.extend(raws)
+                return await real(raws)
+
+            admission.verifier.check_many = counting  # type: ignore[method-assign]
+            assert await admission.admit_gossip([first, second]) == (0, 2)
+            assert checked == [second]
+            assert hashlib.sha256(first).digest() in mempool
+            assert hashlib.sha256(second).digest() in mempool
+            forged = second[:-1] + bytes([second[-1] ^ 1])
+            assert await admission.admit_gossip([forged]) == (1, 0)  # unseen: verified
 
         run(w, body)
 
