@@ -45,6 +45,12 @@ class P2PMetrics:
             ["channel"],
             registry=registry,
         )
+        self.send_queue_stale = Counter(
+            "mdtp_p2p_send_queue_stale_total",
+            "Frames queued for a peer whose link is down, dropped for newer ones, by channel",
+            ["channel"],
+            registry=registry,
+        )
         self.send_queue_bytes = Gauge(
             "mdtp_p2p_send_queue_bytes",
             "Frame bytes queued for peers and not yet written, by channel",

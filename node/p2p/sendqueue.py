@@ -54,15 +54,23 @@ class SendQueues:
     def __len__(self) -> int:
         return self._frames
 
-    def put(self, kind: str, frame: bytes) -> bool:
+    def put(self, kind: str, frame: bytes, *, newest: int | None = None) -> bool:
         """Queue ``frame`` on the channel of ``kind``; False (and counted) if that one is full.
 
         One frame always fits an empty queue, whatever its size: a byte bound below the
-        frame size then means one at a time, never none."""
+        frame size then means one at a time, never none. With ``newest``, the channel keeps
+        only its ``newest`` latest frames: the oldest are dropped (and counted) to make room."""
         lane = self._lane_of_kind.get(kind)
         if lane is None:
             raise ValueError(f"frame kind {kind!r} is on no p2p channel (see p2p/channels.py)")
         channel = lane.channel
+        if newest is not None:
+            while len(lane.frames) >= max(1, newest):
+                old = lane.frames.popleft()
+                lane.queued_bytes -= len(old)
+                self._frames -= 1
+                self._metrics.send_queue_bytes.labels(channel.name).dec(len(old))
+                self._metrics.send_queue_stale.labels(channel.name).inc()
         if lane.frames and (
             len(lane.frames) >= channel.queue_max_frames
             or lane.queued_bytes + len(frame) > channel.queue_max_bytes

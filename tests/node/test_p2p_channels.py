@@ -22,7 +22,13 @@ from mdtp.node.p2p.channels import CHANNELS, Channel, kinds_of
 from mdtp.node.p2p.frames import decode_payload, encode_frame
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.sendqueue import SendQueues
-from mdtp.node.p2p.transport import FrameHandler, Transport, TransportLimits, genesis_roster
+from mdtp.node.p2p.transport import (
+    NEWEST_WHILE_DOWN,
+    FrameHandler,
+    Transport,
+    TransportLimits,
+    genesis_roster,
+)
 
 MiB = 1024 * 1024
 WRITE_BATCH = TransportLimits().write_batch_max_bytes
@@ -323,6 +329,26 @@ async def test_a_backlog_queued_while_the_link_is_down_lets_the_vote_out_first(
         await receiver.close()
     assert [k for k, _ in received] == ["consensus"] + ["data.chunk"] * 8
     assert [b["i"] for _, b in received[1:]] == list(range(8))
+
+
+def test_only_the_newest_votes_wait_for_a_peer_whose_link_is_down(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """A member that was down gets the newest consensus frames on its return, not everything
+    sent while it was away (stale votes it would decode and check ahead of the state
+    transfer it needs); the oldest are dropped and counted. A connected peer's queue keeps
+    its own bounds."""
+    paths, genesis = homes
+    transport, registry = make_transport(paths[0], genesis, TransportLimits())
+    keep = NEWEST_WHILE_DOWN["consensus"]
+    for i in range(keep + 10):
+        assert transport.send("n1", "consensus", i.to_bytes(4, "big"))
+    queues = transport._outbound["n1"].queues
+    assert len(queues) == keep
+    first = queues.take_batch(1)[0]
+    assert first.endswith((10).to_bytes(4, "big"))  # frames 0..9 made room
+    stale = {"channel": "consensus"}
+    assert registry.get_sample_value("mdtp_p2p_send_queue_stale_total", stale) == 10
 
 
 def test_gossip_for_a_peer_whose_link_is_down_is_not_queued_but_votes_are(
