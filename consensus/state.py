@@ -105,31 +105,27 @@ class StateWriter:
     """
 
     def __init__(self, written: PersistedState | None) -> None:
-        self._head: tuple[object, ...] | None = None
+        self._head: PersistedState | None = written
         self._slots: dict[int, tuple[PrePrepare | None, PreparedCertificate | None]] = {}
-        self._pending: tuple[tuple[object, ...], dict[int, Any]] | None = None
+        self._pending: tuple[PersistedState, dict[int, Any]] | None = None
         if written is not None:
-            self._head = self._head_key(written)
             self._slots = written.slots()
 
     @staticmethod
-    def _head_key(state: PersistedState) -> tuple[object, ...]:
+    def _same_head(old: PersistedState | None, new: PersistedState) -> bool:
         # identity for the certificates (immutable), value for the rest
         return (
-            state.view,
-            state.in_view_change,
-            id(state.stable_checkpoint),
-            id(state.new_view),
-            state.epoch,
-            state.stable_checkpoint,
-            state.new_view,
+            old is not None
+            and old.view == new.view
+            and old.in_view_change == new.in_view_change
+            and old.epoch == new.epoch
+            and old.stable_checkpoint is new.stable_checkpoint
+            and old.new_view is new.new_view
         )
 
     def changes(self, state: PersistedState) -> StateRecords:
         """The records to write for ``state``; call :meth:`written` once they are durable."""
-        head_key = self._head_key(state)
-        old = self._head
-        same_head = old is not None and old[:5] == head_key[:5]
+        same_head = self._same_head(self._head, state)
         slots = state.slots()
         out: dict[int, bytes | None] = {}
         for height, (pp, cert) in slots.items():
@@ -138,7 +134,7 @@ class StateWriter:
                 out[height] = pack(_slot_to_wire(height, pp, cert))
         for height in self._slots.keys() - slots.keys():
             out[height] = None
-        self._pending = (head_key, slots)
+        self._pending = (state, slots)
         return StateRecords(None if same_head else pack(state.head_to_wire()), out)
 
     def written(self) -> None:

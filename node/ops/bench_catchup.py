@@ -42,7 +42,7 @@ from mdtp.node.ops.bench import (
     register_senders,
     stat_cpu_s,
 )
-from mdtp.node.ops.bench_long import _Load
+from mdtp.node.ops.bench_long import GatewayLoad
 from mdtp.node.sdk.client import NodeClient
 
 # the target of issue #18: a node 100,000 transactions behind catches up at 20,000 tx/s
@@ -106,7 +106,7 @@ async def _load(cluster_dir: Path, serving: list[cluster.ClusterNode], txs: int)
     """Commit ``txs`` transactions through the running nodes ``serving``; returns how many."""
     chain_id = json.loads((cluster_dir / cluster.MANIFEST).read_text())["chain_id"]
     keys = await register_senders(cluster_dir, chain_id, BATCH_CLIENTS)
-    load = _Load(cluster_dir, chain_id, txs, BATCH_SIZE)
+    load = GatewayLoad(cluster_dir, chain_id, txs, BATCH_SIZE)
     sessions = [NodeClient.of_home(n.api, n.home, connections=2) for n in serving]
     try:
         for s in sessions:

@@ -53,7 +53,7 @@ def _store_mb(home: Path) -> float:
     return round(total / 2**20, 1)
 
 
-class _Load:
+class GatewayLoad:
     """The gateways: committed and refused counts, and the first failure (which ends the
     run: a gateway whose batch did not commit cannot go on with its later nonces)."""
 
@@ -105,7 +105,7 @@ async def long_run(
     nodes = cluster.load_cluster(cluster_dir)
     pids = {n.id: cluster.running_pid(n) for n in nodes}
     keys = await register_senders(cluster_dir, chain_id, gateways)
-    load = _Load(cluster_dir, chain_id, txs, batch)
+    load = GatewayLoad(cluster_dir, chain_id, txs, batch)
     sessions = [NodeClient.of_home(n.api, n.home, connections=2) for n in nodes]
     windows: list[dict[str, Any]] = []
     started = time.perf_counter()

@@ -37,7 +37,7 @@ from mdtp.node.identity import pki
 from mdtp.node.identity.genesis import load_genesis
 from mdtp.node.ledger.governance.proofs import HistoryError, verify_history
 from mdtp.node.ops import cluster
-from mdtp.node.sdk.client import ApiError
+from mdtp.node.sdk.client import KNOWN_REASON, ApiError, tx_id_of
 from tests.cluster.test_governance import admin_key, cli, cli_json
 from tests.support.workload import Workload, assert_chains_agree, chains, client
 
@@ -72,8 +72,9 @@ class SteadyLoad:
                         break
                     assert doc["status"] != "failed", doc
                 except ApiError as e:
-                    if e.reason == "duplicate":
-                        continue  # committed through an earlier attempt: its status next
+                    if e.reason == KNOWN_REASON:  # committed through an earlier attempt
+                        self.committed.append(tx_id_of(raw))
+                        break
                     await asyncio.sleep(0.2)
                 except (TimeoutError, OSError, aiohttp.ClientError):
                     await asyncio.sleep(0.2)  # a node restarting (node1's new certificate)
