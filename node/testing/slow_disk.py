@@ -1,7 +1,8 @@
 """A slow disk for test nodes (``MDTP_TEST_DISK_DELAY_MS``): every piece of store work (the
-synced LevelDB batches of block commits and consensus state) waits that long in the store's
-writer thread before it runs, as on a disk whose syncs are slow. Writes stay in order, as on
-the real :class:`~mdtp.node.chain.ports.ThreadDisk`, which does the work."""
+synced LevelDB batches of block commits and consensus state) waits that long before it runs,
+as on a disk whose syncs are slow. The real :class:`~mdtp.node.chain.ports.ThreadDisk` does
+the work: the first slow write still runs on the event loop, the later ones in its writer
+thread (the disk is slow now), in order."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class SlowDisk:
         self._disk = ThreadDisk()
 
     def _slowly(self, fn: Callable[..., T], *args: Any) -> T:
-        time.sleep(self.delay_s)  # in the writer thread: later writes queue behind it
+        time.sleep(self.delay_s)  # later writes queue behind it
         return fn(*args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
