@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from mdtp.node.compute.engine import FORMATS
 from mdtp.node.ledger.trading.analysis import COLUMN_RE
 
@@ -91,6 +89,8 @@ def prepare_table(
     key: bytes | None = None,
 ) -> Prepared:
     """The table in ``source`` as the node will analyse it; :class:`PrepareError`."""
+    import duckdb  # on first use: the CLI and the SDK import this module for every command
+
     if source_format not in FORMATS or out_format not in FORMATS:
         raise PrepareError(f"formats are {', '.join(FORMATS)}")
     anon = anonymisation or Anonymisation()

@@ -40,10 +40,10 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from mdtp.node.compute.protocol import SQL_MAX_BYTES
 from mdtp.node.compute.reasons import QueryRefused
 from mdtp.node.compute.rule import Rule
 
-SQL_MAX_BYTES = 2000
 TABLE = "data"
 HIDDEN_COUNT = "__mdtp_k"
 

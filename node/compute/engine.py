@@ -11,7 +11,8 @@ The engine runs the checked SQL (:mod:`.check`), which carries a hidden last col
 number of distinct identity values behind each row: rows below the rule's ``min_distinct``
 are suppressed and counted, the hidden column dropped, the noise added
 (:mod:`.result`), and the result bounded in rows and bytes. Calls are made from one worker
-thread at a time (:class:`Engine` is not thread-safe).
+thread at a time (:class:`Engine` is not thread-safe). DuckDB is imported on the first load,
+not with this module, so a node (or a command) that never analyses a dataset never pays for it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-
-from mdtp.node.compute.check import Checked
 from mdtp.node.compute.reasons import QueryRefused
 from mdtp.node.compute.result import add_noise, canonical_result, cell, noise_seed
 from mdtp.node.compute.rule import Rule
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from mdtp.node.compute.check import Checked
 
 FORMATS = ("csv", "parquet")
 
@@ -75,6 +78,8 @@ class Engine:
 
     def load(self, key: str, plaintext: bytes, fmt: str) -> Table:
         """Load a dataset's plaintext (CSV with a header row, or Parquet) as table ``data``."""
+        import duckdb  # on first use: a node that never analyses a dataset never loads it
+
         if fmt not in FORMATS:
             raise QueryRefused("dataset_unavailable", f"format {fmt!r} is not analysable")
         if len(plaintext) > self.limits.dataset_bytes_max:
@@ -118,6 +123,8 @@ class Engine:
     def run(
         self, table: Table, checked: Checked, rule: Rule, request_id: bytes, rule_hash: bytes
     ) -> Outcome:
+        import duckdb  # loaded already by load(): here for its exception classes
+
         timer = threading.Timer(self.limits.timeout_s, table.conn.interrupt)
         timer.start()
         try:

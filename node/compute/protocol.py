@@ -23,7 +23,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from mdtp.node.compute.check import SQL_MAX_BYTES
 from mdtp.node.compute.reasons import QueryRefused
 from mdtp.node.data.protocol import (
     NONCE_BYTES,
@@ -36,6 +35,7 @@ from mdtp.node.data.protocol import (
 )
 
 QUERY_TAG = b"mdtp/v1/query\x00"
+SQL_MAX_BYTES = 2000  # of a request's SQL text; checked here and again by .check
 
 
 @dataclass(frozen=True)

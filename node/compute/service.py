@@ -34,7 +34,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from mdtp.node.compute.check import check_query
 from mdtp.node.compute.engine import Engine, Outcome, Table
 from mdtp.node.compute.metrics import ComputeMetrics
 from mdtp.node.compute.protocol import QUERY_TAG, QueryRequest, decode_query_request
@@ -259,6 +258,9 @@ class QueryServer:
         return self._engine.load(key, b"".join(parts), str(auth.dataset["format"]).lower())
 
     def _execute(self, auth: Authorised, rule: Rule, hashed_rule: bytes) -> Outcome:
+        # on the first query, not at start: sqlglot takes a tenth of a second to import
+        from mdtp.node.compute.check import check_query
+
         table = self._table(auth)
         checked = check_query(auth.request.sql, rule, table.columns)
         return self._engine.run(table, checked, rule, auth.request.request_id, hashed_rule)
