@@ -50,6 +50,9 @@ from mdtp.node.p2p.sendqueue import SendQueues
 log = logging.getLogger("mdtp.p2p")
 
 FrameHandler = Callable[[str, str, Any], float | None]
+
+CLOSE_RECANCEL_S = 1.0  # close() cancels again the tasks still running after this
+IDLE_TIMER_SLACK_S = 1.0  # a link's idle timer is moved on when this much behind
 """Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer; a
 number of seconds asks the link to stop reading that long (backpressure: the peer sends
 faster than it is served, so its frames wait in its own TCP buffers, not in ours)."""
@@ -248,12 +251,16 @@ class Transport:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        tasks = [link.task for link in self._outbound.values() if link.task] + list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        pending = {link.task for link in self._outbound.values() if link.task} | self._tasks
         for writer in list(self._inbound.values()):
             writer.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while pending:
+            # again while any is left: Python 3.11's wait_for returns its inner result and
+            # drops a cancel that lands as that result does (a handshake just done), so a
+            # task may go on after one cancel
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CLOSE_RECANCEL_S)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
@@ -494,6 +501,9 @@ class Transport:
         await self._expect(reader, "ready")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted as the server closed: its task came after close()
+            writer.transport.abort()
+            return
         address = peer_host(writer.get_extra_info("peername"))
         # Each accepted connection runs in its own task, so this is its source alone.
         REMOTE.set(f"p2p:{address}")
@@ -589,13 +599,32 @@ class Transport:
         return peer_id
 
     async def _receive(self, peer_id: str, reader: asyncio.StreamReader) -> None:
+        """Read ``peer_id``'s frames until the link dies, sends too many bad frames, or is
+        silent for ``idle_timeout_s`` (a link's keepalives come three times in that). One
+        timer per link, moved on at most once a second by the frames that come (a
+        ``wait_for`` around every read cost a task per frame)."""
+        idle_s = self.limits.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(idle_s) as idle:
+
+                def heard() -> None:
+                    deadline = loop.time() + idle_s
+                    if deadline - (idle.when() or deadline) >= IDLE_TIMER_SLACK_S:
+                        idle.reschedule(deadline)
+
+                await self._read_frames(peer_id, reader, heard)
+        except TimeoutError:
+            log.info("link from %s idle, closing", peer_id)
+
+    async def _read_frames(
+        self, peer_id: str, reader: asyncio.StreamReader, heard: Callable[[], None]
+    ) -> None:
         bad = 0
         max_frame = self.limits.max_frame_bytes
         while True:
             try:
-                kind, body, size = await asyncio.wait_for(
-                    read_frame(reader, max_frame), self.limits.idle_timeout_s
-                )
+                kind, body, size = await read_frame(reader, max_frame)
             except FrameError as e:
                 self.metrics.frames_dropped.labels(e.reason).inc()
                 bad += 1
@@ -603,9 +632,7 @@ class Transport:
                     log.warning("closing link from %s after bad frames: %s", peer_id, e)
                     return
                 continue
-            except TimeoutError:
-                log.info("link from %s idle, closing", peer_id)
-                return
+            heard()
             self.metrics.bytes_received.inc(size)
             if kind in _CONTROL_KINDS:
                 continue
@@ -618,6 +645,7 @@ class Transport:
             if pause:
                 self.metrics.reads_paused.inc()
                 await asyncio.sleep(pause)
+                heard()  # a pause of ours is not the peer's silence
 
 
 def _pins(facts: tuple[Member, ...]) -> list[tuple[str, str]]:

@@ -421,3 +421,75 @@ async def test_a_peer_that_dials_us_while_our_link_is_down_is_dialled_at_once(
     finally:
         await sender.close()
         await receiver.close()
+
+
+def _connections(registry: CollectorRegistry, direction: str) -> float:
+    value = registry.get_sample_value("mdtp_p2p_peers_connected", {"direction": direction})
+    return value or 0.0
+
+
+async def test_a_silent_link_is_closed_after_the_idle_timeout_and_a_talking_one_is_not(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """The receiving side closes a link its peer has said nothing on for ``idle_timeout_s``
+    (the peer's keepalives here come only every 20 s), and keeps one whose peer sends a frame
+    every half second for several idle timeouts."""
+    paths, genesis = homes
+    frames: list[str] = []
+    quiet = TransportLimits(idle_timeout_s=60.0)  # keepalives every 20 s: silent meanwhile
+    sender, _ = make_transport(paths[0], genesis, quiet)
+    receiver, registry = make_transport(
+        paths[1], genesis, TransportLimits(idle_timeout_s=1.5), lambda _p, k, _b: frames.append(k)
+    )
+    await receiver.start()
+    await sender.start()
+    try:
+        for _ in range(100):
+            if _connections(registry, "inbound") == 1:
+                break
+            await asyncio.sleep(0.1)
+        seen = []
+        for _ in range(8):  # talking: a frame every 0.5 s for 4 s, past two idle timeouts
+            sender.send("n1", "status", {"h": 1, "v": 0})
+            await asyncio.sleep(0.5)
+            seen.append(_connections(registry, "inbound"))
+        assert len(frames) >= 7
+        assert seen == [1.0] * 8, f"a talking link was closed: {seen}"
+        # silent: closed after 1.5 s (the sender's dial loop then comes back)
+        closed = False
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if _connections(registry, "inbound") == 0:
+                closed = True
+                break
+        assert closed, "a silent link stayed open"
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_close_ends_a_task_that_lost_its_first_cancel(
+    homes: tuple[list[Path], Genesis],
+) -> None:
+    """Python 3.11's ``wait_for`` returns its inner result and drops a cancel that lands as
+    that result does (a handshake just finished): the link task then goes on. ``close()``
+    cancels what is still running again, so it never waits on such a task forever."""
+    paths, genesis = homes
+    transport, _ = make_transport(paths[0], genesis, TransportLimits())
+    cancels = 0
+
+    async def loses_one_cancel() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels >= 2:
+                    raise
+
+    task = asyncio.create_task(loses_one_cancel())
+    transport._tasks.add(task)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(transport.close(), 10)
+    assert task.cancelled() and cancels == 2
