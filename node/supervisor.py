@@ -12,12 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger("mdtp.supervisor")
+
+RECANCEL_S = 1.0  # cancel_and_wait cancels again the tasks still running after this
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended. Those still running after
+    :data:`RECANCEL_S` are cancelled again: Python 3.11's ``wait_for`` returns its inner
+    result and drops a cancel that lands just as that result does (a handshake finishing as
+    the node stops), so a task may go on after one cancel, and waiting for it once would
+    wait forever."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
 
 
 class Supervisor:
@@ -69,13 +84,9 @@ class Supervisor:
         if task is None or task.done():
             return
         self._long_lived.discard(task)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
 
     async def close(self) -> None:
         """Cancel every task still running (shutdown: nothing counts as a failure)."""
         self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from mdtp.node.identity.config import NodeConfig
 from mdtp.node.p2p.connlimit import ConnectionCounter
 from mdtp.node.p2p.remote import REMOTE, peer_host
+from mdtp.node.supervisor import cancel_and_wait
 
 log = logging.getLogger("mdtp.http")
 
@@ -340,9 +341,7 @@ class ConnectionGate:
                 conn.request_finished()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         for transport in list(self.connections):
             transport.abort()
 

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from mdtp.node.supervisor import cancel_and_wait
+
 log = logging.getLogger("mdtp.data")
 
 
@@ -29,6 +31,4 @@ class Tasks:
             log.error("chunk service task %s failed", task.get_name(), exc_info=task.exception())
 
     async def cancel_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))

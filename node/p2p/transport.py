@@ -46,12 +46,12 @@ from mdtp.node.p2p.handshake import CHALLENGE_BYTES, Hello, auth_bytes
 from mdtp.node.p2p.metrics import P2PMetrics
 from mdtp.node.p2p.remote import REMOTE, peer_host
 from mdtp.node.p2p.sendqueue import SendQueues
+from mdtp.node.supervisor import cancel_and_wait
 
 log = logging.getLogger("mdtp.p2p")
 
 FrameHandler = Callable[[str, str, Any], float | None]
 
-CLOSE_RECANCEL_S = 1.0  # close() cancels again the tasks still running after this
 IDLE_TIMER_SLACK_S = 1.0  # a link's idle timer is moved on when this much behind
 """Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer; a
 number of seconds asks the link to stop reading that long (backpressure: the peer sends
@@ -254,13 +254,7 @@ class Transport:
         pending = {link.task for link in self._outbound.values() if link.task} | self._tasks
         for writer in list(self._inbound.values()):
             writer.close()
-        while pending:
-            # again while any is left: Python 3.11's wait_for returns its inner result and
-            # drops a cancel that lands as that result does (a handshake just done), so a
-            # task may go on after one cancel
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=CLOSE_RECANCEL_S)
+        await cancel_and_wait(pending)  # again for any that lost its first cancel
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)

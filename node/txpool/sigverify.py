@@ -13,12 +13,11 @@ transaction per block; a load large enough to need both cores comes in larger ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from mdtp.node.ledger.tx import Tx, TxError, decode_tx
-from mdtp.node.supervisor import Supervisor
+from mdtp.node.supervisor import Supervisor, cancel_and_wait
 
 INLINE_MAX = 2
 
@@ -81,9 +80,7 @@ class BatchVerifier:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def check(self, raw: bytes) -> Tx:

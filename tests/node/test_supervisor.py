@@ -67,3 +67,27 @@ async def test_cancelling_on_purpose_and_shutting_down_are_not_failures() -> Non
     await supervisor.close()
     assert supervisor.failed == []
     assert failures(registry, "a") == failures(registry, "b") == 0
+
+
+async def test_stopping_ends_a_task_that_lost_its_first_cancel() -> None:
+    """Python 3.11's ``wait_for`` can drop a cancel that lands as its inner result does, so a
+    task may go on after one cancel: stopping one task, or all, cancels again until it ends."""
+    sup = Supervisor(CollectorRegistry())
+    cancels: list[str] = []
+
+    async def loses_one_cancel(name: str) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels.append(name)
+                if cancels.count(name) >= 2:
+                    raise
+
+    one = sup.spawn("one", loses_one_cancel("one"), long_lived=True)
+    sup.spawn("rest", loses_one_cancel("rest"), long_lived=True)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(sup.cancel(one), 10)
+    await asyncio.wait_for(sup.close(), 10)
+    assert one.cancelled() and cancels == ["one", "one", "rest", "rest"]
+    assert sup.failed == []
