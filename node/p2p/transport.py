@@ -51,11 +51,11 @@ from mdtp.node.supervisor import cancel_and_wait
 log = logging.getLogger("mdtp.p2p")
 
 FrameHandler = Callable[[str, str, Any], float | None]
-
-IDLE_TIMER_SLACK_S = 1.0  # a link's idle timer is moved on when this much behind
 """Called as ``handler(peer_id, kind, body)`` for every well-formed frame from a peer; a
 number of seconds asks the link to stop reading that long (backpressure: the peer sends
 faster than it is served, so its frames wait in its own TCP buffers, not in ours)."""
+
+IDLE_TIMER_SLACK_S = 1.0  # a link's idle timer is moved on when this much behind
 
 _CONTROL_KINDS = frozenset({"hello", "auth", "ready", "ping"})
 
