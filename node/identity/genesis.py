@@ -46,7 +46,12 @@ class Admin:
 class ConsensusParams:
     checkpoint_interval: int = 8
     window: int = 16
-    pipeline_depth: int = 2
+    # 1: block h+1 is proposed once h is executed and carries h's state root. Measured on
+    # the 2-core VM (README "Benchmarks", fourth pass) it commits more than 2 at every load:
+    # a block costs ~2.5 ms of CPU per node whatever it holds, so fewer, fuller blocks win
+    # where CPU, not the network's round trip, bounds the rate. A chain over a slow network
+    # may choose 2 or more in its genesis (blocks proposed before their predecessor ran).
+    pipeline_depth: int = 1
     view_timeout_ms: int = 3000
     view_timeout_ms_max: int = 60000
     max_clock_skew_ms: int = 15000

@@ -35,6 +35,15 @@ def test_genesis_round_trips_and_hash_is_stable(members, tmp_path):
     assert load_genesis(path).hash() == g.hash()
 
 
+def test_a_genesis_names_its_pipeline_depth_so_the_chain_keeps_it(members):
+    # the default changed from 2 to 1: a chain created under 2 must keep 2, so the genesis
+    # written names it and a loaded one takes what it names
+    doc = _doc(members)
+    assert doc["consensus"]["pipeline_depth"] == 1
+    doc["consensus"]["pipeline_depth"] = 2
+    assert parse_genesis(doc, "genesis.json").consensus.pipeline_depth == 2
+
+
 def _doc(members):
     import json
 

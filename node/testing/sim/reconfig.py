@@ -63,12 +63,13 @@ def run_reconfig_seed(seed: int, faults: frozenset[str]) -> SimResult:
         byzantine[REMOVED] = setup.choice(["equivocate", "silent", "alter", "withhold", "flood"])
     loop = VirtualTimeLoop()
     # a short window: changes take effect sooner, and a state-transfer answer (up to 64
-    # blocks) spans several epochs
-    params = ConsensusParams(checkpoint_interval=4, window=8)
+    # blocks) spans several epochs; odd seeds pipeline (depth 2), even ones do not (the
+    # default)
+    params = ConsensusParams(checkpoint_interval=4, window=8, pipeline_depth=1 + seed % 2)
     world = SimWorld(seed, 4, _scratch_dir(), loop, byzantine, set(), joiners=1, params=params)
     world.next_keys[ROTATED] = _key(seed, f"{ROTATED}-next")
     mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
-    result = SimResult(seed, 4, faults, f"reconfig {mix}".strip())
+    result = SimResult(seed, 4, faults, f"reconfig {mix} depth={params.pipeline_depth}")
     try:
         loop.run_until_complete(_run(world, setup, faults, result))
     finally:

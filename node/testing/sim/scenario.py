@@ -21,6 +21,7 @@ from pathlib import Path
 from mdtp.consensus.sim.byzantine import BEHAVIORS
 from mdtp.consensus.sim.network import LinkFaults
 from mdtp.consensus.sim.rng import Rng
+from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.testing.sim.loop import VirtualTimeLoop
 from mdtp.node.testing.sim.world import CENSORS, SLOW_PRIMARY, DiskFaults, SimNode, SimWorld
 
@@ -93,8 +94,14 @@ def run_seed(
         mix = ",".join(f"{m}={k}" for m, k in sorted(byzantine.items()))
     loop = VirtualTimeLoop()
     root = _scratch_dir()
-    world = SimWorld(seed, n, root, loop, chosen, twins, primary_checks=primary_checks)
-    result = SimResult(seed, n, faults, mix)
+    # odd seeds pipeline (block h commits to the root of h-2), even ones do not (the
+    # default, h-1): both depths a genesis may choose are checked
+    depth = 1 + seed % 2
+    params = ConsensusParams(pipeline_depth=depth)
+    world = SimWorld(
+        seed, n, root, loop, chosen, twins, primary_checks=primary_checks, params=params
+    )
+    result = SimResult(seed, n, faults, f"{mix} depth={depth}".strip())
     try:
         loop.run_until_complete(_run(world, setup, faults, result))
     finally:
