@@ -72,6 +72,10 @@ from mdtp.storage.blockstore import BlockStore
 
 log = logging.getLogger("mdtp.node")
 
+# processes that check state transfer's signatures (``node/txpool/sigworkers.py``), as many as
+# the verifier's threads
+SIGNATURE_WORKERS = 2
+
 
 def _load_cert_der(path: Path) -> bytes:
     try:
@@ -319,7 +323,12 @@ class Node:
         )
         if self.hooks.driver_limits is not None:
             limits = self.hooks.driver_limits(limits, self.genesis.consensus.view_timeout_ms)
-        verifier = BatchVerifier(self.genesis.chain_id, cfg.get("mempool", "max_tx_bytes"))
+        verifier = BatchVerifier(
+            self.genesis.chain_id,
+            cfg.get("mempool", "max_tx_bytes"),
+            workers=SIGNATURE_WORKERS,
+            registry=self.registry,
+        )
         mempool = Mempool(
             MempoolLimits(
                 max_txs=cfg.get("mempool", "max_txs"),

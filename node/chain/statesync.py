@@ -4,8 +4,9 @@ and the status beacons that tell a replica on an idle chain that it is behind.
 Catching up (:meth:`StateSync.request`): one task fetches the missing blocks with their commit
 certificates, verifies them (``consensus.state_transfer``) and executes them through the one
 delivery path (:class:`.execution.BlockExecutor`), so it never races the core's deliveries.
-Every transaction's signature is checked too (``check_txs``: the batch verifier's threads,
-block by block ahead of execution, each transaction decoded once and handed to the ledger);
+Every transaction's signature is checked too (``check_txs``: the batch verifier's worker
+processes, block by block ahead of execution, each transaction decoded once and handed to the
+ledger);
 a block with a transaction whose signature does not verify is never executed. While it
 executes one response it has already asked the next peer for the range after it (one
 request ahead), so the peer's reading and the round trip overlap the execution.

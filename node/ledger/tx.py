@@ -154,6 +154,11 @@ def sign_tx(
     return canonical([unsigned, signer.public_key, signature])
 
 
+def signature_error() -> TxError:
+    """What a transaction whose signature does not verify is refused with."""
+    return TxError("signature does not verify", reason="bad_signature")
+
+
 def decode_tx(
     data: bytes, *, chain_id: str, max_bytes: int = MAX_TX_BYTES_DEFAULT, verify: bool = True
 ) -> Tx:
@@ -198,5 +203,5 @@ def decode_tx(
         from mdtp.node.identity.keys import verify_signature
 
         if not verify_signature(public_key, DOMAIN_TAG + unsigned, signature):
-            raise TxError("signature does not verify", reason="bad_signature")
+            raise signature_error()
     return Tx(tx_chain, type_, sender, nonce, expires_at_ms, body, public_key, signature, data)

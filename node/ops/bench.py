@@ -54,26 +54,52 @@ BATCH_SIZE = 200
 BATCH_SIGNED_PER_S = 3000
 
 
-def process_cpu_s(pid: int) -> float | None:
+def process_cpu_s(pid: int, *, children: bool = False) -> float | None:
     """CPU seconds (user + system, all threads) a process has used, from
-    ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks); None if it is gone."""
+    ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks); None if it is gone.
+    ``children``: with its child processes' (a node's signature workers), the running ones'
+    and the ended ones' it waited for."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat_cpu_s(stat)
+    if not children:
+        return stat_cpu_s(stat)
+    total = stat_cpu_s(stat, with_ended_children=True)
+    for child in child_pids(pid):
+        total += process_cpu_s(child, children=True) or 0.0
+    return total
 
 
-def stat_cpu_s(stat: str) -> float:
-    """utime + stime of a ``/proc/<pid>/stat`` line, in seconds."""
+def child_pids(pid: int) -> list[int]:
+    """The running child processes of ``pid`` (``/proc/<pid>/task/*/children``)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue  # the thread ended
+    return out
+
+
+def stat_cpu_s(stat: str, *, with_ended_children: bool = False) -> float:
+    """utime + stime of a ``/proc/<pid>/stat`` line, in seconds (with cutime + cstime:
+    the ended children's it waited for)."""
     # the command name (field 2) is in parentheses and may hold spaces or parentheses
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if with_ended_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
-    """CPU used by each node process and by this process between :meth:`start` and
-    :meth:`stop`, reported per committed transaction."""
+    """CPU used by each node process (with its worker processes) and by this process
+    between :meth:`start` and :meth:`stop`, reported per committed transaction."""
 
     def __init__(self, node_pids: Mapping[str, int | None]) -> None:
         self.pids = {node: pid for node, pid in node_pids.items() if pid is not None}
@@ -81,7 +107,7 @@ class CpuMeter:
         self._used: dict[str, float | None] = {}
 
     def _now(self) -> dict[str, float | None]:
-        now = {node: process_cpu_s(pid) for node, pid in self.pids.items()}
+        now = {node: process_cpu_s(pid, children=True) for node, pid in self.pids.items()}
         now["loadgen"] = process_cpu_s(os.getpid())
         return now
 

@@ -9,10 +9,10 @@ metrics port every ``POLL_S``; the counters from ``/metrics`` once it is done). 
 the catch-up's committed tx/s (the transactions the laggard executed, counted by its own
 ``mdtp_transactions_committed_total``, over that time) and blocks/s, the same rates from its
 first transferred block on (``transfer_*``: without the process start and the time it takes
-to learn that it is behind), and the CPU the laggard's process used (user + system, all
-threads, from ``/proc/<pid>/stat``) per transaction, and by thread (``cpu_s_by_thread``: the
-event loop, which executes the blocks, and the other threads: the signature checkers, the
-store writer, ...).
+to learn that it is behind), and the CPU the laggard used (user + system, all threads and
+its signature worker processes, from ``/proc/<pid>/stat``) per transaction, and by thread
+(``cpu_s_by_thread``: the event loop, which executes the blocks, the other threads: decoding,
+the store writer, ..., and the worker processes, which check the signatures).
 
 With ``profile_dir`` the laggard runs under cProfile (``MDTP_PROFILE_DIR``, see ``mdtp
 start``) and writes ``<node id>.prof`` when the cluster stops.
@@ -38,6 +38,7 @@ from mdtp.node.ops import cluster
 from mdtp.node.ops.bench import (
     BATCH_CLIENTS,
     BATCH_SIZE,
+    child_pids,
     process_cpu_s,
     register_senders,
     stat_cpu_s,
@@ -81,10 +82,10 @@ def ready_height(node: cluster.ClusterNode, timeout: float = 1.0) -> int:
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds of a process's main thread (``event_loop``: the node's event loop, block
-    execution included) and of its other threads together (``other_threads``: signature
-    checks, store writes, ...; Python does not name them for ``/proc``), from
-    ``/proc/<pid>/task``."""
-    out = {"event_loop": 0.0, "other_threads": 0.0}
+    execution included), of its other threads together (``other_threads``: decoding, store
+    writes, ...; Python does not name them for ``/proc``), from ``/proc/<pid>/task``, and of
+    its child processes (``worker_processes``: the signature checks)."""
+    out = {"event_loop": 0.0, "other_threads": 0.0, "worker_processes": 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -92,6 +93,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
             continue  # the thread ended
         group = "event_loop" if task.name == str(pid) else "other_threads"
         out[group] += stat_cpu_s(stat)
+    out["worker_processes"] = sum(process_cpu_s(c, children=True) or 0.0 for c in child_pids(pid))
     return {k: round(v, 2) for k, v in out.items()}
 
 
@@ -167,7 +169,7 @@ def _catch_up(
             )
         time.sleep(POLL_S)
     ended = time.perf_counter()
-    cpu_s = process_cpu_s(proc.pid)
+    cpu_s = process_cpu_s(proc.pid, children=True)
     threads = thread_cpu_s(proc.pid)
     seen = scrape(laggard)
     return {

@@ -8,6 +8,12 @@ at most ``INLINE_MAX`` is checked on the event loop itself: one check (~45 us) c
 than the hop to a thread and back (the queue's wake-up, the GIL handed over twice, the loop's
 self-pipe), which on a busy 2-core machine was a tenth of a node's event-loop time at one
 transaction per block; a load large enough to need both cores comes in larger batches.
+
+State transfer's certified blocks (:meth:`BatchVerifier.check_certified`) are checked in worker
+processes when the verifier has them (``workers``, :mod:`.sigworkers`): tens of thousands of
+transactions a second, where the threads' GIL hand-overs cost a third again of the checks.
+Client and gossip batches stay on the threads: there the event loop is the busier side, and
+decoding on it what a worker checked would load it more than the hand-overs cost.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 
-from mdtp.node.ledger.tx import Tx, TxError, decode_tx
+from prometheus_client import CollectorRegistry, Counter
+
+from mdtp.node.ledger.tx import Tx, TxError, decode_tx, signature_error
 from mdtp.node.supervisor import Supervisor, cancel_and_wait
+from mdtp.node.txpool.sigworkers import SignatureWorkers
 
 INLINE_MAX = 2
 
@@ -38,12 +47,14 @@ def _check_many(raws: Sequence[bytes], chain_id: str, max_bytes: int) -> list[Tx
     return out
 
 
-def _check_certified(raws: Sequence[bytes], chain_id: str) -> list[Tx | TxError]:
+def _check_certified(
+    raws: Sequence[bytes], chain_id: str, verify: bool = True
+) -> list[Tx | TxError]:
     out: list[Tx | TxError] = []
     for raw in raws:
         try:
             # bounded by the block's limits, which the response's decoder checked already
-            out.append(decode_tx(raw, chain_id=chain_id, max_bytes=len(raw)))
+            out.append(decode_tx(raw, chain_id=chain_id, max_bytes=len(raw), verify=verify))
         except TxError as e:
             out.append(e)
         except Exception as e:  # a decoder bug must refuse one input, never stop the node
@@ -61,7 +72,10 @@ class BatchVerifier:
         batch_max: int = 512,
         queue_max: int = 20_000,
         executor: Executor | None = None,
+        workers: int = 0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """``workers``: processes for state transfer's checks (0: its threads check them)."""
         self.chain_id = chain_id
         self.max_tx_bytes = max_tx_bytes
         self.batch_max = batch_max
@@ -74,14 +88,26 @@ class BatchVerifier:
         )
         self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[Tx]]] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
+        self.worker_failures = Counter(
+            "mdtp_sigverify_worker_failures_total",
+            "Times the signature worker processes failed (their batch was checked on threads)",
+            registry=registry,
+        )
+        self._workers = (
+            SignatureWorkers(workers, on_failure=self.worker_failures.inc) if workers else None
+        )
 
     def start(self, supervisor: Supervisor) -> None:
         self._task = supervisor.spawn("sigverify", self._run(), long_lived=True)
+        if self._workers is not None:
+            self._workers.start()
 
     async def close(self) -> None:
         if self._task is not None:
             await cancel_and_wait([self._task])
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.close()
 
     async def check(self, raw: bytes) -> Tx:
         """Decoded, signature-checked transaction, or :class:`TxError` with its reason."""
@@ -120,6 +146,18 @@ class BatchVerifier:
         loop = asyncio.get_running_loop()
         if len(raws) <= INLINE_MAX:
             return _check_certified(raws, self.chain_id) if raws else []
+        if self._workers is not None:
+            # decoded on a thread while the workers check the signatures
+            decoding = loop.run_in_executor(
+                self._pool, _check_certified, raws, self.chain_id, False
+            )
+            verdicts = await self._workers.verdicts(raws)
+            decoded = await decoding
+            if verdicts is not None:
+                return [
+                    tx if isinstance(tx, TxError) or ok else signature_error()
+                    for tx, ok in zip(decoded, verdicts, strict=True)
+                ]
         step = max(1, -(-len(raws) // self.threads))
         parts = [raws[i : i + step] for i in range(0, len(raws), step)]
         results = await asyncio.gather(

@@ -102,6 +102,8 @@ def test_bench_catch_up_reports_the_laggards_rate_blocks_and_cpu() -> None:
     )
     threads = doc["cpu_s_by_thread"]
     assert threads["event_loop"] > 0
+    # the signatures of the transferred blocks were checked in the worker processes
+    assert threads["worker_processes"] > 0
     # the threads alive at the end: at most the process's (ended threads are not listed)
     assert sum(threads.values()) <= doc["cpu_s"] + 0.05 * len(threads)
     assert doc["target_tx_per_s"] == 20_000 and isinstance(doc["target_met"], bool)

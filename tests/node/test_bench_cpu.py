@@ -51,6 +51,45 @@ def test_another_process_is_read_and_a_gone_one_is_none() -> None:
     assert process_cpu_s(proc.pid) is None  # gone
 
 
+def test_a_nodes_cpu_counts_its_worker_processes() -> None:
+    """A node's signature checks run in child processes: its CPU includes theirs (and a
+    reaped child's, through the parent's cutime), but a process read alone does not."""
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    parent_code = (
+        "import subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {spin + 'input()'!r}],"
+        " stdin=subprocess.PIPE)\n"
+        "print(child.pid, flush=True)\n"
+        "input()\n"
+        "child.communicate(b'\\n')\n"  # reaped: its CPU moves into the parent's cutime
+        "print('reaped', flush=True)\n"
+        "input()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        child = int(parent.stdout.readline())
+        for _ in range(200):
+            used = process_cpu_s(child)
+            if used is not None and used >= 0.3:
+                break
+            time.sleep(0.05)
+        tick = 1 / os.sysconf("SC_CLK_TCK")
+        alone, with_children = process_cpu_s(parent.pid), process_cpu_s(parent.pid, children=True)
+        assert alone is not None and with_children is not None
+        assert with_children - alone >= 0.3 - 2 * tick
+        parent.stdin.write(b"\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == b"reaped\n"
+        after = process_cpu_s(parent.pid, children=True)
+        assert after is not None and after >= with_children - 2 * tick
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_cpu_meter_reports_per_committed_transaction() -> None:
     meter = CpuMeter({"node0": os.getpid(), "node1": None})
     meter.start()
