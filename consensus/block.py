@@ -19,6 +19,7 @@ from mdtp.consensus.codec import (
     read_int,
     read_list,
     read_str,
+    transaction_id,
 )
 from mdtp.consensus.config import CHAIN_ID_LEN_MAX, NODE_ID_LEN_MAX, ConsensusConfig
 
@@ -86,6 +87,12 @@ class Block:
 
     def hash(self) -> bytes:
         return self.header.digest
+
+    @cached_property
+    def tx_ids(self) -> tuple[bytes, ...]:
+        """Each transaction's id (``codec.transaction_id``), hashed once per block: the core's
+        request timers, the driver's checks and the executor all ask for them."""
+        return tuple(transaction_id(tx) for tx in self.payload)
 
     def payload_matches(self) -> bool:
         return payload_hash(self.payload) == self.header.payload_hash

@@ -448,7 +448,7 @@ class Replica:
         for slot in self._slots.values():
             pp = slot.pre_prepare
             if pp is not None and slot.height > self._delivered:
-                ids.update(transaction_id(tx) for tx in pp.block.payload)
+                ids.update(pp.block.tx_ids)
         return ids
 
     @property
@@ -852,8 +852,8 @@ class Replica:
         assert linked is None or linked[0] == block.hash(), "committed block contradicts chain"
         self._chain[slot.height] = (block.hash(), block.header.timestamp_ms)
         if self._requests:
-            for tx in block.payload:
-                self._requests.pop(transaction_id(tx), None)
+            for tx_id in block.tx_ids:
+                self._requests.pop(tx_id, None)
         self._monitor.committed(len(block.payload), sum(len(tx) for tx in block.payload))
         self._progress(slot.height)
         self._deliver_ready()

@@ -10,7 +10,6 @@ to the store in one synced batch; only then do the tip and the listeners move.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -148,14 +147,14 @@ class BlockExecutor:
             await self._execute(block, cert, decoded)
             return True
 
-    def _admitted(self, payload: Sequence[bytes]) -> list[Tx | TxError | None]:
+    def _admitted(self, block: Block) -> list[Tx | TxError | None]:
         """Each transaction as admission decoded it (same chain, same bytes, a tighter size
         bound, the signature checked), or None where this node does not hold it."""
         known = self.known_txs
         assert known is not None
         out: list[Tx | TxError | None] = []
-        for raw in payload:
-            tx = known(hashlib.sha256(raw).digest())
+        for raw, tx_id in zip(block.payload, block.tx_ids, strict=True):
+            tx = known(tx_id)
             out.append(tx if tx is not None and tx.signed_bytes == raw else None)
         return out
 
@@ -171,7 +170,7 @@ class BlockExecutor:
         # does not change until this block's own commit below)
         overlay = Overlay(self.store.state, cache_reads=True)
         if decoded is None and self.known_txs is not None:
-            decoded = self._admitted(block.payload)
+            decoded = self._admitted(block)
         results = self.ledger.execute_block(ctx, overlay, block.payload, decoded)
         root = next_state_root(self.state_root, overlay.writes)
         seen: set[bytes] = set()

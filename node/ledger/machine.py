@@ -131,7 +131,6 @@ class Ledger:
     def _execute(
         self, ctx: BlockContext, state: Overlay, index: int, raw: bytes, pre: Tx | TxError | None
     ) -> TxResult:
-        tx_id = hashlib.sha256(raw).digest()
         try:
             if pre is None:
                 tx = decode_tx(raw, chain_id=self.chain_id, max_bytes=len(raw), verify=False)
@@ -142,7 +141,8 @@ class Ledger:
             else:
                 raise ValueError(f"transaction {index} was decoded from other bytes")
         except TxError as e:
-            return TxResult(tx_id, index, False, e.reason, str(e))
+            return TxResult(hashlib.sha256(raw).digest(), index, False, e.reason, str(e))
+        tx_id = tx.id
         if ctx.timestamp_ms > tx.expires_at_ms:
             return TxResult(tx_id, index, False, "expired", "block time is past expires_at", tx)
         try:

@@ -17,9 +17,8 @@ key carried, and the state machine checks the key belongs to the sender.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -118,12 +117,12 @@ class Tx:
     public_key: bytes
     signature: bytes
     signed_bytes: bytes
+    # SHA-256 of the signed bytes, hashed once when the transaction is made (admission, the
+    # mempool and execution each ask for it; a ``cached_property`` takes a lock per read)
+    id: bytes = field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def id(self) -> bytes:
-        """SHA-256 of the signed bytes, hashed once per decoded transaction (admission,
-        the mempool and execution each ask for it)."""
-        return hashlib.sha256(self.signed_bytes).digest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", hashlib.sha256(self.signed_bytes).digest())
 
     @property
     def unsigned_bytes(self) -> bytes:

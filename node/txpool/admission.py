@@ -74,8 +74,8 @@ class Admission:
 
     def validate_payload(self, block: Block) -> str | None:
         """The core's payload check: every transaction was verified before the core saw it."""
-        for tx in block.payload:
-            if hashlib.sha256(tx).digest() not in self._verified:
+        for tx_id in block.tx_ids:
+            if tx_id not in self._verified:
                 return "unverified_transaction"
         return None
 
@@ -85,8 +85,8 @@ class Admission:
         unknown = [
             tx
             for b in blocks
-            for tx in b.payload
-            if hashlib.sha256(tx).digest() not in self._verified
+            for tx, tx_id in zip(b.payload, b.tx_ids, strict=True)
+            if tx_id not in self._verified
         ]
         failed = 0
         for result in await self.verifier.check_many(unknown) if unknown else []:

@@ -90,6 +90,9 @@ class Mempool:
         self._dropped: OrderedDict[bytes, str] = OrderedDict()
         # bumped whenever the set of proposable transactions may have changed
         self.generation = 0
+        # read when scraped (set per transaction, they cost more than the rest of ``add``)
+        metrics.size.set_function(lambda: len(self._txs))
+        metrics.bytes.set_function(lambda: self._bytes)
 
     def committed_nonce(self, sender: str) -> int:
         """The sender's last committed nonce. Remembered until the next commit: between
@@ -149,13 +152,11 @@ class Mempool:
         slots[tx.nonce] = tx_id
         self._bytes += size
         self.metrics.added.inc()
-        self._gauges()
+        self._changed()
         return True
 
-    def _gauges(self) -> None:
+    def _changed(self) -> None:
         self.generation += 1
-        self.metrics.size.set(len(self._txs))
-        self.metrics.bytes.set(self._bytes)
 
     def _remove(self, tx_id: bytes) -> None:
         tx = self._txs.pop(tx_id, None)
@@ -246,7 +247,7 @@ class Mempool:
                 if n <= nonce:
                     self._drop(tx_id, "nonce_used")
                     dropped.append(tx_id)
-        self._gauges()
+        self._changed()
         return dropped
 
     def has_proposable(self) -> bool:
@@ -278,5 +279,5 @@ class Mempool:
         expired = [i for i, tx in self._txs.items() if tx.expires_at_ms < now_ms]
         for tx_id in expired:
             self._drop(tx_id, "expired")
-        self._gauges()
+        self._changed()
         return expired

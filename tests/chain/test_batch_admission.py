@@ -154,7 +154,7 @@ def test_gossip_of_a_transaction_a_proposal_brought_first_is_not_checked_again(
             admission = w.nodes[0].driver.admission
             mempool = w.nodes[0].driver.mempool
             first, second = note(key, 1), note(key, 2)
-            block = SimpleNamespace(payload=[first])
+            block = SimpleNamespace(payload=[first], tx_ids=[hashlib.sha256(first).digest()])
             assert await admission.preverify([block]) == 0  # type: ignore[list-item]
             checked: list[bytes] = []
             real = admission.verifier.check_many

@@ -159,3 +159,25 @@ def test_committed_nonces_are_read_once_between_commits():
         p.add(tx(a, 1, size=2))
     assert e.value.reason == "stale_nonce"
     assert reads[2:] == [a.account_id]  # read once after the commit, then remembered
+
+
+def test_the_size_gauges_read_the_pool_when_scraped():
+    registry = CollectorRegistry()
+    a = SigningKey.generate()
+    committed = {a.account_id: 0}
+    p = Mempool(MempoolLimits(), lambda account: committed[account], MempoolMetrics(registry))
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (
+            registry.get_sample_value("mdtp_mempool_transactions"),
+            registry.get_sample_value("mdtp_mempool_bytes"),
+        )
+
+    assert gauges() == (0, 0)
+    t1, t2 = tx(a, 1), tx(a, 2, size=50)
+    p.add(t1)
+    p.add(t2)
+    assert gauges() == (2, len(t1.signed_bytes) + len(t2.signed_bytes))
+    committed[a.account_id] = 1
+    p.committed([(t1.id, a.account_id, True, "")])
+    assert gauges() == (1, len(t2.signed_bytes))
