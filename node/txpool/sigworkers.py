@@ -14,7 +14,8 @@ The workers are started with ``spawn`` (never ``fork``: the node has threads) wh
 starts, so none is started on a catch-up's critical path. A pool that breaks (a worker killed)
 answers ``None``; the verifier then checks that batch on its threads, counts the failure
 (``mdtp_sigverify_worker_failures_total``) and starts new workers on a later batch, at most
-once per :data:`RESPAWN_S`. A worker whose node is gone (killed, so it could not stop its
+once per :data:`RESPAWN_S`; workers that give no answer in time are killed and handled
+the same way. A worker whose node is gone (killed, so it could not stop its
 workers) ends within :data:`PARENT_CHECK_S`.
 """
 
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 
 import msgpack
 
@@ -41,6 +43,10 @@ log = logging.getLogger("mdtp.sigverify")
 RESPAWN_S = 30.0
 # how often a worker looks whether its node is still there
 PARENT_CHECK_S = 1.0
+# a batch's answer is awaited at most this long (a check takes ~50 us; a stopped or hung
+# worker must not hold a catch-up), then the workers are killed and the threads check it
+ANSWER_S_BASE = 10.0
+ANSWER_S_PER_TX = 0.001
 
 
 def signatures_valid(raws: Sequence[bytes]) -> bytes:
@@ -115,13 +121,20 @@ class SignatureWorkers:
         if pool is None:
             return None
         step = -(-len(raws) // self.count)
+        deadline_s = ANSWER_S_BASE + ANSWER_S_PER_TX * len(raws)
         try:
-            parts = await asyncio.gather(
-                *(
-                    asyncio.wrap_future(pool.submit(signatures_valid, list(raws[i : i + step])))
-                    for i in range(0, len(raws), step)
+            async with asyncio.timeout(deadline_s):
+                parts = await asyncio.gather(
+                    *(
+                        asyncio.wrap_future(pool.submit(signatures_valid, list(raws[i : i + step])))
+                        for i in range(0, len(raws), step)
+                    )
                 )
-            )
+        except TimeoutError:
+            if self._pool is pool:
+                _kill(pool)
+                self._broke(f"signature workers gave no answer in {deadline_s:.0f} s")
+            return None
         except (BrokenProcessPool, OSError, RuntimeError) as e:
             if self._pool is pool:
                 self._broke(f"signature workers failed ({type(e).__name__}: {e})")
@@ -143,6 +156,14 @@ class SignatureWorkers:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's processes: ``shutdown`` waits for a running task, which a hung worker
+    never ends (Python 3.11 has no public way; the pool's own table of them)."""
+    processes: dict[int, BaseProcess] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.kill()
 
 
 def _ignore(fut: Future[bool]) -> None:

@@ -143,6 +143,35 @@ def test_a_killed_worker_costs_one_batch_on_the_threads_then_new_workers_start(
     assert failures == 1
 
 
+def test_a_hung_worker_is_killed_and_its_batch_checked_on_the_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raws = batch()
+    registry = CollectorRegistry()
+    monkeypatch.setattr(sigworkers, "ANSWER_S_BASE", 1.0)
+
+    async def scenario() -> tuple[list[str], list[str], set[int]]:
+        verifier = BatchVerifier(CHAIN, 512, workers=2, registry=registry)
+        verifier.start(Supervisor(CollectorRegistry()))
+        try:
+            first = await _check(verifier, raws)
+            stopped = workers()
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)  # alive, but never answers
+            second = await _check(verifier, raws)
+            return verdicts(first), verdicts(second), stopped
+        finally:
+            await verifier.close()
+
+    first, second, stopped = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert second == first
+    assert registry.get_sample_value("mdtp_sigverify_worker_failures_total") == 1
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in stopped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in stopped), "the hung workers were left running"
+
+
 NODE_THAT_DIES = """
 import asyncio, os, sys
 from prometheus_client import CollectorRegistry
@@ -179,12 +208,13 @@ def test_the_workers_of_a_killed_node_end() -> None:
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        alive = [p for p in pids if _alive(p)]
     assert not alive, f"workers {alive} outlived their node"
 
 
-def _zombie(pid: int) -> bool:
+def _alive(pid: int) -> bool:
+    """Running (or stopped), not ended nor a zombie waiting to be reaped."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return True
+        return False
