@@ -107,7 +107,7 @@ class BatchVerifier:
             await cancel_and_wait([self._task])
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._workers is not None:
-            self._workers.close()
+            await self._workers.close()
 
     async def check(self, raw: bytes) -> Tx:
         """Decoded, signature-checked transaction, or :class:`TxError` with its reason."""

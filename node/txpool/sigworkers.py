@@ -47,6 +47,8 @@ PARENT_CHECK_S = 1.0
 # worker must not hold a catch-up), then the workers are killed and the threads check it
 ANSWER_S_BASE = 10.0
 ANSWER_S_PER_TX = 0.001
+# how long stopping waits for the workers to end before killing them
+CLOSE_S = 5.0
 
 
 def signatures_valid(raws: Sequence[bytes]) -> bytes:
@@ -109,10 +111,18 @@ class SignatureWorkers:
         except (OSError, RuntimeError) as e:
             self._broke(f"could not start signature workers: {e}")
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    async def close(self) -> None:
+        """Stop the workers and wait for the pool's own thread: one left running races the
+        interpreter's exit (its wake-up pipe written after it was closed). Killed if they do
+        not end within :data:`CLOSE_S`."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_S):
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        except TimeoutError:
+            _kill(pool)
 
     async def verdicts(self, raws: Sequence[bytes]) -> bytes | None:
         """One byte per transaction (:func:`signatures_valid`), or None if no workers can
