@@ -262,8 +262,8 @@ def _lock_holder(node: ClusterNode) -> int | None:
 
 def start_node(node: ClusterNode, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start one node process in the background, logging to its home."""
-    if running_pid(node) is not None:
-        raise ClusterError(f"{node.id} is already running (pid {running_pid(node)})")
+    if (pid := running_pid(node)) is not None:
+        raise ClusterError(f"{node.id} is already running (pid {pid})")
     env = {**os.environ, **(env or {})}
     # Test switches take effect only through the test entry point, never in `mdtp start`.
     entry = "mdtp.node.testing" if any(k.startswith(TEST_ENV_PREFIX) for k in env) else "mdtp.node"
@@ -415,7 +415,7 @@ def _stop(nodes: list[ClusterNode], pids: dict[str, int], timeout_s: float) -> N
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     for node_id, pid in pids.items():
-        while _alive(pid):
+        while process_alive(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
@@ -450,8 +450,10 @@ def restart(cluster_dir: Path, node_id: str, timeout_s: float = 60.0) -> int:
     return proc.pid
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; reaps it if it is our child and has exited."""
+def process_alive(pid: int) -> bool:
+    """True until ``pid`` has ended: a process that was killed runs on until its last thread
+    leaves the kernel (one blocked in an fsync holds its files and locks meanwhile), and a
+    zombie has ended. Reaps ``pid`` if it is our child and has exited."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -459,10 +461,8 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    state = (
-        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
-    )
-    return state not in ("Z", "X")
+    # the command name (in parentheses) may hold spaces: the state follows its last ")"
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

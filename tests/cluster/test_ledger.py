@@ -4,7 +4,6 @@ state transfer. Every node is a separate ``mdtp`` process with its own LevelDB."
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -14,10 +13,17 @@ import pytest
 
 from mdtp.node.ops import cluster
 from mdtp.node.sdk.client import ApiError
-from tests.support.processes import wait_until
+from tests.support.processes import signal_node, wait_until
 from tests.support.workload import Workload, apis_of, assert_chains_agree, chains, client
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(autouse=True)
+def every_node_runs(running_cluster: Path) -> None:
+    """Each test stops nodes of the module's cluster: one that a failed test left stopped is
+    started again, so that one failure does not fail the tests after it."""
+    cluster.up(running_cluster, timeout_s=120)
 
 
 async def statuses(cluster_dir: Path, apis: list[str]) -> list[dict[str, Any]]:
@@ -122,9 +128,7 @@ async def test_kill_9_of_a_replica_under_load_loses_nothing_and_it_catches_up(
     w = Workload(running_cluster, senders=8)
     load = asyncio.create_task(w.run_closed_loop(40, alive=alive))
     await asyncio.sleep(2)
-    pid = cluster.running_pid(victim)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(signal_node, victim, signal.SIGKILL)
     await load
     assert not w.errors
     cluster.start_node(victim)
@@ -141,9 +145,7 @@ async def test_kill_9_of_the_primary_changes_view_and_commits_continue(
     apis = apis_of(running_cluster)
     view = (await statuses(running_cluster, apis[:1]))[0]["view"]
     primary = nodes[view % len(nodes)]
-    pid = cluster.running_pid(primary)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    await asyncio.to_thread(signal_node, primary, signal.SIGKILL)
     alive = [n.api for n in nodes if n is not primary]
     w = Workload(running_cluster, senders=4)
     await asyncio.wait_for(w.run_closed_loop(10, alive=alive), 300)
@@ -162,10 +164,7 @@ async def test_node_with_wiped_data_catches_up_by_state_transfer_while_others_co
     nodes = cluster.load_cluster(running_cluster)
     victim = nodes[1]
     others = [n.api for n in nodes if n is not victim]
-    pid = cluster.running_pid(victim)
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    await asyncio.to_thread(wait_until, lambda: cluster.running_pid(victim) is None, 30, "stop")
+    await asyncio.to_thread(signal_node, victim, signal.SIGTERM)
     shutil.rmtree(victim.home / "data")
     w = Workload(running_cluster, senders=8)
     load = asyncio.create_task(w.run_closed_loop(60, alive=others))

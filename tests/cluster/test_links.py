@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import ssl
 import subprocess
@@ -17,7 +16,13 @@ from mdtp.node.identity import pki
 from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ops import cluster
 from tests.support.impersonate import impersonate
-from tests.support.processes import all_links_up, api_status, metric_value, wait_until
+from tests.support.processes import (
+    all_links_up,
+    api_status,
+    metric_value,
+    signal_node,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -169,10 +174,7 @@ async def test_bad_frames_from_an_authenticated_peer_are_dropped_counted_then_cu
 def test_killed_node_is_reconnected_when_it_comes_back(running_cluster: Path) -> None:
     nodes = cluster.load_cluster(running_cluster)
     victim = nodes[3]
-    pid = cluster.running_pid(victim)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: cluster.running_pid(victim) is None, 20, "node3 to die")
+    signal_node(victim, signal.SIGKILL)
     wait_until(
         lambda: all(api_status(running_cluster, n)["peers"] == 2 for n in nodes[:3]),
         60,

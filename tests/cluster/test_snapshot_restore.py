@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from mdtp.node.identity.genesis import ConsensusParams
 from mdtp.node.ops import cluster
 from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.sdk.client import ApiError
-from tests.support.processes import metric_value, wait_until
+from tests.support.processes import metric_value, signal_node, wait_until
 from tests.support.workload import Workload, client
 
 pytestmark = pytest.mark.cluster
@@ -56,10 +55,7 @@ def mdtp(*args: str) -> tuple[int, dict[str, Any]]:
 
 
 def stop(node: ClusterNode, sig: int = signal.SIGTERM) -> None:
-    pid = cluster.running_pid(node)
-    assert pid is not None, f"{node.id} is not running"
-    os.kill(pid, sig)
-    wait_until(lambda: cluster.running_pid(node) is None, 60, f"{node.id} to stop")
+    signal_node(node, sig)
 
 
 def start(node: ClusterNode) -> None:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from mdtp.node.identity.keys import SigningKey
 from mdtp.node.ledger.tx import Tx, TxError, canonical, sign_tx
 from mdtp.node.ops.bench import child_pids
+from mdtp.node.ops.cluster import process_alive
 from mdtp.node.supervisor import Supervisor
 from mdtp.node.txpool import sigworkers
 from mdtp.node.txpool.sigverify import BatchVerifier
@@ -167,9 +168,9 @@ def test_a_hung_worker_is_killed_and_its_batch_checked_on_the_threads(
     assert second == first
     assert registry.get_sample_value("mdtp_sigverify_worker_failures_total") == 1
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in stopped) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in stopped) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in stopped), "the hung workers were left running"
+    assert not any(process_alive(p) for p in stopped), "the hung workers were left running"
 
 
 NODE_THAT_DIES = """
@@ -208,13 +209,5 @@ def test_the_workers_of_a_killed_node_end() -> None:
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [p for p in pids if _alive(p)]
+        alive = [p for p in pids if process_alive(p)]
     assert not alive, f"workers {alive} outlived their node"
-
-
-def _alive(pid: int) -> bool:
-    """Running (or stopped), not ended nor a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -19,7 +19,7 @@ from mdtp.node.ops.cluster import ClusterNode
 from mdtp.node.ops.testbed import client_for, make_contract, register_account
 from mdtp.node.sdk.data import DataClient, publish
 from tests.cluster.test_data import MiB, Trade, raw_fetch, served_bytes, signed
-from tests.support.processes import metric_value, wait_until
+from tests.support.processes import metric_value, signal_node, wait_until
 
 BIG_CHUNKS = 64
 SERVE_DEADLINE_S = 60.0
@@ -146,8 +146,6 @@ def assert_resources_back(node: ClusterNode, fds: int, rss: float) -> None:
 
 
 def restart(node: ClusterNode, sig: signal.Signals = signal.SIGTERM) -> None:
-    pid = pid_of(node)
-    os.kill(pid, sig)
-    wait_until(lambda: cluster.running_pid(node) is None, 60, f"{node.id} stopped")
+    signal_node(node, sig)
     cluster.start_node(node)
     wait_until(lambda: cluster.is_ready(node), 120, f"{node.id} ready again")

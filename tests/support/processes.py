@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +29,18 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any
             last_error = e
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} ({last_error})")
+
+
+def signal_node(node: ClusterNode, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
+    """Send ``sig`` to ``node``'s process and wait until it has ended; returns its pid. A
+    killed process may run on for a while (a thread blocked in an fsync on a busy disk holds
+    the node's lock until it returns): a node started again before that would find its home
+    still taken."""
+    pid = cluster.running_pid(node)
+    assert pid is not None, f"{node.id} is not running"
+    os.kill(pid, sig)
+    wait_until(lambda: not cluster.process_alive(pid), timeout_s, f"{node.id} (pid {pid}) to end")
+    return pid
 
 
 def api_status(cluster_dir: Path, node: ClusterNode) -> dict[str, Any]:
