@@ -8,6 +8,7 @@ certificate, so a certificate that the CA issued to someone else is still refuse
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import os
 import ssl
@@ -186,8 +187,13 @@ def fingerprint_pem(pem: bytes) -> str:
     return fingerprint_der(cert.public_bytes(serialization.Encoding.DER))
 
 
+@functools.lru_cache(maxsize=1024)
 def node_id_of_der(der: bytes) -> str | None:
-    """The node id a certificate was issued for (its ``mdtp://node/`` URI SAN), or None."""
+    """The node id a certificate was issued for (its ``mdtp://node/`` URI SAN), or None.
+
+    Remembered per certificate (a pure function of its bytes; the last 1,024 kept): the API
+    reads it on every request of a member's client, and parsing the certificate cost more
+    than the rest of the authorisation."""
     try:
         cert = x509.load_der_x509_certificate(der)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

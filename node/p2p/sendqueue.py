@@ -19,6 +19,8 @@ import asyncio
 import collections
 from dataclasses import dataclass, field
 
+from prometheus_client import Gauge
+
 from mdtp.node.p2p.channels import Channel, kinds_of
 from mdtp.node.p2p.metrics import P2PMetrics
 
@@ -31,6 +33,7 @@ the consensus channel (priority 16) may move 1 MiB."""
 class _Lane:
     channel: Channel
     quantum: int
+    queued_gauge: Gauge  # this channel's series of the queued-bytes gauge
     frames: collections.deque[bytes] = field(default_factory=collections.deque)
     queued_bytes: int = 0
     credit: int = 0
@@ -45,7 +48,10 @@ class SendQueues:
     ) -> None:
         self._metrics = metrics
         by_priority = sorted(channels, key=lambda c: c.priority, reverse=True)
-        self._lanes = [_Lane(c, c.priority * quantum_bytes) for c in by_priority]
+        self._lanes = [
+            _Lane(c, c.priority * quantum_bytes, metrics.send_queue_bytes.labels(c.name))
+            for c in by_priority
+        ]
         lane_of_channel = {lane.channel.name: lane for lane in self._lanes}
         self._lane_of_kind = {k: lane_of_channel[c.name] for k, c in kinds_of(channels).items()}
         self._frames = 0
@@ -69,7 +75,7 @@ class SendQueues:
                 old = lane.frames.popleft()
                 lane.queued_bytes -= len(old)
                 self._frames -= 1
-                self._metrics.send_queue_bytes.labels(channel.name).dec(len(old))
+                lane.queued_gauge.dec(len(old))
                 self._metrics.send_queue_stale.labels(channel.name).inc()
         if lane.frames and (
             len(lane.frames) >= channel.queue_max_frames
@@ -82,7 +88,7 @@ class SendQueues:
         lane.frames.append(frame)
         lane.queued_bytes += len(frame)
         self._frames += 1
-        self._metrics.send_queue_bytes.labels(channel.name).inc(len(frame))
+        lane.queued_gauge.inc(len(frame))
         self._ready.set()
         return True
 
@@ -103,7 +109,7 @@ class SendQueues:
             lane.queued_bytes -= len(frame)
             lane.credit -= len(frame)
             self._frames -= 1
-            self._metrics.send_queue_bytes.labels(lane.channel.name).dec(len(frame))
+            lane.queued_gauge.dec(len(frame))
             batch.append(frame)
             size += len(frame)
         return batch

@@ -189,6 +189,10 @@ class Transport:
         self.handler = handler
         self.dial_overrides = dict(dial_overrides or {})
         self._kinds = frozenset(kinds_of(limits.channels))
+        # the labelled counters per kind, looked up once: a kind off the channel table never
+        # gets a series (a peer naming a new kind per frame would grow the registry)
+        self._sent = {k: metrics.frames_sent.labels(k) for k in self._kinds}
+        self._received = {k: metrics.frames_received.labels(k) for k in self._kinds}
         self._outbound = {p: _OutboundLink(p, limits, metrics) for p in sorted(self._roster)}
         self._inbound: dict[str, asyncio.StreamWriter] = {}
         self._admitted = ConnectionCounter(
@@ -297,7 +301,7 @@ class Transport:
         if not link.queues.put(kind, frame, newest=newest):
             self.metrics.frames_dropped.labels("queue_full").inc()
             return False
-        self.metrics.frames_sent.labels(kind).inc()
+        self._sent[kind].inc()
         return True
 
     async def _dial_forever(self, link: _OutboundLink) -> None:
@@ -630,7 +634,11 @@ class Transport:
             self.metrics.bytes_received.inc(size)
             if kind in _CONTROL_KINDS:
                 continue
-            self.metrics.frames_received.labels(kind).inc()
+            received = self._received.get(kind)
+            if received is None:  # a newer peer's kind, or junk: dropped, the link kept
+                self.metrics.frames_dropped.labels("unknown_kind").inc()
+                continue
+            received.inc()
             try:
                 pause = self.handler(peer_id, kind, body)
             except Exception:  # a handler bug must not kill the link; it is logged loudly

@@ -15,11 +15,13 @@ import pytest
 from mdtp.node.identity import pki
 from mdtp.node.identity.keys import SigningKey, load_key
 from mdtp.node.ops import cluster
+from mdtp.node.p2p.frames import encode_frame
 from tests.support.impersonate import impersonate
 from tests.support.processes import (
     all_links_up,
     api_status,
     metric_value,
+    metrics_text,
     signal_node,
     wait_until,
 )
@@ -169,6 +171,38 @@ async def test_bad_frames_from_an_authenticated_peer_are_dropped_counted_then_cu
     writer.close()
     # the real node3 reconnects its own link and the cluster heals
     wait_until(lambda: all_links_up(running_cluster), 60, "links after the bad peer")
+
+
+async def test_frames_of_unknown_kinds_are_dropped_without_a_metric_series_each(
+    running_cluster: Path,
+) -> None:
+    """A member naming a new kind in every frame must not grow the node's metric registry
+    (one series per label value, kept for the process's life): the frames are counted as
+    ``unknown_kind`` and dropped, and the link stays, as a newer peer's would."""
+    nodes = cluster.load_cluster(running_cluster)
+    node0 = nodes[0]
+    key = load_key(running_cluster / "node3" / "node_key.json")
+    reader, writer, accepted = await impersonate(running_cluster, node0, "node3", key)
+    assert accepted
+    before = metric_value(node0, "mdtp_p2p_frames_dropped_total", {"reason": "unknown_kind"})
+    kinds = [f"k{i:05d}" for i in range(500)]
+    for kind in kinds:
+        writer.write(encode_frame(kind, None, 4096))
+    writer.write(encode_frame("ping", None, 4096))
+    await writer.drain()
+    wait_until(
+        lambda: (
+            metric_value(node0, "mdtp_p2p_frames_dropped_total", {"reason": "unknown_kind"})
+            >= before + len(kinds)
+        ),
+        30,
+        "the unknown kinds to be counted",
+    )
+    exposition = await asyncio.to_thread(metrics_text, node0)
+    assert not [k for k in kinds if f'"{k}"' in exposition]
+    assert not reader.at_eof()  # not cut: a newer peer's kind is no attack
+    writer.close()
+    wait_until(lambda: all_links_up(running_cluster), 60, "links after the test peer")
 
 
 def test_killed_node_is_reconnected_when_it_comes_back(running_cluster: Path) -> None:

@@ -53,10 +53,16 @@ def api_status(cluster_dir: Path, node: ClusterNode) -> dict[str, Any]:
         return doc
 
 
+def metrics_text(node: ClusterNode) -> str:
+    """``node``'s whole ``/metrics`` exposition."""
+    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
+        text: str = r.read().decode()
+        return text
+
+
 def metric_value(node: ClusterNode, name: str, labels: dict[str, str] | None = None) -> float:
     """A sample of ``/metrics`` (0.0 when the labelled series does not exist yet)."""
-    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = metrics_text(node)
     want = name
     if labels:
         want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
