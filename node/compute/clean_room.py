@@ -45,7 +45,8 @@ class ComputeService:
             leftover.unlink()
         # one worker: the engine is not thread-safe, and a query never delays chunk reads
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="compute")
-        self.engine = Engine(workdir, engine_limits or EngineLimits())
+        engine_limits = engine_limits or EngineLimits()
+        self.engine = Engine(workdir, engine_limits)
         self.server = QueryServer(
             node_id=node_id,
             chain_id=chain_id,
@@ -66,7 +67,12 @@ class ComputeService:
             counts=data.store.db.prefixed_db(REFUSAL_COUNTS),
         )
         self.relay = QueryRelay(
-            node_id=node_id, chain_id=chain_id, ledger=ledger, link=data.link, metrics=metrics
+            node_id=node_id,
+            chain_id=chain_id,
+            ledger=ledger,
+            link=data.link,
+            metrics=metrics,
+            result_bytes_max=engine_limits.result_bytes_max,
         )
         self.frame_handlers: dict[str, FrameHandler] = {
             "compute.req": self.server.on_request,

@@ -9,11 +9,14 @@ field list; the *query hash* is the SHA-256 of the SQL text (UTF-8). Both are na
 Frames (msgpack maps; ``qid`` is a 16-byte id chosen by the consumer's node)::
 
     compute.req     consumer -> supplier  {qid, req}
-    compute.result  supplier -> consumer  {qid, columns, rows, receipt}
+    compute.result  supplier -> consumer  {qid, result, receipt}
     compute.refuse  supplier -> consumer  {qid, reason, message}
 
-``receipt`` holds the receipt's fields (hex for hashes) and its transaction id: the supplier's
-node answers only once the receipt is committed.
+``result`` is the canonical JSON of the result (:func:`node.compute.result.canonical_result`,
+the bytes the receipt's ``result_hash`` names): one byte string, so a frame of many small
+values is never what a peer's result decodes into. ``receipt`` holds the receipt's fields
+(hex for hashes) and its transaction id: the supplier's node answers only once the receipt
+is committed.
 """
 
 from __future__ import annotations

@@ -10,13 +10,15 @@ record; the client checks again against the committed receipt (``node/sdk/comput
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 from typing import Any
 
 from mdtp.node.compute.metrics import ComputeMetrics
 from mdtp.node.compute.protocol import decode_query_request
 from mdtp.node.compute.reasons import REFUSALS, QueryRefused
-from mdtp.node.compute.result import result_hash
+from mdtp.node.compute.result import RESULT_TAG
 from mdtp.node.data.link import PeerLink
 from mdtp.node.data.ports import CommittedLedger
 from mdtp.node.ledger.trading.accounts import load_account
@@ -38,8 +40,10 @@ class QueryRelay:
         ledger: CommittedLedger,
         link: PeerLink,
         metrics: ComputeMetrics,
+        result_bytes_max: int,
     ) -> None:
         self.node_id = node_id
+        self.result_bytes_max = result_bytes_max
         self.chain_id = chain_id
         self._ledger = ledger
         self._link = link
@@ -89,7 +93,7 @@ class QueryRelay:
             if reason not in REFUSALS:
                 raise QueryRefused("supplier_unreachable", f"{supplier} refused: {reason!r}")
             raise QueryRefused(str(reason), f"{supplier}: {message}")
-        return _checked_result(body, supplier)
+        return _checked_result(body, supplier, self.result_bytes_max)
 
     def on_reply(self, peer: str, kind: str, body: Any) -> None:
         if not isinstance(body, dict):
@@ -100,17 +104,30 @@ class QueryRelay:
         pending[1].set_result((kind, body))
 
 
-def _checked_result(body: dict[str, Any], supplier: str) -> dict[str, Any]:
-    columns, rows, receipt = body.get("columns"), body.get("rows"), body.get("receipt")
+def _checked_result(body: dict[str, Any], supplier: str, bytes_max: int) -> dict[str, Any]:
+    """The result a supplier's ``compute.result`` carries: its canonical JSON (the bytes the
+    receipt's hash names) is checked against the receipt before it is parsed, and parsed only
+    up to this node's own result bound (JSON arrays cost ~20 bytes of memory per byte)."""
+    result, receipt = body.get("result"), body.get("receipt")
+    if not isinstance(result, bytes) or not isinstance(receipt, dict):
+        raise QueryRefused("bad_result", f"{supplier} sent a malformed result")
+    if len(result) > bytes_max:
+        raise QueryRefused(
+            "result_too_large", f"{supplier} sent {len(result)} bytes, above {bytes_max}"
+        )
+    if hashlib.sha256(RESULT_TAG + result).hexdigest() != receipt.get("result_hash"):
+        raise QueryRefused("bad_result", f"the result from {supplier} does not match its receipt")
+    try:
+        doc = json.loads(result)
+    except (ValueError, RecursionError):
+        raise QueryRefused("bad_result", f"{supplier} sent a result that is not JSON") from None
+    columns, rows = (doc.get("columns"), doc.get("rows")) if isinstance(doc, dict) else (0, 0)
     if (
         not isinstance(columns, list)
         or not all(isinstance(c, str) for c in columns)
         or not isinstance(rows, list)
         or not all(isinstance(r, list) and len(r) == len(columns) for r in rows)
         or not all(v is None or isinstance(v, _CELL_TYPES) for r in rows for v in r)
-        or not isinstance(receipt, dict)
     ):
         raise QueryRefused("bad_result", f"{supplier} sent a malformed result")
-    if result_hash(columns, rows).hex() != receipt.get("result_hash"):
-        raise QueryRefused("bad_result", f"the result from {supplier} does not match its receipt")
     return {"columns": columns, "rows": rows, "receipt": receipt}

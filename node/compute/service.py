@@ -38,7 +38,7 @@ from mdtp.node.compute.engine import Engine, Outcome, Table
 from mdtp.node.compute.metrics import ComputeMetrics
 from mdtp.node.compute.protocol import QUERY_TAG, QueryRequest, decode_query_request
 from mdtp.node.compute.reasons import QueryRefused
-from mdtp.node.compute.result import result_hash
+from mdtp.node.compute.result import canonical_result, result_hash
 from mdtp.node.compute.rule import Rule
 from mdtp.node.data.audit import current_key
 from mdtp.node.data.crypto import decrypt_chunk
@@ -291,8 +291,7 @@ class QueryServer:
         self._metrics.seconds.observe(time.monotonic() - started)
         frame = {
             "qid": qid,
-            "columns": list(outcome.columns),
-            "rows": outcome.rows,
+            "result": canonical_result(outcome.columns, outcome.rows),
             "receipt": receipt,
         }
         if not self._link.send(peer, "compute.result", frame):

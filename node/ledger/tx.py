@@ -23,6 +23,8 @@ from typing import Any
 
 import msgpack
 
+from mdtp.consensus.codec import SCAN_ABOVE_BYTES, check_structure, elements_max_for
+from mdtp.consensus.errors import DecodeError
 from mdtp.node.errors import MdtpError
 
 DOMAIN_TAG = b"mdtp/v1/tx\x00"
@@ -68,6 +70,14 @@ def _unpack(data: bytes, what: str) -> Any:
 def _unpack_shaped(data: bytes, what: str) -> tuple[Any, bool]:
     """The decoded object, and whether it is already in canonical shape (every map's keys
     strings in sorted order, no floats), so that :func:`canonical` of it is plain packing."""
+    if len(data) > SCAN_ABOVE_BYTES:
+        # walked first: one value per byte would decode into ~64 bytes of memory per byte
+        try:
+            check_structure(
+                data, depth_max=DEPTH_MAX + 1, elements_max=elements_max_for(len(data), 16)
+            )
+        except DecodeError as e:
+            raise TxError(f"{what}: {e}", reason="malformed") from None
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises several unrelated types on garbage

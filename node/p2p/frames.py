@@ -14,12 +14,18 @@ from typing import Any
 
 import msgpack
 
+from mdtp.consensus.codec import SCAN_ABOVE_BYTES, check_structure, elements_max_for
+from mdtp.consensus.errors import DecodeError
 from mdtp.node.errors import FrameError
 
 _HEADER = struct.Struct(">I")
 _SKIP_FACTOR = 4
 _SKIP_CHUNK = 64 * 1024
 KIND_MAX_LEN = 32
+FRAME_DEPTH_MAX = 16
+# what makes a legitimate frame large is byte strings (blocks, transactions, chunks, a
+# clean-room result's JSON), so a large frame holds few values for its size
+FRAME_BYTES_PER_VALUE = 32
 
 
 def encode_frame(kind: str, body: Any, max_frame_bytes: int) -> bytes:
@@ -33,7 +39,18 @@ def encode_frame(kind: str, body: Any, max_frame_bytes: int) -> bytes:
 
 
 def decode_payload(payload: bytes) -> tuple[str, Any]:
-    """Decode one frame payload; a :class:`FrameError` ``undecodable`` on anything malformed."""
+    """Decode one frame payload; a :class:`FrameError` ``undecodable`` on anything malformed.
+    A large one is walked first, so that one value per byte cannot decode into ~64 bytes of
+    memory per byte (see :func:`~mdtp.consensus.codec.check_structure`)."""
+    if len(payload) > SCAN_ABOVE_BYTES:
+        try:
+            check_structure(
+                payload,
+                depth_max=FRAME_DEPTH_MAX,
+                elements_max=elements_max_for(len(payload), FRAME_BYTES_PER_VALUE),
+            )
+        except DecodeError as e:
+            raise FrameError(f"undecodable frame: {e}", reason="undecodable") from None
     try:
         obj = msgpack.unpackb(
             payload,

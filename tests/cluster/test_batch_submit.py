@@ -100,10 +100,25 @@ async def test_json_body_and_msgpack_body_are_both_taken(running_cluster: Path) 
             (msgpack.packb({"txs": []}), "application/msgpack"),
             (msgpack.packb([1, 2]), "application/msgpack"),
             (b"\x92\xc4", "application/msgpack"),  # truncated
+            # nested bodies, refused before the parser builds them (one value per byte
+            # would cost ~20-64 bytes of memory per byte of body)
+            (b'{"txs": [' + b"[]," * 200_000 + b"[]]}", "application/json"),
+            (b'{"txs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+            (
+                b"\xdc\x03\xe8" + (b"\xdd" + (100_000).to_bytes(4, "big") + b"\x90" * 100_000),
+                "application/msgpack",
+            ),
         ):
             with pytest.raises(ApiError) as e:
                 await post_txs(c, body, content_type)
-            assert (e.value.status, e.value.reason) == (400, "bad_request"), body
+            assert (e.value.status, e.value.reason) == (400, "bad_request"), body[:40]
+        # one transaction: deep JSON got a server error (the parser's recursion), now a 400
+        for body in (b'{"tx": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"tx": {"a": 1}}'):
+            with pytest.raises(ApiError) as e:
+                await c._request(
+                    "POST", "/v1/tx", data=body, headers={"Content-Type": "application/json"}
+                )
+            assert (e.value.status, e.value.reason) == (400, "bad_request"), body[:40]
 
 
 async def test_oversized_batches_are_refused_before_any_work(running_cluster: Path) -> None:

@@ -161,21 +161,33 @@ def test_a_query_beyond_the_budget_is_refused_before_it_runs(bed: Bed) -> None:
 
 
 def test_the_relay_passes_on_only_results_that_match_their_receipt() -> None:
+    import hashlib
+
     from mdtp.node.compute.reasons import QueryRefused
     from mdtp.node.compute.relay import _checked_result
-    from mdtp.node.compute.result import result_hash
+    from mdtp.node.compute.result import RESULT_TAG, canonical_result
 
-    good: dict[str, Any] = {"columns": ["m", "avg"], "rows": [["M1", 1.5]]}
-    receipt = {"result_hash": result_hash(["m", "avg"], [["M1", 1.5]]).hex()}
-    assert _checked_result({**good, "receipt": receipt}, "m1")["rows"] == [["M1", 1.5]]
+    def answer(result: object) -> dict[str, Any]:
+        digest = hashlib.sha256(RESULT_TAG + result).hexdigest() if type(result) is bytes else ""
+        return {"result": result, "receipt": {"result_hash": digest}}
+
+    good = canonical_result(["m", "avg"], [["M1", 1.5]])
+    checked = _checked_result(answer(good), "m1", 1024)
+    assert (checked["columns"], checked["rows"]) == (["m", "avg"], [["M1", 1.5]])
+    other = canonical_result(["m", "avg"], [["M1", 2.5]])
     for bad in (
-        {**good, "rows": [["M1", 2.5]]},  # another table than the receipt's
-        {**good, "rows": [["M1", b"raw bytes"]]},  # not a result cell
-        {**good, "rows": [["M1"]]},  # ragged
-        {**good, "columns": "m"},
+        {**answer(good), "result": other},  # another table than the receipt's
+        {**answer(good), "result": [["M1", 1.5]]},  # not the canonical bytes
+        answer(b'{"columns":["m","avg"],"rows":[["M1",{"x":1}]]}'),  # not a result cell
+        answer(b'{"columns":["m","avg"],"rows":[["M1"]]}'),  # ragged
+        answer(b'{"columns":"m","rows":[]}'),
+        answer(b"[" * 100_000),  # deeper than the parser goes
+        answer(b"not json"),
     ):
         with pytest.raises(QueryRefused, match="bad_result"):
-            _checked_result({**bad, "receipt": receipt}, "m1")
+            _checked_result(bad, "m1", 2**20)
+    with pytest.raises(QueryRefused, match="result_too_large"):
+        _checked_result(answer(good), "m1", len(good) - 1)
 
 
 def test_a_query_is_refused_while_an_overdue_invoice_suspends_access(bed: Bed) -> None:
