@@ -25,7 +25,7 @@ from aiohttp import web
 
 from mdtp.node.api.common import error
 from mdtp.node.data.protocol import Refused
-from mdtp.node.data.relay import Relay
+from mdtp.node.data.relay import FetchSession, Relay
 from mdtp.node.data.uploads import Uploads
 from mdtp.storage.errors import StorageError
 
@@ -141,6 +141,15 @@ def add_routes(app: web.Application, *, uploads: Uploads, relay: Relay) -> None:
             session = relay.open_fetch(raw)
         except Refused as r:
             return _refusal(r)
+        # the whole life of the session in one try: whatever ends it (the stream's end, a
+        # refusal, an exception, the client going away, the handler cancelled), it is released
+        try:
+            return await stream(request, session)
+        finally:
+            if not session.done:
+                session.cancel()  # the supplier stops and posts its receipt
+
+    async def stream(request: web.Request, session: FetchSession) -> web.StreamResponse:
         try:
             event = await session.next()
         except Refused as r:
@@ -150,7 +159,7 @@ def add_routes(app: web.Application, *, uploads: Uploads, relay: Relay) -> None:
         try:
             while True:
                 if event["kind"] == "end":
-                    receipt = event.get("receipt")
+                    receipt = event["receipt"]
                     await response.write(
                         record({"t": "end", "receipt": receipt.hex() if receipt else None})
                     )
@@ -175,10 +184,7 @@ def add_routes(app: web.Application, *, uploads: Uploads, relay: Relay) -> None:
                     break
             await response.write_eof()
         except (ConnectionError, OSError):
-            session.cancel()  # the client went away: the supplier stops and posts its receipt
-        finally:
-            if not session.done:
-                session.cancel()
+            session.cancel()  # the client went away
         return response
 
     app.router.add_put("/v1/data/datasets/{dataset_id}/chunks/{index}", put_chunk)
