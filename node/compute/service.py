@@ -17,10 +17,15 @@ is on the ledger gets its result, so every result a consumer holds has a receipt
 whose result never arrived — the consumer's node gone — is still recorded and counted).
 
 Every refusal is a ``compute.refuse`` frame with its reason, counted in
-``mdtp_compute_queries_refused_total{reason}``, logged in the audit log and — once the
-request's signature checked out, so nobody can inflate another contract's count — counted
-per contract for the supplier to read (:meth:`QueryServer.refusals`; kept in the chunk
-index, key space ``qr/``, across restarts).
+``mdtp_compute_queries_refused_total{reason}`` and logged in the audit log. It is also counted
+per contract for the supplier to read (:meth:`QueryServer.refusals`; kept in the chunk index,
+key space ``qr/``, across restarts) only when it is the contract's own consumer's: the
+request's signature checked out, and the contract is on the committed ledger, served by this
+node, with the signer as its consumer. So nobody can inflate another contract's count, and a
+contract id nobody holds is never tracked (``unknown_contract`` and ``not_consumer`` are never
+counted per contract). At most ``CONTRACTS_TRACKED_MAX`` contracts are tracked, at most
+``CONTRACTS_TRACKED_PER_CONSUMER_MAX`` of one consumer, so no one requester fills the table;
+a tally kept before these rules that they would not have counted is dropped on first use.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ audit_log = logging.getLogger("mdtp.compute.audit")
 RECEIPT_WAIT_S = 60.0
 _U64 = struct.Struct(">Q")
 CONTRACTS_TRACKED_MAX = 10_000
+CONTRACTS_TRACKED_PER_CONSUMER_MAX = CONTRACTS_TRACKED_MAX // 10
+_NEVER_TALLIED = frozenset({"unknown_contract", "not_consumer"})  # never the consumer's own
 _STATUS_REFUSAL = {Status.EXPIRED: "contract_expired", Status.TERMINATED: "contract_terminated"}
 
 
@@ -121,6 +128,7 @@ class QueryServer:
         self._metrics = metrics
         self._running: collections.Counter[str] = collections.Counter()
         self._refused: dict[str, collections.Counter[str]] = {}
+        self._tracked_of: collections.Counter[str] | None = None  # by consumer, on first use
         self._counts = counts
         for key, value in list(counts):  # the tally survives restarts
             contract_id, _, reason = key.partition(b"\x00")
@@ -132,20 +140,62 @@ class QueryServer:
 
     def refusals(self, contract_id: str) -> dict[str, int]:
         """Refused queries of ``contract_id`` by reason."""
+        self._tracked()
         return dict(sorted(self._refused.get(contract_id, collections.Counter()).items()))
+
+    def _own_consumer(self, req: QueryRequest) -> str | None:
+        """The requester if it is the consumer of a contract of this node on the ledger."""
+        contract = load_contract(self._ledger.state, req.contract_id)
+        if (
+            contract is None
+            or contract["supplier_node"] != self.node_id
+            or contract["consumer"] != req.requester
+        ):
+            return None
+        return req.requester
+
+    def _tracked(self) -> collections.Counter[str]:
+        """Tracked contracts by consumer; on first use (the ledger is read by then), drop what
+        a tally kept before the rules of the module docstring holds that they exclude."""
+        if self._tracked_of is not None:
+            return self._tracked_of
+        self._tracked_of = collections.Counter()
+        state = self._ledger.state
+        for contract_id, tally in list(self._refused.items()):
+            contract = load_contract(state, contract_id)  # a contract is never removed
+            ours = contract is not None and contract["supplier_node"] == self.node_id
+            for reason in [r for r in tally if not ours or r in _NEVER_TALLIED]:
+                del tally[reason]
+                self._counts.delete(contract_id.encode() + b"\x00" + reason.encode())
+            if not tally:
+                del self._refused[contract_id]
+            elif contract is not None:
+                self._tracked_of[contract["consumer"]] += 1
+        return self._tracked_of
 
     def _count(self, r: QueryRefused, req: QueryRequest | None, peer: str, authentic: bool) -> None:
         self._metrics.refused.labels(r.reason).inc()
         who = f"{req.requester} via {peer}" if req is not None and authentic else f"? via {peer}"
         what = f"query on contract {req.contract_id}" if req is not None else "query"
         audit_log.warning("refused %s by %s: %s %s", what, who, r.reason, r.message)
-        if req is None or not authentic:
+        if req is None or not authentic or r.reason in _NEVER_TALLIED:
             return
-        if req.contract_id in self._refused or len(self._refused) < CONTRACTS_TRACKED_MAX:
-            tally = self._refused.setdefault(req.contract_id, collections.Counter())
-            tally[r.reason] += 1
-            key = req.contract_id.encode() + b"\x00" + r.reason.encode()
-            self._counts.put(key, _U64.pack(tally[r.reason]))
+        consumer = self._own_consumer(req)
+        if consumer is None:
+            return
+        tracked = self._tracked()
+        tally = self._refused.get(req.contract_id)
+        if tally is None:
+            if (
+                len(self._refused) >= CONTRACTS_TRACKED_MAX
+                or tracked[consumer] >= CONTRACTS_TRACKED_PER_CONSUMER_MAX
+            ):
+                return
+            tally = self._refused[req.contract_id] = collections.Counter()
+            tracked[consumer] += 1
+        tally[r.reason] += 1
+        key = req.contract_id.encode() + b"\x00" + r.reason.encode()
+        self._counts.put(key, _U64.pack(tally[r.reason]))
 
     def _refuse(
         self, peer: str, qid: bytes, r: QueryRefused, req: QueryRequest | None, authentic: bool

@@ -7,8 +7,10 @@ commit listener reacts to those executed transactions (as the driver hands them 
 decoded, with their results) and checks the contract in the committed state: a contract
 needs a grant when its latest grant is not sealed to the consumer's current key. After a
 restart, :meth:`Grants.grant_missing` catches up on any active contract of this node's
-datasets that needs one. A grant that fails or does not commit is retried; one the ledger
-refuses by rule (e.g. the contract's grant limit) is counted by reason and not retried.
+datasets that needs one. A grant that fails or does not commit is retried, in a loop, after
+a pause that doubles from ``GRANT_RETRY_S`` up to ``GRANT_RETRY_MAX_S``, until the contract no
+longer needs one; one the ledger refuses by rule (e.g. the contract's grant limit) is counted
+by reason and not retried.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ACTIVATING_TYPES = frozenset({"contract.sign", "contract.review"})
 KEY_ROTATION = "account.rotate_key"
 GRANT_COMMIT_WAIT_S = 120
 GRANT_RETRY_S = 2
+GRANT_RETRY_MAX_S = 60
 _PAGE = 100
 
 
@@ -116,7 +119,19 @@ class Grants:
         )
 
     async def grant(self, contract_id: str) -> None:
-        """Post ``access.grant`` for the contract if it is ours, ACTIVE and has none yet."""
+        """Post ``access.grant`` for the contract if it is ours, ACTIVE and has none yet;
+        retried with a capped, doubling pause until the contract no longer needs one.
+
+        A loop, not a recursion: a grant that keeps failing keeps one frame, and cancelling
+        the task (at shutdown) ends it in the pause or in the submit alike.
+        """
+        pause = GRANT_RETRY_S
+        while await self._grant_once(contract_id):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, GRANT_RETRY_MAX_S)
+
+    async def _grant_once(self, contract_id: str) -> bool:
+        """One attempt at :meth:`grant`; whether it is to be retried."""
         state = self._ledger.state
         contract = load_contract(state, contract_id)
         if (
@@ -126,12 +141,12 @@ class Grants:
             or effective_status(contract, ledger_now_ms(self._ledger)) != Status.ACTIVE
             or contract_id in self._granting
         ):
-            return
+            return False
         key = self._keys.get(contract["dataset_id"])
         consumer = load_account(state, contract["consumer"])
         if key is None or consumer is None or len(consumer["encryption_public_key"]) != 32:
             log.error("cannot grant contract %s: no dataset key or consumer key", contract_id)
-            return
+            return False
         sealed = nacl.public.SealedBox(
             nacl.public.PublicKey(bytes(consumer["encryption_public_key"]))
         ).encrypt(key)
@@ -144,17 +159,15 @@ class Grants:
             audit_log.info("granted access to contract %s (tx %s)", contract_id, tx_id.hex())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._submitter.wait_committed(tx_id), GRANT_COMMIT_WAIT_S)
-        except Exception as e:  # a failed grant is retried below
+        except Exception as e:  # a failed grant is retried by grant()
             log.error("cannot post access grant for %s: %s", contract_id, e)
         else:
             location = self._ledger.tx_location(tx_id)
             if location is not None and not location.ok and location.reason in TRADING_REASONS:
                 self._metrics.grants_refused.labels(location.reason).inc()
                 log.error("the ledger refused the grant of %s: %s", contract_id, location.reason)
-                return
+                return False
         finally:
             self._granting.discard(contract_id)
         after = load_contract(self._ledger.state, contract_id)
-        if after is not None and self._needs_grant(after):
-            await asyncio.sleep(GRANT_RETRY_S)
-            await self.grant(contract_id)
+        return after is not None and self._needs_grant(after)

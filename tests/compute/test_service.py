@@ -1,6 +1,6 @@
 """The supplier's query server on a real ledger state: who may ask is decided before any SQL
-is parsed, a refused request claims no nonce, and only authentic requests count against a
-contract's refusal tally."""
+is parsed, a refused request claims no nonce, and only the contract's own consumer's
+requests count against its refusal tally, within bounds no one requester can exhaust."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from mdtp.node.compute import service
 from mdtp.node.compute.engine import Engine, EngineLimits
 from mdtp.node.compute.metrics import ComputeMetrics
 from mdtp.node.compute.protocol import sign_query_request
@@ -131,11 +132,12 @@ def test_authority_is_decided_before_the_sql_is_parsed(bed: Bed) -> None:
     assert bed.ask(m.consumer, star, contract="c2") == "not_clean_room"
     assert bed.ask(m.consumer, star, contract="nope") == "unknown_contract"
     assert bed.replay.held(m.consumer.account_id) == 0, "no refused request claims a nonce"
-    # the forged request is not counted against the contract: anyone could send one
-    assert bed.server.refusals("c1") == {"not_consumer": 1}
+    # neither the forged request nor the stranger's counts against c1: anyone could send one
+    assert bed.server.refusals("c1") == {}
     assert bed.server.refusals("c2") == {"not_clean_room": 1}
+    assert bed.server.refusals("nope") == {}
     # the tally is kept in the chunk index: a restarted server reads it back
-    assert QueryServer(**bed.parts).refusals("c1") == {"not_consumer": 1}
+    assert QueryServer(**bed.parts).refusals("c2") == {"not_clean_room": 1}
 
 
 def test_a_query_beyond_the_budget_is_refused_before_it_runs(bed: Bed) -> None:
@@ -205,3 +207,81 @@ def test_a_query_is_refused_while_an_overdue_invoice_suspends_access(bed: Bed) -
     assert bed.ask(m.consumer, "SELECT COUNT(*) FROM data", contract="c3") == "payment_overdue"
     assert bed.server.refusals("c3") == {"payment_overdue": 1}
     assert bed.replay.held(m.consumer.account_id) == 0
+
+
+def test_only_the_contracts_own_consumer_counts_against_its_tally(bed: Bed) -> None:
+    m = bed.market
+    stranger = m.chain.user("consumer", member="m2", name="stranger")
+    star = "SELECT * FROM data"
+    for _ in range(3):  # validly signed, but not c1's consumer: any account could
+        assert bed.ask(stranger, star) == "not_consumer"
+    assert bed.ask(stranger, star, contract="c2") == "not_consumer"
+    assert bed.server.refusals("c1") == {} and bed.server.refusals("c2") == {}
+    assert bed.ask(m.consumer, star, contract="c2") == "not_clean_room"
+    assert bed.server.refusals("c2") == {"not_clean_room": 1}
+    # a node that does not serve the contract keeps no tally of it either
+    counts = bed.parts["store"].db.prefixed_db(b"qr-m3/")
+    other = QueryServer(**{**bed.parts, "node_id": "m3", "counts": counts})
+    other.on_request("m2", "compute.req", {"qid": b"q" * 16, "req": _signed(m.consumer, "c2")})
+    assert bed.sent.pop()[2]["reason"] == "dataset_unavailable"
+    assert other.refusals("c2") == {} and list(counts) == []
+
+
+def test_made_up_contract_ids_never_fill_the_tracked_contracts(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CONTRACTS_TRACKED_MAX", 5)
+    m = bed.market
+    stranger = m.chain.user("consumer", member="m2", name="stranger")
+    for i in range(10):  # signed frames naming contracts nobody holds
+        assert bed.ask(stranger, "SELECT 1", contract=f"made-up-{i}") == "unknown_contract"
+    assert list(bed.parts["counts"]) == [], "nothing persisted"
+    assert bed.ask(m.consumer, "SELECT 1", contract="c2") == "not_clean_room"
+    assert bed.server.refusals("c2") == {"not_clean_room": 1}
+
+
+def test_no_one_consumer_exhausts_the_tracked_contracts(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CONTRACTS_TRACKED_MAX", 4)
+    monkeypatch.setattr(service, "CONTRACTS_TRACKED_PER_CONSUMER_MAX", 2)
+    m = bed.market
+    ids = [f"o{i}" for i in range(4)]
+    period = {"use_start_ms": NOW - DAY_MS, "use_end_ms": NOW + DAY_MS}
+    for contract_id in ids:  # a consumer can make as many offers as it likes
+        m.offer(contract_id, by=m.consumer, disposal_deadline_ms=NOW + 2 * DAY_MS, **period)
+        assert bed.ask(m.consumer, "SELECT 1", contract=contract_id) == "not_active"
+    assert [bool(bed.server.refusals(c)) for c in ids] == [True, True, False, False]
+    assert bed.ask(m.consumer, "SELECT 1", contract="o0") == "not_active"
+    assert bed.server.refusals("o0") == {"not_active": 2}, "a tracked contract still counts"
+    other = m.chain.user("consumer", member="m2", name="other")
+    body = m.offer_body("p0", disposal_deadline_ms=NOW + 2 * DAY_MS, **period)
+    m.chain.ok(m.supplier, "contract.offer", {**body, "consumer": other.account_id})
+    assert bed.ask(other, "SELECT 1", contract="p0") == "not_active"
+    assert bed.server.refusals("p0") == {"not_active": 1}
+    # the bound holds across a restart: the tracked contracts are read back by consumer
+    restarted = QueryServer(**bed.parts)
+    bed.server = restarted
+    assert bed.ask(m.consumer, "SELECT 1", contract="o2") == "not_active"
+    assert restarted.refusals("o2") == {}
+
+
+def test_a_tally_kept_before_these_rules_is_cleaned_on_first_use(bed: Bed) -> None:
+    counts = bed.parts["counts"]
+    one = (1).to_bytes(8, "big")
+    for key in (b"nope\x00unknown_contract", b"c1\x00not_consumer", b"c1\x00busy"):
+        counts.put(key, one)
+    server = QueryServer(**bed.parts)
+    assert server.refusals("c1") == {"busy": 1}
+    assert server.refusals("nope") == {}
+    assert [k for k, _ in counts] == [b"c1\x00busy"]
+
+
+def _signed(signer: Any, contract: str) -> bytes:
+    return sign_query_request(
+        signer,
+        chain_id=CHAIN_ID,
+        contract_id=contract,
+        sql="SELECT 1",
+        expires_at_ms=int(time.time() * 1000) + 60_000,
+    )
